@@ -1,0 +1,459 @@
+"""Realistic demo data, written fast: users, songs over two years, and the queue entries of unfinished songs.
+
+Rows are built in Python from small precomputed pools (lines of lyrics, titles, prompts, names) and written
+in bulk below the ORM: `executemany` on SQLite's own cursor, `COPY … FROM STDIN` on PostgreSQL, one
+transaction per batch of songs (with their queue entries). Ids are given explicitly, continuing after the
+largest existing one, so a queue entry can name its song and a song its audio file without reading anything
+back; PostgreSQL's sequences are moved past them at the end. Meant for an idle database: a writer adding
+rows at the same moment would race for the same ids.
+
+Every value respects the models' CHECK and unique constraints, which the database enforces while we write.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import string
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.hashers import make_password
+from django.core.management.color import no_style
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Max
+
+from accounts.models import User
+from queueing.models import GenerationQueue
+from songs.admin import GENRES
+from songs.models import Song
+
+DEMO_PASSWORD = "demo-password"  # every seeded user's password; they are demo accounts
+HISTORY_DAYS = 730  # songs and users are spread over the two years before now
+DEFAULT_BATCH_SIZE = 50_000
+
+Row = tuple[Any, ...]
+
+
+class SeedError(Exception):
+    """The seed cannot run as asked (for example songs but no user to own them)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running seed stands; handed to the progress callback after each batch."""
+
+    phase: str  # "users" or "songs"
+    done: int
+    total: int
+    elapsed: float  # seconds since the seed started
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """What one seed wrote."""
+
+    users: int
+    songs: int
+    queue_entries: int
+    token: str  # the run token in every seeded username and email
+    seconds: float
+
+
+# --- content pools ------------------------------------------------------------------------------------
+# Everything random per row is an index into one of these, so a row costs a handful of random() calls.
+
+# Relative weight of each genre in GENRES order (pop and hip-hop dominate, classical is rare).
+_GENRE_WEIGHTS = {"pop": 18, "hip-hop": 14, "rock": 12, "electronic": 11, "r&b": 7, "country": 6, "latin": 6,
+                  "jazz": 4, "folk": 4, "metal": 4, "ambient": 3, "soul": 3, "reggae": 2, "funk": 2, "punk": 2,
+                  "blues": 1, "classical": 1}
+# Share of songs per status, in per-mille: most finished, a backlog waiting, a few running, some failed.
+_STATUS_PER_MILLE = ((Song.Status.COMPLETED, 800), (Song.Status.PENDING, 100), (Song.Status.GENERATING, 20),
+                     (Song.Status.FAILED, 80))
+
+_FIRST_NAMES = ("ava", "liam", "mia", "noah", "zoe", "leo", "ivy", "owen", "nora", "eli", "lucia", "mateo", "yuki",
+                "kenji", "amara", "kofi", "ines", "hugo", "freya", "arjun", "priya", "sven", "olga", "tariq",
+                "layla", "diego", "chloe", "finn", "maya", "omar", "rosa", "theo")
+_LAST_NAMES = ("smith", "garcia", "nguyen", "muller", "rossi", "kowalski", "silva", "tanaka", "okafor", "haddad",
+               "johansson", "dubois", "novak", "kim", "patel", "lopez", "ivanova", "murphy", "schmidt", "costa",
+               "chen", "ali", "jensen", "moreau")
+_ADJECTIVES = ("midnight", "golden", "broken", "electric", "silent", "burning", "velvet", "neon", "endless",
+               "wild", "frozen", "hollow", "crimson", "lonely", "restless", "summer", "paper", "distant",
+               "sweet", "northern", "faded", "gentle", "savage", "silver", "borrowed", "secret")
+_NOUNS = ("heart", "river", "highway", "city", "dream", "fire", "echo", "shadow", "ocean", "sky", "radio",
+          "memory", "garden", "storm", "letter", "train", "mirror", "horizon", "rain", "kingdom", "signal",
+          "harbor", "window", "thunder", "lullaby", "parade")
+_SUBJECTS = ("I", "you", "we", "they", "the night", "my heart", "the city", "your voice", "the radio", "this town",
+             "the morning", "our shadows", "the river", "every star")
+_VERBS = ("keep on running", "call your name", "fall apart", "light the way", "hold the line", "chase the sun",
+          "wait for the rain", "dance alone", "burn so bright", "drift away", "break the silence",
+          "sing it back", "find a way home", "lose control", "count the miles", "paint the sky")
+_TAILS = ("tonight", "till the morning comes", "under neon lights", "one more time", "like we used to",
+          "in the pouring rain", "on an empty road", "with nothing left to lose", "when the music stops",
+          "across the great divide", "in a city made of glass", "before the fire dies", "and never look back",
+          "where the rivers meet")
+_MOODS = ("uplifting", "melancholic", "dreamy", "energetic", "dark", "nostalgic", "romantic", "aggressive",
+          "chill", "anthemic", "bittersweet", "playful")
+_INSTRUMENTS = ("warm analog synths", "fingerpicked acoustic guitar", "punchy 808s", "driving drums",
+                "lush strings", "distorted guitars", "soft piano", "brass section", "slap bass", "choir pads",
+                "lo-fi tape hiss", "pedal steel")
+_VOCALS = ("female vocals", "male vocals", "duet", "whispered vocals", "gritty vocals", "falsetto",
+           "choir", "instrumental, no vocals", "rap verses", "layered harmonies")
+_ERRORS = ("Generator timed out after 300 s.", "Generator returned HTTP 503: service unavailable.",
+           "Audio file was empty (0 bytes).", "Lyrics rejected by the content filter.",
+           "Generator returned HTTP 429: rate limit exceeded.", "Worker lease expired; attempts exhausted.",
+           "Could not write audio: no space left on device.", "Generator returned malformed JSON.")
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """Precomputed building blocks: choosing one is an index, never work per character."""
+
+    genres: tuple[str, ...]  # 1,000 entries in genre proportions
+    statuses: tuple[str, ...]  # 1,000 entries in status proportions
+    titles: tuple[str, ...]
+    stanzas: tuple[str, ...]
+    prompts: tuple[str, ...]
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+
+
+def _weighted_table(weights: Iterable[tuple[str, int]], size: int = 1000) -> tuple[str, ...]:
+    items = list(weights)
+    total = sum(weight for _, weight in items)
+    table: list[str] = []
+    for value, weight in items:
+        table.extend([value] * round(weight * size / total))
+    return tuple((table + [items[0][0]] * size)[:size])
+
+
+def _build_pools(rng: random.Random) -> _Pools:
+    genre_weights = [(genre, _GENRE_WEIGHTS.get(genre, 1)) for genre in GENRES]
+    lines = [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_TAILS)}".capitalize() for _ in range(600)]
+    stanzas = tuple("\n".join(rng.sample(lines, rng.randint(4, 6))) for _ in range(1500))
+    titles = tuple(
+        rng.choice((f"{a} {n}", f"The {a} {n}", f"{n} of the {a}", f"{a} {n} {rng.randint(2, 9)}")).title()
+        for a, n in ((rng.choice(_ADJECTIVES), rng.choice(_NOUNS)) for _ in range(4000))
+    )
+    prompts = tuple(
+        f"{rng.choice(_MOODS)} {{genre}}, {rng.choice(_INSTRUMENTS)} and {rng.choice(_INSTRUMENTS)}, "
+        f"{rng.randrange(60, 180)} bpm, {rng.choice(_VOCALS)}"
+        for _ in range(2000)
+    )
+    return _Pools(
+        genres=_weighted_table(genre_weights),
+        statuses=_weighted_table(_STATUS_PER_MILLE),
+        titles=titles,
+        stanzas=stanzas,
+        prompts=prompts,
+        first_names=_FIRST_NAMES,
+        last_names=_LAST_NAMES,
+    )
+
+
+# --- writing rows -------------------------------------------------------------------------------------
+
+
+def _columns(model: type[models.Model], fields: Sequence[str]) -> tuple[str, list[str]]:
+    """The table and column names of `fields`, from the model's _meta."""
+    opts = model._meta
+    return opts.db_table, [opts.get_field(name).column for name in fields]  # type: ignore[union-attr]
+
+
+class _Writer:
+    """Bulk inserts below the ORM, for one database vendor."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+
+    def timestamp(self, seconds: float) -> str:
+        """A UTC instant (seconds since the epoch) as the text the database stores."""
+        return (_EPOCH + timedelta(seconds=seconds)).isoformat(" ")
+
+    def insert(self, model: type[models.Model], fields: Sequence[str], rows: list[Row]) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Settings held for the whole seed."""
+        yield
+
+    def finish(self, models_written: Sequence[type[models.Model]]) -> None:
+        """Refresh planner statistics after the load."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+class _SQLiteWriter(_Writer):
+    """executemany on the sqlite3 cursor: no ORM, no per-row SQL."""
+
+    def insert(self, model: type[models.Model], fields: Sequence[str], rows: list[Row]) -> None:
+        table, columns = _columns(model, fields)
+        qn = self.connection.ops.quote_name
+        sql = (f"INSERT INTO {qn(table)} ({', '.join(qn(c) for c in columns)}) "
+               f"VALUES ({', '.join('?' * len(columns))})")
+        cursor = self.connection.connection.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        # A bulk load that can be rerun needs no fsync per commit; the usual setting comes back
+        # afterwards. The pragma is per connection and cannot change inside a transaction.
+        if self.connection.in_atomic_block:
+            yield
+            return
+        raw = self.connection.connection
+        (previous,) = raw.execute("PRAGMA synchronous").fetchone()
+        raw.execute("PRAGMA synchronous = OFF")
+        try:
+            yield
+        finally:
+            raw.execute(f"PRAGMA synchronous = {int(previous)}")
+
+
+class _PostgreSQLWriter(_Writer):
+    """COPY … FROM STDIN with psycopg 3."""
+
+    def timestamp(self, seconds: float) -> str:
+        return super().timestamp(seconds) + "+00:00"
+
+    def insert(self, model: type[models.Model], fields: Sequence[str], rows: list[Row]) -> None:
+        table, columns = _columns(model, fields)
+        qn = self.connection.ops.quote_name
+        sql = f"COPY {qn(table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN"
+        with self.connection.connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def finish(self, models_written: Sequence[type[models.Model]]) -> None:
+        # Rows came with explicit ids: move each identity sequence past them for the next insert.
+        with self.connection.cursor() as cursor:
+            for sql in self.connection.ops.sequence_reset_sql(no_style(), list(models_written)):
+                cursor.execute(sql)
+        super().finish(models_written)
+
+
+def _writer_for(connection: BaseDatabaseWrapper) -> _Writer:
+    if connection.vendor == "sqlite":
+        return _SQLiteWriter(connection)
+    if connection.vendor == "postgresql":
+        return _PostgreSQLWriter(connection)
+    raise SeedError(f"seed_demo supports SQLite and PostgreSQL, not {connection.vendor}.")
+
+
+# --- generating rows ----------------------------------------------------------------------------------
+
+USER_FIELDS = ("id", "password", "last_login", "is_superuser", "username", "first_name", "last_name", "is_staff",
+               "is_active", "email", "created_at", "updated_at")
+SONG_FIELDS = ("id", "user", "title", "genre", "style_prompt", "lyrics", "status", "suno_song_id",
+               "audio_file_path", "video_file_path", "generation_time", "play_count", "created_at", "completed_at")
+QUEUE_FIELDS = ("id", "song", "priority", "retry_count", "max_retries", "status", "error_message", "queued_at",
+                "started_at", "completed_at")
+
+_MAX_RETRIES = 3  # GenerationQueue.max_retries' default
+
+
+@dataclass
+class _Plan:
+    """The fixed facts of one seed run that every batch of rows is built from."""
+
+    rng: random.Random
+    pools: _Pools
+    writer: _Writer
+    token: str
+    now: float  # seconds since the epoch
+    start: float  # now - HISTORY_DAYS
+    n_songs: int
+    first_song_id: int
+    next_queue_id: int
+    new_user_ids: range  # users of this run, in sign-up order: a song's owner signed up before it
+    existing_user_ids: list[int]  # owners to draw from when this run adds no users
+
+    @property
+    def span(self) -> float:
+        return self.now - self.start
+
+
+def _user_rows(plan: _Plan, first_index: int, count: int, password_hash: str) -> list[Row]:
+    """Users first_index … first_index+count-1 of this run, their sign-ups spread over the whole history."""
+    rnd = plan.rng.random
+    ts = plan.writer.timestamp
+    firsts, lasts = plan.pools.first_names, plan.pools.last_names
+    ids = plan.new_user_ids
+    step = plan.span / max(len(ids), 1)
+    rows: list[Row] = []
+    for index in range(first_index, first_index + count):
+        first, last = firsts[int(rnd() * len(firsts))], lasts[int(rnd() * len(lasts))]
+        joined = ts(plan.start + index * step)
+        rows.append((
+            ids[index], password_hash, None, False, f"{first}_{last}_{plan.token}{index}", first.title(),
+            last.title(), False, rnd() >= 0.03, f"{first}.{last}.{plan.token}{index}@example.com", joined, joined,
+        ))
+    return rows
+
+
+def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], list[Row]]:
+    """Songs first_index … first_index+count-1 of this run, and the queue entries of the unfinished ones."""
+    rnd = plan.rng.random
+    ts = plan.writer.timestamp
+    pools = plan.pools
+    genres, statuses, titles, stanzas, prompts = (pools.genres, pools.statuses, pools.titles, pools.stanzas,
+                                                  pools.prompts)
+    n_genres, n_statuses, n_titles, n_stanzas, n_prompts = (len(genres), len(statuses), len(titles), len(stanzas),
+                                                            len(prompts))
+    now, start, step = plan.now, plan.start, plan.span / max(plan.n_songs, 1)
+    new_users, n_new = plan.new_user_ids, len(plan.new_user_ids)
+    existing, n_existing = plan.existing_user_ids, len(plan.existing_user_ids)
+    completed, pending, generating = Song.Status.COMPLETED.value, Song.Status.PENDING.value, \
+        Song.Status.GENERATING.value
+    queued, running, job_failed = (GenerationQueue.Status.QUEUED.value, GenerationQueue.Status.RUNNING.value,
+                                   GenerationQueue.Status.FAILED.value)
+    songs: list[Row] = []
+    jobs: list[Row] = []
+    queue_id = plan.next_queue_id
+    for index in range(first_index, first_index + count):
+        song_id = plan.first_song_id + index
+        # Ids and creation times rise together, with jitter, as they do in a live table.
+        created = start + (index + rnd()) * step
+        if n_new:
+            # Only users who had signed up by then: user i joined at start + i * span / n_new.
+            signed_up = min(n_new, int((created - start) / plan.span * n_new) + 1)
+            user_id = new_users[int(rnd() * signed_up)]
+        else:
+            user_id = existing[int(rnd() * n_existing)]
+        genre = genres[int(rnd() * n_genres)]
+        status = statuses[int(rnd() * n_statuses)]
+        verse1, verse2, chorus, bridge = (stanzas[int(rnd() * n_stanzas)] for _ in range(4))
+        lyrics = (f"[Verse 1]\n{verse1}\n\n[Chorus]\n{chorus}\n\n[Verse 2]\n{verse2}\n\n[Chorus]\n{chorus}\n\n"
+                  f"[Bridge]\n{bridge}\n\n[Chorus]\n{chorus}")
+        created_at = ts(created)
+        if status == completed:
+            generation_time = round(20 + rnd() * 220, 3)
+            finished = min(created + rnd() * 120 + generation_time, now)
+            r = rnd()
+            play_count = int(r * r * r * r * 5000)  # most songs played a little, a few a lot
+            songs.append((
+                song_id, user_id, titles[int(rnd() * n_titles)], genre, prompts[int(rnd() * n_prompts)].format(
+                    genre=genre), lyrics, status, f"demo-{song_id}", f"songs/{song_id}.wav",
+                f"videos/{song_id}.mp4" if rnd() < 0.3 else "", generation_time, play_count, created_at,
+                ts(finished),
+            ))
+            continue
+        songs.append((
+            song_id, user_id, titles[int(rnd() * n_titles)], genre, prompts[int(rnd() * n_prompts)].format(
+                genre=genre), lyrics, status, None, "", "", None, 0, created_at, None,
+        ))
+        if status == pending:
+            retries = 0 if rnd() < 0.85 else 1 + int(rnd() * (_MAX_RETRIES - 1))
+            error = _ERRORS[int(rnd() * len(_ERRORS))] if retries else ""
+            priority = 0 if rnd() < 0.9 else 1 + int(rnd() * 10)
+            jobs.append((queue_id, song_id, priority, retries, _MAX_RETRIES, queued, error, created_at, None, None))
+        elif status == generating:
+            started = min(created + rnd() * 60, now)
+            jobs.append((queue_id, song_id, 0, int(rnd() * _MAX_RETRIES), _MAX_RETRIES, running, "", created_at,
+                         ts(started), None))
+        else:  # failed: every attempt used up
+            started = min(created + rnd() * 60, now)
+            jobs.append((queue_id, song_id, 0, _MAX_RETRIES, _MAX_RETRIES, job_failed,
+                         _ERRORS[int(rnd() * len(_ERRORS))], created_at, ts(started),
+                         ts(min(started + rnd() * 300, now))))
+        queue_id += 1
+    plan.next_queue_id = queue_id
+    return songs, jobs
+
+
+def _next_id(model: type[models.Model], using: str) -> int:
+    return (model._default_manager.using(using).aggregate(top=Max("pk"))["top"] or 0) + 1
+
+
+def _fresh_token(using: str) -> str:
+    """A run token that no existing username contains, so seeded usernames never collide."""
+    alphabet = string.ascii_lowercase + string.digits
+    for _ in range(20):
+        token = "".join(secrets.choice(alphabet) for _ in range(6))
+        if not User._default_manager.using(using).filter(username__contains=token).exists():
+            return token
+    raise SeedError("Could not find an unused run token for usernames; try again.")
+
+
+def seed_demo_data(
+    *,
+    users: int,
+    songs: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+    progress: Callable[[Progress], None] | None = None,
+) -> SeedResult:
+    """Append `users` users and `songs` songs (with queue entries for unfinished ones) to the database."""
+    if users < 0 or songs < 0:
+        raise SeedError("The numbers of users and songs cannot be negative.")
+    if batch_size < 1:
+        raise SeedError("The batch size must be at least 1.")
+    began = time.perf_counter()
+    connection = connections[using]
+    writer = _writer_for(connection)
+    rng = random.Random(seed)
+    pools = _build_pools(rng)
+    token = _fresh_token(using)
+    first_user_id = _next_id(User, using)
+    existing_user_ids: list[int] = []
+    if songs and not users:
+        existing_user_ids = list(User._default_manager.using(using).values_list("pk", flat=True))
+        if not existing_user_ids:
+            raise SeedError("Songs need owners: there are no users yet, so seed some users too (--users N).")
+    now = time.time()
+    plan = _Plan(
+        rng=rng, pools=pools, writer=writer, token=token, now=now, start=now - HISTORY_DAYS * 86400,
+        n_songs=songs, first_song_id=_next_id(Song, using), next_queue_id=_next_id(GenerationQueue, using),
+        new_user_ids=range(first_user_id, first_user_id + users), existing_user_ids=existing_user_ids,
+    )
+
+    def report(phase: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(Progress(phase=phase, done=done, total=total, elapsed=time.perf_counter() - began))
+
+    connection.ensure_connection()
+    queue_entries = 0
+    with writer.session():
+        if users:
+            # One hash for every demo account: hashing is deliberately slow, so never per user.
+            password_hash = make_password(DEMO_PASSWORD)
+            for offset in range(0, users, batch_size):
+                count = min(batch_size, users - offset)
+                with transaction.atomic(using=using):
+                    writer.insert(User, USER_FIELDS, _user_rows(plan, offset, count, password_hash))
+                report("users", offset + count, users)
+        # One thread builds the next batch while this one writes the current: SQLite and psycopg release
+        # the GIL while the database works, so the two overlap. Batches are still built in order, so a
+        # given --seed gives the same rows.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-demo") as builder:
+            offsets = range(0, songs, batch_size)
+            upcoming = [builder.submit(_song_rows, plan, offset, min(batch_size, songs - offset))
+                        for offset in offsets[:1]]
+            for number, offset in enumerate(offsets):
+                song_rows, job_rows = upcoming.pop().result()
+                if number + 1 < len(offsets):
+                    following = offsets[number + 1]
+                    upcoming.append(builder.submit(_song_rows, plan, following, min(batch_size, songs - following)))
+                with transaction.atomic(using=using):
+                    writer.insert(Song, SONG_FIELDS, song_rows)
+                    writer.insert(GenerationQueue, QUEUE_FIELDS, job_rows)
+                queue_entries += len(job_rows)
+                report("songs", offset + len(song_rows), songs)
+        writer.finish((User, Song, GenerationQueue))
+    return SeedResult(users=users, songs=songs, queue_entries=queue_entries, token=token,
+                      seconds=time.perf_counter() - began)
+

@@ -1,0 +1,45 @@
+"""`make run`'s set-up step: an admin account from the environment and demo data in an empty database."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from songs.models import Song
+
+
+class Command(BaseCommand):
+    help = (
+        "Create an admin account from DJANGO_SUPERUSER_USERNAME/EMAIL/PASSWORD when given, and load a small "
+        "demo data set when the database holds no songs."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--demo-users", type=int, default=20)
+        parser.add_argument("--demo-songs", type=int, default=300)
+
+    def handle(self, *args: Any, demo_users: int, demo_songs: int, **options: Any) -> None:
+        username = os.environ.get("DJANGO_SUPERUSER_USERNAME")
+        User = get_user_model()
+        if username and os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
+            if User.objects.filter(username=username).exists():
+                self.stdout.write(f"Admin account {username!r} already exists.")
+            else:
+                call_command("createsuperuser", interactive=False, verbosity=0)
+                self.stdout.write(self.style.SUCCESS(f"Created admin account {username!r}."))
+        elif not User.objects.filter(is_superuser=True).exists():
+            self.stdout.write(
+                "No admin account yet. Create one with:\n"
+                "  DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_EMAIL=admin@example.com "
+                "DJANGO_SUPERUSER_PASSWORD=... make run\n"
+                "or: .venv/bin/python manage.py createsuperuser"
+            )
+        if Song.objects.exists():
+            self.stdout.write("Database holds songs; no demo data loaded.")
+            return
+        call_command("seed_demo", users=demo_users, songs=demo_songs, stdout=self.stdout)
+        self.stdout.write(self.style.SUCCESS(f"Loaded demo data: {demo_users} users, {demo_songs} songs."))

@@ -1,0 +1,21 @@
+"""The project's settings, with a SECRET_KEY for the test run and HTTPS redirects off.
+
+Everything else (database, data folder, debug) still comes from the environment, so the same
+suite runs on SQLite and, with DATABASE_URL, on PostgreSQL.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-outside-the-test-suite")
+# The test client and the live server speak plain HTTP.
+os.environ.setdefault("SONGSGEN_SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SONGSGEN_SECURE_COOKIES", "0")
+
+from songsgen.settings import *  # noqa: E402,F403
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A real file, never Django's in-memory test database: WAL, locking and other processes
+    # only exist for files. One file per test run, so two runs on one machine never collide.
+    _live = Path(DATABASES["default"]["NAME"])  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(_live.with_name(f"test_{_live.stem}_{os.getpid()}.db"))}  # noqa: F405

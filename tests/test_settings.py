@@ -1,0 +1,59 @@
+"""Settings come from the environment; production settings pass `check --deploy`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SONGSGEN_", "DJANGO_", "DEBUG", "SECRET_KEY"))}
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), *args], env=base, cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        env={
+            "SECRET_KEY": "x" * 20 + "-a-long-random-production-secret-key-" + "y" * 20,
+            "DEBUG": "0",
+            "ALLOWED_HOSTS": "songs.example.com",
+            "SONGSGEN_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
+    result = _manage("check", env={"DEBUG": "0", "SONGSGEN_DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_data_dir_and_database_url_from_environment(tmp_path):
+    data = tmp_path / "somewhere" / "data"
+    result = _manage(
+        "shell", "-v0", "-c",
+        "from django.conf import settings as s; print(s.DATABASES['default']['NAME']); print(s.BACKUP_DIR);"
+        "print(s.MEDIA_ROOT)",
+        env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(data)},
+    )
+    assert result.returncode == 0, result.stderr
+    name, backups, media = result.stdout.split()
+    assert name == str(data / "songs.db") and backups == str(data / "backups") and media == str(data / "media")
+    assert data.is_dir()
+
+
+def test_bad_database_url_is_a_clear_error(tmp_path):
+    result = _manage("check", env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(tmp_path), "DATABASE_URL": "mysql://x/y"})
+    assert result.returncode != 0
+    assert "DATABASE_URL must point at SQLite or PostgreSQL" in result.stderr
