@@ -17,7 +17,6 @@ import secrets
 import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -89,8 +88,9 @@ _ADJECTIVES = ("midnight", "golden", "broken", "electric", "silent", "burning", 
 _NOUNS = ("heart", "river", "highway", "city", "dream", "fire", "echo", "shadow", "ocean", "sky", "radio",
           "memory", "garden", "storm", "letter", "train", "mirror", "horizon", "rain", "kingdom", "signal",
           "harbor", "window", "thunder", "lullaby", "parade")
-_SUBJECTS = ("I", "you", "we", "they", "the night", "my heart", "the city", "your voice", "the radio", "this town",
-             "the morning", "our shadows", "the river", "every star")
+# Subjects that all take the plain verb form, so every generated line is grammatical.
+_SUBJECTS = ("I", "you", "we", "they", "the lights", "our hearts", "your eyes", "the stars", "these streets",
+             "old friends", "the rivers", "the sirens", "we both")
 _VERBS = ("keep on running", "call your name", "fall apart", "light the way", "hold the line", "chase the sun",
           "wait for the rain", "dance alone", "burn so bright", "drift away", "break the silence",
           "sing it back", "find a way home", "lose control", "count the miles", "paint the sky")
@@ -159,6 +159,8 @@ def _build_pools(rng: random.Random) -> _Pools:
 
 # --- writing rows -------------------------------------------------------------------------------------
 
+_EPOCH = datetime(1970, 1, 1)  # naive UTC: timestamps are computed as seconds since it
+
 
 def _columns(model: type[models.Model], fields: Sequence[str]) -> tuple[str, list[str]]:
     """The table and column names of `fields`, from the model's _meta."""
@@ -188,9 +190,6 @@ class _Writer:
         """Refresh planner statistics after the load."""
         with self.connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-
-
-_EPOCH = datetime(1970, 1, 1)
 
 
 class _SQLiteWriter(_Writer):
@@ -313,11 +312,12 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
                                                   pools.prompts)
     n_genres, n_statuses, n_titles, n_stanzas, n_prompts = (len(genres), len(statuses), len(titles), len(stanzas),
                                                             len(prompts))
-    now, start, step = plan.now, plan.start, plan.span / max(plan.n_songs, 1)
+    now, start, span = plan.now, plan.start, plan.span
+    step = span / max(plan.n_songs, 1)
     new_users, n_new = plan.new_user_ids, len(plan.new_user_ids)
     existing, n_existing = plan.existing_user_ids, len(plan.existing_user_ids)
-    completed, pending, generating = Song.Status.COMPLETED.value, Song.Status.PENDING.value, \
-        Song.Status.GENERATING.value
+    completed, pending, generating = (Song.Status.COMPLETED.value, Song.Status.PENDING.value,
+                                      Song.Status.GENERATING.value)
     queued, running, job_failed = (GenerationQueue.Status.QUEUED.value, GenerationQueue.Status.RUNNING.value,
                                    GenerationQueue.Status.FAILED.value)
     songs: list[Row] = []
@@ -329,13 +329,14 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
         created = start + (index + rnd()) * step
         if n_new:
             # Only users who had signed up by then: user i joined at start + i * span / n_new.
-            signed_up = min(n_new, int((created - start) / plan.span * n_new) + 1)
+            signed_up = min(n_new, int((created - start) / span * n_new) + 1)
             user_id = new_users[int(rnd() * signed_up)]
         else:
             user_id = existing[int(rnd() * n_existing)]
         genre = genres[int(rnd() * n_genres)]
         status = statuses[int(rnd() * n_statuses)]
-        verse1, verse2, chorus, bridge = (stanzas[int(rnd() * n_stanzas)] for _ in range(4))
+        verse1, verse2 = stanzas[int(rnd() * n_stanzas)], stanzas[int(rnd() * n_stanzas)]
+        chorus, bridge = stanzas[int(rnd() * n_stanzas)], stanzas[int(rnd() * n_stanzas)]
         lyrics = (f"[Verse 1]\n{verse1}\n\n[Chorus]\n{chorus}\n\n[Verse 2]\n{verse2}\n\n[Chorus]\n{chorus}\n\n"
                   f"[Bridge]\n{bridge}\n\n[Chorus]\n{chorus}")
         created_at = ts(created)
@@ -436,23 +437,13 @@ def seed_demo_data(
                 with transaction.atomic(using=using):
                     writer.insert(User, USER_FIELDS, _user_rows(plan, offset, count, password_hash))
                 report("users", offset + count, users)
-        # One thread builds the next batch while this one writes the current: SQLite and psycopg release
-        # the GIL while the database works, so the two overlap. Batches are still built in order, so a
-        # given --seed gives the same rows.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-demo") as builder:
-            offsets = range(0, songs, batch_size)
-            upcoming = [builder.submit(_song_rows, plan, offset, min(batch_size, songs - offset))
-                        for offset in offsets[:1]]
-            for number, offset in enumerate(offsets):
-                song_rows, job_rows = upcoming.pop().result()
-                if number + 1 < len(offsets):
-                    following = offsets[number + 1]
-                    upcoming.append(builder.submit(_song_rows, plan, following, min(batch_size, songs - following)))
-                with transaction.atomic(using=using):
-                    writer.insert(Song, SONG_FIELDS, song_rows)
-                    writer.insert(GenerationQueue, QUEUE_FIELDS, job_rows)
-                queue_entries += len(job_rows)
-                report("songs", offset + len(song_rows), songs)
+        for offset in range(0, songs, batch_size):
+            song_rows, job_rows = _song_rows(plan, offset, min(batch_size, songs - offset))
+            with transaction.atomic(using=using):
+                writer.insert(Song, SONG_FIELDS, song_rows)
+                writer.insert(GenerationQueue, QUEUE_FIELDS, job_rows)
+            queue_entries += len(job_rows)
+            report("songs", offset + len(song_rows), songs)
         writer.finish((User, Song, GenerationQueue))
     return SeedResult(users=users, songs=songs, queue_entries=queue_entries, token=token,
                       seconds=time.perf_counter() - began)

@@ -39,6 +39,8 @@ class LargeTableAdminMixin:
     """For ModelAdmins over big tables: capped counts, no unfiltered COUNT(*)."""
 
     show_full_result_count = False
+    # Facet counts would COUNT every filter choice over the whole table on each page view.
+    show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
 
     def get_paginator(

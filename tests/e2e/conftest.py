@@ -1,4 +1,6 @@
-"""Browser fixtures: a live server reachable over plain HTTP, and headless Debian Chromium.
+"""Browser fixtures: headless Debian Chromium and a page on pytest-django's live server.
+
+tests/settings.py turns the HTTPS redirect and Secure cookies off, since the live server speaks HTTP.
 
 The browser is the system's /usr/bin/chromium; nothing here downloads one (`playwright install` is
 never run). Without it the browser tests skip on a developer's machine but fail in CI (CI=true),
@@ -12,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.test.utils import override_settings
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,46 +30,6 @@ CHROMIUM_ARGS = [
 ]
 # Generous for a page of a local server, short enough that a broken page fails fast.
 TIMEOUT_MS = 10_000
-
-# With DEBUG off, settings redirect every plain-HTTP request to https:// and mark the session and
-# CSRF cookies Secure; the live server speaks HTTP only. SecurityMiddleware reads its settings once,
-# when the server thread builds its handler, so they must be in force when the server starts.
-PLAIN_HTTP = {
-    "SECURE_SSL_REDIRECT": False,
-    "SECURE_HSTS_SECONDS": 0,
-    "SESSION_COOKIE_SECURE": False,
-    "CSRF_COOKIE_SECURE": False,
-}
-
-
-@pytest.fixture(scope="session")
-def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
-    """pytest-django's live server, started while the plain-HTTP settings are in force.
-
-    Same name as pytest-django's fixture so its `_live_server_helper` still gives each test
-    `transactional_db` and adds the server's host to ALLOWED_HOSTS. The test database is a real
-    SQLite file (settings' TEST NAME), so the server thread opens its own connection to it and sees
-    what the test commits.
-    """
-    addr = request.config.getvalue("liveserver") or os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost"
-    with override_settings(**PLAIN_HTTP):
-        server = LiveServer(addr)  # starts the thread and waits until its handler is built
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def plain_http(settings: Settings) -> None:
-    """Cookie settings are read on every response: keep them off Secure for this test only."""
-    for name, value in PLAIN_HTTP.items():
-        setattr(settings, name, value)
-
-
-@pytest.fixture
-def fast_password_hasher(settings: Settings) -> None:
-    """Logging in hashes a password on every test; the default hasher is slow by design."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @pytest.fixture
 def chromium() -> Iterator[Browser]:
@@ -95,7 +55,7 @@ def _launch(pw: Playwright) -> Browser:
 
 
 @pytest.fixture
-def admin_page(chromium: Browser, live_server: LiveServer, plain_http: None) -> Iterator[Page]:
+def admin_page(chromium: Browser, live_server: LiveServer) -> Iterator[Page]:
     """A fresh browser page whose relative URLs go to the live server; server errors fail the test."""
     context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)

@@ -13,7 +13,7 @@ from queueing.models import GenerationQueue
 from songs.models import Song
 from songs.services import song_request
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("fast_password_hasher")]
+pytestmark = pytest.mark.browser
 
 USERNAME = "operator"
 PASSWORD = "e2e-Correct-Horse-7"

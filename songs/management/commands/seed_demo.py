@@ -58,6 +58,8 @@ class Command(BaseCommand):
             )
         except SeedError as exc:
             raise CommandError(str(exc)) from exc
+        if verbosity < 1:
+            return
         self.stdout.write(self.style.SUCCESS(
             f"Added {result.users:,} users, {result.songs:,} songs and {result.queue_entries:,} queue entries "
             f"in {result.seconds:.1f} s (run token {result.token!r}; password {DEMO_PASSWORD!r})."
