@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,10 @@ logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logg
 
 class BackupError(Exception):
     """A backup, restore or check cannot go on; the message says why and what to do."""
+
+
+class RestoreUndone(BackupError):
+    """The restored database failed its check and the live database was put back from the safety copy."""
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -116,10 +121,11 @@ def _copy_into(source: IO[bytes], fd: int) -> None:
     """Copy `source` from its start into the open file descriptor `fd`."""
     try:
         in_fd = source.fileno()
-        size = os.fstat(in_fd).st_size
+        info = os.fstat(in_fd)
     except (AttributeError, OSError, ValueError):
         in_fd = None
-    if in_fd is not None:
+    if in_fd is not None and stat.S_ISREG(info.st_mode):
+        size = info.st_size
         offset = 0  # the kernel copies: no buffer in this process, whatever the size
         while offset < size:
             sent = os.sendfile(fd, in_fd, offset, min(size - offset, 1 << 30))
@@ -127,8 +133,8 @@ def _copy_into(source: IO[bytes], fd: int) -> None:
                 break
             offset += sent
         return
-    if hasattr(source, "seek"):
-        source.seek(0)
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        source.seek(0)  # a pipe cannot seek, and is read from where it stands
     while chunk := source.read(CHUNK):
         _write_all(fd, chunk)
 
@@ -215,6 +221,17 @@ class StoredBackup:
         return self.name.endswith(".gpg")
 
 
+def backup_created(name: str) -> datetime | None:
+    """The UTC time a backup's filename records, or None."""
+    stamp = dbbackup_utils.filename_to_datestring(name)
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, dbbackup_settings.DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def list_backups(names: Iterable[str], label: str) -> list[StoredBackup]:
     """The backups of database `label` among `names`, newest first (metadata and temporary files left out)."""
     found = []
@@ -222,9 +239,9 @@ def list_backups(names: Iterable[str], label: str) -> list[StoredBackup]:
         if name.endswith(".metadata") or name.startswith(TEMP_PREFIX):
             continue
         stamp = dbbackup_utils.filename_to_datestring(name)
-        if not stamp or not name.startswith(f"{label}-{stamp}"):
+        created = backup_created(name)
+        if not stamp or not created or not name.startswith(f"{label}-{stamp}"):
             continue  # another database's backup, or not a backup at all
-        created = datetime.strptime(stamp, dbbackup_settings.DATE_FORMAT).replace(tzinfo=UTC)
         found.append(StoredBackup(name, created))
     return sorted(found, key=lambda b: (b.created, b.name), reverse=True)
 
@@ -367,6 +384,15 @@ def row_counts(path: Path) -> dict[str, int]:
         conn.close()
 
 
+def schema(path: Path) -> list[tuple[str, str, str]]:
+    """The tables, indexes and triggers of the database at `path`, with their SQL."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    finally:
+        conn.close()
+
+
 def compress(source: Path, target: IO[bytes], *, level: int) -> None:
     """zstd-compress the file `source` into `target`, streaming, with a checksum of the content."""
     size = source.stat().st_size
@@ -381,7 +407,7 @@ def unpack(stream: IO[bytes], target: Path) -> str:
     A truncated or damaged stream raises BackupError: the zstd frame carries its content size and a
     checksum, and gzip a CRC, both checked here.
     """
-    if hasattr(stream, "seek"):
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         stream.seek(0)
     head = stream.read(len(SQLITE_MAGIC))
     rest = _Prefixed(head, stream)
@@ -539,11 +565,11 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
                         "replace the file"
                     )
                 expected = row_counts(candidate)
-                checkpointed, errors = _copy_and_verify(candidate, live, expected, timeout=timeout)
+                checkpointed, errors = _copy_and_verify(candidate, live, timeout=timeout)
                 if errors and safety is not None:
                     keep_safety = True
                     copy_into_live(safety, live, timeout=timeout)
-                    raise BackupError(
+                    raise RestoreUndone(
                         f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
                         f"was put back from the safety copy, which is kept at {safety}"
                     )
@@ -556,18 +582,17 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
     return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes)
 
 
-def _copy_and_verify(
-    candidate: Path, live: Path, expected: dict[str, int], *, timeout: float
-) -> tuple[bool, list[str]]:
+def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str]]:
     """Copy `candidate` into `live`; then whether the WAL was folded in, and what is wrong with the result."""
     try:
         checkpointed = copy_into_live(candidate, live, timeout=timeout)
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
-        # integrity_check; what a copy can damage, page structure and counts, quick_check and the row
-        # counts see, in a third of the time (docs/backups.md, "Restore").
+        # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
+        # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
+        # already be writing into the restored database. The schema can.
         errors = check_errors(live, quick=True)
-        if not errors and row_counts(live) != expected:
-            errors = ["its row counts differ from the backup's"]
+        if not errors and schema(live) != schema(candidate):
+            errors = ["its schema differs from the backup's"]
         if not errors:
             _set_wal(live, timeout)
     except (sqlite3.Error, OSError) as exc:

@@ -14,7 +14,7 @@ from dbbackup.management.commands import dbrestore
 from django.core.management.base import CommandError
 from django.db import connections
 
-from songsgen.db.backup import BackupError, database_label, latest_backup
+from songsgen.db.backup import BackupError, RestoreUndone, database_label, latest_backup
 
 
 class Command(dbrestore.Command):
@@ -34,6 +34,8 @@ class Command(dbrestore.Command):
             raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
         try:
             super().handle(*args, **options)
+        except RestoreUndone as exc:
+            raise CommandError(f"Restore failed: {exc}.") from exc
         except BackupError as exc:
             raise CommandError(f"Restore refused: {exc}. The live database was not changed.") from exc
 
