@@ -12,9 +12,11 @@ songsgen/db/backup.py):
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import IO, Any
 
+from dbbackup.db.exceptions import ConnectorError
 from dbbackup.management.commands import dbbackup
 from dbbackup.storage import StorageError
 from django.conf import settings
@@ -39,7 +41,7 @@ class Command(dbbackup.Command):
         try:
             # django-dbbackup's handle without its error-mail decorator, which can hide the error.
             dbbackup.Command.handle.__wrapped__(self, **options)
-        except (BackupError, StorageError, OSError) as exc:
+        except (BackupError, ConnectorError, StorageError, OSError, sqlite3.Error) as exc:
             raise CommandError(f"Backup failed: {exc}") from exc
         finally:
             for conn in connections.all(initialized_only=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dbbackup.db.exceptions import ConnectorError
 from dbbackup.management.commands import dbrestore
 from django.core.management.base import CommandError
 from django.db import connections
@@ -38,6 +39,8 @@ class Command(dbrestore.Command):
             raise CommandError(f"Restore failed: {exc}.") from exc
         except BackupError as exc:
             raise CommandError(f"Restore refused: {exc}. The live database was not changed.") from exc
+        except ConnectorError as exc:  # pg_restore failed
+            raise CommandError(f"Restore failed: {exc}") from exc
 
     def _get_backup_file(self, database: str | None = None, servername: str | None = None) -> Any:
         if self._sqlite and not self.path and not self.filename:
