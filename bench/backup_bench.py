@@ -77,6 +77,7 @@ print(result.splitlines()[0], errors)
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run `cmd` under /usr/bin/time -v: wall seconds, peak RSS in MiB, the process."""
+    os.sync()  # no step pays for writing back the previous step's dirty pages
     proc = subprocess.run([TIME, "-v", *cmd], env=env, cwd=REPO, capture_output=True, text=True)
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
@@ -148,6 +149,7 @@ def main() -> None:
         for target in (copy, work / "raw.db"):
             target.unlink(missing_ok=True)
         record("backup: cp (floor, unsafe)", *timed(["cp", str(live), str(copy)])[:2])
+        copy.unlink()
         record("backup: raw backup API", *timed([PY, "-c", RAW_BACKUP, str(live), str(work / "raw.db")])[:2])
         clear(ours_dir)
         record("backup: ours (dbbackup, zstd)", *timed([PY, "manage.py", "dbbackup"], ours_env)[:2])

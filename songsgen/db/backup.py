@@ -145,12 +145,36 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def _own_temp_file(source: Any, folder: Path) -> Path | None:
+    """The path of `source` if it is one of our temporary files in `folder`, else None."""
+    inner = getattr(source, "file", source)  # django.core.files.File wraps the real file
+    name = getattr(inner, "name", None)
+    if not isinstance(name, str) or not Path(name).name.startswith(TEMP_PREFIX):
+        return None
+    path = Path(name)
+    try:
+        if path.parent.resolve() != folder.resolve() or not stat.S_ISREG(os.fstat(inner.fileno()).st_mode):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path
+
+
 def atomic_write(source: IO[bytes], target: Path, *, mode: int = 0o600) -> None:
     """Write `source` to `target` under a temporary name, fsync, and link it into place when complete.
 
     Never replaces an existing file (FileExistsError): a backup is never written over another.
     """
     target = Path(target)
+    if (own := _own_temp_file(source, target.parent)) is not None:
+        # Already a complete temporary file of ours on this file system: flush it and give it its
+        # name, instead of copying it (the backup of a large database is hundreds of MB).
+        source.flush()
+        os.fsync(source.fileno())
+        os.chmod(own, mode)
+        os.link(own, target)  # the temporary name goes when its owner closes the file
+        _fsync_dir(target.parent)
+        return
     tmp = temp_path(target.parent, ".part")
     try:
         fd = os.open(tmp, os.O_WRONLY)
@@ -696,8 +720,9 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         copy = temp_path(folder, ".sqlite3")
         try:
             snapshot(live, copy, timeout=timeout)
-            # An unnamed file (O_TMPFILE): it vanishes with this process, even on SIGKILL.
-            packed = tempfile.TemporaryFile(dir=folder)
+            # Compressed straight into a temporary file in the backup folder, which the storage then
+            # names without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
+            packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
             # quick_check and compression both read the copy and release the GIL: run them side by side.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 checked = pool.submit(check_errors, copy, quick=True)
@@ -709,6 +734,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
                     f"The snapshot of {live} fails PRAGMA quick_check ({'; '.join(errors[:5])}): the live "
                     "database itself may be damaged. No backup was written."
                 )
+            packed.flush()
             packed.seek(0)
             return packed
         finally:
