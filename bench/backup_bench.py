@@ -1,0 +1,214 @@
+"""Backup and restore on a big SQLite database: ours against `cp` and django-dbbackup's default, in one run.
+
+    python bench/backup_bench.py [--songs 1000000] [--users 20000] [--runs 3] [--work /tmp/songsgen-backup-bench]
+
+Seeds `<work>/seed.db` with `manage.py seed_demo` unless it is there already, then times each step as a
+separate process under `/usr/bin/time -v` (median wall time and peak resident memory over --runs):
+
+  backup:  cp of the file (the floor; unsafe on a live database) · the raw backup-API copy
+           (`sqlite3.Connection.backup(pages=-1)` into a file: the baseline of the 2x target) ·
+           our `manage.py dbbackup` · django-dbbackup's own command with its default SqliteBackupConnector
+  restore: cp of the file + `PRAGMA integrity_check` (the baseline of the 3x target) ·
+           our `manage.py dbrestore --noinput` · django-dbbackup's dbrestore with its default connector
+
+Then one restore of each while another process holds the database open and writes, and the
+`integrity_check` each process sees afterwards. Results: a table on stdout, JSON in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+TIME = "/usr/bin/time"
+
+STOCK_SETTINGS = '''
+from songsgen.settings import *  # noqa
+# django-dbbackup as it ships: its default SQLite connector and plain FileSystemStorage.
+DBBACKUP_CONNECTOR_MAPPING = {}
+STORAGES["dbbackup"] = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                        "OPTIONS": {"location": str(BACKUP_DIR)}}
+'''
+STOCK_COMMAND = (
+    "import sys, django; django.setup(); from django.core.management import call_command; "
+    "from dbbackup.management.commands import {0} as m; call_command(m.Command(), *sys.argv[1:])"
+)
+RAW_BACKUP = (
+    "import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); d = sqlite3.connect(sys.argv[2]); "
+    "s.backup(d, pages=-1); d.close(); s.close()"
+)
+INTEGRITY = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])"
+HOLDER = '''
+import os, sys, time, sqlite3
+stop, ready = sys.argv[2], sys.argv[3]
+conn = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("CREATE TABLE IF NOT EXISTS bench_holder (id INTEGER PRIMARY KEY, at REAL)")
+errors, i = 0, 0
+while not os.path.exists(stop):
+    try:
+        conn.execute("BEGIN IMMEDIATE"); conn.execute("INSERT INTO bench_holder (at) VALUES (?)", (time.time(),))
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        errors += 1
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    i += 1
+    if i == 10:
+        open(ready, "w").close()
+    time.sleep(0.01)
+try:
+    result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+except sqlite3.DatabaseError as exc:
+    result = str(exc)
+print(result.splitlines()[0], errors)
+'''
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run `cmd` under /usr/bin/time -v: wall seconds, peak RSS in MiB, the process."""
+    os.sync()  # no step pays for writing back the previous step's dirty pages
+    proc = subprocess.run([TIME, "-v", *cmd], env=env, cwd=REPO, capture_output=True, text=True)
+    wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    if proc.returncode != 0 or not wall or not rss:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr[-3000:]}")
+    h, m, s = wall.groups()
+    return int(h or 0) * 3600 + int(m) * 60 + float(s), int(rss.group(1)) // 1024, proc
+
+
+def integrity(path: Path) -> str:
+    return subprocess.run([PY, "-c", INTEGRITY, str(path)], capture_output=True, text=True).stdout.strip()
+
+
+def seed(work: Path, users: int, songs: int) -> Path:
+    target = work / "seed.db"
+    if target.exists():
+        return target
+    data = work / "seed-data"
+    env = dict(os.environ, DEBUG="1", SONGSGEN_DATA_DIR=str(data))
+    env.pop("DATABASE_URL", None)
+    subprocess.run([PY, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
+    subprocess.run([PY, "manage.py", "seed_demo", "--users", str(users), "--songs", str(songs)], env=env,
+                   cwd=REPO, check=True)
+    shutil.move(data / "songs.db", target)
+    shutil.rmtree(data)
+    return target
+
+
+def clear(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--songs", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/songsgen-backup-bench"))
+    args = parser.parse_args()
+    if not Path(TIME).exists():
+        raise SystemExit("/usr/bin/time is missing: apt-get install -y time")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    seed_db = seed(work, args.users, args.songs)
+    size_mib = seed_db.stat().st_size / 2**20
+    data, ours_dir, stock_dir = work / "data", work / "backups-ours", work / "backups-stock"
+    live = data / "songs.db"
+    (work / "stock_settings.py").write_text(STOCK_SETTINGS)
+    base_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    base_env.update(DEBUG="1", SONGSGEN_DATA_DIR=str(data), PYTHONPATH=f"{REPO}:{work}")
+    ours_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(ours_dir))
+    stock_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(stock_dir), DJANGO_SETTINGS_MODULE="stock_settings")
+
+    def fresh_live() -> None:
+        clear(data)
+        shutil.copyfile(seed_db, live)
+
+    results: dict[str, list[tuple[float, int]]] = {}
+
+    def record(name: str, wall: float, rss: int) -> None:
+        results.setdefault(name, []).append((wall, rss))
+        print(f"  {name:<34} {wall:7.2f} s {rss:6d} MiB", flush=True)
+
+    fresh_live()
+    for run in range(args.runs):
+        print(f"run {run + 1}/{args.runs}", flush=True)
+        copy = work / "copy.db"
+        for target in (copy, work / "raw.db"):
+            target.unlink(missing_ok=True)
+        record("backup: cp (floor, unsafe)", *timed(["cp", str(live), str(copy)])[:2])
+        copy.unlink()
+        record("backup: raw backup API", *timed([PY, "-c", RAW_BACKUP, str(live), str(work / "raw.db")])[:2])
+        clear(ours_dir)
+        record("backup: ours (dbbackup, zstd)", *timed([PY, "manage.py", "dbbackup"], ours_env)[:2])
+        clear(stock_dir)
+        record("backup: django-dbbackup default", *timed(
+            [PY, "-c", STOCK_COMMAND.format("dbbackup")], stock_env)[:2])
+
+        record("restore: cp + integrity_check", *timed(
+            ["sh", "-c", f'cp "$1" "$2" && {PY} -c "$3" "$2"', "sh", str(work / "raw.db"), str(live), INTEGRITY])[:2])
+        record("restore: ours (dbrestore)", *timed([PY, "manage.py", "dbrestore", "--noinput"], ours_env)[:2])
+        assert integrity(live) == "ok"
+        (stock_file,) = [p for p in stock_dir.iterdir() if not p.name.endswith(".metadata")]
+        record("restore: django-dbbackup default", *timed(
+            [PY, "-c", STOCK_COMMAND.format("dbrestore"), "--noinput", "-I", str(stock_file)], stock_env)[:2])
+        assert integrity(live) == "ok"
+
+    # Never corrupt: one restore of each while another process holds the database open and writes.
+    safety: dict[str, str] = {}
+    for name, cmd, env in (
+        ("ours", [PY, "manage.py", "dbrestore", "--noinput"], ours_env),
+        ("django-dbbackup default", [PY, "-c", STOCK_COMMAND.format("dbrestore"), "--noinput", "-I",
+                                     str(stock_file)], stock_env),
+    ):
+        fresh_live()
+        stop, ready = work / "stop", work / "ready"
+        stop.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
+        holder = subprocess.Popen([PY, "-c", HOLDER, str(live), str(stop), str(ready)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        while not ready.exists() and holder.poll() is None:
+            time.sleep(0.01)
+        restore = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+        time.sleep(1)
+        stop.touch()
+        out, _ = holder.communicate(timeout=300)
+        seen = out.split()[0] if out.split() else "holder died"
+        safety[name] = (f"restore exit {restore.returncode}; integrity seen by the writer: {seen}; "
+                        f"afterwards: {integrity(live)}")
+        print(f"  under a writer, {name}: {safety[name]}", flush=True)
+
+    summary = {name: {"median_s": statistics.median(w for w, _ in runs), "peak_mib": max(r for _, r in runs),
+                      "runs_s": [round(w, 2) for w, _ in runs]} for name, runs in results.items()}
+    raw = summary["backup: raw backup API"]["median_s"]
+    base = summary["restore: cp + integrity_check"]["median_s"]
+    print(f"\nSQLite {size_mib:,.0f} MiB ({args.songs:,} songs, {args.users:,} users), {args.runs} runs, "
+          f"{os.cpu_count()} cores\n")
+    print("| step | median s | peak MiB | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, row in summary.items():
+        ref = raw if name.startswith("backup") else base
+        print(f"| {name} | {row['median_s']:.2f} | {row['peak_mib']} | {row['median_s'] / ref:.2f}x |")
+    for name, text in safety.items():
+        print(f"\nRestore under a writer, {name}: {text}")
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "backup_bench.json").write_text(json.dumps(
+        {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "steps": summary,
+         "under_writer": safety}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,752 @@
+"""Consistent SQLite backups and restores that never write over a live file, for django-dbbackup.
+
+Backup: SQLite's backup API copies the live database in one step (`backup(pages=-1)`), which holds one
+read transaction for the whole copy, so the copy is the database as of one instant (WAL content
+included) while writers go on. The copy goes to a temporary file beside the backups, passes
+`PRAGMA quick_check`, and is compressed with zstd in a streaming pass (memory stays flat, whatever
+the database's size). `AtomicFileSystemStorage` writes every backup file under a temporary name,
+owner-only, and renames it when complete, so a crash never leaves a file that looks whole.
+
+Restore: the backup is unpacked into a temporary file beside the live database and checked
+(`integrity_check`, and that it is a songsgen database); a safety copy of the live database is
+taken; then the backup API copies the checked file *into* the live database. Other connections
+see that as one transaction: the old database or the new one, never a half-written file. The
+live database is checked again, and the safety copy is removed only then.
+
+Django and django-dbbackup only: apps are found through the app registry, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+from dbbackup import settings as dbbackup_settings
+from dbbackup import utils as dbbackup_utils
+from dbbackup.db.base import BaseDBConnector
+from dbbackup.db.postgresql import PgDumpBinaryConnector
+from django.apps import apps
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage
+
+CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
+TEMP_PREFIX = ".songsgen-tmp-"  # every temporary file we make; see remove_stale_temp_files()
+SQLITE_MAGIC = b"SQLite format 3\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+SQLITE_EXTENSION = "sqlite3.zst"
+
+Log = Callable[[str], None]
+logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
+
+
+class BackupError(Exception):
+    """A backup, restore or check cannot go on; the message says why and what to do."""
+
+
+class RestoreUndone(BackupError):
+    """The restored database failed its check and the live database was put back from the safety copy."""
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def temp_path(folder: Path, suffix: str = "") -> Path:
+    """Create an empty owner-only file in `folder` with a temporary-looking name naming our pid."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    while True:
+        path = folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return path
+        except FileExistsError:
+            continue
+
+
+def remove_file(path: Path) -> None:
+    """Remove a database file and the journal files SQLite may keep beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files left by processes that died (a SIGKILL cannot clean up after itself)."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f"{TEMP_PREFIX}*"):
+        match = re.match(rf"{re.escape(TEMP_PREFIX)}(\d+)-", path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_into(source: IO[bytes], fd: int) -> None:
+    """Copy `source` from its start into the open file descriptor `fd`."""
+    try:
+        in_fd = source.fileno()
+        info = os.fstat(in_fd)
+    except (AttributeError, OSError, ValueError):
+        in_fd = None
+    if in_fd is not None and stat.S_ISREG(info.st_mode):
+        size = info.st_size
+        offset = 0  # the kernel copies: no buffer in this process, whatever the size
+        while offset < size:
+            sent = os.sendfile(fd, in_fd, offset, min(size - offset, 1 << 30))
+            if sent == 0:
+                break
+            offset += sent
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        source.seek(0)  # a pipe cannot seek, and is read from where it stands
+    while chunk := source.read(CHUNK):
+        _write_all(fd, chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _own_temp_file(source: Any, folder: Path) -> Path | None:
+    """The path of `source` if it is one of our temporary files in `folder`, else None."""
+    inner = getattr(source, "file", source)  # django.core.files.File wraps the real file
+    name = getattr(inner, "name", None)
+    if not isinstance(name, str) or not Path(name).name.startswith(TEMP_PREFIX):
+        return None
+    path = Path(name)
+    try:
+        if path.parent.resolve() != folder.resolve() or not stat.S_ISREG(os.fstat(inner.fileno()).st_mode):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path
+
+
+def atomic_write(source: IO[bytes], target: Path, *, mode: int = 0o600) -> None:
+    """Write `source` to `target` under a temporary name, fsync, and link it into place when complete.
+
+    Never replaces an existing file (FileExistsError): a backup is never written over another.
+    """
+    target = Path(target)
+    if (own := _own_temp_file(source, target.parent)) is not None:
+        # Already a complete temporary file of ours on this file system: flush it and give it its
+        # name, instead of copying it (the backup of a large database is hundreds of MB).
+        source.flush()
+        os.fsync(source.fileno())
+        os.chmod(own, mode)
+        os.link(own, target)  # the temporary name goes when its owner closes the file
+        _fsync_dir(target.parent)
+        return
+    tmp = temp_path(target.parent, ".part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            _copy_into(source, fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, mode)
+        os.link(tmp, target)  # atomic, and unlike rename() it refuses to replace an existing file
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(target.parent)
+
+
+class AtomicFileSystemStorage(FileSystemStorage):
+    """FileSystemStorage whose files appear only when complete: temporary name, fsync, link."""
+
+    def _save(self, name: str, content: Any) -> str:
+        while True:
+            full_path = Path(self.path(name))
+            full_path.parent.mkdir(mode=self.directory_permissions_mode or 0o700, parents=True, exist_ok=True)
+            try:
+                atomic_write(content, full_path, mode=self.file_permissions_mode or 0o600)
+            except FileExistsError:
+                name = self.get_available_name(name)  # the same race Django's own _save handles
+                continue
+            return str(name).replace("\\", "/")
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        try:
+            return super().listdir(path)
+        except FileNotFoundError:  # no backup yet: the folder appears with the first one
+            return [], []
+
+
+# --- naming ---------------------------------------------------------------------------------------
+
+
+def database_label(settings_dict: dict[str, Any]) -> str:
+    """The database's own name as backup filenames carry it: the SQLite file's stem, or the PG name."""
+    name = str(settings_dict["NAME"])
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        name = Path(name).name
+    return name.split(".")[0]
+
+
+def utc_stamp(moment: datetime | None = None) -> str:
+    """The time part of a backup's filename, always in UTC."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).strftime(dbbackup_settings.DATE_FORMAT)
+
+
+def backup_filename(extension: str, label: str, servername: str | None = None, moment: datetime | None = None) -> str:
+    """A backup's filename from DBBACKUP_FILENAME_TEMPLATE, with the database's name and UTC time."""
+    return dbbackup_utils.filename_generate(extension, label, servername, wildcard=utc_stamp(moment))
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """A backup file in storage: its name and the UTC time its name records."""
+
+    name: str
+    created: datetime
+
+    @property
+    def encrypted(self) -> bool:
+        return self.name.endswith(".gpg")
+
+
+def backup_created(name: str) -> datetime | None:
+    """The UTC time a backup's filename records, or None."""
+    stamp = dbbackup_utils.filename_to_datestring(name)
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, dbbackup_settings.DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def list_backups(names: Iterable[str], label: str) -> list[StoredBackup]:
+    """The backups of database `label` among `names`, newest first (metadata and temporary files left out)."""
+    found = []
+    for name in names:
+        if name.endswith(".metadata") or name.startswith(TEMP_PREFIX):
+            continue
+        stamp = dbbackup_utils.filename_to_datestring(name)
+        created = backup_created(name)
+        if not stamp or not created or not name.startswith(f"{label}-{stamp}"):
+            continue  # another database's backup, or not a backup at all
+        found.append(StoredBackup(name, created))
+    return sorted(found, key=lambda b: (b.created, b.name), reverse=True)
+
+
+def prune_backups(storage: Any, label: str, *, keep: int, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the newest `keep` backups of `label`; never one named in `protect`. Returns the deleted."""
+    if keep < 1:
+        raise BackupError(f"Retention must keep at least one backup, got {keep}: set SONGSGEN_BACKUP_KEEP >= 1.")
+    backups = list_backups(storage.listdir("")[1], label)
+    protected = {name for name in protect}
+    kept = [b for b in backups if b.name in protected]
+    for backup in backups:
+        if len(kept) >= keep:
+            break
+        if backup not in kept:
+            kept.append(backup)
+    deleted = []
+    for backup in backups:
+        if backup in kept:
+            continue
+        storage.delete(backup.name)
+        if storage.exists(f"{backup.name}.metadata"):
+            storage.delete(f"{backup.name}.metadata")
+        deleted.append(backup.name)
+    return deleted
+
+
+def latest_backup(storage: Any, label: str, *, encrypted: bool | None = None) -> StoredBackup:
+    """The newest backup of database `label` in `storage`."""
+    backups = [b for b in list_backups(storage.listdir("")[1], label) if encrypted is None or b.encrypted == encrypted]
+    if not backups:
+        location = getattr(storage, "location", "the backup storage")
+        raise BackupError(f"No backup of database {label!r} in {location}; make one with `manage.py dbbackup`.")
+    return backups[0]
+
+
+# --- SQLite ---------------------------------------------------------------------------------------
+
+
+def sqlite_path(settings_dict: dict[str, Any]) -> Path:
+    """The file of an SQLite database; in-memory databases cannot be backed up this way."""
+    name = str(settings_dict["NAME"])
+    if not name or name == ":memory:" or "mode=memory" in name:
+        raise BackupError(f"Database {name!r} lives in memory; there is no file to back up or restore.")
+    return Path(name.removeprefix("file:").split("?")[0]).resolve()
+
+
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    # Our own connection: no Django pragmas (a small default page cache keeps memory flat).
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
+
+
+def snapshot(source: Path, target: Path, *, timeout: float) -> None:
+    """Copy the live database `source` into `target` in one backup-API step: one consistent instant."""
+    src = _connect(source, timeout)
+    try:
+        dst = sqlite3.connect(target, isolation_level=None)
+        try:
+            # The copy only has to be durable once compressed and stored, not page by page.
+            dst.execute("PRAGMA journal_mode = OFF")
+            dst.execute("PRAGMA synchronous = OFF")
+            src.backup(dst, pages=-1)
+            # A plain rollback-journal file: it opens anywhere, even read-only, with no -wal beside it.
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def check_errors(path: Path, *, quick: bool = False) -> list[str]:
+    """`PRAGMA integrity_check` (or quick_check) of a database file: an empty list when it is sound."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    messages = [str(row[0]) for row in rows]
+    return [] if messages == ["ok"] else messages
+
+
+def project_migration_roots() -> dict[str, set[str]]:
+    """For each of the project's own apps (not Django's or third parties'), its first migrations."""
+    from django.db.migrations.loader import MigrationLoader
+
+    base = Path(settings.BASE_DIR).resolve()
+    ours = {
+        config.label for config in apps.get_app_configs()
+        if Path(config.path).resolve().is_relative_to(base) and not Path(config.path).resolve().is_relative_to(
+            base / ".venv"
+        )
+    }
+    loader = MigrationLoader(None, ignore_no_migrations=True, load=False)
+    loader.load_disk()
+    roots: dict[str, set[str]] = {}
+    for (app, name), migration in loader.disk_migrations.items():
+        if app in ours and not any(dep[0] == app for dep in migration.dependencies):
+            roots.setdefault(app, set()).add(name)
+    return roots
+
+
+def songsgen_errors(path: Path) -> list[str]:
+    """Why the SQLite file at `path` is not a songsgen database (empty when it is one)."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "django_migrations" not in tables:
+                return ["it has no django_migrations table: not a Django database"]
+            recorded = set(conn.execute("SELECT app, name FROM django_migrations").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    missing = [
+        f"{app}.{name}" for app, names in sorted(project_migration_roots().items()) for name in sorted(names)
+        if (app, name) not in recorded
+    ]
+    if missing:
+        return [f"its django_migrations table lacks this project's migrations ({', '.join(missing)}): "
+                "a backup of another Django project?"]
+    return []
+
+
+def row_counts(path: Path) -> dict[str, int]:
+    """Rows per table of the database at `path`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        tables = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )]
+        return {t: conn.execute(f'SELECT COUNT(*) FROM "{t.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+                for t in tables}
+    finally:
+        conn.close()
+
+
+def schema(path: Path) -> list[tuple[str, str, str]]:
+    """The tables, indexes and triggers of the database at `path`, with their SQL."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    finally:
+        conn.close()
+
+
+def compress(source: Path, target: IO[bytes], *, level: int) -> None:
+    """zstd-compress the file `source` into `target`, streaming, with a checksum of the content."""
+    size = source.stat().st_size
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    with open(source, "rb") as src:
+        cctx.copy_stream(src, target, size=size, read_size=CHUNK, write_size=CHUNK)
+
+
+def unpack(stream: IO[bytes], target: Path) -> str:
+    """Write the database in a backup stream (zstd, gzip or plain SQLite) to `target`; returns the format.
+
+    A truncated or damaged stream raises BackupError: the zstd frame carries its content size and a
+    checksum, and gzip a CRC, both checked here.
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        stream.seek(0)
+    head = stream.read(len(SQLITE_MAGIC))
+    rest = _Prefixed(head, stream)
+    with open(target, "wb") as out:
+        if head.startswith(ZSTD_MAGIC):
+            dobj = zstandard.ZstdDecompressor().decompressobj()
+            try:
+                while chunk := rest.read(CHUNK):
+                    out.write(dobj.decompress(chunk))
+                    if dobj.eof:
+                        break
+            except zstandard.ZstdError as exc:
+                raise BackupError(f"the zstd data is damaged ({exc})") from exc
+            if not dobj.eof:
+                raise BackupError("the zstd data ends early: the backup file is truncated")
+            return "zstd"
+        if head.startswith(GZIP_MAGIC):
+            try:
+                with gzip.GzipFile(fileobj=rest, mode="rb") as gz:
+                    shutil.copyfileobj(gz, out, CHUNK)
+            except (OSError, EOFError) as exc:
+                raise BackupError(f"the gzip data is damaged or truncated ({exc})") from exc
+            return "gzip"
+        if head == SQLITE_MAGIC:
+            shutil.copyfileobj(rest, out, CHUNK)
+            return "sqlite"
+    raise BackupError("it is not a backup: neither zstd, gzip nor an SQLite database")
+
+
+class _Prefixed:
+    """A read-only stream: `head`, then the rest of `stream`."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self.head, self.stream = head, stream
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            if size < 0:
+                data, self.head = self.head + self.stream.read(), b""
+                return data
+            data, self.head = self.head[:size], self.head[size:]
+            if len(data) < size:
+                data += self.stream.read(size - len(data))
+            return data
+        return self.stream.read(size)
+
+
+def _journal_delete(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        conn.close()
+
+
+def page_size(path: Path) -> int:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def check_candidate(path: Path) -> None:
+    """Raise BackupError unless `path` is a sound songsgen database."""
+    try:
+        _journal_delete(path)  # a copy of a WAL database would otherwise grow a -wal file beside it
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"it is not a readable SQLite database ({exc})") from exc
+    if errors := check_errors(path):
+        raise BackupError(f"it fails PRAGMA integrity_check: {'; '.join(errors[:5])}")
+    if errors := songsgen_errors(path):
+        raise BackupError(errors[0])
+
+
+@contextlib.contextmanager
+def unpacked(stream: IO[bytes], folder: Path) -> Iterator[Path]:
+    """The backup in `stream`, unpacked into a checked temporary database in `folder`, removed afterwards."""
+    remove_stale_temp_files(folder)
+    candidate = temp_path(folder, ".sqlite3")
+    try:
+        unpack(stream, candidate)
+        check_candidate(candidate)
+        yield candidate
+    finally:
+        remove_file(candidate)
+
+
+@dataclass
+class RestoreResult:
+    """What a restore did."""
+
+    database: Path
+    tables: dict[str, int]
+    checkpointed: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _need_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise BackupError(
+            f"Not enough free disk in {folder}: {free // 2**20} MiB free, about {needed // 2**20} MiB needed "
+            "(the unpacked backup, a safety copy of the live database, and SQLite's WAL). Free some space first."
+        )
+
+
+def copy_into_live(source: Path, live: Path, *, timeout: float) -> bool:
+    """Replace the content of `live` with `source` in one transaction; returns whether the WAL was folded in."""
+    src = sqlite3.connect(source, isolation_level=None)
+    try:
+        dst = _connect(live, timeout)
+        try:
+            # As the application runs (songsgen/db/sqlite.py): no fsync of the WAL at commit; the
+            # checkpoint below fsyncs the database file itself.
+            dst.execute("PRAGMA synchronous = NORMAL")
+            src.backup(dst, pages=-1)  # writes through SQLite's locks and WAL: readers see old or new
+            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = lambda _: None) -> RestoreResult:
+    """Restore the backup in `stream` into the SQLite database at `live`; see the module docstring."""
+    started = time.monotonic()
+    folder = live.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    safety: Path | None = None
+    if live.exists() and live.stat().st_size > 0:
+        _need_space(folder, live.stat().st_size * 3)  # unpacked backup, safety copy, and the WAL
+        safety = live.with_name(f"{live.name}.pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    keep_safety = False
+    try:
+        # The safety copy is taken while the backup is unpacked and checked: both run in C without the
+        # GIL or wait on the disk. The live database is only read until the backup has passed its checks.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            saved = pool.submit(snapshot, live, safety, timeout=timeout) if safety else None
+            with unpacked(stream, folder) as candidate:
+                log(f"Backup unpacked and checked: {candidate.stat().st_size / 2**20:.1f} MiB, integrity ok.")
+                if saved is not None:
+                    try:
+                        saved.result()
+                    except sqlite3.Error as exc:
+                        raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
+                    log(f"Safety copy of the live database: {safety}")
+                if safety is not None and page_size(live) != page_size(candidate):
+                    raise BackupError(
+                        f"the backup's page size ({page_size(candidate)}) differs from the live database's "
+                        f"({page_size(live)}), which a WAL database cannot change; stop the application and "
+                        "replace the file"
+                    )
+                expected = row_counts(candidate)
+                checkpointed, errors = _copy_and_verify(candidate, live, timeout=timeout)
+                if errors and safety is not None:
+                    keep_safety = True
+                    copy_into_live(safety, live, timeout=timeout)
+                    raise RestoreUndone(
+                        f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
+                        f"was put back from the safety copy, which is kept at {safety}"
+                    )
+                if errors:
+                    raise BackupError(f"the restored database fails its check: {'; '.join(errors[:5])}")
+    finally:
+        if safety is not None and not keep_safety:
+            remove_file(safety)
+    notes = [] if checkpointed else ["another connection kept the WAL busy; SQLite folds it in later"]
+    return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes)
+
+
+def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str]]:
+    """Copy `candidate` into `live`; then whether the WAL was folded in, and what is wrong with the result."""
+    try:
+        checkpointed = copy_into_live(candidate, live, timeout=timeout)
+        # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
+        # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
+        # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
+        # already be writing into the restored database. The schema can.
+        errors = check_errors(live, quick=True)
+        if not errors and schema(live) != schema(candidate):
+            errors = ["its schema differs from the backup's"]
+        if not errors:
+            _set_wal(live, timeout)
+    except (sqlite3.Error, OSError) as exc:
+        return False, [str(exc)]
+    return checkpointed, errors
+
+
+def _set_wal(live: Path, timeout: float) -> None:
+    # A database restored onto a missing file starts in rollback-journal mode; the project runs WAL.
+    conn = _connect(live, timeout)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+# --- checking a backup ----------------------------------------------------------------------------
+
+
+@dataclass
+class BackupReport:
+    """What `backupcheck` found in one backup."""
+
+    name: str
+    size: int  # bytes, as stored
+    database_size: int  # bytes, unpacked
+    created: datetime | None
+    age_seconds: float | None
+    format: str
+    tables: dict[str, int]
+    ok: bool
+    errors: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "ok": self.ok, "errors": self.errors, "size": self.size,
+            "database_size": self.database_size, "format": self.format,
+            "created": self.created.isoformat() if self.created else None, "age_seconds": self.age_seconds,
+            "tables": self.tables,
+        }
+
+
+def check_backup(stream: IO[bytes], name: str, size: int, folder: Path, created: datetime | None) -> BackupReport:
+    """Unpack a backup into a temporary file in `folder`, check it, and count its rows."""
+    remove_stale_temp_files(folder)
+    candidate = temp_path(folder, ".sqlite3")
+    age = (datetime.now(UTC) - created).total_seconds() if created else None
+    fmt, tables, errors, db_size = "", {}, [], 0
+    try:
+        fmt = unpack(stream, candidate)
+        db_size = candidate.stat().st_size
+        check_candidate(candidate)
+        tables = row_counts(candidate)
+    except BackupError as exc:
+        errors = [str(exc)]
+    finally:
+        remove_file(candidate)
+    return BackupReport(name, size, db_size, created, age, fmt, tables, not errors, errors)
+
+
+# --- django-dbbackup connectors -------------------------------------------------------------------
+
+
+class _NamingMixin:
+    """Filenames with the database's own name and the UTC time, never an existing file's name."""
+
+    extension: str
+    connection: Any
+
+    def generate_filename(self, server_name: str | None = None) -> str:
+        from dbbackup.storage import get_storage
+
+        listed = set(get_storage().list_directory())
+        label = database_label(self.connection.settings_dict)
+        while True:
+            name = backup_filename(self.extension, label, server_name)
+            if not any(n.startswith(name) for n in listed):
+                return name
+            time.sleep(0.2)  # two backups within one second: wait for the next second's name
+            listed = set(get_storage().list_directory())
+
+
+class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
+    """A consistent online snapshot through SQLite's backup API, zstd-compressed, never held in memory."""
+
+    extension = SQLITE_EXTENSION
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(settings.BACKUP_DIR)
+
+    def create_dump(self) -> IO[bytes]:
+        import tempfile
+
+        live = sqlite_path(self.connection.settings_dict)
+        if not live.exists():
+            raise BackupError(f"There is no database at {live} to back up.")
+        timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
+        folder = self.work_dir
+        remove_stale_temp_files(folder)
+        copy = temp_path(folder, ".sqlite3")
+        try:
+            snapshot(live, copy, timeout=timeout)
+            # Compressed straight into a temporary file in the backup folder, which the storage then
+            # names without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
+            packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
+            # quick_check and compression both read the copy and release the GIL: run them side by side.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                checked = pool.submit(check_errors, copy, quick=True)
+                compress(copy, packed, level=int(settings.BACKUP_ZSTD_LEVEL))
+                errors = checked.result()
+            if errors:
+                packed.close()
+                raise BackupError(
+                    f"The snapshot of {live} fails PRAGMA quick_check ({'; '.join(errors[:5])}): the live "
+                    "database itself may be damaged. No backup was written."
+                )
+            packed.flush()
+            packed.seek(0)
+            return packed
+        finally:
+            remove_file(copy)
+
+    def restore_dump(self, dump: IO[bytes]) -> RestoreResult:
+        live = sqlite_path(self.connection.settings_dict)
+        self.connection.close()
+        self.result = restore_sqlite(dump, live, timeout=float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000,
+                                     log=logger.info)
+        return self.result
+
+
+class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
+    """django-dbbackup's pg_dump (custom format) connector, with our filenames."""

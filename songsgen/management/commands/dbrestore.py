@@ -1,0 +1,68 @@
+"""`manage.py dbrestore`: django-dbbackup's command, restoring SQLite without writing over the live file.
+
+On SQLite the backup is unpacked beside the database, checked, and copied into the live database
+through SQLite's backup API (songsgen/db/backup.py); a safety copy is kept until the result is
+verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
+CommandError and leaves the live database as it was. PostgreSQL runs django-dbbackup's pg_restore.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbbackup.db.exceptions import ConnectorError
+from dbbackup.management.commands import dbrestore
+from django.core.management.base import CommandError
+from django.db import connections
+
+from songsgen.db.backup import BackupError, RestoreUndone, database_label, latest_backup
+
+
+class Command(dbrestore.Command):
+    help = "Restore a backup (SQLite: checked first, then copied in as one transaction). See docs/backups.md."
+
+    def _set_logger_level(self) -> None:
+        super()._set_logger_level()
+        # Its messages go to the handler set up here, not again through the root logger's console.
+        self.logger.propagate = False
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        alias = options.get("database") or "default"
+        if alias not in connections:
+            raise CommandError(f"Database {alias} does not exist.")
+        self._sqlite = connections[alias].vendor == "sqlite"
+        if self._sqlite and options.get("uncompress"):
+            raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
+        try:
+            super().handle(*args, **options)
+        except RestoreUndone as exc:
+            raise CommandError(f"Restore failed: {exc}.") from exc
+        except BackupError as exc:
+            raise CommandError(f"Restore refused: {exc}. The live database was not changed.") from exc
+        except ConnectorError as exc:  # pg_restore failed
+            raise CommandError(f"Restore failed: {exc}") from exc
+
+    def _get_backup_file(self, database: str | None = None, servername: str | None = None) -> Any:
+        if self._sqlite and not self.path and not self.filename:
+            label = database_label(connections[self.database_name].settings_dict)
+            try:
+                self.filename = latest_backup(self.storage.storage, label, encrypted=bool(self.decrypt)).name
+            except BackupError as exc:
+                raise CommandError(str(exc)) from exc
+        return super()._get_backup_file(database=database, servername=servername)
+
+    def _check_metadata(self, filename: str) -> dict[str, Any] | None:
+        metadata = super()._check_metadata(filename)
+        if metadata and self._sqlite:
+            # Always our connector: the one a metadata file names may write over the live file.
+            metadata.pop("connector", None)
+        return metadata
+
+    def _restore_backup(self) -> None:
+        super()._restore_backup()
+        result = getattr(self.connector, "result", None)
+        if result is not None:
+            tables = ", ".join(f"{t} {n:,}" for t, n in result.tables.items() if not t.startswith("django_"))
+            self.stdout.write(f"Restored {result.database} in {result.seconds:.1f} s, integrity ok; rows: {tables}.")
+            for note in result.notes:
+                self.stdout.write(f"Note: {note}.")
