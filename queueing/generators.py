@@ -17,7 +17,7 @@ import sys
 import tempfile
 import wave
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -44,8 +44,17 @@ def get_generator(path: str | None = None) -> Generator:
     return import_string(path or settings.SONGSGEN_GENERATOR)()
 
 
+def check_media_path(relative: str) -> str:
+    """Refuse a path that is not a plain relative path under the media root (absolute, `..`, backslash)."""
+    parts = PurePosixPath(relative).parts
+    if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/") or ".." in parts:
+        raise ValueError(f"{relative!r} is not a file path inside the media root.")
+    return relative
+
+
 def media_file(relative: str) -> Path:
     """The absolute path of `relative` under MEDIA_ROOT; refuses a path that would leave it."""
+    check_media_path(relative)
     root = Path(settings.MEDIA_ROOT).resolve()
     target = (root / relative).resolve()
     if Path(relative).is_absolute() or not target.is_relative_to(root) or target == root:

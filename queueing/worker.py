@@ -19,12 +19,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, close_old_connections, connections, transaction
 
-from queueing.generators import GenerationResult, Generator, get_generator
+from queueing.generators import GenerationResult, Generator, check_media_path, get_generator
 from queueing.models import GenerationQueue
 
 logger = logging.getLogger("queueing.worker")
@@ -32,10 +33,21 @@ logger = logging.getLogger("queueing.worker")
 # Jobs claimed together must all start within this many seconds, or the rest go back to the
 # queue for other workers: batching serves throughput on quick jobs, never holds slow ones back.
 FAIR_WINDOW = 0.2
+# Outcomes of quick jobs are written together once this many seconds have passed (group commit).
+SETTLE_WINDOW = 0.05
 # How often a worker looks for jobs whose lease expired (a cheap indexed read when there are none).
 RECLAIM_INTERVAL = 1.0
 # Environment variable naming the supervisor's pid, set for the worker processes it starts.
 PARENT_ENV = "SONGSGEN_WORKER_PARENT"
+
+
+class Outcome(NamedTuple):
+    """One attempt: the result, or the error that failed it, and how long generation took."""
+
+    job: GenerationQueue
+    result: GenerationResult | None
+    error: str
+    seconds: float
 
 
 def new_worker_id() -> str:
@@ -194,40 +206,63 @@ class Worker:
         if not jobs:
             return 0
         self.heartbeat.hold([job.pk for job in jobs])
-        claimed = time.monotonic()
+        claimed = last_settle = time.monotonic()
+        outcomes: list[Outcome] = []
         for index, job in enumerate(jobs):
             if index and (self._stopping or time.monotonic() - claimed > FAIR_WINDOW):
+                self.settle(outcomes)
+                outcomes = []
                 self._release(jobs[index:])
                 break
-            self.process(job)
+            outcomes.append(self.generate(job))
+            # Quick jobs are recorded together, in one transaction; a slow one at once.
+            if time.monotonic() - last_settle > SETTLE_WINDOW:
+                self.settle(outcomes)
+                outcomes = []
+                last_settle = time.monotonic()
+        self.settle(outcomes)
         return len(jobs)
 
     def process(self, job: GenerationQueue) -> None:
-        """Generate one claimed job's song, then finish the job or record the failed attempt."""
+        """Generate one claimed job's song and record the outcome."""
+        self.settle([self.generate(job)])
+
+    def generate(self, job: GenerationQueue) -> Outcome:
+        """Run the generator for a job, outside any transaction; a failure is the job's, not the worker's."""
         started = time.monotonic()
         try:
-            try:
-                result = self.generator.generate(job.song)
-                if not isinstance(result, GenerationResult):
-                    raise TypeError(f"{type(self.generator).__name__}.generate() returned {result!r}, "
-                                    "not a GenerationResult.")
-                elapsed = time.monotonic() - started
-                held = job.finish(worker_id=self.worker_id, audio_path=result.audio_path,
-                                  generation_time=elapsed, external_id=result.external_id)
-                outcome = "done"
-            except Exception as exc:  # the generator's failure is the job's, not the worker's
-                elapsed = time.monotonic() - started
-                logger.warning("Job %s failed: %s", job.pk, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-                held = job.fail_attempt(worker_id=self.worker_id, error=f"{type(exc).__name__}: {exc}")
-                outcome = job.status
-            if not held:
-                logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
-                outcome = "lease lost"
-        finally:
-            self.heartbeat.drop(job.pk)
-        self.processed += 1
-        self._adapt_batch(elapsed)
-        logger.debug("Job %s %s in %.3fs", job.pk, outcome, elapsed)
+            result = self.generator.generate(job.song)
+            if not isinstance(result, GenerationResult):
+                raise TypeError(f"{type(self.generator).__name__}.generate() returned {result!r}, "
+                                "not a GenerationResult.")
+            check_media_path(result.audio_path)  # a path that would leave the media root fails the attempt
+        except Exception as exc:
+            logger.warning("Job %s failed: %s", job.pk, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+            return Outcome(job, None, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        return Outcome(job, result, "", time.monotonic() - started)
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Record finished and failed attempts, all in one transaction (each job and its song together)."""
+        if not outcomes:
+            return
+        with transaction.atomic():
+            for job, result, error, elapsed in outcomes:
+                held = True
+                if result is not None:
+                    try:
+                        held = job.finish(worker_id=self.worker_id, audio_path=result.audio_path,
+                                          generation_time=elapsed, external_id=result.external_id)
+                    except (ValidationError, IntegrityError) as exc:  # e.g. an external id already taken
+                        error = f"{type(exc).__name__}: {exc}"
+                        result = None
+                if result is None:
+                    held = job.fail_attempt(worker_id=self.worker_id, error=error)
+                if not held:
+                    logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
+        for outcome in outcomes:
+            self.heartbeat.drop(outcome.job.pk)
+            self.processed += 1
+            self._adapt_batch(outcome.seconds)
 
     def _adapt_batch(self, seconds: float) -> None:
         """Claim as many jobs at once as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""
