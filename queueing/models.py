@@ -334,7 +334,7 @@ class GenerationQueue(models.Model):
             self.song.mark_failed()
 
     # --- worker transitions: conditional on the worker still holding the job ----------------------
-    def _update_held(self, worker_id: str, **fields: object) -> bool:
+    def _update_held(self, holder: str, /, **fields: object) -> bool:
         """UPDATE this job if `worker_id` still holds it; False if its lease was lost.
 
         A prepared statement rather than QuerySet.update(): this runs once per job on the worker's hot
@@ -350,7 +350,7 @@ class GenerationQueue(models.Model):
         sql = (f"UPDATE {qn(self._meta.db_table)} SET {', '.join(sets)} "
                f"WHERE {qn('id')} = %s AND {qn('status')} = %s AND {qn('worker_id')} = %s")
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, self.pk, self.Status.RUNNING.value, worker_id])
+            cursor.execute(sql, [*params, self.pk, self.Status.RUNNING.value, holder])
             return cursor.rowcount == 1
 
     def finish(

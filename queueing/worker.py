@@ -159,7 +159,7 @@ class Worker:
                 if self.run_once():
                     continue
                 # Nothing ready: maybe a lease just ran out.
-                if GenerationQueue.objects.reclaim_expired():
+                if self.reclaim():
                     continue
                 if self.burst:
                     break
@@ -188,12 +188,16 @@ class Worker:
         signal.signal(signal.SIGINT, handler)
 
     def _maybe_reclaim(self) -> None:
-        now = time.monotonic()
-        if now - self._last_reclaim >= RECLAIM_INTERVAL:
-            self._last_reclaim = now
-            reclaimed = GenerationQueue.objects.reclaim_expired()
-            if reclaimed:
-                self.log(f"Returned {reclaimed} job(s) with an expired lease to the queue.")
+        if time.monotonic() - self._last_reclaim >= RECLAIM_INTERVAL:
+            self.reclaim()
+
+    def reclaim(self) -> int:
+        """Return jobs of dead workers (expired leases) to the queue."""
+        self._last_reclaim = time.monotonic()
+        reclaimed = GenerationQueue.objects.reclaim_expired()
+        if reclaimed:
+            self.log(f"Returned {reclaimed} job(s) with an expired lease to the queue.")
+        return reclaimed
 
     # --- one turn -------------------------------------------------------------------------------
     def run_once(self) -> int:
