@@ -65,6 +65,11 @@ class QueueStats:
         """Seconds the oldest queued job has waited."""
         return None if self.oldest_queued_at is None else (self.now - self.oldest_queued_at).total_seconds()
 
+    @property
+    def per_second_last_minute(self) -> float:
+        """Jobs finished per second over the last minute."""
+        return self.done_last_minute / 60
+
     def as_dict(self) -> dict[str, object]:
         return {
             "counts": self.counts,
@@ -74,7 +79,7 @@ class QueueStats:
             "failed_last_hour": self.failed_last_hour,
             "done_last_hour": self.done_last_hour,
             "done_last_minute": self.done_last_minute,
-            "throughput_per_second_last_minute": round(self.done_last_minute / 60, 2),
+            "throughput_per_second_last_minute": round(self.per_second_last_minute, 2),
         }
 
 
