@@ -102,7 +102,11 @@ class Heartbeat(threading.Thread):
 
 
 class Worker:
-    """One worker: a loop on one persistent database connection. `run()` returns the jobs processed."""
+    """One worker: a loop on one persistent database connection. `run()` returns the jobs processed.
+
+    `own_process=False` runs it inside someone else's process (tests): no signal handlers, and the
+    caller's connection and transaction are left as they are.
+    """
 
     def __init__(
         self,
@@ -114,7 +118,7 @@ class Worker:
         lease_seconds: float | None = None,
         generator: Generator | None = None,
         worker_id: str | None = None,
-        handle_signals: bool = True,
+        own_process: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.burst = burst
@@ -124,7 +128,7 @@ class Worker:
         self.lease_seconds = float(lease_seconds if lease_seconds is not None else settings.SONGSGEN_LEASE_SECONDS)
         self.generator = generator if generator is not None else get_generator()
         self.worker_id = worker_id or new_worker_id()
-        self.handle_signals = handle_signals
+        self.own_process = own_process
         self.log = log or logger.info
         self.processed = 0
         self.batch_size = 1  # grows while jobs are quick (see _adapt_batch)
@@ -139,17 +143,18 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
         """Work until stopped, out of --max-jobs, or (with burst) out of ready jobs."""
-        if self.handle_signals:
+        if self.own_process:
             self._install_signal_handlers()
-        # One persistent connection for the worker's life: close_old_connections() each turn then
-        # only drops a connection that broke, instead of reconnecting (and re-applying pragmas).
-        for alias in connections:
-            connections[alias].settings_dict["CONN_MAX_AGE"] = None
+            # One persistent connection for the worker's life: close_old_connections() each turn
+            # then only drops a connection that broke, instead of reconnecting (and re-applying pragmas).
+            for alias in connections:
+                connections[alias].settings_dict["CONN_MAX_AGE"] = None
         self.heartbeat.start()
         self.log(f"Worker {self.worker_id} started (lease {self.lease_seconds:g}s, batch up to {self.max_batch}).")
         try:
             while not self._stopping:
-                close_old_connections()
+                if self.own_process:
+                    close_old_connections()
                 if self._parent_pid is not None and os.getppid() != self._parent_pid:
                     self.log("Supervisor gone; stopping.")
                     break
@@ -167,7 +172,8 @@ class Worker:
                 self._wake.clear()
         finally:
             self.heartbeat.stop()
-            connections.close_all()
+            if self.own_process:
+                connections.close_all()
         self.log(f"Worker {self.worker_id} stopped after {self.processed} job(s).")
         return self.processed
 
