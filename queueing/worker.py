@@ -191,7 +191,10 @@ class Worker:
             self.stop()
 
         signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        # A worker started in the background by a shell (`make run`) inherits SIGINT ignored: the
+        # terminal's Ctrl-C is for the foreground process, and the shell's trap sends us SIGTERM.
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, handler)
 
     def _maybe_reclaim(self) -> None:
         if time.monotonic() - self._last_reclaim >= RECLAIM_INTERVAL:
