@@ -255,27 +255,43 @@ class Worker:
         return Outcome(job, result, "", time.monotonic() - started)
 
     def settle(self, outcomes: list[Outcome]) -> None:
-        """Record finished and failed attempts, all in one transaction (each job and its song together)."""
+        """Record finished and failed attempts, all in one transaction (each job and its song together).
+
+        First without a savepoint per job (the common case, and the cheaper one); if one outcome
+        cannot be recorded as it stands (an external id already taken, say), the batch is rolled back
+        and recorded again job by job, each in a savepoint, that job's attempt failing.
+        """
         if not outcomes:
             return
-        with transaction.atomic():
-            for job, result, error, elapsed in outcomes:
-                held = True
-                if result is not None:
-                    try:
-                        held = job.finish(worker_id=self.worker_id, audio_path=result.audio_path,
-                                          generation_time=elapsed, external_id=result.external_id)
-                    except (ValidationError, IntegrityError) as exc:  # e.g. an external id already taken
-                        error = f"{type(exc).__name__}: {exc}"
-                        result = None
-                if result is None:
-                    held = job.fail_attempt(worker_id=self.worker_id, error=error)
-                if not held:
-                    logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
+        try:
+            with transaction.atomic():
+                self._record(outcomes, savepoint=False)
+        except (ValidationError, IntegrityError):
+            for outcome in outcomes:  # the rolled-back pass may have changed them in memory
+                outcome.job.refresh_from_db(fields=["status", "retry_count", "max_retries", "worker_id"])
+            with transaction.atomic():
+                self._record(outcomes, savepoint=True)
         for outcome in outcomes:
             self.heartbeat.drop(outcome.job.pk)
             self.processed += 1
             self._adapt_batch(outcome.seconds)
+
+    def _record(self, outcomes: list[Outcome], *, savepoint: bool) -> None:
+        for job, result, error, elapsed in outcomes:
+            held = True
+            if result is not None:
+                try:
+                    held = job.finish(worker_id=self.worker_id, audio_path=result.audio_path,
+                                      generation_time=elapsed, external_id=result.external_id,
+                                      savepoint=savepoint)
+                except (ValidationError, IntegrityError) as exc:  # e.g. an external id already taken
+                    if not savepoint:
+                        raise
+                    error, result = f"{type(exc).__name__}: {exc}", None
+            if result is None:
+                held = job.fail_attempt(worker_id=self.worker_id, error=error, savepoint=savepoint)
+            if not held:
+                logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
 
     def _adapt_batch(self, seconds: float) -> None:
         """Claim as many jobs at once as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""

@@ -134,6 +134,26 @@ def test_result_with_an_escaping_path_fails_the_attempt(settings):
     assert Song.objects.get(pk=song.pk).audio_file_path == ""
 
 
+def test_one_unrecordable_outcome_does_not_spoil_its_batch(settings):
+    settings.SONGSGEN_RETRY_BACKOFF_SECONDS = 30
+    first, second, third = make_song(), make_song(), make_song()
+
+    class SameExternalId:
+        def generate(self, song):
+            return GenerationResult(audio_path=f"songs/{song.pk}.wav", duration=1.0,
+                                    external_id="taken" if song.pk == second.pk else None)
+
+    Song.objects.filter(pk=first.pk).update(suno_song_id="taken")  # the id belongs to another song already
+    w = worker(SameExternalId(), batch=3)
+    w.batch_size = 3
+    assert w.run_once() == 3
+    jobs = {job.song_id: job for job in GenerationQueue.objects.all()}
+    assert (jobs[first.pk].status, jobs[third.pk].status) == ("done", "done")
+    assert (jobs[second.pk].status, jobs[second.pk].retry_count) == ("queued", 1)
+    assert "IntegrityError" in jobs[second.pk].error_message
+    assert Song.objects.get(pk=second.pk).status == "pending"
+
+
 def test_expired_lease_is_reclaimed_and_counts_the_crashed_attempt():
     song = make_song()
     [job] = GenerationQueue.objects.claim(worker_id="dead", lease_seconds=LEASE)
@@ -205,11 +225,14 @@ BEGIN = 1
 def test_claim_query_count(django_assert_num_queries):
     for _ in range(3):
         make_song()
-    # [BEGIN] UPDATE … RETURNING, SELECT jobs with their songs, one UPDATE per song, COMMIT
+    # [BEGIN] UPDATE … RETURNING, SELECT jobs with their songs, one UPDATE of the songs, COMMIT:
+    # the same for one job as for a batch
     with django_assert_num_queries(BEGIN + 1 + 1 + 1 + 1):
         GenerationQueue.objects.claim(worker_id="w", lease_seconds=LEASE, limit=1)
-    with django_assert_num_queries(BEGIN + 1 + 1 + 2 + 1):
-        GenerationQueue.objects.claim(worker_id="w", lease_seconds=LEASE, limit=2)
+    with django_assert_num_queries(BEGIN + 1 + 1 + 1 + 1):
+        claimed = GenerationQueue.objects.claim(worker_id="w", lease_seconds=LEASE, limit=2)
+    assert len(claimed) == 2 and {j.song.status for j in claimed} == {"generating"}
+    assert set(Song.objects.values_list("status", flat=True)) == {"generating"}
     # nothing left: [BEGIN] UPDATE, COMMIT
     with django_assert_num_queries(BEGIN + 1 + 1):
         assert GenerationQueue.objects.claim(worker_id="w", lease_seconds=LEASE) == []
@@ -228,7 +251,7 @@ def test_worker_turn_query_count(django_assert_num_queries):
         make_song()
     w = worker(ListGenerator(), batch=4)
     w.batch_size = 4
-    # claim: [BEGIN] UPDATE, SELECT, 4 song UPDATEs, COMMIT; then one transaction for the four
-    # outcomes: [BEGIN], per job SAVEPOINT, UPDATE job, UPDATE song, RELEASE; COMMIT
-    with django_assert_num_queries(BEGIN + 7 + BEGIN + 4 * 4 + 1):
+    # claim: [BEGIN] UPDATE, SELECT, UPDATE songs, COMMIT; then one transaction for the four
+    # outcomes: [BEGIN], per job UPDATE job and UPDATE song, COMMIT
+    with django_assert_num_queries(BEGIN + 4 + BEGIN + 4 * 2 + 1):
         assert w.run_once() == 4
