@@ -166,7 +166,7 @@ SONGSGEN_LEASE_SECONDS = _env_seconds("SONGSGEN_LEASE_SECONDS", 60)
 SONGSGEN_RETRY_BACKOFF_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_SECONDS", 10)
 SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SECONDS", 3600)
 # Jobs a worker claims in one statement. Jobs not started within a moment go back (fairness).
-SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 16)
+SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 64)
 # --- end of generation queue ---------------------------------------------------------------------
 
 # --- Auth ---------------------------------------------------------------------------------------
