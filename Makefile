@@ -14,15 +14,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# Development server on 127.0.0.1:8000 with the admin, after migrating and loading demo data.
+# Development server on 127.0.0.1:8000 with the admin, after migrating and loading demo data, and a
+# queue worker beside it (stopped with the server: the trap sends it SIGTERM, it finishes its job).
 run: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py bootstrap_dev
+	DEBUG=$${DEBUG:-1} $(PY) manage.py runworker & worker=$$!; \
+	trap 'trap - EXIT INT TERM; kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	DEBUG=$${DEBUG:-1} $(PY) manage.py runserver 127.0.0.1:8000
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	SECRET_KEY=lint-only $(PY) manage.py makemigrations --check --dry-run
+
+# A queue worker alone (make run starts one beside the server).
+worker: venv
+	DEBUG=$${DEBUG:-1} $(PY) manage.py runworker
 
 test-sqlite: venv
 	$(VENV)/bin/pytest

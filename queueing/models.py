@@ -1,14 +1,21 @@
 """The generation queue: one row per attempt-series of generating one song.
 
 `queueing` knows a song only through `job.song` and the song's own transitions (`mark_pending`,
-`mark_generating`, `mark_completed`, `mark_failed`), so it could serve another kind of job.
+`mark_generating`, `mark_completed`, `mark_failed`), so it could serve another kind of job. Every
+transition of a job that a song follows happens in one transaction with the song's.
 """
 
 from __future__ import annotations
 
-from django.db import IntegrityError, models, transaction
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connections, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 # The order in which workers take jobs: highest priority first, then oldest, then by id so the
 # order is total. Kept in one place; the partial index queue_claim follows it column for column.
@@ -19,8 +26,65 @@ class TransitionError(Exception):
     """A job is not in a state that allows the requested transition."""
 
 
+def retry_delay(attempt: int) -> timedelta:
+    """Backoff before retry number `attempt` (1, 2, …): exponential, capped, with jitter.
+
+    The jitter draws from the upper half of the window ("equal jitter"), so jobs that failed together
+    (an outage of the generator) spread out but still wait at least half the nominal delay.
+    """
+    base = float(settings.SONGSGEN_RETRY_BACKOFF_SECONDS)
+    cap = float(settings.SONGSGEN_RETRY_BACKOFF_MAX_SECONDS)
+    nominal = min(cap, base * 2 ** max(0, attempt - 1))
+    return timedelta(seconds=nominal * random.uniform(0.5, 1.0))
+
+
+def _db_datetime(value: datetime | str | None) -> datetime | None:
+    """A datetime read by raw SQL: SQLite hands back Django's naive-UTC text, PostgreSQL a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = parse_datetime(value)
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue at a glance (queue_stats and the admin's queue page)."""
+
+    counts: dict[str, int]  # by status; a count equal to `cap` means "at least"
+    cap: int | None
+    oldest_queued_at: datetime | None
+    failed_last_hour: int
+    done_last_hour: int
+    done_last_minute: int
+    now: datetime
+
+    @property
+    def oldest_queued_age(self) -> float | None:
+        """Seconds the oldest queued job has waited."""
+        return None if self.oldest_queued_at is None else (self.now - self.oldest_queued_at).total_seconds()
+
+    @property
+    def per_second_last_minute(self) -> float:
+        """Jobs finished per second over the last minute."""
+        return self.done_last_minute / 60
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "counts": self.counts,
+            "capped_at": self.cap,
+            "oldest_queued_at": self.oldest_queued_at.isoformat() if self.oldest_queued_at else None,
+            "oldest_queued_age_seconds": self.oldest_queued_age,
+            "failed_last_hour": self.failed_last_hour,
+            "done_last_hour": self.done_last_hour,
+            "done_last_minute": self.done_last_minute,
+            "throughput_per_second_last_minute": round(self.per_second_last_minute, 2),
+        }
+
+
 class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
-    """Named filters over the queue."""
+    """Named filters over the queue, and the worker's atomic claim and reclaim."""
 
     def queued(self) -> GenerationQueueQuerySet:
         """Jobs waiting for a worker."""
@@ -36,13 +100,144 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         """Jobs queued or running: at most one per song."""
         return self.filter(status__in=GenerationQueue.ACTIVE_STATUSES)
 
+    def ready(self, now: datetime | None = None) -> GenerationQueueQuerySet:
+        """Queued jobs whose backoff (if any) has passed."""
+        now = now or timezone.now()
+        return self.queued().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
     def in_claim_order(self) -> GenerationQueueQuerySet:
         """The order workers take jobs in (served by queue_claim for queued rows)."""
         return self.order_by(*CLAIM_ORDER)
 
-    def next_job(self) -> GenerationQueueQuerySet:
-        """The worker's next-job query: queued jobs in claim order (partial index queue_claim)."""
-        return self.queued().in_claim_order()
+    def next_job(self, now: datetime | None = None) -> GenerationQueueQuerySet:
+        """The worker's next-job query: ready jobs in claim order (partial index queue_claim)."""
+        return self.ready(now).in_claim_order()
+
+    def expired(self, now: datetime | None = None) -> GenerationQueueQuerySet:
+        """Running jobs whose worker stopped renewing the lease (or that never had one)."""
+        now = now or timezone.now()
+        return self.running().filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
+
+    # --- the worker's side ---------------------------------------------------------------------------
+    def claim_sql(self, *, limit_placeholder: str = "%s") -> str:
+        """The claim: one UPDATE of the best ready jobs, returning their ids (see claim())."""
+        connection = connections[self.db]
+        qn = connection.ops.quote_name
+        table = qn(self.model._meta.db_table)
+        # SQLite has no row locks: the IMMEDIATE transaction around the statement serialises claims.
+        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+        # UPDATE … FROM a picked set rather than WHERE id IN (subquery): SQLite scans the whole
+        # table for the IN form when the subquery reads the table being updated.
+        return (
+            f"UPDATE {table} SET {qn('status')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = %s, "
+            f"{qn('lease_expires_at')} = %s "
+            f"FROM (SELECT {qn('id')} AS picked_id FROM {table} WHERE {qn('status')} = %s "
+            f"AND ({qn('next_attempt_at')} IS NULL OR {qn('next_attempt_at')} <= %s) "
+            f"ORDER BY {qn('priority')} DESC, {qn('queued_at')} ASC, {qn('id')} ASC LIMIT {limit_placeholder}{lock}"
+            f") AS picked WHERE {table}.{qn('id')} = picked.picked_id RETURNING {table}.{qn('id')}"
+        )
+
+    def claim(
+        self, *, worker_id: str, lease_seconds: float, limit: int = 1, now: datetime | None = None
+    ) -> list[GenerationQueue]:
+        """Take up to `limit` ready jobs for `worker_id`, best first, and mark their songs generating.
+
+        One statement picks and updates the jobs, so two workers never take the same job: on
+        PostgreSQL its subquery locks with SKIP LOCKED (a worker passes over rows another is
+        claiming instead of waiting); on SQLite the transaction begins IMMEDIATE, so claims run one
+        after another. The songs follow in the same transaction.
+        """
+        now = now or timezone.now()
+        connection = connections[self.db]
+        adapt = connection.ops.adapt_datetimefield_value
+        params = [
+            GenerationQueue.Status.RUNNING, worker_id, adapt(now), adapt(now + timedelta(seconds=lease_seconds)),
+            GenerationQueue.Status.QUEUED, adapt(now), int(limit),
+        ]
+        with transaction.atomic(using=self.db):
+            with connection.cursor() as cursor:
+                cursor.execute(self.claim_sql(), params)
+                ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return []
+            jobs = sorted(
+                self.model._base_manager.using(self.db).select_related("song").filter(pk__in=ids),
+                key=lambda job: (-job.priority, job.queued_at, job.pk),
+            )
+            # The songs' own transition, in bulk: one statement for the batch instead of one per song
+            # (the per-song saves were most of a claim's cost).
+            song_model = type(jobs[0].song)
+            song_model._default_manager.using(self.db).filter(pk__in=[job.song_id for job in jobs]).mark_generating()
+            for job in jobs:
+                job.song.status = song_model.Status.GENERATING
+        return jobs
+
+    def renew_leases(self, *, worker_id: str, ids: list[int], lease_seconds: float) -> int:
+        """Extend the lease of the jobs `worker_id` still holds; returns how many it holds."""
+        if not ids:
+            return 0
+        return self.filter(pk__in=ids, status=GenerationQueue.Status.RUNNING, worker_id=worker_id).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+        )
+
+    def reclaim_expired(self, *, now: datetime | None = None, limit: int = 100) -> int:
+        """Return jobs whose lease expired to the queue (or fail them if out of retries); returns how many.
+
+        The crashed attempt counts as a failed one. A look outside any transaction first: the usual
+        answer is "none", and then no write lock is taken.
+        """
+        now = now or timezone.now()
+        ids = list(self.expired(now).values_list("pk", flat=True)[:limit])
+        if not ids:
+            return 0
+        reclaimed = 0
+        with transaction.atomic(using=self.db):
+            jobs = self.model._base_manager.using(self.db).select_related("song").filter(pk__in=ids)
+            jobs = jobs.filter(pk__in=self.expired(now).values("pk"))
+            if connections[self.db].features.has_select_for_update_skip_locked:
+                jobs = jobs.select_for_update(skip_locked=True, of=("self",))
+            for job in jobs:
+                reclaimed += job._reclaim(now)
+        return reclaimed
+
+    def stats(self, *, now: datetime | None = None, cap: int | None = None) -> QueueStats:
+        """Counts by status, oldest queued job, recent failures and throughput, in one query.
+
+        Each figure is a scalar subquery served by an index: counts by status range-scan
+        queue_status_order, the last hour's finished jobs range-scan queue_status_completed, and the
+        oldest queued job reads the queued rows only. With `cap`, counts stop at `cap` rows, so
+        millions of done jobs cost no more than `cap` index entries.
+        """
+        now = now or timezone.now()
+        connection = connections[self.db]
+        qn = connection.ops.quote_name
+        adapt = connection.ops.adapt_datetimefield_value
+        table = qn(self.model._meta.db_table)
+        statuses = [value for value, _ in GenerationQueue.Status.choices]
+
+        def count(where: str) -> str:
+            if cap is None:
+                return f"(SELECT COUNT(*) FROM {table} WHERE {where})"
+            return f"(SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT {int(cap)}) AS capped)"
+
+        status, completed = qn("status"), qn("completed_at")
+        parts = [count(f"{status} = %s") for _ in statuses]
+        params: list[object] = list(statuses)
+        parts.append(f"(SELECT MIN({qn('queued_at')}) FROM {table} WHERE {status} = %s)")
+        params.append(GenerationQueue.Status.QUEUED)
+        for state, since in (("failed", timedelta(hours=1)), ("done", timedelta(hours=1)),
+                             ("done", timedelta(minutes=1))):
+            parts.append(count(f"{status} = %s AND {completed} >= %s"))
+            params += [state, adapt(now - since)]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT " + ", ".join(parts), params)
+            row = cursor.fetchone()
+        n = len(statuses)
+        return QueueStats(
+            counts=dict(zip(statuses, (int(v) for v in row[:n]), strict=True)), cap=cap,
+            oldest_queued_at=_db_datetime(row[n]), failed_last_hour=int(row[n + 1]),
+            done_last_hour=int(row[n + 2]), done_last_minute=int(row[n + 3]), now=now,
+        )
 
 
 class GenerationQueue(models.Model):
@@ -59,13 +254,24 @@ class GenerationQueue(models.Model):
 
     song = models.ForeignKey("songs.Song", on_delete=models.CASCADE, related_name="queue_entries")
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
-    retry_count = models.IntegerField(default=0, help_text="Attempts that failed so far.")
+    retry_count = models.IntegerField(
+        default=0, help_text="Failed attempts that were retried so far (a crashed worker's attempt counts)."
+    )
     max_retries = models.IntegerField(default=3)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     error_message = models.TextField(blank=True, default="")
     queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The lease: which worker holds a running job, and until when. A worker renews it while it
+    # generates; once it has expired, reclaim_expired() returns the job to the queue.
+    # db_default: rows written below the ORM (seed_demo's bulk insert) get it too.
+    worker_id = models.CharField(max_length=100, blank=True, default="", db_default="",
+                                 help_text="The worker holding this job while it runs.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The worker's hold ends here.")
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="Not claimed before this time (a retry's backoff); empty: at once."
+    )
 
     objects = GenerationQueueQuerySet.as_manager()
 
@@ -75,10 +281,15 @@ class GenerationQueue(models.Model):
         indexes = [
             # The worker's next-job query (GenerationQueueQuerySet.next_job): queued rows only, in
             # claim order, so the claim reads the first entry and never sorts.
+            # next_attempt_at rides along so the backoff filter is checked in the index itself.
             models.Index(
-                F("priority").desc(), F("queued_at"), F("id"),
+                F("priority").desc(), F("queued_at"), F("id"), F("next_attempt_at"),
                 name="queue_claim", condition=Q(status="queued"),
             ),
+            # reclaim_expired(): running jobs whose lease ran out, without reading finished jobs.
+            models.Index(F("lease_expires_at"), name="queue_lease_expiry", condition=Q(status="running")),
+            # queue_stats(): jobs finished (done, failed) in the last hour, by a range scan.
+            models.Index(F("status"), F("completed_at"), name="queue_status_completed"),
             # Jobs of one status in claim order: the admin's status filter and its capped count,
             # and counts by status. The planner may serve the claim from it too: either index
             # gives the claim its first row without a sort.
@@ -130,3 +341,99 @@ class GenerationQueue(models.Model):
                 raise TransitionError(f"Job {self.pk} is not queued; only queued jobs can be cancelled.")
             self.refresh_from_db()
             self.song.mark_failed()
+
+    # --- worker transitions: conditional on the worker still holding the job ----------------------
+    def _update_held(self, holder: str, /, **fields: object) -> bool:
+        """UPDATE this job if `worker_id` still holds it; False if its lease was lost.
+
+        A prepared statement rather than QuerySet.update(): this runs once per job on the worker's hot
+        path, where the ORM's query building cost more than the statement itself.
+        """
+        connection = connections[self._state.db or "default"]
+        qn = connection.ops.quote_name
+        sets, params = [], []
+        for name, value in fields.items():
+            field = self._meta.get_field(name)
+            sets.append(f"{qn(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, connection))
+        sql = (f"UPDATE {qn(self._meta.db_table)} SET {', '.join(sets)} "
+               f"WHERE {qn('id')} = %s AND {qn('status')} = %s AND {qn('worker_id')} = %s")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, self.pk, self.Status.RUNNING.value, holder])
+            return cursor.rowcount == 1
+
+    def finish(
+        self, *, worker_id: str, audio_path: str, generation_time: float, external_id: str | None = None,
+        savepoint: bool = True,
+    ) -> bool:
+        """The song was generated: job done, song completed, together. False if the lease was lost.
+
+        `savepoint=False` inside a caller's transaction: cheaper, but an error spoils that transaction.
+        """
+        now = timezone.now()
+        with transaction.atomic(savepoint=savepoint):
+            if not self._update_held(
+                worker_id, status=self.Status.DONE, completed_at=now, lease_expires_at=None, error_message=""
+            ):
+                return False
+            self.song.mark_completed(audio_file_path=audio_path, generation_time=generation_time,
+                                     suno_song_id=external_id)
+        self.status, self.completed_at, self.lease_expires_at, self.error_message = self.Status.DONE, now, None, ""
+        return True
+
+    def fail_attempt(self, *, worker_id: str, error: str, savepoint: bool = True) -> bool:
+        """This attempt failed: retry after a backoff, or fail the job and its song after max_retries.
+
+        False if the lease was lost (another worker owns the job now; nothing is changed).
+        """
+        now = timezone.now()
+        error = error[:10_000]
+        with transaction.atomic(savepoint=savepoint):
+            if self.retry_count < self.max_retries:
+                fields = {
+                    "status": self.Status.QUEUED, "retry_count": self.retry_count + 1, "error_message": error,
+                    "next_attempt_at": now + retry_delay(self.retry_count + 1), "worker_id": "",
+                    "lease_expires_at": None,
+                }
+                if not self._update_held(worker_id, **fields):
+                    return False
+                self.song.mark_pending()
+            else:
+                fields = {"status": self.Status.FAILED, "error_message": error, "completed_at": now,
+                          "lease_expires_at": None}
+                if not self._update_held(worker_id, **fields):
+                    return False
+                self.song.mark_failed()
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
+
+    def release(self, *, worker_id: str) -> bool:
+        """Give an unfinished job back to the queue untouched (the worker is stopping); not an attempt."""
+        with transaction.atomic():
+            fields = {"status": self.Status.QUEUED, "worker_id": "", "lease_expires_at": None, "started_at": None}
+            if not self._update_held(worker_id, **fields):
+                return False
+            self.song.mark_pending()
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
+
+    def _reclaim(self, now: datetime) -> int:
+        """The lease expired (its worker died): requeue at once, the crashed attempt counted."""
+        expired = GenerationQueue.objects.expired(now).filter(pk=self.pk, worker_id=self.worker_id)
+        error = f"Lease expired: worker {self.worker_id or '(unknown)'} stopped renewing it."
+        if self.retry_count < self.max_retries:
+            # No backoff: a crash says little about the job, and retry_count still bounds a job that
+            # keeps killing its workers.
+            updated = expired.update(status=self.Status.QUEUED, retry_count=F("retry_count") + 1,
+                                     error_message=error, next_attempt_at=None, worker_id="",
+                                     lease_expires_at=None)
+            if updated:
+                self.song.mark_pending()
+        else:
+            updated = expired.update(status=self.Status.FAILED, error_message=error, completed_at=now,
+                                     lease_expires_at=None)
+            if updated:
+                self.song.mark_failed()
+        return updated

@@ -20,10 +20,14 @@ def song_request(
 ) -> Song:
     """Create a pending Song and its queued GenerationQueue entry in one transaction."""
     song = Song(user=user, title=title, genre=genre, style_prompt=style_prompt, lyrics=lyrics)
-    song.full_clean()
+    # Field validation only. The constraints concern fields no caller sets here (status, counters,
+    # dates, paths) and Django checks each with a query of its own; the `user` check would re-read a
+    # User we were handed. The database enforces both, and these queries halved the enqueue rate.
+    song.full_clean(exclude=["user"], validate_constraints=False)
     with transaction.atomic():
         song.save()
         job = GenerationQueue(song=song, priority=priority)
-        job.full_clean(validate_constraints=False)  # the active-job constraint is the database's
+        # The active-job constraint is the database's; `song` was saved a line above.
+        job.full_clean(exclude=["song"], validate_constraints=False)
         job.save()
     return song

@@ -147,6 +147,30 @@ else:
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Generation queue (queueing/, docs/queue.md) ----------------------------------------------------
+def _env_seconds(name: str, default: float) -> float:
+    """Read a non-negative number of seconds from the environment."""
+    value = os.environ.get(name, "").strip()
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {value!r}.") from None
+    if seconds < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}.")
+    return seconds
+
+
+# Dotted path of the generator class, instantiated without arguments (queueing/generators.py).
+SONGSGEN_GENERATOR = os.environ.get("SONGSGEN_GENERATOR") or "queueing.generators.LocalWavGenerator"
+# How long a claimed job stays a worker's without a renewal; the worker renews every third of it.
+SONGSGEN_LEASE_SECONDS = _env_seconds("SONGSGEN_LEASE_SECONDS", 60)
+# Retry n waits about BACKOFF * 2**(n-1) seconds (with jitter), at most BACKOFF_MAX.
+SONGSGEN_RETRY_BACKOFF_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_SECONDS", 10)
+SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SECONDS", 3600)
+# Jobs a worker claims in one statement. Jobs not started within a moment go back (fairness).
+SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 64)
+# --- end of generation queue ---------------------------------------------------------------------
+
 # --- Auth ---------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

@@ -107,7 +107,11 @@ def test_queue_changelist_default_queued_in_claim_order(admin_client, songs):
     jobs = list(response.context["cl"].result_list)
     assert jobs[0].song_id == hi.pk
     assert {j.status for j in jobs} == {"queued"}
-    assert len(queries) == 4, queries
+    # session, user, the stats box (one query of capped, indexed counts), capped count, page of jobs
+    assert len(queries) == 5, queries
+    stats = response.context["queue_stats"]
+    assert stats.counts["queued"] == 21 and stats.counts["done"] == 10
+    assert 'id="queue-stats"' in response.content.decode()
     everything = admin_client.get(url, {"status": "all"}).context["cl"].result_list
     assert {j.status for j in everything} == {"queued", "done"}
 

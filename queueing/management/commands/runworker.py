@@ -1,0 +1,76 @@
+"""`manage.py runworker`: work the generation queue (the loop lives in queueing/worker.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
+
+from queueing.worker import Supervisor, Worker, worker_args
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def poll_seconds(value: str) -> float:
+    """argparse type: seconds between looks at an empty queue, more than 0 and at most an hour."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {value}")
+    return seconds
+
+
+class Command(BaseCommand):
+    help = (
+        "Claim generation jobs (highest priority first, then oldest), generate their songs and record the "
+        "outcome. Stops cleanly on SIGTERM/SIGINT: the job in hand is finished; a second signal exits at once."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--concurrency", type=positive_int, default=1,
+                            help="Worker processes to run, each with its own database connection (default 1).")
+        parser.add_argument("--burst", action="store_true", help="Exit when no job is ready instead of waiting.")
+        parser.add_argument("--max-jobs", type=positive_int, default=None,
+                            help="Exit after this many jobs (per worker process).")
+        parser.add_argument("--queue-poll", type=poll_seconds, default=1.0,
+                            help="Seconds to wait before looking again at an empty queue (default 1).")
+        parser.add_argument("--batch", type=positive_int, default=None,
+                            help="Most jobs claimed in one statement (default: SONGSGEN_CLAIM_BATCH).")
+
+    def handle(
+        self, *args: Any, concurrency: int, burst: bool, max_jobs: int | None, queue_poll: float,
+        batch: int | None, verbosity: int, **options: Any,
+    ) -> None:
+        log = self.stdout.write if verbosity >= 1 else (lambda message: None)
+        if concurrency > 1:
+            code = Supervisor(
+                concurrency=concurrency, log=log,
+                worker_args=worker_args(burst=burst, max_jobs=max_jobs, queue_poll=queue_poll, batch=batch,
+                                        verbosity=verbosity),
+            ).run()
+            if code:
+                raise CommandError("A worker process failed; see its output above.", returncode=code)
+            return
+        try:
+            generator = import_string(settings.SONGSGEN_GENERATOR)()
+        except ImportError as exc:
+            raise CommandError(
+                f"SONGSGEN_GENERATOR={settings.SONGSGEN_GENERATOR!r} cannot be imported ({exc}). Set it to the "
+                "dotted path of a generator class, e.g. queueing.generators.LocalWavGenerator."
+            ) from exc
+        Worker(burst=burst, max_jobs=max_jobs, queue_poll=queue_poll, batch=batch, generator=generator,
+               log=log).run()

@@ -1,0 +1,61 @@
+"""Generators for the worker tests and the benchmark, named by SONGSGEN_GENERATOR in worker processes.
+
+They write no audio: what they record is how often each song was generated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from django.db import connection
+
+from queueing.generators import GenerationResult
+
+EXECUTIONS_TABLE = "test_queue_executions"
+# One row per execution; a second execution of a song breaks the UNIQUE constraint.
+CREATE_EXECUTIONS = (
+    f"CREATE TABLE IF NOT EXISTS {EXECUTIONS_TABLE} (song_id BIGINT NOT NULL UNIQUE, pid INTEGER NOT NULL)"
+)
+
+
+def _result(song: Any) -> GenerationResult:
+    return GenerationResult(audio_path=f"songs/test/{song.pk}.wav", duration=1.0)
+
+
+class NoopGenerator:
+    """Does nothing; with SONGSGEN_TEST_EXEC_LOG set, appends each song id to that file (one line each)."""
+
+    def __init__(self) -> None:
+        path = os.environ.get("SONGSGEN_TEST_EXEC_LOG")
+        self.log = open(path, "a", buffering=1) if path else None  # noqa: SIM115 - open for the worker's life
+
+    def generate(self, song: Any) -> GenerationResult:
+        if self.log is not None:
+            self.log.write(f"{song.pk}\n")
+        return _result(song)
+
+
+class RecordingGenerator:
+    """Records each execution in EXECUTIONS_TABLE (autocommit: outside the worker's transactions)."""
+
+    def generate(self, song: Any) -> GenerationResult:
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {EXECUTIONS_TABLE} (song_id, pid) VALUES (%s, %s)", [song.pk, os.getpid()])
+        return _result(song)
+
+
+class SlowGenerator(RecordingGenerator):
+    """Takes SONGSGEN_TEST_SLOW_SECONDS (default 3) per song, then records the execution."""
+
+    def generate(self, song: Any) -> GenerationResult:
+        time.sleep(float(os.environ.get("SONGSGEN_TEST_SLOW_SECONDS", "3")))
+        return super().generate(song)
+
+
+class FailingGenerator:
+    """Always fails, as a generator whose backend is down."""
+
+    def generate(self, song: Any) -> GenerationResult:
+        raise RuntimeError(f"the generator is down (song {song.pk})")
