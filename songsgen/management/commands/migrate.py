@@ -87,7 +87,8 @@ class Command(DjangoMigrateCommand):
             self._finish(report, as_json)
             raise CommandError(f"Refused: {exc}", returncode=EXIT_REFUSED) from None
         except safe_migrate.MigrateFailed as exc:
-            report.status, report.error = ("restored" if exc.restored else "failed"), str(exc)
+            report.status = "restored" if exc.restored else "failed"
+            report.error = report.error or str(exc)
             self._finish(report, as_json)
             raise CommandError(str(exc), returncode=EXIT_RESTORED if exc.restored else EXIT_BROKEN) from None
         self._finish(report, as_json)
