@@ -130,3 +130,8 @@ class GenerationQueue(models.Model):
                 raise TransitionError(f"Job {self.pk} is not queued; only queued jobs can be cancelled.")
             self.refresh_from_db()
             self.song.mark_failed()
+
+
+def hot_query_next_job() -> GenerationQueueQuerySet:
+    """The worker's next-job query, by name for `manage.py dbcheck` (queue_claim)."""
+    return GenerationQueue.objects.next_job()[:1]

@@ -180,3 +180,20 @@ class Song(models.Model):
         """The song is waiting in the queue again (a failed job was retried)."""
         self.status = self.Status.PENDING
         self.save(update_fields=["status"])
+
+
+# --- the hot queries, by name: settings.SONGSGEN_HOT_QUERIES lists them and `manage.py dbcheck`
+# explains each one, failing if it reads a big table without its index.
+def hot_query_songs_by_user_status() -> SongQuerySet:
+    """A user's songs of one status, newest first (songs_user_status_created)."""
+    return Song.objects.filter(user_id=1).with_status(Song.Status.COMPLETED).newest()[:50]
+
+
+def hot_query_newest_songs() -> SongQuerySet:
+    """The newest songs (songs_created)."""
+    return Song.objects.newest()[:50]
+
+
+def hot_query_pending_songs() -> SongQuerySet:
+    """Songs waiting for generation, oldest first (songs_pending)."""
+    return Song.objects.pending()[:50]

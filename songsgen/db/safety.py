@@ -86,7 +86,8 @@ def table_rows_at_least(connection: BaseDatabaseWrapper, table: str, limit: int)
             row = cursor.fetchone()
             if row and row[0] >= limit:
                 return True
-        cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {connection.ops.quote_name(table)} LIMIT {int(limit)})")
+        quoted = connection.ops.quote_name(table)
+        cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quoted} LIMIT {int(limit)}) AS bounded")
         return cursor.fetchone()[0] >= limit
 
 
