@@ -160,6 +160,8 @@ MIGRATE_BIG_TABLE_ROWS = env_int("SONGSGEN_MIGRATE_BIG_TABLE_ROWS", 100_000)
 DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
 # dbmaintain: VACUUM when free pages exceed this share of the file.
 DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
+# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
+SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*"]  # the SQLite FTS5 search table and its shadow tables
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
     "songs by user and status": "songs.models.hot_query_songs_by_user_status",

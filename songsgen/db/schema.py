@@ -9,11 +9,13 @@ state does not know (a text-search table made by RunSQL, say) are warnings, extr
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.state import ProjectState
@@ -136,8 +138,10 @@ def compare_schema(expected: dict[str, TableSpec], connection: BaseDatabaseWrapp
         for column in sorted(set(columns) - set(spec.columns)):
             problems.append(Problem(ERROR, "schema", table, f"column {column} is not in the migration state"))
         problems.extend(_compare_constraints(connection, table, spec))
-    internal = {"django_migrations"}
-    for table in sorted(live_tables - set(expected) - internal):
+    known = ["django_migrations", "sqlite_*", *getattr(settings, "SCHEMA_KNOWN_EXTRA_TABLES", [])]
+    for table in sorted(live_tables - set(expected)):
+        if any(fnmatch.fnmatchcase(table, pattern) for pattern in known):
+            continue
         problems.append(Problem(WARNING, "schema", table, "table is not in the migration state"))
     return problems
 

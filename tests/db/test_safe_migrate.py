@@ -8,7 +8,6 @@ after 0001 and 0002 have changed the database, including rows that existed befor
 from __future__ import annotations
 
 import json
-
 import signal
 import subprocess
 import sys

@@ -77,7 +77,7 @@ def test_flags_postgres_locking_operations(settings):
     assert _codes(operations.AlterField("song", "title", models.CharField(max_length=300)), settings=settings) == []
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # sqlmigrate needs SQLite outside a transaction
 def test_project_migrations_pass():
     """Every migration of the project, as if applied to a database holding the ones before it."""
     executor = MigrationExecutor(connection)
