@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import User
+from accounts.models import User, UserEvent
 
 
 @admin.register(User)
@@ -28,3 +28,23 @@ class UserAdmin(DjangoUserAdmin):
     # Newest first, served by the primary key whatever the filter.
     ordering = ("-id",)
     show_full_result_count = False
+
+
+@admin.register(UserEvent)
+class UserEventAdmin(admin.ModelAdmin):
+    """Analytics events: read-only, written by the application."""
+
+    list_display = ("created_at", "user", "event_type")
+    list_filter = ("event_type",)
+    list_select_related = ("user",)
+    ordering = ("-created_at",)
+    raw_id_fields = ("user",)
+    # No unfiltered COUNT(*) over an append-only table that grows without bound.
+    show_full_result_count = False
+    readonly_fields = ("user", "event_type", "event_data", "created_at")
+
+    def has_add_permission(self, request):  # events come from the application, never typed in
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -50,3 +50,25 @@ class User(AbstractUser):
     def clean(self) -> None:
         super().clean()
         self.email = type(self).objects.normalize_email(self.email)
+
+
+class UserEvent(models.Model):
+    """Something a user did, for analytics: a sign-in, a song request, a play…"""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="events", db_index=False)
+    event_type = models.CharField(max_length=50)
+    event_data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # A user's events, newest first; also serves every lookup by user (so no separate FK index).
+            models.Index(fields=["user", "created_at"], name="accounts_event_user_created"),
+            # Events of one type over time: the analytics reports.
+            models.Index(fields=["event_type", "created_at"], name="accounts_event_type_created"),
+            # Everything in a time window, e.g. for retention.
+            models.Index(fields=["created_at"], name="accounts_event_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} by user {self.user_id} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -437,3 +437,7 @@ class GenerationQueue(models.Model):
             if updated:
                 self.song.mark_failed()
         return updated
+
+def hot_query_next_job() -> GenerationQueueQuerySet:
+    """The worker's next-job query, by name for `manage.py dbcheck` (queue_claim)."""
+    return GenerationQueue.objects.next_job()[:1]

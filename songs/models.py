@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connections, models
 from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django.utils.text import smart_split, unescape_string_literal
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -39,6 +41,10 @@ def _relative_path_q(field: str) -> Q:
     )
 
 
+# The SQLite FTS5 table migration 0004 keeps in step with songs_song by triggers.
+SEARCH_TABLE = "songs_song_search"
+
+
 class SongQuerySet(models.QuerySet["Song"]):
     """The hot queries, each served by a named index in Song.Meta."""
 
@@ -62,6 +68,30 @@ class SongQuerySet(models.QuerySet["Song"]):
 
     def failed(self) -> SongQuerySet:
         return self.filter(status=Song.Status.FAILED)
+
+    def search(self, text: str) -> SongQuerySet:
+        """Songs matching every word: in title or suno id (substring), or the exact username or email.
+
+        Served by the text index of migration 0004 (SQLite: the FTS5 trigram table songs_song_search;
+        PostgreSQL: pg_trgm GIN indexes under icontains) and the user's unique username/email indexes,
+        so a rare word does not read every song. Words under three letters fall back to a scan.
+        """
+        from accounts.models import User
+
+        vendor = connections[self.db].vendor
+        result = self
+        for word in (unescape_string_literal(w) if w[0] in "\"'" else w for w in smart_split(text)):
+            if not word:
+                continue
+            users = User.objects.filter(Q(username=word) | Q(email=word.lower())).values("pk")
+            if vendor == "sqlite" and len(word) >= 3:
+                phrase = '"' + word.replace('"', '""') + '"'
+                text_match = Q(pk__in=RawSQL(f"SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH %s",
+                                             [phrase]))
+            else:
+                text_match = Q(title__icontains=word) | Q(suno_song_id__icontains=word)
+            result = result.filter(text_match | Q(user__in=users))
+        return result
 
     def newest(self) -> SongQuerySet:
         """Newest first; ties broken by id so pages are stable (songs_created)."""
@@ -109,6 +139,14 @@ class Song(models.Model):
     play_count = models.IntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Expand step: added with a database default, so the column appears without rewriting the table and
+    # code that does not know it yet can still insert rows. Filled from play_count by a batched backfill.
+    # A nullable column with a constant Value default is a plain ALTER TABLE ADD COLUMN on both engines; a
+    # NOT NULL one would make SQLite copy the whole table. Code treats NULL like {}.
+    analytics_data = models.JSONField(
+        null=True, blank=True, db_default=models.Value({}, output_field=models.JSONField()),
+        help_text="Plays, likes, …",
+    )
 
     objects = SongQuerySet.as_manager()
 
@@ -185,3 +223,20 @@ class Song(models.Model):
         """The song is waiting in the queue again (a failed job was retried)."""
         self.status = self.Status.PENDING
         self.save(update_fields=["status"])
+
+
+# --- the hot queries, by name: settings.SONGSGEN_HOT_QUERIES lists them and `manage.py dbcheck`
+# explains each one, failing if it reads a big table without its index.
+def hot_query_songs_by_user_status() -> SongQuerySet:
+    """A user's songs of one status, newest first (songs_user_status_created)."""
+    return Song.objects.filter(user_id=1).with_status(Song.Status.COMPLETED).newest()[:50]
+
+
+def hot_query_newest_songs() -> SongQuerySet:
+    """The newest songs (songs_created)."""
+    return Song.objects.newest()[:50]
+
+
+def hot_query_pending_songs() -> SongQuerySet:
+    """Songs waiting for generation, oldest first (songs_pending)."""
+    return Song.objects.pending()[:50]

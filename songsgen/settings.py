@@ -145,6 +145,32 @@ else:
     )
 
 DATABASES = {"default": _db}
+
+# --- Safe migrate and database checks (songsgen/db/, docs/migrations.md) -------------------------
+# Free space the backup folder must have before migrate touches anything: database size x factor + margin.
+MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
+MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
+MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)  # pre-migrate snapshots kept per database
+# PostgreSQL: a migration waiting longer than this for a lock fails instead of queueing every query behind it.
+MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 5000)
+MIGRATE_STATEMENT_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_STATEMENT_TIMEOUT_MS", 0)  # 0: no limit
+# "full" (PRAGMA integrity_check) or "quick" (quick_check) after migrating a SQLite database.
+MIGRATE_VERIFY_INTEGRITY = os.environ.get("SONGSGEN_MIGRATE_VERIFY_INTEGRITY") or "full"
+# A table with at least this many rows is "big": unique additions and (PostgreSQL) locking DDL are unsafe.
+MIGRATE_BIG_TABLE_ROWS = env_int("SONGSGEN_MIGRATE_BIG_TABLE_ROWS", 100_000)
+# dbcheck: a hot query may not scan a table holding at least this many rows.
+DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
+# dbmaintain: VACUUM when free pages exceed this share of the file.
+DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
+# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
+SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*"]  # the SQLite FTS5 search table and its shadow tables
+# The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
+SONGSGEN_HOT_QUERIES = {
+    "songs by user and status": "songs.models.hot_query_songs_by_user_status",
+    "newest songs": "songs.models.hot_query_newest_songs",
+    "pending songs": "songs.models.hot_query_pending_songs",
+    "next job": "queueing.models.hot_query_next_job",
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Generation queue (queueing/, docs/queue.md) ----------------------------------------------------

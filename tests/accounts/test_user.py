@@ -33,3 +33,15 @@ def test_username_unique():
     make_user(username="d")
     with pytest.raises(IntegrityError), transaction.atomic():
         User.objects.bulk_create([User(username="d", email="other@example.com")])
+
+
+@pytest.mark.django_db
+def test_user_events_cascade_with_their_user():
+    from accounts.models import UserEvent
+    from tests.factories import make_user
+
+    user = make_user()
+    event = UserEvent.objects.create(user=user, event_type="song_requested", event_data={"song": 1})
+    assert "song_requested by user" in str(event)
+    user.delete()
+    assert not UserEvent.objects.filter(pk=event.pk).exists()

@@ -1,0 +1,236 @@
+"""Safety checks on the pending migrations, before anything runs (`migrate --check-safety`).
+
+Two sources, merged per migration:
+
+- django-migration-linter, on the SQL `sqlmigrate` would run (it knows vendor-specific SQL, RunSQL text and
+  RunPython conventions). A migration holding its `IgnoreMigration()` operation is skipped, as the linter
+  documents.
+- Our own checks on the operations and the migration state, for what the linter cannot see from SQL alone:
+  whether a table already exists and how big it is, whether a column type really changes, and on PostgreSQL
+  which operations hold long exclusive locks.
+
+Every finding carries the fix. Unsafe findings stop `migrate` unless `--allow-unsafe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations import operations as ops
+from django.db.migrations.migration import Migration
+from django.db.migrations.state import ProjectState
+from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
+
+FIXES = {
+    "DROP_COLUMN": "Stop using the field in code and deploy that first; drop it in a later release "
+    "(or keep the column and remove the field with SeparateDatabaseAndState).",
+    "DROP_TABLE": "Deploy code that no longer uses the model first; drop the table in a later release.",
+    "RENAME_COLUMN": "Add a new column, backfill it, switch the code, then drop the old one "
+    "(or keep the column name with db_column).",
+    "RENAME_TABLE": "Keep the table name with Meta.db_table, or copy into a new table across releases.",
+    "NOT_NULL": "Add the column as null=True or with db_default=…, backfill it, and make it NOT NULL "
+    "in a later migration.",
+    "ADD_UNIQUE": "Deduplicate first; on PostgreSQL build a unique index CONCURRENTLY and attach it.",
+    "INDEX_NOT_CONCURRENT": "Use django.contrib.postgres.operations.AddIndexConcurrently in a migration "
+    "with atomic = False.",
+    "CONSTRAINT_NOT_VALID": "Use django.contrib.postgres.operations.AddConstraintNotValid, then "
+    "ValidateConstraint in a later migration.",
+    "COLUMN_TYPE_REWRITE": "Add a column of the new type, backfill it in batches, switch over, drop the old one.",
+    "BACKWARDS": "Unapplying migrations drops what they created; be sure the data is not needed.",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One unsafe (or noteworthy) operation in a pending migration."""
+
+    code: str
+    migration: str  # "app.name"
+    detail: str
+    source: str  # "songsgen" or "django-migration-linter"
+    blocking: bool = True
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.code, "See the django-migration-linter documentation for this check.")
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "fix": self.fix}
+
+    def __str__(self) -> str:
+        level = "UNSAFE" if self.blocking else "note"
+        return f"{level} {self.code} in {self.migration}: {self.detail}\n    fix: {self.fix}"
+
+
+def big_table_rows() -> int:
+    """Rows from which a table counts as big (locks and unique checks matter)."""
+    return int(getattr(settings, "MIGRATE_BIG_TABLE_ROWS", 100_000))
+
+
+def table_rows_at_least(connection: BaseDatabaseWrapper, table: str, limit: int) -> bool:
+    """Whether `table` exists and holds at least `limit` rows (bounded: never counts past `limit`)."""
+    if limit <= 0:
+        return True
+    with connection.cursor() as cursor:
+        if table not in connection.introspection.table_names(cursor):
+            return False
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                           [connection.ops.quote_name(table)])
+            row = cursor.fetchone()
+            if row and row[0] >= limit:
+                return True
+        quoted = connection.ops.quote_name(table)
+        cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quoted} LIMIT {int(limit)}) AS bounded")
+        return cursor.fetchone()[0] >= limit
+
+
+def _varchar_len(db_type: str | None) -> int | None:
+    match = re.fullmatch(r"(?:varchar|character varying)\((\d+)\)", (db_type or "").lower())
+    return int(match.group(1)) if match else None
+
+
+def _type_change_rewrites(old: str | None, new: str | None) -> bool:
+    if old == new:
+        return False
+    old_len, new_len = _varchar_len(old), _varchar_len(new)
+    if old_len is not None and (new == "text" or (new_len is not None and new_len >= old_len)):
+        return False  # PostgreSQL widens varchar, or turns it into text, without a rewrite
+    return True
+
+
+class _Checker:
+    def __init__(self, connection: BaseDatabaseWrapper, state: ProjectState) -> None:
+        self.connection = connection
+        self.state = state
+        self.created: set[tuple[str, str]] = set()
+        self.pg = connection.vendor == "postgresql"
+        self.limit = big_table_rows()
+
+    def _table(self, app_label: str, model_name: str) -> str:
+        return self.state.apps.get_model(app_label, model_name)._meta.db_table
+
+    def _existing(self, app_label: str, model_name: str) -> bool:
+        return (app_label, model_name.lower()) not in self.created
+
+    def _big(self, app_label: str, model_name: str) -> bool:
+        return self._existing(app_label, model_name) and table_rows_at_least(
+            self.connection, self._table(app_label, model_name), self.limit
+        )
+
+    def check(self, app_label: str, op: ops.base.Operation) -> list[tuple[str, str]]:
+        """(code, detail) pairs for one operation, judged against the state before it."""
+        from django.contrib.postgres.operations import AddConstraintNotValid, AddIndexConcurrently
+
+        found: list[tuple[str, str]] = []
+        if isinstance(op, ops.CreateModel):
+            self.created.add((app_label, op.name_lower))
+        elif isinstance(op, ops.DeleteModel):
+            found.append(("DROP_TABLE", f"drops table {self._table(app_label, op.name)}"))
+        elif isinstance(op, ops.RenameModel):
+            found.append(("RENAME_TABLE", f"renames model {op.old_name} to {op.new_name}"))
+        elif isinstance(op, ops.AlterModelTable):
+            found.append(("RENAME_TABLE", f"renames the table of {op.name} to {op.table}"))
+        elif isinstance(op, ops.RemoveField) and self._existing(app_label, op.model_name):
+            found.append(("DROP_COLUMN", f"drops column {op.model_name}.{op.name}"))
+        elif isinstance(op, ops.RenameField) and self._existing(app_label, op.model_name):
+            found.append(("RENAME_COLUMN", f"renames {op.model_name}.{op.old_name} to {op.new_name}"))
+        elif isinstance(op, ops.AddField) and self._existing(app_label, op.model_name):
+            field = op.field
+            if not field.null and field.db_default is models.NOT_PROVIDED and not field.many_to_many:
+                found.append(("NOT_NULL", f"adds NOT NULL column {op.model_name}.{op.name} without db_default"))
+            if field.unique and self._big(app_label, op.model_name):
+                found.append(("ADD_UNIQUE", f"adds unique column {op.model_name}.{op.name} to a big table"))
+            if self.pg and (field.db_index or field.unique) and self._big(app_label, op.model_name):
+                found.append(("INDEX_NOT_CONCURRENT", f"indexes new column {op.model_name}.{op.name} under lock"))
+            if self.pg and field.remote_field is not None and getattr(field, "db_constraint", False) \
+                    and self._big(app_label, op.model_name):
+                found.append(("CONSTRAINT_NOT_VALID", f"adds a validated foreign key {op.model_name}.{op.name}"))
+        elif isinstance(op, ops.AlterField) and self._existing(app_label, op.model_name):
+            old = self.state.apps.get_model(app_label, op.model_name)._meta.get_field(op.name)
+            new = op.field.clone()
+            new.set_attributes_from_name(op.name)
+            new.model = old.model
+            if old.null and not new.null:
+                found.append(("NOT_NULL", f"makes {op.model_name}.{op.name} NOT NULL"))
+            if new.unique and not old.unique and self._big(app_label, op.model_name):
+                found.append(("ADD_UNIQUE", f"makes {op.model_name}.{op.name} unique on a big table"))
+            if self.pg and _type_change_rewrites(old.db_type(self.connection), new.db_type(self.connection)) \
+                    and self._big(app_label, op.model_name):
+                found.append((
+                    "COLUMN_TYPE_REWRITE",
+                    f"changes {op.model_name}.{op.name} from {old.db_type(self.connection)} to "
+                    f"{new.db_type(self.connection)}: the table is rewritten under an exclusive lock",
+                ))
+        elif isinstance(op, ops.AddConstraint) and self._existing(app_label, op.model_name):
+            big = self._big(app_label, op.model_name)
+            if isinstance(op.constraint, models.UniqueConstraint) and big:
+                found.append(("ADD_UNIQUE", f"adds unique constraint {op.constraint.name} on a big table"))
+            elif self.pg and big and not isinstance(op, AddConstraintNotValid):
+                found.append(("CONSTRAINT_NOT_VALID", f"adds constraint {op.constraint.name} validated under lock"))
+        elif isinstance(op, ops.AlterUniqueTogether) and self._big(app_label, op.name):
+            found.append(("ADD_UNIQUE", f"changes unique_together of {op.name} on a big table"))
+        elif isinstance(op, ops.AddIndex) and not isinstance(op, AddIndexConcurrently):
+            if self.pg and self._big(app_label, op.model_name):
+                found.append(("INDEX_NOT_CONCURRENT", f"builds index {op.index.name} without CONCURRENTLY"))
+        return found
+
+
+def _linter_findings(migration: Migration, database: str) -> list[Finding]:
+    from django_migration_linter import MigrationLinter
+    from django_migration_linter.sql_analyser import analyse_sql_statements
+
+    linter = MigrationLinter(path=str(settings.BASE_DIR), database=database, no_cache=True, no_output=True)
+    label = f"{migration.app_label}.{migration.name}"
+    if linter.should_ignore_migration(migration.app_label, migration.name, migration.operations):
+        return []
+    with contextlib.redirect_stdout(io.StringIO()):  # sqlmigrate prints "No operations found."
+        sql = linter.get_sql(migration.app_label, migration.name)
+    errors, _ignored, warnings = analyse_sql_statements(linter.sql_analyser_class, sql)
+    data_errors, _data_ignored, data_warnings = linter.analyse_data_migration(migration)
+    findings = []
+    for issue, blocking in [(i, True) for i in errors + data_errors] + [(i, False) for i in warnings + data_warnings]:
+        where = ", ".join(x for x in (issue.table, issue.column) if x)
+        detail = issue.message + (f" ({where})" if where else "")
+        findings.append(Finding(issue.code, label, detail, "django-migration-linter", blocking))
+    return findings
+
+
+def check_plan(
+    connection: BaseDatabaseWrapper,
+    plan: list[tuple[Migration, bool]],
+    state: ProjectState,
+    *,
+    use_linter: bool = True,
+) -> list[Finding]:
+    """Findings for every operation of the plan; `state` is the project state before the plan (mutated)."""
+    checker = _Checker(connection, state)
+    findings: list[Finding] = []
+    for migration, backwards in plan:
+        label = f"{migration.app_label}.{migration.name}"
+        if backwards:
+            findings.append(Finding("BACKWARDS", label, "unapplies this migration", "songsgen"))
+            continue
+        own: list[Finding] = []
+        for op in migration.operations:
+            for code, detail in checker.check(migration.app_label, op):
+                own.append(Finding(code, label, detail, "songsgen"))
+            op.state_forwards(migration.app_label, state)
+        findings.extend(own)
+        touched = {
+            (migration.app_label, (getattr(op, "model_name", None) or getattr(op, "name", "") or "").lower())
+            for op in migration.operations
+        }
+        fresh = all(key in checker.created for key in touched)
+        # The linter judges SQL alone: it cannot know that a table was created earlier in this same
+        # plan (nothing running uses it yet), nor does it lint Django's own apps.
+        if use_linter and not fresh and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS:
+            seen = {f.code for f in own}
+            findings.extend(f for f in _linter_findings(migration, connection.alias) if f.code not in seen)
+    return findings

@@ -1,0 +1,245 @@
+"""Does the live database match what the migrations say it should be? (`dbcheck --schema`, migrate's verify.)
+
+The expected schema comes from the migration state (`ProjectState`), never from importing an app's models:
+every managed model's table, its columns with their database type and nullability, its named indexes and
+constraints, field-level unique/index/foreign-key constraints and the primary key. The live schema comes
+from the database's own catalogue. Missing or mismatched things are errors; extra tables and indexes the
+state does not know (a text-search table made by RunSQL, say) are warnings, extra columns are errors.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.state import ProjectState
+
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or odd) about the database."""
+
+    severity: str  # ERROR or WARNING
+    check: str  # "schema", "integrity", "foreign_keys", "constraints", "plans", …
+    subject: str  # usually the table
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.check}: {self.subject}: {self.detail}"
+
+
+@dataclass
+class TableSpec:
+    """What one model's table should look like."""
+
+    columns: dict[str, tuple[str, bool]] = field(default_factory=dict)  # column -> (type, nullable)
+    named: set[str] = field(default_factory=set)  # Meta index and constraint names
+    unique_columns: list[tuple[str, ...]] = field(default_factory=list)
+    index_columns: list[tuple[str, ...]] = field(default_factory=list)
+    foreign_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (table, column)
+    primary_key: str | None = None
+
+
+def _normalize_type(db_type: str, vendor: str) -> str:
+    text = re.sub(r"\s+", " ", db_type.strip().lower())
+    text = re.sub(r"\s*,\s*", ",", text)
+    if vendor == "postgresql":
+        text = re.sub(r"^varchar\(", "character varying(", text)
+        text = re.sub(r"^char\(", "character(", text)
+        if text == "time":
+            text = "time without time zone"
+        if text == "timestamp":
+            text = "timestamp without time zone"
+    return text
+
+
+def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dict[str, TableSpec]:
+    """The tables the migration state says this database holds, keyed by table name."""
+    tables: dict[str, TableSpec] = {}
+    vendor = connection.vendor
+    for model in state.apps.get_models(include_auto_created=True):
+        meta = model._meta
+        if not meta.managed or meta.proxy or not router.allow_migrate_model(connection.alias, model):
+            continue
+        spec = tables.setdefault(meta.db_table, TableSpec())
+        for f in meta.local_fields:
+            db_type = f.db_type(connection)
+            if db_type is None or not f.column:
+                continue
+            spec.columns[f.column] = (_normalize_type(db_type, vendor), bool(f.null) and not f.primary_key)
+            if f.primary_key:
+                spec.primary_key = f.column
+            elif f.unique:
+                spec.unique_columns.append((f.column,))
+            elif f.db_index:
+                spec.index_columns.append((f.column,))
+            if f.remote_field is not None and getattr(f, "db_constraint", False):
+                target = f.target_field
+                spec.foreign_keys[f.column] = (target.model._meta.db_table, target.column)
+        for fields in meta.unique_together:
+            spec.unique_columns.append(tuple(meta.get_field(name).column for name in fields))
+        spec.named.update(index.name for index in meta.indexes)
+        spec.named.update(constraint.name for constraint in meta.constraints)
+    return tables
+
+
+def live_columns(connection: BaseDatabaseWrapper, table: str) -> dict[str, tuple[str, bool]]:
+    """Columns of a live table: name -> (declared type, nullable)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"PRAGMA table_xinfo({connection.ops.quote_name(table)})")
+            return {
+                name: (_normalize_type(type_ or "", "sqlite"), not notnull and not pk)
+                for _cid, name, type_, notnull, _default, pk, hidden in cursor.fetchall()
+                if not hidden
+            }
+        cursor.execute(
+            """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+            FROM pg_attribute a
+            WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            [connection.ops.quote_name(table)],
+        )
+        return {name: (_normalize_type(type_, "postgresql"), nullable) for name, type_, nullable in cursor.fetchall()}
+
+
+def compare_schema(expected: dict[str, TableSpec], connection: BaseDatabaseWrapper) -> list[Problem]:
+    """Every difference between the expected tables and the live database."""
+    problems: list[Problem] = []
+    with connection.cursor() as cursor:
+        live_tables = set(connection.introspection.table_names(cursor))
+    for table, spec in sorted(expected.items()):
+        if table not in live_tables:
+            problems.append(Problem(ERROR, "schema", table, "table is missing"))
+            continue
+        columns = live_columns(connection, table)
+        for column, (db_type, nullable) in spec.columns.items():
+            if column not in columns:
+                problems.append(Problem(ERROR, "schema", table, f"column {column} is missing"))
+                continue
+            live_type, live_nullable = columns[column]
+            if live_type != db_type:
+                problems.append(Problem(ERROR, "schema", table, f"column {column} is {live_type}, expected {db_type}"))
+            if live_nullable != nullable:
+                want = "NULL" if nullable else "NOT NULL"
+                problems.append(Problem(ERROR, "schema", table, f"column {column} should be {want}"))
+        for column in sorted(set(columns) - set(spec.columns)):
+            problems.append(Problem(ERROR, "schema", table, f"column {column} is not in the migration state"))
+        problems.extend(_compare_constraints(connection, table, spec))
+    known = ["django_migrations", "sqlite_*", *getattr(settings, "SCHEMA_KNOWN_EXTRA_TABLES", [])]
+    for table in sorted(live_tables - set(expected)):
+        if any(fnmatch.fnmatchcase(table, pattern) for pattern in known):
+            continue
+        problems.append(Problem(WARNING, "schema", table, "table is not in the migration state"))
+    return problems
+
+
+def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: TableSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    with connection.cursor() as cursor:
+        live: dict[str, dict[str, Any]] = connection.introspection.get_constraints(cursor, table)
+    matched: set[str] = set()
+    for name in sorted(spec.named):
+        if name in live:
+            matched.add(name)
+        else:
+            problems.append(Problem(ERROR, "schema", table, f"index or constraint {name} is missing"))
+
+    def find(columns: tuple[str, ...], **flags: Any) -> str | None:
+        for name, info in live.items():
+            if tuple(info.get("columns") or ()) == columns and all(info.get(k) == v for k, v in flags.items()):
+                return name
+        return None
+
+    if spec.primary_key and not find((spec.primary_key,), primary_key=True):
+        problems.append(Problem(ERROR, "schema", table, f"primary key on {spec.primary_key} is missing"))
+    for columns in spec.unique_columns:
+        found = find(columns, unique=True)
+        if found is None:
+            problems.append(Problem(ERROR, "schema", table, f"unique constraint on {', '.join(columns)} is missing"))
+        else:
+            matched.add(found)
+    for columns in spec.index_columns:
+        found = find(columns, index=True) or find(columns, unique=True)
+        if found is None:
+            problems.append(Problem(ERROR, "schema", table, f"index on {', '.join(columns)} is missing"))
+        else:
+            matched.add(found)
+    for column, target in spec.foreign_keys.items():
+        found = find((column,), foreign_key=target)
+        if found is None:
+            problems.append(Problem(ERROR, "schema", table, f"foreign key {column} -> {target[0]}.{target[1]} missing"))
+        else:
+            matched.add(found)
+    for name, info in sorted(live.items()):
+        if name in matched or info.get("primary_key") or info.get("foreign_key"):
+            continue
+        if name.startswith("sqlite_autoindex") or name.endswith("_like"):
+            continue  # SQLite's own index for a UNIQUE column; PostgreSQL's varchar_pattern_ops twin
+        if info.get("index") or info.get("unique"):
+            problems.append(Problem(WARNING, "schema", table, f"index {name} is not in the migration state"))
+    return problems
+
+
+def integrity_problems(connection: BaseDatabaseWrapper, *, quick: bool = False) -> list[Problem]:
+    """SQLite: integrity and foreign-key checks. PostgreSQL: constraints never validated."""
+    problems: list[Problem] = []
+    if connection.vendor == "sqlite":
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA {pragma}")
+                rows = [row[0] for row in cursor.fetchall()]
+                if rows != ["ok"]:
+                    for row in rows[:20]:
+                        problems.append(Problem(ERROR, "integrity", "database", str(row)))
+                cursor.execute("PRAGMA foreign_key_check")
+                for table, rowid, parent, _fk in cursor.fetchall()[:100]:
+                    problems.append(
+                        Problem(ERROR, "foreign_keys", table, f"row {rowid} points at a missing {parent} row")
+                    )
+        except (sqlite3.DatabaseError, Exception) as exc:  # a malformed file raises instead of reporting
+            if isinstance(exc, sqlite3.DatabaseError) or "malformed" in str(exc) or "not a database" in str(exc):
+                problems.append(Problem(ERROR, "integrity", "database", f"{type(exc).__name__}: {exc}"))
+            else:
+                raise
+        return problems
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+            "WHERE NOT convalidated AND connamespace = 'public'::regnamespace"
+        )
+        for table, name in cursor.fetchall():
+            problems.append(Problem(ERROR, "constraints", table, f"constraint {name} is NOT VALID (never validated)"))
+    return problems
+
+
+def orphan_problems(connection: BaseDatabaseWrapper, expected: dict[str, TableSpec]) -> list[Problem]:
+    """Rows whose foreign key points at nothing (PostgreSQL; SQLite's foreign_key_check covers it)."""
+    problems: list[Problem] = []
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        for table, spec in sorted(expected.items()):
+            for column, (parent, parent_column) in sorted(spec.foreign_keys.items()):
+                cursor.execute(
+                    f"SELECT COUNT(*) FROM {qn(table)} c WHERE c.{qn(column)} IS NOT NULL AND NOT EXISTS "
+                    f"(SELECT 1 FROM {qn(parent)} p WHERE p.{qn(parent_column)} = c.{qn(column)})"
+                )
+                count = cursor.fetchone()[0]
+                if count:
+                    problems.append(
+                        Problem(ERROR, "foreign_keys", table, f"{count} rows with {column} pointing at no {parent} row")
+                    )
+    return problems

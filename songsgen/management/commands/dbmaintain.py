@@ -1,0 +1,28 @@
+"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron (songsgen/db/health.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from songsgen.db import health
+
+
+class Command(BaseCommand):
+    help = (
+        "Routine upkeep: ANALYZE / PRAGMA optimize, a WAL checkpoint (TRUNCATE), and VACUUM when free pages "
+        "exceed SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO. Safe to run from cron."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="Say what would run; change nothing.")
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
+
+    def handle(self, *args: Any, dry_run: bool, database: str, verbosity: int, **options: Any) -> None:
+        def log(text: str) -> None:
+            if verbosity >= 1:
+                self.stdout.write(text)
+
+        health.maintain(connections[database], dry_run=dry_run, log=log)

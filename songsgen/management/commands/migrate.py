@@ -1,0 +1,143 @@
+"""`manage.py migrate`, safely: Django's migrate inside plan → safety → room → backup → verify → restore.
+
+Every option of Django's migrate still works; ours are added. The safe path runs when the command is typed
+(or called with `safe=True`); `call_command("migrate")` from code — the test runner creating its test
+database, for one — gets Django's migrate unchanged, as does `--plain`, `--plan`, `--check` and `--prune`.
+The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
+
+Exit codes: 0 done; 1 failed and the database was restored (or rolled back); 2 refused before anything
+changed; 3 failed and the database could NOT be restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+from django.core.management.commands.migrate import Command as DjangoMigrateCommand
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+
+from songsgen.db import migrate as safe_migrate
+
+EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
+
+
+class Command(DjangoMigrateCommand):
+    help = DjangoMigrateCommand.help + (
+        " Guarded: safety checks, a backup, verification of the live schema, and a restore on failure "
+        "(docs/migrations.md)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--allow-unsafe", action="store_true",
+                            help="Apply even when the safety checks find unsafe operations.")
+        parser.add_argument("--check-safety", action="store_true",
+                            help="Only run the safety checks on the pending migrations; exit 2 if any is unsafe.")
+        parser.add_argument("--no-backup", action="store_true",
+                            help="Skip the backup (a failure can then not be undone).")
+        parser.add_argument("--resume-restore", action="store_true",
+                            help="Put back the backup a killed migrate left behind, then stop.")
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
+        parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
+        parser.add_argument("--safe", action="store_true", default=None, help=argparse.SUPPRESS)
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        self._typed = True
+        super().run_from_argv(argv)
+
+    def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
+        progress = getattr(self, "_progress", None)
+        if progress is not None:
+            if action == "apply_start" or action == "unapply_start":
+                progress.start(migration)
+            elif action in ("apply_success", "unapply_success"):
+                progress.finish()
+        super().migration_progress_callback(action, migration, fake)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        safe = options.get("safe")
+        if safe is None:
+            safe = getattr(self, "_typed", False)
+        if not safe or options["plain"] or options["plan"] or options["check_unapplied"] or options["prune"]:
+            return super().handle(*args, **options)
+
+        self.verbosity = options["verbosity"]
+        connection = connections[options["database"]]
+        as_json = options["json"]
+        report = safe_migrate.Report(database=connection.alias, vendor=connection.vendor)
+
+        def log(text: str) -> None:
+            if not as_json and options["verbosity"] >= 1:
+                self.stdout.write(text)
+
+        def warn(text: str) -> None:
+            self.stderr.write(text)
+
+        try:
+            if options["resume_restore"]:
+                report = safe_migrate.resume_restore(connection, report, log)
+            else:
+                report = self._run_safe(connection, options, log, warn, args, report)
+        except safe_migrate.MigrateRefused as exc:
+            report.status, report.error = "refused", str(exc)
+            self._finish(report, as_json)
+            raise CommandError(f"Refused: {exc}", returncode=EXIT_REFUSED) from None
+        except safe_migrate.MigrateFailed as exc:
+            report.status = "restored" if exc.restored else "failed"
+            report.error = report.error or str(exc)
+            self._finish(report, as_json)
+            raise CommandError(str(exc), returncode=EXIT_RESTORED if exc.restored else EXIT_BROKEN) from None
+        self._finish(report, as_json)
+
+    def _run_safe(
+        self, connection: Any, options: dict[str, Any], log: Any, warn: Any, args: Any, report: Any
+    ) -> Any:
+        connection.prepare_database()
+        executor = MigrationExecutor(connection)
+        executor.loader.check_consistent_history(connection)
+        conflicts = executor.loader.detect_conflicts()
+        if conflicts:
+            names = "; ".join(f"{', '.join(n)} in {app}" for app, n in conflicts.items())
+            raise safe_migrate.MigrateRefused(
+                f"Conflicting migrations ({names}): the graph has two leaves. Run `manage.py makemigrations --merge`."
+            )
+        targets = safe_migrate.resolve_targets(executor, options["app_label"], options["migration_name"])
+        plan = executor.migration_plan(targets)
+        log(f"Plan for database {connection.alias!r} ({connection.vendor}): {len(plan)} migration(s)")
+        self._progress = progress = safe_migrate.Progress()
+        inner = dict(options, safe=False)
+        if options["json"]:
+            inner["verbosity"] = 0  # keep stdout for the JSON report
+
+        def apply() -> None:
+            DjangoMigrateCommand.handle(self, *args, **inner)
+
+        flags = safe_migrate.Options(
+            allow_unsafe=options["allow_unsafe"], check_safety=options["check_safety"], no_backup=options["no_backup"]
+        )
+        return safe_migrate.run(connection, executor, plan, apply, progress, flags, log, warn, report)
+
+    def _finish(self, report: Any, as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(report.as_json())
+            return
+        if self.verbosity < 1 or report.status in ("refused",):
+            return
+        lines = [f"Result: {report.status}"]
+        if report.applied:
+            lines.append("Applied: " + ", ".join(f"{a['migration']} ({a['seconds']:.2f} s)" for a in report.applied))
+        if report.backup:
+            lines.append(f"Backup: {report.backup}")
+        if report.status == "ok":
+            warnings = len(report.verification)
+            lines.append("Verified: the live schema matches the migrations; integrity and foreign keys hold"
+                         + (f" ({warnings} warning(s) above)" if warnings else "") + ".")
+        timing = ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items())
+        if timing:
+            lines.append(f"Time: {timing}")
+        self.stdout.write("\n".join(lines), style_func=self.style.SUCCESS if report.status == "ok" else None)
+        sys.stdout.flush()

@@ -1,0 +1,94 @@
+"""The safety checks flag each class of unsafe operation, and pass the project's own migrations."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.postgres.operations import AddConstraintNotValid, AddIndexConcurrently
+from django.db import connection, models
+from django.db.migrations import Migration, operations
+from django.db.migrations.executor import MigrationExecutor
+
+from songsgen.db.safety import _linter_findings, check_plan
+from tests.factories import make_song
+
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL locking checks")
+
+
+def _codes(*ops, big: bool = False, settings=None) -> list[str]:
+    if big:
+        settings.MIGRATE_BIG_TABLE_ROWS = 1
+        make_song()
+    migration = Migration("0999_probe", "songs")
+    migration.operations = list(ops)
+    state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
+    return [f.code for f in check_plan(connection, [(migration, False)], state, use_linter=False)]
+
+
+UNSAFE = [
+    ("DROP_COLUMN", lambda: [operations.RemoveField("song", "lyrics")], False),
+    ("DROP_TABLE", lambda: [operations.DeleteModel("song")], False),
+    ("RENAME_COLUMN", lambda: [operations.RenameField("song", "lyrics", "words")], False),
+    ("RENAME_TABLE", lambda: [operations.RenameModel("song", "track")], False),
+    ("RENAME_TABLE", lambda: [operations.AlterModelTable("song", "tracks")], False),
+    ("NOT_NULL", lambda: [operations.AddField("song", "mood", models.CharField(max_length=9, default="x"))], False),
+    ("NOT_NULL", lambda: [operations.AlterField("song", "suno_song_id", models.CharField(max_length=100))], False),
+    ("ADD_UNIQUE", lambda: [operations.AddConstraint(
+        "song", models.UniqueConstraint(fields=["title"], name="songs_title_uniq"))], True),
+    ("ADD_UNIQUE", lambda: [operations.AlterField("song", "title", models.CharField(max_length=200, unique=True))],
+     True),
+]
+
+
+@pytest.mark.parametrize(("code", "ops", "big"), UNSAFE, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(UNSAFE)])
+@pytest.mark.django_db
+def test_flags_unsafe_operation(code, ops, big, settings):
+    assert code in _codes(*ops(), big=big, settings=settings)
+
+
+SAFE = [
+    lambda: [operations.AddField("song", "mood", models.CharField(max_length=9, null=True))],
+    lambda: [operations.AddField("song", "mood", models.CharField(max_length=9, db_default="calm"))],
+    lambda: [operations.AddConstraint("song", models.UniqueConstraint(fields=["title"], name="songs_title_uniq"))],
+    lambda: [operations.CreateModel("Probe", [("id", models.BigAutoField(primary_key=True))]),
+             operations.AddField("probe", "n", models.IntegerField()),
+             operations.RemoveField("probe", "n")],
+]
+
+
+@pytest.mark.parametrize("ops", SAFE)
+@pytest.mark.django_db
+def test_passes_safe_operations(ops, settings):
+    # Not big: unique on a small table is fine; a table created in the plan may be changed at will.
+    assert _codes(*ops(), settings=settings) == []
+
+
+@postgres_only
+@pytest.mark.django_db
+def test_flags_postgres_locking_operations(settings):
+    index = models.Index(fields=["genre"], name="songs_genre_probe")
+    check = models.CheckConstraint(condition=models.Q(play_count__lt=10**9), name="songs_probe_check")
+    assert "INDEX_NOT_CONCURRENT" in _codes(operations.AddIndex("song", index), big=True, settings=settings)
+    assert "CONSTRAINT_NOT_VALID" in _codes(operations.AddConstraint("song", check), settings=settings)
+    assert "COLUMN_TYPE_REWRITE" in _codes(
+        operations.AlterField("song", "play_count", models.BigIntegerField(default=0)), settings=settings)
+    assert _codes(AddIndexConcurrently("song", index), settings=settings) == []
+    assert _codes(AddConstraintNotValid("song", check), settings=settings) == []
+    # Widening a varchar does not rewrite the table.
+    assert _codes(operations.AlterField("song", "title", models.CharField(max_length=300)), settings=settings) == []
+
+
+@pytest.mark.django_db(transaction=True)  # sqlmigrate needs SQLite outside a transaction
+def test_project_migrations_pass():
+    """Every migration of the project, as if applied to a database holding the ones before it."""
+    executor = MigrationExecutor(connection)
+    graph = executor.loader.graph
+    ours = [key for leaf in graph.leaf_nodes() for key in graph.forwards_plan(leaf)
+            if key[0] in ("accounts", "songs", "queueing")]
+    blocking = []
+    for key in dict.fromkeys(ours):
+        migration = executor.loader.get_migration(*key)
+        state = executor.loader.project_state(key, at_end=False)
+        own = check_plan(connection, [(migration, False)], state, use_linter=False)
+        linted = [] if migration.initial else _linter_findings(migration, connection.alias)
+        blocking += [f for f in own + linted if f.blocking]
+    assert blocking == []

@@ -1,0 +1,32 @@
+"""Fails as SONGSGEN_FIXTURE_MODE says: "fail" raises half-way, "verify" drops a column behind the
+migration state's back, "hang" writes SONGSGEN_FIXTURE_FLAG and sleeps (to be killed); otherwise it passes."""
+
+import os
+import time
+from pathlib import Path
+
+from django.db import migrations
+
+
+def forwards(apps, schema_editor):
+    mode = os.environ.get("SONGSGEN_FIXTURE_MODE", "")
+    Widget = apps.get_model("migrations_fixture", "Widget")
+    Widget.objects.using(schema_editor.connection.alias).create(name="half-way", qty=2)
+    if mode == "fail":
+        raise RuntimeError("injected failure half-way through 0003")
+    if mode == "verify":
+        schema_editor.execute("ALTER TABLE migrations_fixture_widget DROP COLUMN note")
+    if mode == "hang":
+        Path(os.environ["SONGSGEN_FIXTURE_FLAG"]).write_text("applying 0003")
+        time.sleep(120)
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("migrations_fixture", "0002_touch_existing_rows"),
+    ]
+
+    operations = [
+        migrations.RunPython(forwards, migrations.RunPython.noop),
+    ]
