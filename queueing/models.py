@@ -265,9 +265,10 @@ class GenerationQueue(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # The lease: which worker holds a running job, and until when. A worker renews it while it
     # generates; once it has expired, reclaim_expired() returns the job to the queue.
-    # db_default: rows written below the ORM (seed_demo's bulk insert) get it too.
-    worker_id = models.CharField(max_length=100, blank=True, default="", db_default="",
-                                 help_text="The worker holding this job while it runs.")
+    # Nullable (NULL: no worker holds it) so that adding it is a plain ADD COLUMN: SQLite rebuilds
+    # the whole table to add a NOT NULL column.
+    worker_id = models.CharField(max_length=100, null=True, blank=True,  # noqa: DJ001
+                                 help_text="The worker holding this job while it runs; empty when none does.")
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The worker's hold ends here.")
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="Not claimed before this time (a retry's backoff); empty: at once."
@@ -392,7 +393,7 @@ class GenerationQueue(models.Model):
             if self.retry_count < self.max_retries:
                 fields = {
                     "status": self.Status.QUEUED, "retry_count": self.retry_count + 1, "error_message": error,
-                    "next_attempt_at": now + retry_delay(self.retry_count + 1), "worker_id": "",
+                    "next_attempt_at": now + retry_delay(self.retry_count + 1), "worker_id": None,
                     "lease_expires_at": None,
                 }
                 if not self._update_held(worker_id, **fields):
@@ -411,7 +412,7 @@ class GenerationQueue(models.Model):
     def release(self, *, worker_id: str) -> bool:
         """Give an unfinished job back to the queue untouched (the worker is stopping); not an attempt."""
         with transaction.atomic():
-            fields = {"status": self.Status.QUEUED, "worker_id": "", "lease_expires_at": None, "started_at": None}
+            fields = {"status": self.Status.QUEUED, "worker_id": None, "lease_expires_at": None, "started_at": None}
             if not self._update_held(worker_id, **fields):
                 return False
             self.song.mark_pending()
@@ -427,7 +428,7 @@ class GenerationQueue(models.Model):
             # No backoff: a crash says little about the job, and retry_count still bounds a job that
             # keeps killing its workers.
             updated = expired.update(status=self.Status.QUEUED, retry_count=F("retry_count") + 1,
-                                     error_message=error, next_attempt_at=None, worker_id="",
+                                     error_message=error, next_attempt_at=None, worker_id=None,
                                      lease_expires_at=None)
             if updated:
                 self.song.mark_pending()

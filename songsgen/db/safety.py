@@ -196,6 +196,10 @@ def _linter_findings(migration: Migration, database: str) -> list[Finding]:
     data_errors, _data_ignored, data_warnings = linter.analyse_data_migration(migration)
     findings = []
     for issue, blocking in [(i, True) for i in errors + data_errors] + [(i, False) for i in warnings + data_warnings]:
+        if issue.code == "NOT_NULL":
+            # Ours decides NOT NULL from the field itself (db_default keeps old writers working); the
+            # linter sees only SQL, where SQLite's table rebuild repeats every NOT NULL column.
+            continue
         where = ", ".join(x for x in (issue.table, issue.column) if x)
         detail = issue.message + (f" ({where})" if where else "")
         findings.append(Finding(issue.code, label, detail, "django-migration-linter", blocking))

@@ -68,8 +68,11 @@ def table_checksums(path: Path) -> dict[str, str]:
     """A digest of every row of every table of the SQLite file at `path`."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        # Ordinary tables only: a full-text index's shadow tables hold its internal layout, which
+        # differs after the same rows were added and removed; its content is the songs table's.
         tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         return {t: hashlib.sha256(repr(conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall()).encode())
                 .hexdigest() for t in tables}
     finally:

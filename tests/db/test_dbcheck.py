@@ -128,11 +128,11 @@ def test_finds_a_corrupted_page(scratch_db):
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     page_size = raw.execute("PRAGMA page_size").fetchone()[0]
-    pages = raw.execute("PRAGMA page_count").fetchone()[0]
+    (root,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'songs_song'").fetchone()
     raw.close()
     assert _run(env, "dbcheck", "--integrity").returncode == 0
-    with open(path, "r+b") as handle:  # scribble over a page in the middle of the file
-        handle.seek(page_size * (pages // 2) + 8)
+    with open(path, "r+b") as handle:  # scribble over the songs table's root page
+        handle.seek(page_size * (root - 1) + 8)
         handle.write(b"\xde\xad\xbe\xef" * 64)
     result = _run(env, "dbcheck", "--integrity", "--json")
     assert result.returncode == 1

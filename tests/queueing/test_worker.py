@@ -79,7 +79,7 @@ def test_failed_attempt_is_retried_after_a_backoff(settings):
     before = timezone.now()
     assert worker(gen).run() == 1  # burst: the job waits out its backoff, so the worker leaves
     job = song.queue_entries.get()
-    assert (job.status, job.retry_count, job.worker_id) == ("queued", 1, "")
+    assert (job.status, job.retry_count, job.worker_id) == ("queued", 1, None)
     assert "RuntimeError: attempt 1 failed" in job.error_message
     assert Song.objects.get(pk=song.pk).status == "pending"
     # the delay is honoured: 30 s nominal, jittered into [15, 30]
@@ -162,7 +162,7 @@ def test_expired_lease_is_reclaimed_and_counts_the_crashed_attempt():
     later = timezone.now() + timedelta(seconds=LEASE + 1)
     assert GenerationQueue.objects.reclaim_expired(now=later) == 1
     job.refresh_from_db()
-    assert (job.status, job.retry_count, job.worker_id, job.lease_expires_at) == ("queued", 1, "", None)
+    assert (job.status, job.retry_count, job.worker_id, job.lease_expires_at) == ("queued", 1, None, None)
     assert "Lease expired: worker dead" in job.error_message
     assert Song.objects.get(pk=song.pk).status == "pending"
     # the dead worker's late outcome is discarded: it no longer holds the job
