@@ -618,13 +618,13 @@ def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bo
         if not errors and schema(live) != schema(candidate):
             errors = ["its schema differs from the backup's"]
         if not errors:
-            _set_wal(live, timeout)
+            set_wal(live, timeout)
     except (sqlite3.Error, OSError) as exc:
         return False, [str(exc)]
     return checkpointed, errors
 
 
-def _set_wal(live: Path, timeout: float) -> None:
+def set_wal(live: Path, timeout: float) -> None:
     # A database restored onto a missing file starts in rollback-journal mode; the project runs WAL.
     conn = _connect(live, timeout)
     try:

@@ -1,7 +1,7 @@
 """The snapshot the safe `migrate` takes before it changes anything, and puts back on failure.
 
-A deliberately small interface, so the backup machinery (songsgen/db/backup.py, the backup issue) can
-take its place later without touching the migrate path:
+A small interface over the backup machinery (songsgen/db/backup.py), kept uncompressed so a failed
+migration is put back quickly:
 
 - `take_snapshot(connection, directory) -> Path`: a consistent copy of the live database.
 - `restore_snapshot(connection, path)`: put that copy back, atomically for every other connection.
@@ -15,11 +15,12 @@ new database as one transaction, never a half-written file.
 from __future__ import annotations
 
 import os
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from songsgen.db import backup
 
 SNAPSHOT_PREFIX = "pre-migrate-"
 
@@ -37,13 +38,7 @@ def _sqlite_path(connection: BaseDatabaseWrapper) -> Path:
         raise SnapshotUnsupported(
             f"no snapshot support for {connection.vendor} yet (pg_dump/pg_restore arrive with the PostgreSQL issue)"
         )
-    return Path(connection.settings_dict["NAME"]).resolve()
-
-
-def _check(db: sqlite3.Connection, pragma: str) -> None:
-    rows = [row[0] for row in db.execute(f"PRAGMA {pragma}").fetchall()]
-    if rows != ["ok"]:
-        raise SnapshotError(f"{pragma} failed: {'; '.join(map(str, rows[:5]))}")
+    return backup.sqlite_path(connection.settings_dict)
 
 
 def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Path]:
@@ -58,23 +53,19 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"{SNAPSHOT_PREFIX}{live.stem}-{stamp}.sqlite3"
-    partial = final.with_name(final.name + ".partial")
-    # Created 0600 before SQLite opens it, so the copy is never readable by others, even for a moment.
-    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    # The backup machinery's temporary name: created 0600 before SQLite opens it, and cleaned up by
+    # the next backup if this process dies before the rename.
+    partial = backup.temp_path(directory, ".sqlite3")
     try:
-        source = sqlite3.connect(live, timeout=30)
-        target = sqlite3.connect(partial)
-        try:
-            source.backup(target, pages=-1)
-            _check(target, "quick_check")
-        finally:
-            target.close()
-            source.close()
+        backup.snapshot(live, partial, timeout=30)
+        errors = backup.check_errors(partial, quick=True)
+        if errors:
+            raise SnapshotError(f"the snapshot fails quick_check: {'; '.join(errors[:5])}")
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, final)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        backup.remove_file(partial)
         raise
     return final
 
@@ -84,19 +75,16 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
     live = _sqlite_path(connection)
     if not path.is_file():
         raise SnapshotError(f"snapshot {path} does not exist")
+    errors = backup.check_errors(path, quick=True)
+    if errors:
+        raise SnapshotError(f"the snapshot {path} fails quick_check: {'; '.join(errors[:5])}")
     # Django's connection may sit in a failed transaction; the copy needs the write lock.
     connection.close()
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        _check(source, "quick_check")
-        target = sqlite3.connect(live, timeout=60)
-        try:
-            source.backup(target, pages=-1)
-            _check(target, "integrity_check")
-        finally:
-            target.close()
-    finally:
-        source.close()
+    backup.copy_into_live(path, live, timeout=60)
+    errors = backup.check_errors(live)
+    if errors:
+        raise SnapshotError(f"the restored database fails integrity_check: {'; '.join(errors[:5])}")
+    backup.set_wal(live, 60)
 
 
 def prune_snapshots(connection: BaseDatabaseWrapper, directory: Path, keep: int) -> list[Path]:
