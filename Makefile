@@ -26,6 +26,8 @@ run: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	SECRET_KEY=lint-only $(PY) manage.py makemigrations --check --dry-run
+	tmp=$$(mktemp -d) && SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp $(PY) manage.py migrate --check-safety; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # A queue worker alone (make run starts one beside the server).
 worker: venv
