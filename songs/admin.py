@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.paginator import Page
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from queueing.models import GenerationQueue
 from songs.models import Song
-from songsgen.db.pagination import LargeTableAdminMixin
+from songsgen.db.pagination import CappedCountPaginator, LargeTableAdminMixin
 
 # The genres the service offers. The filter lists these rather than asking the database for
 # SELECT DISTINCT genre, which reads every row of the table.
@@ -36,6 +41,30 @@ class GenreFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Song]) -> QuerySet[Song]:
         value = self.value()
         return queryset.filter(genre=value) if value else queryset
+
+
+# From this offset on, a page first reads its ids, then its rows: skipping rows is then a walk along an
+# index rather than reading (and joining the user of) every skipped row. Below it, one query is cheaper.
+DEFERRED_JOIN_FROM_OFFSET = 1_000
+
+
+class DeferredJoinPaginator(CappedCountPaginator):
+    """Deep pages in two short queries: the page's ids from a covering index, then those rows only.
+
+    `?p=500` is OFFSET 49,900: in one query SQLite reads each skipped song row and looks up its user
+    (about 55 ms at 1M songs); the ids alone come from songs_created / songs_status_created in a few ms.
+    """
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        if bottom < DEFERRED_JOIN_FROM_OFFSET:
+            return super().page(number)
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
+        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
 
 
 class QueueEntryInline(admin.TabularInline):
@@ -79,3 +108,18 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         ("Result", {"fields": ("suno_song_id", "audio_file_path", "video_file_path", "generation_time",
                                "play_count", "created_at", "completed_at")}),
     )
+
+    def action_checkbox(self, obj: Song) -> SafeString:
+        # Django's markup, written directly: rendering a CheckboxInput through the form renderer's
+        # templates for each of the 100 rows was about a quarter of the changelist's time.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            ACTION_CHECKBOX_NAME, obj.pk, format_html(_("Select this object for an action - {}"), str(obj)),
+        )
+
+    def get_paginator(
+        self, request: HttpRequest, queryset: Any, per_page: int, orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedCountPaginator:
+        capped = super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
+        return DeferredJoinPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=capped.cap)
