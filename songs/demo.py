@@ -73,8 +73,8 @@ _GENRE_WEIGHTS = {"pop": 18, "hip-hop": 14, "rock": 12, "electronic": 11, "r&b":
                   "jazz": 4, "folk": 4, "metal": 4, "ambient": 3, "soul": 3, "reggae": 2, "funk": 2, "punk": 2,
                   "blues": 1, "classical": 1}
 # Share of songs per status, in per-mille: most finished, a backlog waiting, a few running, some failed.
-_STATUS_PER_MILLE = ((Song.Status.COMPLETED, 800), (Song.Status.PENDING, 100), (Song.Status.GENERATING, 20),
-                     (Song.Status.FAILED, 80))
+_STATUS_PER_MILLE = ((Song.Status.COMPLETED.value, 800), (Song.Status.PENDING.value, 100),
+                     (Song.Status.GENERATING.value, 20), (Song.Status.FAILED.value, 80))
 
 _FIRST_NAMES = ("ava", "liam", "mia", "noah", "zoe", "leo", "ivy", "owen", "nora", "eli", "lucia", "mateo", "yuki",
                 "kenji", "amara", "kofi", "ines", "hugo", "freya", "arjun", "priya", "sven", "olga", "tariq",
@@ -125,6 +125,7 @@ class _Pools:
 
 
 def _weighted_table(weights: Iterable[tuple[str, int]], size: int = 1000) -> tuple[str, ...]:
+    """`size` entries, each value repeated in proportion to its weight: a draw is one index."""
     items = list(weights)
     total = sum(weight for _, weight in items)
     table: list[str] = []
@@ -134,6 +135,7 @@ def _weighted_table(weights: Iterable[tuple[str, int]], size: int = 1000) -> tup
 
 
 def _build_pools(rng: random.Random) -> _Pools:
+    """The pools for one run, drawn from `rng` so that a seed fixes them."""
     genre_weights = [(genre, _GENRE_WEIGHTS.get(genre, 1)) for genre in GENRES]
     lines = [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_TAILS)}".capitalize() for _ in range(600)]
     stanzas = tuple("\n".join(rng.sample(lines, rng.randint(4, 6))) for _ in range(1500))
@@ -186,8 +188,11 @@ class _Writer:
         """Settings held for the whole seed."""
         yield
 
-    def finish(self, models_written: Sequence[type[models.Model]]) -> None:
-        """Refresh planner statistics after the load."""
+    def reset_sequences(self, models_written: Sequence[type[models.Model]]) -> None:
+        """Make the database's own id generation continue after the ids we gave."""
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics after the load: the tables grew by orders of magnitude."""
         with self.connection.cursor() as cursor:
             cursor.execute("ANALYZE")
 
@@ -236,12 +241,11 @@ class _PostgreSQLWriter(_Writer):
             for row in rows:
                 copy.write_row(row)
 
-    def finish(self, models_written: Sequence[type[models.Model]]) -> None:
-        # Rows came with explicit ids: move each identity sequence past them for the next insert.
+    def reset_sequences(self, models_written: Sequence[type[models.Model]]) -> None:
+        # Identity sequences do not see explicit ids (SQLite's AUTOINCREMENT counter does): move them on.
         with self.connection.cursor() as cursor:
             for sql in self.connection.ops.sequence_reset_sql(no_style(), list(models_written)):
                 cursor.execute(sql)
-        super().finish(models_written)
 
 
 def _writer_for(connection: BaseDatabaseWrapper) -> _Writer:
@@ -427,24 +431,37 @@ def seed_demo_data(
             progress(Progress(phase=phase, done=done, total=total, elapsed=time.perf_counter() - began))
 
     connection.ensure_connection()
-    queue_entries = 0
     with writer.session():
-        if users:
-            # One hash for every demo account: hashing is deliberately slow, so never per user.
-            password_hash = make_password(DEMO_PASSWORD)
-            for offset in range(0, users, batch_size):
-                count = min(batch_size, users - offset)
-                with transaction.atomic(using=using):
-                    writer.insert(User, USER_FIELDS, _user_rows(plan, offset, count, password_hash))
-                report("users", offset + count, users)
-        for offset in range(0, songs, batch_size):
-            song_rows, job_rows = _song_rows(plan, offset, min(batch_size, songs - offset))
-            with transaction.atomic(using=using):
-                writer.insert(Song, SONG_FIELDS, song_rows)
-                writer.insert(GenerationQueue, QUEUE_FIELDS, job_rows)
-            queue_entries += len(job_rows)
-            report("songs", offset + len(song_rows), songs)
-        writer.finish((User, Song, GenerationQueue))
+        try:
+            queue_entries = _write(plan, users=users, songs=songs, batch_size=batch_size, using=using, report=report)
+        finally:
+            # Batches already committed stay (the seed appends); the ORM's next insert must not reuse their ids.
+            writer.reset_sequences((User, Song, GenerationQueue))
+        if users or songs:
+            writer.analyze()
     return SeedResult(users=users, songs=songs, queue_entries=queue_entries, token=token,
                       seconds=time.perf_counter() - began)
 
+
+def _write(
+    plan: _Plan, *, users: int, songs: int, batch_size: int, using: str, report: Callable[[str, int, int], None]
+) -> int:
+    """Write the users, then the songs with their queue entries, one transaction per batch; count the entries."""
+    writer = plan.writer
+    queue_entries = 0
+    if users:
+        # One hash for every demo account: hashing is deliberately slow, so never per user.
+        password_hash = make_password(DEMO_PASSWORD)
+        for offset in range(0, users, batch_size):
+            count = min(batch_size, users - offset)
+            with transaction.atomic(using=using):
+                writer.insert(User, USER_FIELDS, _user_rows(plan, offset, count, password_hash))
+            report("users", offset + count, users)
+    for offset in range(0, songs, batch_size):
+        song_rows, job_rows = _song_rows(plan, offset, min(batch_size, songs - offset))
+        with transaction.atomic(using=using):
+            writer.insert(Song, SONG_FIELDS, song_rows)
+            writer.insert(GenerationQueue, QUEUE_FIELDS, job_rows)
+        queue_entries += len(job_rows)
+        report("songs", offset + len(song_rows), songs)
+    return queue_entries

@@ -158,6 +158,9 @@ class Song(models.Model):
             models.Index(fields=["created_at", "id"], name="songs_created"),
             # The admin's status filter: rows of one status, newest first, and its capped count.
             models.Index(fields=["status", "created_at", "id"], name="songs_status_created"),
+            # The admin's genre filter, newest first, and its capped count: without it a rare or
+            # unknown genre reads the whole table (1.6 s at 1M songs).
+            models.Index(fields=["genre", "created_at", "id"], name="songs_genre_created"),
             # SongQuerySet.pending(): the few songs still waiting, oldest first.
             models.Index(
                 fields=["created_at", "id"], name="songs_pending", condition=Q(status="pending")

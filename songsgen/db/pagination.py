@@ -4,6 +4,10 @@ Django's admin counts the whole filtered result (`COUNT(*)`) on every list page,
 reads every matching row. We count only as far as the page being shown plus a few pages ahead:
 the count then costs about as much as fetching the page itself, deep pages stay reachable, and
 the list says "more than N" instead of a number it never computed.
+
+Deep pages (`?p=500` is OFFSET 49,900) read their ids first, from the index that serves the
+ordering, then only those rows: one query would read, and join, every skipped row (55 ms against
+under 1 ms at 1M songs, bench/admin_bench.py).
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.core.paginator import Paginator
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.paginator import Page, Paginator
 from django.http import HttpRequest
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 PAGES_AHEAD = 10
+# From this offset on a page reads its ids first; below it one query is cheaper.
+DEFERRED_JOIN_FROM_OFFSET = 1_000
 
 
 class CappedCountPaginator(Paginator):
@@ -33,6 +43,18 @@ class CappedCountPaginator(Paginator):
         counted = self.object_list.order_by()[: self.cap + 1].count()
         self.more = counted > self.cap
         return min(counted, self.cap)
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        if bottom < DEFERRED_JOIN_FROM_OFFSET:
+            return super().page(number)
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
+        # The ordering stays on the queryset, so the rows come back in page order.
+        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
 
 
 class LargeTableAdminMixin:
@@ -53,3 +75,11 @@ class LargeTableAdminMixin:
             page = 1
         cap = (page + PAGES_AHEAD) * per_page
         return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        # Django's markup, written directly: rendering a CheckboxInput through the form renderer's
+        # templates for each of 100 rows was about a quarter of a list page's time.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            ACTION_CHECKBOX_NAME, obj.pk, format_html(_("Select this object for an action - {}"), str(obj)),
+        )

@@ -140,3 +140,24 @@ def test_queue_entry_page_is_read_only(admin_client, songs):
     job = songs[-1].queue_entries.get()
     body = admin_client.get(reverse("admin:queueing_generationqueue_change", args=[job.pk])).content.decode()
     assert 'name="status"' not in body
+
+
+def test_deep_pages_read_ids_first_and_keep_order(admin_client, songs, settings):
+    from songsgen.db import pagination
+
+    url = reverse("admin:songs_song_changelist")
+    from songs.admin import SongAdmin
+
+    old = SongAdmin.list_per_page, pagination.DEFERRED_JOIN_FROM_OFFSET
+    SongAdmin.list_per_page, pagination.DEFERRED_JOIN_FROM_OFFSET = 3, 6
+    try:
+        expected = list(Song.objects.order_by("-created_at", "-id").values_list("pk", flat=True)[6:9])
+        response, queries = _queries(admin_client, url + "?p=3")
+        shown = [s.pk for s in response.context["cl"].result_list]
+        pending = admin_client.get(url + "?p=3&status__exact=pending").context["cl"].result_list
+    finally:
+        SongAdmin.list_per_page, pagination.DEFERRED_JOIN_FROM_OFFSET = old
+    assert shown == expected
+    assert len(queries) == 5, queries  # session, user, capped count, the page's ids, its rows
+    want = list(Song.objects.filter(status="pending").order_by("-created_at", "-id").values_list("pk", flat=True))
+    assert [s.pk for s in pending] == want[6:9]

@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import User
 from queueing.models import GenerationQueue
 from songs.admin import GENRES
-from songs.demo import DEMO_PASSWORD, HISTORY_DAYS
+from songs.demo import DEMO_PASSWORD, HISTORY_DAYS, Progress, SeedError, seed_demo_data
 from songs.models import Song
 from songs.services import song_request
 
@@ -191,6 +191,21 @@ def test_sqlite_pragma_restored() -> None:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == 1  # NORMAL, as songsgen.db.sqlite sets it
+
+
+def test_seed_function_reports_progress(db: None) -> None:
+    """The function behind the command, as `make run` calls it for a small demo set."""
+    seen: list[Progress] = []
+    result = seed_demo_data(users=3, songs=25, batch_size=10, seed=5, progress=seen.append)
+    assert (result.users, result.songs) == (3, 25)
+    assert result.queue_entries == GenerationQueue.objects.count()
+    assert [(p.phase, p.done, p.total) for p in seen] == [
+        ("users", 3, 3), ("songs", 10, 25), ("songs", 20, 25), ("songs", 25, 25),
+    ]
+    assert all(a.elapsed <= b.elapsed for a, b in zip(seen, seen[1:], strict=False))
+    assert User.objects.filter(username__contains=result.token).count() == 3
+    with pytest.raises(SeedError, match="cannot be negative"):
+        seed_demo_data(users=-1, songs=0)
 
 
 def test_songs_for_existing_users(db: None) -> None:
