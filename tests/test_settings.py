@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SONGSGEN_", "DJANGO_", "DEBUG", "SECRET_KEY", "DATABASE_URL"))}
+    cleared = ("SONGSGEN_", "DJANGO_", "DEBUG", "SECRET_KEY", "DATABASE_URL")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
     base.update(env)
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), *args], env=base, cwd=REPO, capture_output=True, text=True,

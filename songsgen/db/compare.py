@@ -45,13 +45,14 @@ _MASK = (1 << 64) - 1
 
 
 def _datetime(value: dt.datetime) -> str:
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        return "t" + value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    offset = value.utcoffset()
+    if offset:  # aware, not UTC: in UTC (an aware UTC value keeps its "+00:00", a naive one has none)
+        value = value.astimezone(dt.UTC)
     return "t" + value.isoformat(timespec="microseconds")
 
 
-def _json_default(value: Any) -> Any:
-    return canonical(value)
+def _json(value: Any) -> str:
+    return "j" + json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=canonical)
 
 
 _CANONICAL: dict[type, Callable[[Any], str]] = {
@@ -68,17 +69,15 @@ _CANONICAL: dict[type, Callable[[Any], str]] = {
     bytes: lambda v: "x" + v.hex(),
     bytearray: lambda v: "x" + bytes(v).hex(),
     memoryview: lambda v: "x" + bytes(v).hex(),
-    dict: lambda v: "j" + json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                      default=_json_default),
-    list: lambda v: "j" + json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                      default=_json_default),
+    dict: _json,
+    list: _json,
 }
 
 
-def canonical(value: Any) -> str:
-    """One value as the same text on every engine (see the module docstring)."""
+def canonical(value: Any) -> str | None:
+    """One value as the same text on every engine (see the module docstring); None stays None."""
     if value is None:
-        return "\x00"
+        return None
     convert = _CANONICAL.get(type(value))
     if convert is None:
         for kind, candidate in _CANONICAL.items():  # subclasses (e.g. SafeString, a tz-aware subclass)
@@ -90,10 +89,47 @@ def canonical(value: Any) -> str:
     return convert(value)
 
 
-def row_hash(row: Sequence[Any]) -> int:
-    """A 64-bit hash of one row's canonical values."""
-    text = "\x1f".join([canonical(v) for v in row])
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+def _text(value: Any) -> str:
+    # Length-prefixed, so a separator inside a value can never shift one column's text into the next.
+    if type(value) is str:
+        return f"{len(value)}:{value}"
+    return "\x00" if value is None else str(canonical(value))
+
+
+def _other(value: Any) -> str:
+    return "\x00" if value is None else str(canonical(value))
+
+
+# Columns whose values every engine returns as the same Python str, or int/bool: those take a short
+# path (most columns, most of the time); every other column goes through canonical().
+_TEXT_TYPES = {"CharField", "TextField", "EmailField", "SlugField", "URLField"}
+_INTEGER_TYPES = {
+    "IntegerField", "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
+    "PositiveSmallIntegerField", "AutoField", "BigAutoField", "SmallAutoField", "BooleanField",
+}
+
+
+def _column_text(field: models.Field) -> Callable[[Any], str]:
+    while field.is_relation:
+        field = field.target_field
+    kind = field.get_internal_type()
+    if kind in _TEXT_TYPES:
+        return _text
+    if kind in _INTEGER_TYPES:
+        return repr  # None, True, 12: repr tells them apart and is the same on every engine
+    return _other
+
+
+class RowHasher:
+    """Hashes rows of one table: each column's canonical text, joined, then BLAKE2b to 64 bits."""
+
+    def __init__(self, table: Table) -> None:
+        self.columns = [_column_text(f) for f in table.fields]
+
+    def __call__(self, row: Sequence[Any]) -> int:
+        """A 64-bit hash of one row."""
+        text = "\x1f".join([convert(value) for convert, value in zip(self.columns, row, strict=True)])
+        return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -105,8 +141,8 @@ def read_batches(
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Rows of `table` in primary-key order, `batch_size` at a time (keyset pagination, never OFFSET).
 
-    Each batch is one `WHERE pk > last ORDER BY pk LIMIT n` query streamed from the server (a
-    server-side cursor on PostgreSQL, fetchmany on SQLite), so memory holds one batch at most.
+    Each batch is one `WHERE pk > last ORDER BY pk LIMIT n` query, so memory holds one batch at most
+    however big the table, and each batch costs the same (an index range scan), however deep.
     """
     pk = table.pk.attname
     base = table.model._base_manager.using(connection.alias).order_by(pk)
@@ -116,7 +152,9 @@ def read_batches(
     last = after
     while True:
         query = base if last is None else base.filter(**{f"{pk}__gt": last})
-        batch = list(query.values_list(*columns)[:batch_size].iterator(chunk_size=min(batch_size, 2_000)))
+        # One bounded query per batch, fetched in chunks (fetchmany); a named server-side cursor per
+        # batch would only add round trips, the LIMIT already bounds memory.
+        batch = list(query.values_list(*columns)[:batch_size])
         if not batch:
             return
         yield batch
@@ -147,10 +185,10 @@ class TableDigest:
     checksum: int = 0
     buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [rows, checksum]
 
-    def add(self, rows: Sequence[Sequence[Any]], integer_pk: bool) -> None:
+    def add(self, rows: Sequence[Sequence[Any]], hasher: RowHasher, integer_pk: bool) -> None:
         """Fold a batch of rows (primary key first) into the digest."""
         for row in rows:
-            h = row_hash(row)
+            h = hasher(row)
             self.rows += 1
             self.checksum = (self.checksum + h) & _MASK
             key = row[0] // BUCKET_IDS if integer_pk else 0
@@ -168,9 +206,9 @@ def digest_table(
 ) -> TableDigest:
     """Read a whole table and return its digest."""
     digest = TableDigest(table.name)
-    integer_pk = has_integer_pk(table)
+    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
     for batch in read_batches(connection, table, batch_size=batch_size):
-        digest.add(batch, integer_pk)
+        digest.add(batch, hasher, integer_pk)
         if on_batch is not None:
             on_batch(len(batch))
     return digest
@@ -251,6 +289,7 @@ class Comparison:
 
 def _row_hashes(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None) -> dict[Any, int]:
     hashes: dict[Any, int] = {}
+    row_hash = RowHasher(table)
     for batch in read_batches(connection, table, batch_size=DEFAULT_BATCH_SIZE, pk_range=pk_range):
         for row in batch:
             hashes[row[0]] = row_hash(row)

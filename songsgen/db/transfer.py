@@ -33,6 +33,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db.compare import (
     Comparison,
+    RowHasher,
     TableComparison,
     TableDigest,
     compare_connections,
@@ -208,9 +209,14 @@ def _insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[A
     qn = target.ops.quote_name
     columns = ", ".join(qn(f.column) for f in table.fields)
     if target.vendor == "postgresql":
-        with target.connection.cursor() as cursor, cursor.copy(f"COPY {qn(table.name)} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
+
+        sql = f"COPY {qn(table.name)} ({columns}) FROM STDIN"
+        with target.connection.cursor() as cursor:
+            # A writer thread sends while this one formats rows: the server ingests in parallel.
+            with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
+                for row in rows:
+                    copy.write_row(row)
     else:
         marks = ", ".join("?" * len(table.fields))
         cursor = target.connection.cursor()
@@ -265,14 +271,14 @@ def _copy_table(
 ) -> int:
     """Copy one table from `after` on, one transaction per batch; return the rows written."""
     preparers = _value_preparers(table, target)
-    integer_pk = has_integer_pk(table)
+    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
     written = 0
     for batch in read_batches(source, table, batch_size=batch_size, after=after):
         with transaction.atomic(using=target.alias):
             _insert(target, table, _prepare(batch, preparers))
             _record_progress(target, table.name, batch[-1][0], copied + written + len(batch), False, source_label)
         if digest is not None:
-            digest.add(batch, integer_pk)
+            digest.add(batch, hasher, integer_pk)
         written += len(batch)
         meter.batch(table.name, copied + written, total, len(batch))
     with transaction.atomic(using=target.alias):
@@ -404,7 +410,7 @@ def _copy_all(
                 preparers = _value_preparers(table, target)
                 for batch in read_batches(source, table, batch_size=batch_size):
                     _insert(target, table, _prepare(batch, preparers))
-                    digest.add(batch, has_integer_pk(table))
+                    digest.add(batch, RowHasher(table), has_integer_pk(table))
                     written += len(batch)
                     meter.batch(table.name, written, totals[table.name], len(batch))
                 _record_progress(target, table.name, None, written, True, source_label)
