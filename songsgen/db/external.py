@@ -57,7 +57,9 @@ def settings_for_url(url: str) -> dict[str, Any]:
         db["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": settings.SQLITE_BUSY_TIMEOUT_MS / 1000}
     elif db["ENGINE"] in (POSTGRESQL, "django.db.backends.postgresql_psycopg2"):
         db["ENGINE"] = POSTGRESQL
-        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them.
+        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them;
+        # a server that does not answer is an error within seconds, as in settings.py.
+        db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")
     db["CONN_MAX_AGE"] = 0  # one command's connection, closed at the end of the block
