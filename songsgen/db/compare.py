@@ -398,10 +398,13 @@ def render(comparison: Comparison) -> list[str]:
     return lines
 
 
-def compare_databases(source_url: str, target_url: str, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Comparison:
+def compare_databases(
+    source_url: str, target_url: str, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    on_table: Callable[[TableComparison], None] | None = None,
+) -> Comparison:
     """Open two database URLs and compare every table the code knows."""
     tables = dependency_order()
     with open_database(source_url, role="source") as source, open_database(target_url, role="target") as target:
         if identity(source) == identity(target):
             raise DatabaseUnavailable("The two URLs name the same database; compare it with another one.")
-        return compare_connections(source, target, tables, batch_size=batch_size)
+        return compare_connections(source, target, tables, batch_size=batch_size, on_table=on_table)

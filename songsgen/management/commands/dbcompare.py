@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from songsgen.db.compare import Comparison, compare_databases, render
+from songsgen.db.compare import Comparison, TableComparison, compare_databases, render
 from songsgen.db.external import DatabaseUnavailable
 
 
@@ -24,8 +25,15 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the results as JSON.")
 
     def handle(self, *args: Any, source: str, target: str, as_json: bool, verbosity: int, **options: Any) -> None:
+        started = time.monotonic()
+
+        def progress(table: TableComparison) -> None:
+            # One line per table on stderr, so a long comparison shows it is moving (stdout stays the result).
+            rows = "" if table.source_rows is None else f", {table.source_rows:,} rows"
+            self.stderr.write(f"compared {table.table}{rows} ({time.monotonic() - started:.1f}s elapsed)")
+
         try:
-            comparison = compare_databases(source, target)
+            comparison = compare_databases(source, target, on_table=progress if verbosity else None)
         except DatabaseUnavailable as exc:
             raise CommandError(str(exc)) from exc
         if as_json:
