@@ -10,6 +10,7 @@ Environment variables (all optional in development, see README.md):
   SONGSGEN_BACKUP_KEEP     backups kept by `dbbackup --clean` (default 7).
   SONGSGEN_BACKUP_ZSTD_LEVEL, SONGSGEN_BACKUP_GPG_RECIPIENT   backups (docs/backups.md).
   SONGSGEN_SQLITE_CACHE_SIZE, SONGSGEN_SQLITE_BUSY_TIMEOUT   SQLite pragmas (see songsgen/db/sqlite.py).
+  SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
   SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
   SONGSGEN_BEHIND_TLS_PROXY   HTTPS hardening; all on (except the proxy header) when DEBUG is off.
 """
@@ -139,6 +140,12 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = env_int("SONGSGEN_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
+    # --- PostgreSQL production connection (issue 6) ---
+    # sslmode, sslrootcert, … come from the URL's query string (dj-database-url puts them in OPTIONS,
+    # e.g. ?sslmode=verify-full). A server that does not answer fails after connect_timeout seconds
+    # instead of waiting for TCP to give up; `?connect_timeout=N` in the URL wins.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("SONGSGEN_PG_CONNECT_TIMEOUT", 10))
+    # --- end PostgreSQL production connection ---
 else:
     raise ImproperlyConfigured(
         f"DATABASE_URL must point at SQLite or PostgreSQL, got engine {_db['ENGINE']!r}."

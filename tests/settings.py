@@ -19,3 +19,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # only exist for files. One file per test run, so two runs on one machine never collide.
     _live = Path(DATABASES["default"]["NAME"])  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(_live.with_name(f"test_{_live.stem}_{os.getpid()}.db"))}  # noqa: F405
+
+# A test-only app with every column type the cross-database transfer must carry (tests/db/test_transfer.py).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.db.transfer_fixtures.apps.TransferFixturesConfig"]  # noqa: F405

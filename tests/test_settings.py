@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,3 +59,29 @@ def test_bad_database_url_is_a_clear_error(tmp_path):
     result = _manage("check", env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(tmp_path), "DATABASE_URL": "mysql://x/y"})
     assert result.returncode != 0
     assert "DATABASE_URL must point at SQLite or PostgreSQL" in result.stderr
+
+
+def test_postgresql_url_gives_production_connection_settings(tmp_path):
+    # Parsing only: settings never connect, so no server is needed here.
+    result = _manage(
+        "shell", "-v0", "-c",
+        "import json; from django.conf import settings as s; d = s.DATABASES['default'];"
+        "print(json.dumps([d['ENGINE'], d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'], d['OPTIONS']]))",
+        env={
+            "DEBUG": "1", "SONGSGEN_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgres://songs:pw@db.example.com:5432/songs?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    engine, max_age, health_checks, options = json.loads(result.stdout)
+    assert engine == "django.db.backends.postgresql"
+    assert max_age == 60 and health_checks is True
+    assert options == {"sslmode": "verify-full", "sslrootcert": "/etc/ca.pem", "connect_timeout": 10}
+
+    result = _manage(
+        "shell", "-v0", "-c", "from django.conf import settings as s; print(s.DATABASES['default']['OPTIONS'])",
+        env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(tmp_path), "SONGSGEN_CONN_MAX_AGE": "0",
+             "DATABASE_URL": "postgres://songs:pw@db.example.com/songs?connect_timeout=3"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'connect_timeout': 3}"

@@ -1,0 +1,466 @@
+"""Copy every table from one database to another (SQLite ⇄ PostgreSQL), then prove the copy.
+
+The order of work, each step refusing before anything is written when it cannot go on:
+
+1. Open both URLs (`songsgen.db.external`); the same database twice is an error.
+2. Both must be migrated to this code's state, with the same migration history; otherwise the
+   message names the command to run.
+3. The target must hold no data (rows `migrate` writes itself — content types, permissions, the
+   migration history — do not count), unless `truncate` empties it first, or `resume` continues an
+   interrupted transfer recorded on the target.
+4. The migrate-created rows are replaced by the source's in one transaction, so ids referring to
+   them (admin log entries, permission assignments) stay right; a progress table is created.
+5. Every other table is copied in foreign-key dependency order, in keyset batches by primary key:
+   one transaction per batch that writes the rows (COPY on PostgreSQL, executemany on SQLite) and
+   records the batch's last primary key in the progress table, so `resume` continues from the last
+   committed batch.
+6. Sequences are moved past the copied ids (PostgreSQL), the progress table is dropped, and
+   `songsgen.db.compare` proves every table equal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.management.color import no_style
+from django.db import DatabaseError, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
+
+from songsgen.db.compare import (
+    Comparison,
+    RowHasher,
+    TableComparison,
+    TableDigest,
+    compare_connections,
+    count_rows,
+    has_integer_pk,
+    read_batches,
+)
+from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
+from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
+
+DEFAULT_BATCH_SIZE = 5_000
+PROGRESS_TABLE = "songsgen_transfer_progress"
+
+
+class TransferError(Exception):
+    """The transfer cannot run as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a transfer stands, after each committed batch (and at phase changes)."""
+
+    phase: str  # "copy" or "verify"
+    table: str
+    table_done: int
+    table_total: int
+    done: int  # rows done over all tables in this phase
+    total: int
+    rate: float  # rows per second in this phase so far
+    eta: float | None  # seconds left in this phase, when known
+
+
+@dataclass
+class TransferResult:
+    """What a transfer did and whether the copy was proven."""
+
+    tables: list[tuple[str, int]]  # (table, rows in source) in copy order
+    copied: int  # rows written by this run
+    seconds: float
+    comparison: Comparison | None  # None on a dry run
+    resumed: bool
+    notes: list[str]
+
+
+# --- checks before anything is written ------------------------------------------------------------------
+
+
+def _pending(connection: BaseDatabaseWrapper) -> tuple[set[tuple[str, str]], list[str]]:
+    """(applied migrations, names of the code's migrations not applied)."""
+    executor = MigrationExecutor(connection)
+    applied = set(executor.recorder.applied_migrations())
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return applied, [f"{m.app_label}.{m.name}" for m, backwards in plan if not backwards]
+
+
+def _short(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_migration_states(
+    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, *, source_url: str, target_url: str
+) -> None:
+    """Both databases migrated to this code's state with the same history, or a TransferError saying how."""
+    src_applied, src_pending = _pending(source)
+    if src_pending:
+        raise TransferError(
+            f"The source database is not migrated to this code's state ({len(src_pending)} migrations not applied: "
+            f"{_short(src_pending)}). Migrate it first (`DATABASE_URL={mask_url(source_url)} python manage.py "
+            "migrate`), or run transferdb from the release that matches it."
+        )
+    dst_applied, dst_pending = _pending(target)
+    if dst_pending:
+        raise TransferError(
+            f"The target database is at another migration state than the source ({len(dst_pending)} migrations "
+            f"not applied: {_short(dst_pending)}). Migrate it first: "
+            f"`DATABASE_URL={mask_url(target_url)} python manage.py migrate` (with the real password), then "
+            "run transferdb again."
+        )
+    only_src = sorted(f"{a}.{n}" for a, n in src_applied - dst_applied)
+    only_dst = sorted(f"{a}.{n}" for a, n in dst_applied - src_applied)
+    if only_src or only_dst:
+        raise TransferError(
+            "Source and target have different migration histories "
+            f"(only in source: {_short(only_src) or 'none'}; only in target: {_short(only_dst) or 'none'}). "
+            "Bring both to the same release before transferring."
+        )
+
+
+def _has_rows(connection: BaseDatabaseWrapper, table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(table)} LIMIT 1")
+        return cursor.fetchone() is not None
+
+
+# --- the progress table on the target ---------------------------------------------------------------------
+
+
+def _read_progress(connection: BaseDatabaseWrapper) -> dict[str, tuple[str | None, int, bool, str]] | None:
+    """{table: (last pk as text, rows copied, done, source)} of an interrupted transfer, or None."""
+    if PROGRESS_TABLE not in existing_tables(connection):
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT table_name, last_pk, copied, done, source FROM {PROGRESS_TABLE}")
+        return {name: (last, int(copied), bool(done), source) for name, last, copied, done, source in cursor.fetchall()}
+
+
+def _create_progress(connection: BaseDatabaseWrapper) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE {PROGRESS_TABLE} (table_name varchar(255) PRIMARY KEY, last_pk text NULL, "
+            "copied bigint NOT NULL, done boolean NOT NULL, source text NOT NULL)"
+        )
+
+
+def _record_progress(
+    connection: BaseDatabaseWrapper, table: str, last_pk: Any, copied: int, done: bool, source: str
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (table_name) DO UPDATE SET last_pk = excluded.last_pk, copied = excluded.copied, "
+            "done = excluded.done",
+            [table, None if last_pk is None else str(last_pk), copied, done, source],
+        )
+
+
+def _drop_progress(connection: BaseDatabaseWrapper) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PROGRESS_TABLE}")
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+# Field classes whose Python values the target's driver stores correctly as they come from the source
+# (after the source's converters): no per-value get_db_prep_save() on the hot path. Exact classes
+# only; a subclass may override its conversion and goes the slow, always-correct way.
+_PASS_THROUGH = {
+    models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField, models.BigIntegerField,
+    models.SmallIntegerField, models.PositiveIntegerField, models.PositiveBigIntegerField,
+    models.PositiveSmallIntegerField, models.CharField, models.TextField, models.EmailField, models.SlugField,
+    models.URLField, models.FloatField, models.BooleanField,
+}
+# psycopg adapts these Python types itself; SQLite needs Django's adaptation (text formats).
+_PASS_THROUGH_POSTGRESQL = _PASS_THROUGH | {
+    models.DateTimeField, models.DateField, models.TimeField, models.DurationField, models.UUIDField,
+    models.BinaryField, models.DecimalField,
+}
+
+
+def _value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Callable[[Any], Any] | None]:
+    """Per column: None to pass the value through, or the target's get_db_prep_save for it."""
+    allowed = _PASS_THROUGH_POSTGRESQL if target.vendor == "postgresql" else _PASS_THROUGH
+    preparers: list[Callable[[Any], Any] | None] = []
+    for f in table.fields:
+        kind = f.target_field if f.is_relation else f
+        while kind.is_relation:  # a foreign key to a foreign key (e.g. a one-to-one primary key)
+            kind = kind.target_field
+        if type(kind) in allowed and (not f.is_relation or type(f) in (models.ForeignKey, models.OneToOneField)):
+            preparers.append(None)
+        else:
+            preparers.append(lambda value, _f=f: _f.get_db_prep_save(value, connection=target))
+    return preparers
+
+
+def _prepare(rows: list[tuple[Any, ...]], preparers: Sequence[Callable[[Any], Any] | None]) -> Sequence[Sequence[Any]]:
+    if all(p is None for p in preparers):
+        return rows
+    return [tuple(v if p is None else p(v) for v, p in zip(row, preparers, strict=True)) for row in rows]
+
+
+def _insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Write prepared rows below the ORM: COPY on PostgreSQL, executemany on SQLite."""
+    qn = target.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in table.fields)
+    if target.vendor == "postgresql":
+        from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
+
+        sql = f"COPY {qn(table.name)} ({columns}) FROM STDIN"
+        with target.connection.cursor() as cursor:
+            # A writer thread sends while this one formats rows: the server ingests in parallel.
+            with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
+                for row in rows:
+                    copy.write_row(row)
+    else:
+        marks = ", ".join("?" * len(table.fields))
+        cursor = target.connection.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {qn(table.name)} ({columns}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+
+
+@contextmanager
+def _bulk_session(target: BaseDatabaseWrapper) -> Iterator[None]:
+    """Per-connection settings for a bulk load, restored afterwards."""
+    if target.vendor != "sqlite":
+        yield
+        return
+    # A transfer that is interrupted is resumed, so no fsync per batch; the usual setting comes back.
+    with target.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        (previous,) = cursor.fetchone()
+        cursor.execute("PRAGMA synchronous = OFF")
+    try:
+        yield
+    finally:
+        with target.cursor() as cursor:
+            cursor.execute(f"PRAGMA synchronous = {int(previous)}")
+
+
+# --- the transfer -----------------------------------------------------------------------------------------
+
+
+class _Meter:
+    """Rows per second and time left, reported after each batch."""
+
+    def __init__(self, phase: str, total: int, report: Callable[[Progress], None] | None) -> None:
+        self.phase, self.total, self.report = phase, total, report
+        self.done = 0
+        self.started = time.monotonic()
+
+    def batch(self, table: str, table_done: int, table_total: int, rows: int) -> None:
+        self.done += rows
+        if self.report is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        self.report(Progress(self.phase, table, table_done, table_total, self.done, self.total, rate, eta))
+
+
+def _copy_table(
+    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any,
+    copied: int, total: int, source_label: str, meter: _Meter, digest: TableDigest | None,
+) -> int:
+    """Copy one table from `after` on, one transaction per batch; return the rows written."""
+    preparers = _value_preparers(table, target)
+    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
+    written = 0
+    for batch in read_batches(source, table, batch_size=batch_size, after=after):
+        with transaction.atomic(using=target.alias):
+            _insert(target, table, _prepare(batch, preparers))
+            _record_progress(target, table.name, batch[-1][0], copied + written + len(batch), False, source_label)
+        if digest is not None:
+            digest.add(batch, hasher, integer_pk)
+        written += len(batch)
+        meter.batch(table.name, copied + written, total, len(batch))
+    with transaction.atomic(using=target.alias):
+        _record_progress(target, table.name, None, copied + written, True, source_label)
+    return written
+
+
+def transfer(
+    source_url: str, target_url: str, *, batch_size: int = DEFAULT_BATCH_SIZE, truncate: bool = False,
+    resume: bool = False, dry_run: bool = False, report: Callable[[Progress], None] | None = None,
+    on_table: Callable[[TableComparison], None] | None = None,
+) -> TransferResult:
+    """Copy every table from `source_url` to `target_url` and compare them; see the module docstring."""
+    started = time.monotonic()
+    try:
+        tables = dependency_order()
+    except DependencyCycle as exc:
+        raise TransferError(f"{exc} transferdb copies tables in dependency order and cannot split a cycle.") from exc
+    try:
+        with open_database(source_url, role="source") as source, open_database(target_url, role="target") as target:
+            if identity(source) == identity(target):
+                raise TransferError(
+                    "The source and the target are the same database; give a different --to."
+                )
+            return _run(
+                source, target, tables, source_url=source_url, target_url=target_url, batch_size=batch_size,
+                truncate=truncate, resume=resume, dry_run=dry_run, report=report, on_table=on_table, started=started,
+            )
+    except DatabaseUnavailable as exc:
+        raise TransferError(str(exc)) from exc
+
+
+def _run(
+    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, tables: list[Table], *, source_url: str,
+    target_url: str, batch_size: int, truncate: bool, resume: bool, dry_run: bool,
+    report: Callable[[Progress], None] | None, on_table: Callable[[TableComparison], None] | None, started: float,
+) -> TransferResult:
+    check_migration_states(source, target, source_url=source_url, target_url=target_url)
+    source_label = mask_url(source_url)
+    progress = _read_progress(target)
+    notes: list[str] = []
+    if resume and truncate:
+        raise TransferError("Give either --resume (continue) or --truncate (start over), not both.")
+    if resume:
+        if progress is None:
+            raise TransferError(
+                "Nothing to resume: the target records no interrupted transfer. Run without --resume."
+            )
+        sources = {entry[3] for entry in progress.values()}
+        if sources and sources != {source_label}:
+            raise TransferError(
+                f"The interrupted transfer on the target came from {', '.join(sorted(sources))}, not {source_label}; "
+                "resume it with that --from, or start over with --truncate."
+            )
+    elif progress is not None and not truncate:
+        raise TransferError(
+            "The target holds an interrupted transfer. Continue it with --resume, or start over with --truncate."
+        )
+    target_tables = existing_tables(target)
+    if not resume:
+        occupied = [t.name for t in tables if not t.migrate_created and t.name in target_tables
+                    and _has_rows(target, t.name)]
+        if occupied and not truncate:
+            raise TransferError(
+                f"The target already holds data in {_short(occupied)}. transferdb copies into an empty, migrated "
+                "database; give --truncate to empty the target first (its data will be lost)."
+            )
+    counts = [(t, count_rows(source, t)) for t in tables]
+    plan = [(t.name, n) for t, n in counts]
+    if dry_run:
+        notes.append("dry run: nothing was written")
+        return TransferResult(plan, 0, time.monotonic() - started, None, resume, notes)
+
+    try:
+        with _bulk_session(target):
+            copied, digests = _copy_all(
+                source, target, counts, progress=progress if resume else None, truncate=truncate,
+                batch_size=batch_size, source_label=source_label, report=report,
+            )
+            _finish(target, tables)
+    except DatabaseError as exc:
+        raise TransferError(
+            f"The copy stopped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}. Batches "
+            "committed so far are kept; fix the cause and rerun with --resume."
+        ) from exc
+
+    verify = _Meter("verify", sum(n for _, n in counts) * 2 - sum(d.rows for d in digests.values()), report)
+    comparison = compare_connections(
+        source, target, tables, batch_size=batch_size, source_digests=digests, on_table=on_table,
+        on_batch=lambda n: verify.batch("", 0, 0, n),
+    )
+    return TransferResult(plan, copied, time.monotonic() - started, comparison, resume, notes)
+
+
+def _copy_all(
+    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, counts: list[tuple[Table, int]], *,
+    progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
+    source_label: str, report: Callable[[Progress], None] | None,
+) -> tuple[int, dict[str, TableDigest]]:
+    """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read tables."""
+    tables = [t for t, _ in counts]
+    totals = {t.name: n for t, n in counts}
+    if truncate:
+        # The migration history stays: it is the target's migration state, already checked equal.
+        flush = [t.name for t in tables if t.name != MIGRATIONS_TABLE]
+        with transaction.atomic(using=target.alias):
+            _drop_progress(target)
+            target.ops.execute_sql_flush(target.ops.sql_flush(no_style(), flush, reset_sequences=True,
+                                                              allow_cascade=True))
+    digests: dict[str, TableDigest] = {}
+    copied = 0
+    first = [t for t in tables if t.migrate_created]
+    rest = [t for t in tables if not t.migrate_created]
+    remaining = 0
+    for t in tables:
+        _, done_rows, done, _ = (progress or {}).get(t.name, (None, 0, False, ""))
+        remaining += 0 if done else max(totals[t.name] - done_rows, 0)
+    meter = _Meter("copy", remaining, report)
+    if progress is None:
+        # Step 4, one transaction: the target's own migrate-created rows give way to the source's.
+        with transaction.atomic(using=target.alias):
+            _create_progress(target)
+            with target.cursor() as cursor:
+                for table in reversed(first):
+                    cursor.execute(f"DELETE FROM {target.ops.quote_name(table.name)}")
+            for table in first:
+                digest = TableDigest(table.name)
+                written = 0
+                preparers = _value_preparers(table, target)
+                for batch in read_batches(source, table, batch_size=batch_size):
+                    _insert(target, table, _prepare(batch, preparers))
+                    digest.add(batch, RowHasher(table), has_integer_pk(table))
+                    written += len(batch)
+                    meter.batch(table.name, written, totals[table.name], len(batch))
+                _record_progress(target, table.name, None, written, True, source_label)
+                digests[table.name] = digest
+                copied += written
+        progress = {}
+    for table in rest:
+        last_text, done_rows, done, _ = progress.get(table.name, (None, 0, False, ""))
+        if done:
+            continue
+        after = table.pk.to_python(last_text) if last_text is not None else None
+        digest = TableDigest(table.name) if after is None else None
+        copied += _copy_table(
+            source, target, table, batch_size=batch_size, after=after, copied=done_rows, total=totals[table.name],
+            source_label=source_label, meter=meter, digest=digest,
+        )
+        if digest is not None:
+            digests[table.name] = digest
+    return copied, digests
+
+
+def _finish(target: BaseDatabaseWrapper, tables: Sequence[Table]) -> None:
+    """New rows get fresh ids; the planner learns the new sizes; the progress table goes."""
+    with transaction.atomic(using=target.alias):
+        with target.cursor() as cursor:
+            for sql in target.ops.sequence_reset_sql(no_style(), [t.model for t in tables]):
+                cursor.execute(sql)
+        _drop_progress(target)
+    with target.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def describe(progress: Progress) -> str:
+    """One progress line: the table's share, the phase's speed, and time left overall."""
+    eta = "?" if progress.eta is None else _duration(progress.eta)
+    if progress.phase == "verify":
+        return f"verify: {progress.done:,}/{progress.total:,} rows read, {progress.rate:,.0f} rows/s, ETA {eta}"
+    share = progress.table_done / progress.table_total if progress.table_total else 1.0
+    return (
+        f"{progress.table}: {progress.table_done:,}/{progress.table_total:,} rows ({share:.0%}) | "
+        f"all tables {progress.done:,}/{progress.total:,}, {progress.rate:,.0f} rows/s, ETA {eta}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
