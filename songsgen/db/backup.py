@@ -44,6 +44,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 
+from songsgen.db import pgdump
+
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 TEMP_PREFIX = ".songsgen-tmp-"  # every temporary file we make; see remove_stale_temp_files()
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -749,4 +751,24 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
 
 
 class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
-    """django-dbbackup's pg_dump (custom format) connector, with our filenames."""
+    """django-dbbackup's pg_dump (custom format) connector, with our filenames and our restore.
+
+    The restore is checked first (a readable archive of a songsgen database), then applied as one
+    transaction that also drops what the archive does not hold (songsgen/db/pgdump.py): other sessions see
+    the old database or the restored one, and a failure leaves the old one. django-dbbackup's own
+    `pg_restore --clean` would leave tables created since the backup behind.
+    """
+
+    def _restore_dump(self, dump: IO[bytes]) -> tuple[str, str]:
+        folder = Path(settings.BACKUP_DIR)
+        archive = temp_path(folder, ".pgdump")
+        try:
+            with open(archive, "wb") as out:
+                shutil.copyfileobj(dump, out, 1 << 20)
+            pgdump.check_songsgen_archive(self.settings, archive)
+            pgdump.restore(self.settings, archive)
+        except pgdump.PgDumpError as exc:
+            raise BackupError(str(exc)) from exc
+        finally:
+            remove_file(archive)
+        return "", ""

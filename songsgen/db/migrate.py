@@ -319,16 +319,14 @@ def run(
         log("PostgreSQL: every migration is atomic, so the plan runs in one transaction (rolled back on failure).")
     else:
         directory = Path(settings.BACKUP_DIR)
-        if connection.vendor == "sqlite":
-            check_room(connection, directory)
+        check_room(connection, directory)
         tick = time.monotonic()
         try:
             snap = snapshot.take_snapshot(connection, directory)
-        except snapshot.SnapshotUnsupported as exc:
+        except snapshot.SnapshotError as exc:
             raise MigrateRefused(
-                f"This plan has non-atomic migrations ({', '.join(s.migration for s in report.plan if not s.atomic)}) "
-                f"and cannot run in one transaction, and {exc}. Nothing was changed. Take a pg_dump yourself and "
-                "run with --no-backup."
+                f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
+                "or take a backup yourself and run with --no-backup."
             ) from exc
         report.seconds["backup"] = round(time.monotonic() - tick, 3)
         report.backup, report.guard = str(snap), "snapshot"
@@ -367,6 +365,13 @@ def run(
             _reset_pg_timeouts(connection)
         if restored:
             _clear_marker(connection)
+        if "lock timeout" in str(exc):
+            how += (
+                f"\nAnother session held a lock on a table this migration changes for longer than the lock timeout "
+                f"({settings.MIGRATE_LOCK_TIMEOUT_MS} ms, SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS); rather than queue behind "
+                "it and stall every query on that table, migrate gave up. Find the session in pg_stat_activity "
+                "(long transactions, idle in transaction) and run migrate again when it is done."
+            )
         raise MigrateFailed(f"{stage.capitalize()} failed{where}: {what}\n{how}", restored=restored) from exc
     report.applied = progress.applied
     if connection.vendor == "postgresql" and not in_transaction:

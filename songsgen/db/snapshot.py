@@ -6,10 +6,11 @@ migration is put back quickly:
 - `take_snapshot(connection, directory) -> Path`: a consistent copy of the live database.
 - `restore_snapshot(connection, path)`: put that copy back, atomically for every other connection.
 
-SQLite only for now. A plain file copy of a live WAL database is not consistent, so both directions use
-SQLite's online backup API (`pages=-1`: one step, one read transaction on the source). Restoring copies
-*into* the live database through the same API, so a process holding the database open sees the old or the
-new database as one transaction, never a half-written file.
+SQLite: a plain file copy of a live WAL database is not consistent, so both directions use SQLite's online
+backup API (`pages=-1`: one step, one read transaction on the source). Restoring copies *into* the live
+database through the same API, so a process holding the database open sees the old or the new database as
+one transaction, never a half-written file.
+PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from songsgen.db import backup
+from songsgen.db import backup, pgdump
 
 SNAPSHOT_PREFIX = "pre-migrate-"
 
@@ -30,29 +31,48 @@ class SnapshotError(Exception):
 
 
 class SnapshotUnsupported(SnapshotError):
-    """This database vendor has no snapshot support yet (PostgreSQL: pg_dump, a later issue)."""
+    """This database vendor has no snapshot support."""
 
 
 def _sqlite_path(connection: BaseDatabaseWrapper) -> Path:
     if connection.vendor != "sqlite":
-        raise SnapshotUnsupported(
-            f"no snapshot support for {connection.vendor} yet (pg_dump/pg_restore arrive with the PostgreSQL issue)"
-        )
+        raise SnapshotUnsupported(f"no SQLite snapshot for a {connection.vendor} database")
     return backup.sqlite_path(connection.settings_dict)
+
+
+def _stem_and_suffix(connection: BaseDatabaseWrapper) -> tuple[str, str]:
+    if connection.vendor == "sqlite":
+        return _sqlite_path(connection).stem, ".sqlite3"
+    if connection.vendor == "postgresql":
+        return str(connection.settings_dict["NAME"]), ".pgdump"
+    raise SnapshotUnsupported(f"no snapshot support for {connection.vendor}")
 
 
 def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Path]:
     """Finished snapshots of this database in `directory`, oldest first."""
-    stem = _sqlite_path(connection).stem
-    return sorted(directory.glob(f"{SNAPSHOT_PREFIX}{stem}-*.sqlite3"))
+    stem, suffix = _stem_and_suffix(connection)
+    return sorted(directory.glob(f"{SNAPSHOT_PREFIX}{stem}-*{suffix}"))
 
 
 def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
     """Copy the live database into `directory` (owner-only, renamed when complete); return its path."""
-    live = _sqlite_path(connection)
+    stem, suffix = _stem_and_suffix(connection)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    final = directory / f"{SNAPSHOT_PREFIX}{live.stem}-{stamp}.sqlite3"
+    final = directory / f"{SNAPSHOT_PREFIX}{stem}-{stamp}{suffix}"
+    if connection.vendor == "postgresql":
+        partial = backup.temp_path(directory, suffix)
+        try:
+            pgdump.dump(connection.settings_dict, partial)
+            os.replace(partial, final)
+        except pgdump.PgDumpError as exc:
+            backup.remove_file(partial)
+            raise SnapshotError(str(exc)) from exc
+        except BaseException:
+            backup.remove_file(partial)
+            raise
+        return final
+    live = _sqlite_path(connection)
     # The backup machinery's temporary name: created 0600 before SQLite opens it, and cleaned up by
     # the next backup if this process dies before the rename.
     partial = backup.temp_path(directory, ".sqlite3")
@@ -72,9 +92,16 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
 
 def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
     """Put the snapshot at `path` back as the live database, atomically; check it afterwards."""
-    live = _sqlite_path(connection)
     if not path.is_file():
         raise SnapshotError(f"snapshot {path} does not exist")
+    if connection.vendor == "postgresql":
+        connection.close()  # its session may sit in a failed transaction or hold locks
+        try:
+            pgdump.restore(connection.settings_dict, path)
+        except pgdump.PgDumpError as exc:
+            raise SnapshotError(str(exc)) from exc
+        return
+    live = _sqlite_path(connection)
     errors = backup.check_errors(path, quick=True)
     if errors:
         raise SnapshotError(f"the snapshot {path} fails quick_check: {'; '.join(errors[:5])}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -19,13 +20,21 @@ def schema_dump(connection: BaseDatabaseWrapper) -> list[tuple]:
         )
         columns = [("column", *row) for row in cursor.fetchall()]
         cursor.execute("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 2")
-        indexes = [("index", *row) for row in cursor.fetchall()]
+        indexes = [("index", table, name, _normalized(definition)) for table, name, definition in cursor.fetchall()]
         cursor.execute(
             "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
             "WHERE connamespace = 'public'::regnamespace ORDER BY 2"
         )
-        constraints = [("constraint", *row) for row in cursor.fetchall()]
+        # A restored database re-parses CHECKs and partial-index conditions from their text: the same, printed with
+        # other casts and parentheses (IN (...) comes back as = ANY (ARRAY[...::varchar::text])).
+        constraints = [("constraint", table, name, _normalized(definition), valid)
+                       for table, name, definition, valid in cursor.fetchall()]
         return columns + indexes + constraints
+
+
+def _normalized(definition: str) -> str:
+    text = re.sub(r"::[a-z ]+(\[\])?", "", definition)
+    return re.sub(r"[()\s]", "", text)
 
 
 def row_checksums(connection: BaseDatabaseWrapper) -> dict[str, tuple[int, str]]:

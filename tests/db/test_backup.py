@@ -542,3 +542,40 @@ def test_postgres_backup_is_a_pg_dump_and_sqlite_commands_refuse(run, backup_dir
     assert (backup_dir / name).stat().st_mode & 0o777 == 0o600
     result = run("backupcheck")
     assert result.returncode != 0 and "backupcheck restores SQLite backups" in result.stderr
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL leg")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_restore_is_exact_and_refuses_foreign_files(run, backup_dir, tmp_path):
+    from songs.models import Song
+    from tests.db.dbstate import database_state
+    from tests.factories import make_song
+
+    user = make_user(username="kept")
+    for i in range(50):
+        make_song(user=user, title=f"kept {i}")
+    assert run("dbbackup").returncode == 0
+    (name,) = backups(backup_dir)
+    connection.close()
+    before = database_state(connection)
+
+    # The database moves on: rows changed and deleted, and a table the backup never held.
+    Song.objects.filter(title__startswith="kept 1").delete()
+    Song.objects.update(play_count=99)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE made_after_the_backup (id int)")
+    connection.close()
+    moved_on = database_state(connection)
+    assert moved_on != before
+
+    junk = tmp_path / "junk.psql.bin"
+    junk.write_bytes(random.Random(3).randbytes(4096))
+    refused = run("dbrestore", "--noinput", "-I", str(junk))
+    assert refused.returncode != 0 and "pg_dump archive" in refused.stderr
+    connection.close()
+    assert database_state(connection) == moved_on  # untouched
+
+    restored = run("dbrestore", "--noinput", "-i", name)
+    assert restored.returncode == 0, restored.stderr
+    connection.close()
+    assert database_state(connection) == before

@@ -195,3 +195,84 @@ def _wait_for(flag: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.05)
     time.sleep(0.2)
 
+
+
+pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL snapshot and locking")
+NON_ATOMIC = {"SONGSGEN_FIXTURE_ATOMIC": "0"}
+
+
+@pg_only
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_non_atomic_plan_failure_is_restored_from_pg_dump(migrate, tmp_path):
+    before = _state()
+    result = migrate("migrations_fixture", "0003", "--json", extra_env={**NON_ATOMIC, "SONGSGEN_FIXTURE_MODE": "fail"})
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["guard"] == "snapshot" and report["status"] == "restored"
+    snap = Path(report["backup"])
+    assert snap.suffix == ".pgdump" and snap.stat().st_mode & 0o777 == 0o600
+    assert "injected failure half-way" in result.stderr and "back as it was" in result.stderr
+    assert _state() == before  # 0001 and 0002 had committed: the restore took them back
+
+
+@pg_only
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, tmp_path):
+    before = _state()
+    flag = tmp_path / "flag"
+    env = dict(fixture_env, **NON_ATOMIC, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(flag, proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    assert _state() != before  # 0001 and 0002 committed one by one
+    again = migrate("migrations_fixture", "0003", extra_env=NON_ATOMIC)
+    assert again.returncode == 2 and "--resume-restore" in again.stderr
+    restored = migrate("--resume-restore")
+    assert restored.returncode == 0, restored.stderr
+    assert _state() == before
+
+
+@pg_only
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_lock_timeout_gives_up_cleanly_where_plain_django_queues(migrate, fixture_env):
+    import psycopg
+
+    from tests.conftest import database_url_for
+
+    assert migrate("migrations_fixture", "0001").returncode == 0
+    before = _state()
+    holder = psycopg.connect(database_url_for(connection.settings_dict))
+    try:
+        # A long transaction that read songs under SHARE: 0002's UPDATE of songs_song must wait for it.
+        holder.execute("LOCK TABLE songs_song IN SHARE MODE")
+        started = time.monotonic()
+        ours = migrate("migrations_fixture", "0002", extra_env={"SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS": "1000"},
+                       timeout=60)
+        waited = time.monotonic() - started
+        assert ours.returncode == 1, ours.stderr
+        assert "lock timeout" in ours.stderr and "Another session held a lock" in ours.stderr
+        assert "rolled back" in ours.stderr
+        assert waited < 15
+        assert _state() == before
+
+        plain = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0002", "--plain"],
+            env=fixture_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            time.sleep(4)
+            assert plain.poll() is None, "plain Django's migrate should still be queued behind the lock"
+        finally:
+            plain.kill()
+            plain.wait(timeout=30)
+    finally:
+        holder.rollback()
+        holder.close()
+    time.sleep(0.5)
+    assert _state() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def dbcompare(*args: str, source: str, target: str, data_dir: Path):
 def test_round_trip_sqlite_postgresql_sqlite_is_equal(source, new_pg, tmp_path):
     pg = new_pg()
     out = ok(transferdb("--batch-size", "100", source=source, target=pg, data_dir=tmp_path))
-    assert "All 13 tables equal." in out.stdout and "songs_song" in out.stdout
+    assert re.search(r"All \d+ tables equal\.", out.stdout) and "songs_song" in out.stdout
     assert "rows/s" in out.stderr and "ETA" in out.stderr  # progress per table, with an overall ETA
 
     # Migrate-created rows are the source's, with the source's ids: the recreated content types
@@ -233,7 +234,7 @@ def test_dbcompare_names_a_changed_value_a_missing_row_and_an_extra_row(source, 
     assert f"missing in target: pk {job_id}" in table["queueing_generationqueue"]
     assert "extra in target: pk extra" in table["django_session"]
     assert table["accounts_user"].endswith("ok")
-    assert "4 of 13 tables differ" in result.stdout
+    assert re.search(r"4 of \d+ tables differ", result.stdout)
     refused(result, "Databases differ in: ", "songs_song (same row count")
 
 
@@ -320,7 +321,7 @@ def test_unreachable_server_and_wrong_password_are_clear_errors(source, new_pg, 
 
 def test_target_on_another_migration_state_is_refused_with_the_command_to_run(source, new_pg, tmp_path):
     pg = new_pg()
-    ok(manage("migrate", "sessions", "zero", "-v0", url=pg, data_dir=tmp_path))
+    ok(manage("migrate", "sessions", "zero", "--allow-unsafe", "-v0", url=pg, data_dir=tmp_path))
     before = _row_counts(pg)
     refused(transferdb(source=source, target=pg, data_dir=tmp_path),
             "another migration state", "sessions.0001_initial", "python manage.py migrate")

@@ -1,5 +1,6 @@
 """Fails as SONGSGEN_FIXTURE_MODE says: "fail" raises half-way, "verify" drops a column behind the
-migration state's back, "hang" writes SONGSGEN_FIXTURE_FLAG and sleeps (to be killed); otherwise it passes."""
+migration state's back, "hang" writes SONGSGEN_FIXTURE_FLAG and sleeps (to be killed); otherwise it passes.
+SONGSGEN_FIXTURE_ATOMIC=0 makes it non-atomic, so on PostgreSQL the plan needs the pg_dump snapshot."""
 
 import os
 import time
@@ -22,6 +23,8 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
+    atomic = os.environ.get("SONGSGEN_FIXTURE_ATOMIC", "1") != "0"
 
     dependencies = [
         ("migrations_fixture", "0002_touch_existing_rows"),
