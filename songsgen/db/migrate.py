@@ -34,6 +34,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.exceptions import AmbiguityError
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
+from django.db.migrations.operations.fields import FieldOperation
+from django.db.migrations.operations.models import IndexOperation, ModelOperation
+from django.db.migrations.state import ProjectState
 
 from songsgen.db import schema, snapshot
 from songsgen.db.safety import Finding, check_plan
@@ -233,14 +236,33 @@ def resume_restore(connection: BaseDatabaseWrapper, report: Report, log: Callabl
 
 
 # --- verify -----------------------------------------------------------------------------------------
-def verify(connection: BaseDatabaseWrapper) -> list[schema.Problem]:
-    """The live schema equals the state of the applied migrations; integrity and foreign keys hold."""
+def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
+    """The tables the plan's operations change; None when one may change any table (RunSQL, RunPython)."""
+    tables: set[str] = set()
+    for migration, _backwards in plan:
+        for op in migration.operations:
+            if not isinstance(op, ModelOperation | FieldOperation | IndexOperation):
+                return None  # RunSQL, RunPython, SeparateDatabaseAndState, custom operations
+            name = getattr(op, "model_name", None) or getattr(op, "name", None)
+            try:
+                tables.add(state.apps.get_model(migration.app_label, name)._meta.db_table)
+            except LookupError:
+                continue  # the model is gone (DeleteModel): nothing left to check
+    return tables
+
+
+def verify(connection: BaseDatabaseWrapper, plan: Plan | None = None) -> list[schema.Problem]:
+    """The live schema equals the state of the applied migrations; integrity and foreign keys hold.
+
+    The schema is compared in full; the integrity and foreign-key checks cover the tables the plan
+    changed when that is known (`touched_tables`), else the whole database."""
     # A fresh executor reads django_migrations as it is now (inside our transaction on PostgreSQL).
     state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
     expected = schema.expected_schema(state, connection)
     problems = schema.compare_schema(expected, connection)
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
-    problems += schema.integrity_problems(connection, quick=quick)
+    tables = touched_tables(plan, state) if plan is not None else None
+    problems += schema.integrity_problems(connection, quick=quick, tables=tables)
     if connection.vendor == "postgresql":
         # NOT VALID is how a big-table constraint is added safely; report it, do not fail on it.
         problems = [
@@ -345,7 +367,7 @@ def run(
             apply()
             report.seconds["apply"] = round(time.monotonic() - tick, 3)
             stage, tick = "verify", time.monotonic()
-            problems = verify(connection)
+            problems = verify(connection, plan)
             report.verification = [p.as_dict() for p in problems]
             errors = [p for p in problems if p.severity == schema.ERROR]
             for problem in problems:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -193,23 +194,31 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
     return problems
 
 
-def integrity_problems(connection: BaseDatabaseWrapper, *, quick: bool = False) -> list[Problem]:
-    """SQLite: integrity and foreign-key checks. PostgreSQL: constraints never validated."""
+def integrity_problems(
+    connection: BaseDatabaseWrapper, *, quick: bool = False, tables: Iterable[str] | None = None
+) -> list[Problem]:
+    """SQLite: integrity and foreign-key checks (of `tables` only, when given). PostgreSQL: constraints
+    never validated."""
     problems: list[Problem] = []
     if connection.vendor == "sqlite":
         pragma = "quick_check" if quick else "integrity_check"
+        qn = connection.ops.quote_name
+        # integrity_check(T) checks one table and its indexes: after a migration that touched two tables
+        # of a 2 GB database it takes milliseconds instead of seconds.
+        scopes = [""] if tables is None else [f"({qn(t)})" for t in sorted(tables)]
         try:
             with connection.cursor() as cursor:
-                cursor.execute(f"PRAGMA {pragma}")
-                rows = [row[0] for row in cursor.fetchall()]
-                if rows != ["ok"]:
-                    for row in rows[:20]:
-                        problems.append(Problem(ERROR, "integrity", "database", str(row)))
-                cursor.execute("PRAGMA foreign_key_check")
-                for table, rowid, parent, _fk in cursor.fetchall()[:100]:
-                    problems.append(
-                        Problem(ERROR, "foreign_keys", table, f"row {rowid} points at a missing {parent} row")
-                    )
+                for scope in scopes:
+                    cursor.execute(f"PRAGMA {pragma}{scope}")
+                    rows = [row[0] for row in cursor.fetchall()]
+                    if rows != ["ok"]:
+                        for row in rows[:20]:
+                            problems.append(Problem(ERROR, "integrity", "database", str(row)))
+                    cursor.execute(f"PRAGMA foreign_key_check{scope}")
+                    for table, rowid, parent, _fk in cursor.fetchall()[:100]:
+                        problems.append(
+                            Problem(ERROR, "foreign_keys", table, f"row {rowid} points at a missing {parent} row")
+                        )
         except (sqlite3.DatabaseError, Exception) as exc:  # a malformed file raises instead of reporting
             if isinstance(exc, sqlite3.DatabaseError) or "malformed" in str(exc) or "not a database" in str(exc):
                 problems.append(Problem(ERROR, "integrity", "database", f"{type(exc).__name__}: {exc}"))

@@ -276,3 +276,20 @@ def test_postgres_lock_timeout_gives_up_cleanly_where_plain_django_queues(migrat
         holder.close()
     time.sleep(0.5)
     assert _state() == before
+
+
+@pytest.mark.django_db
+def test_verify_checks_integrity_of_the_tables_the_plan_touched():
+    from django.db.migrations.executor import MigrationExecutor
+
+    from songsgen.db.migrate import touched_tables
+
+    executor = MigrationExecutor(connection)
+    state = executor.loader.project_state()
+    create_event = executor.loader.get_migration("accounts", "0002_create_user_event")
+    genre_index = executor.loader.get_migration("songs", "0005_add_song_genre_index")
+    backfill = executor.loader.get_migration("songs", "0003_backfill_song_analytics_data")
+    assert touched_tables([(create_event, False), (genre_index, False)], state) == {
+        "accounts_userevent", "songs_song"
+    }
+    assert touched_tables([(backfill, False)], state) is None  # RunPython: any table, so all are checked
