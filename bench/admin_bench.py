@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from songsgen.cli import positive_int  # noqa: E402
+
 DEFAULT_DB = Path("/tmp/songsgen-bench/admin_bench.db")
 URLCONF = "bench_admin_urls"
 
@@ -43,17 +47,6 @@ def sizes_arg(value: str) -> list[int]:
     if not sizes or any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {value!r}")
     return sorted(set(sizes))
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -85,7 +78,6 @@ def configure_django(db: Path) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{db}"
     os.environ["SONGSGEN_DATA_DIR"] = str(db.parent)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "songsgen.settings")
-    sys.path.insert(0, str(BASE_DIR))
     import django
 
     django.setup()

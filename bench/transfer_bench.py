@@ -35,6 +35,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from songsgen.cli import positive_int  # noqa: E402
 from tests.pgserver import find_bindir, postgres_server  # noqa: E402
 
 PYTHON = sys.executable
@@ -52,17 +53,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
 
 
 def env_for(url: str, data_dir: Path) -> dict[str, str]:

@@ -17,8 +17,8 @@ from tests.factories import make_song
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--concurrency", "0"], "must be at least 1"),
-        (["--max-jobs", "many"], "is not a whole number"),
+        (["--concurrency", "0"], "must be 1 or more, got 0"),
+        (["--max-jobs", "many"], "expected a whole number, got 'many'"),
         (["--queue-poll", "0"], "must be more than 0"),
         (["--queue-poll", "soon"], "is not a number of seconds"),
     ],

@@ -10,17 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
 from queueing.worker import Supervisor, Worker, worker_args
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+from songsgen.cli import positive_int
 
 
 def poll_seconds(value: str) -> float:

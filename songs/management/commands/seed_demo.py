@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
 from songs.demo import DEFAULT_BATCH_SIZE, DEMO_PASSWORD, Progress, SeedError, seed_demo_data
-
-
-def non_negative_int(value: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
-    return number
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    number = non_negative_int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
+from songsgen.cli import non_negative_int, positive_int
 
 
 class Command(BaseCommand):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from songsgen.cli import positive_int
 from songsgen.db.compare import TableComparison, render
 from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
 
 
 class Command(BaseCommand):
