@@ -8,6 +8,10 @@ class SongsgenConfig(AppConfig):
     verbose_name = "songsgen core"
 
     def ready(self) -> None:
+        from django.core import checks
+
+        from songsgen import checks as songsgen_checks
         from songsgen.db import sqlite
 
         sqlite.install()
+        checks.register(songsgen_checks.check_secret_key, checks.Tags.security, deploy=True)

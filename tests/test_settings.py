@@ -11,10 +11,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _clean_env() -> dict[str, str]:
     ours = ("SONGSGEN_", "DJANGO_", "DEBUG", "SECRET_KEY", "DATABASE_URL")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    base.update(env)
+    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {**_clean_env(), **env}
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), *args], env=base, cwd=REPO, capture_output=True, text=True,
         timeout=120,
@@ -36,9 +39,21 @@ def test_production_settings_pass_check_deploy(tmp_path):
 
 
 def test_debug_off_without_secret_key_refuses_to_start(tmp_path):
-    result = _manage("check", env={"DEBUG": "0", "SONGSGEN_DATA_DIR": str(tmp_path)})
+    env = {"DEBUG": "0", "SONGSGEN_DATA_DIR": str(tmp_path)}
+    result = _manage("check", "--deploy", env=env)
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+    server = subprocess.run(
+        [sys.executable, "-c", "import songsgen.wsgi"], env={**_clean_env(), **env}, cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert server.returncode != 0 and "SECRET_KEY is not set" in server.stderr
+
+
+def test_tooling_runs_without_secret_key(tmp_path):
+    result = _manage("makemigrations", "--check", "--dry-run", env={"DEBUG": "0", "SONGSGEN_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
 
 
 def test_data_dir_and_database_url_from_environment(tmp_path):
