@@ -23,19 +23,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from songsgen.db import pgdump
+
 NO_POSTGRES = 3
-CANDIDATE_BINDIRS = ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
 
 
 def find_bindir() -> Path | None:
-    """The folder holding initdb and pg_ctl, or None."""
-    override = os.environ.get("SONGSGEN_PG_BINDIR")
-    candidates = [override] if override else CANDIDATE_BINDIRS
-    for folder in candidates:
-        if folder and (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
-            return Path(folder)
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
+    """The folder holding initdb and pg_ctl (found the way pg_dump is for backups), or None."""
+    try:
+        folder = Path(pgdump.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
+    except pgdump.PgDumpError:
+        return None
+    return folder if (folder / "pg_ctl").is_file() else None
 
 
 def free_port() -> int:
