@@ -126,23 +126,23 @@ try:
 except Exception as exc:  # dj_database_url raises a bare ValueError/KeyError for unknown schemes
     raise ImproperlyConfigured(f"DATABASE_URL could not be parsed ({exc}).") from exc
 
+# Every SQLite connection of ours (this default one, and those transferdb/dbcompare open from a URL):
+# each write transaction takes the write lock up front, so two writers queue on the busy timeout
+# instead of one failing with "database is locked" on lock upgrade.
+SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+# A PostgreSQL server that does not answer fails after this many seconds instead of waiting for TCP
+# to give up; `?connect_timeout=N` in a URL wins.
+PG_CONNECT_TIMEOUT = env_int("SONGSGEN_PG_CONNECT_TIMEOUT", 10)
+
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    _db["OPTIONS"] = {
-        # Every write transaction takes the write lock up front, so two writers queue on the
-        # busy timeout instead of one failing with "database is locked" on lock upgrade.
-        "transaction_mode": "IMMEDIATE",
-        "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-    }
+    _db["OPTIONS"] = dict(SQLITE_OPTIONS)
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = env_int("SONGSGEN_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    # --- PostgreSQL production connection (issue 6) ---
     # sslmode, sslrootcert, … come from the URL's query string (dj-database-url puts them in OPTIONS,
-    # e.g. ?sslmode=verify-full). A server that does not answer fails after connect_timeout seconds
-    # instead of waiting for TCP to give up; `?connect_timeout=N` in the URL wins.
-    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("SONGSGEN_PG_CONNECT_TIMEOUT", 10))
-    # --- end PostgreSQL production connection ---
+    # e.g. ?sslmode=verify-full).
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
 else:
     raise ImproperlyConfigured(
         f"DATABASE_URL must point at SQLite or PostgreSQL, got engine {_db['ENGINE']!r}."

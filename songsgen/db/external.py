@@ -53,13 +53,11 @@ def settings_for_url(url: str) -> dict[str, Any]:
     if db["ENGINE"] == SQLITE:
         if not db.get("NAME") or db["NAME"] == ":memory:":
             raise DatabaseUnavailable(f"{mask_url(url)}: give the SQLite file's path, e.g. sqlite:////srv/songs.db.")
-        # Same OPTIONS as settings.py gives the default SQLite database (keep the two in step).
-        db["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": settings.SQLITE_BUSY_TIMEOUT_MS / 1000}
+        db["OPTIONS"] = dict(settings.SQLITE_OPTIONS)
     elif db["ENGINE"] in (POSTGRESQL, "django.db.backends.postgresql_psycopg2"):
         db["ENGINE"] = POSTGRESQL
-        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them;
-        # a server that does not answer is an error within seconds, as in settings.py.
-        db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them.
+        db.setdefault("OPTIONS", {}).setdefault("connect_timeout", settings.PG_CONNECT_TIMEOUT)
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")
     db["CONN_MAX_AGE"] = 0  # one command's connection, closed at the end of the block
