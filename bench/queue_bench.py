@@ -4,7 +4,8 @@
                                 [--djtasks-python /tmp/djtasks-venv/bin/python] [--djtasks-jobs 3000]
 
 For each engine (a fresh SQLite file in WAL; a throwaway PostgreSQL server from tests/pgserver.py):
-  * enqueue rate through songs.services.song_request, 500 per transaction;
+  * enqueue rate through songs.services.song_requests, batches of 500 (and through single
+    song_request calls, 500 per transaction);
   * drain rate (jobs/s, from the first claim to the last completion, as the database recorded them)
     and enqueue→start latency p50/p99, for each worker count, with a no-op generator that logs each
     execution to a file: any song generated twice is a double execution;
@@ -54,19 +55,28 @@ def _reset() -> None:
     Song.objects.all().delete()
 
 
-def _enqueue(n: int) -> float:
-    """Enqueue n songs through song_request, 500 per transaction; returns songs/s."""
+def _enqueue(n: int, *, single: bool = False) -> float:
+    """Enqueue n songs, 500 per batch; returns songs/s.
+
+    Through song_requests (the batch form of song_request: each request validated, the batch written
+    with one INSERT of songs and one of jobs), or with `single` through song_request called 500 times
+    inside one transaction.
+    """
     from django.db import transaction
 
     from accounts.models import User
-    from songs.services import song_request
+    from songs.services import SongRequest, song_request, song_requests
 
     user = User.objects.first() or User.objects.create_user(username="bench", email="bench@example.com")
     start = time.perf_counter()
     for first in range(0, n, 500):
-        with transaction.atomic():
-            for i in range(first, min(n, first + 500)):
-                song_request(user=user, title=f"bench {i}", genre="pop")
+        numbers = range(first, min(n, first + 500))
+        if single:
+            with transaction.atomic():
+                for i in numbers:
+                    song_request(user=user, title=f"bench {i}", genre="pop")
+        else:
+            song_requests(SongRequest(user, f"bench {i}", "pop") for i in numbers)
     return n / (time.perf_counter() - start)
 
 
@@ -146,6 +156,8 @@ def measure_ours(jobs: int, workers: list[int]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         _reset()
         result["enqueue_rate"] = _enqueue(min(jobs, 10_000))
+        _reset()
+        result["enqueue_rate_single"] = _enqueue(min(jobs, 10_000), single=True)
         result["drains"] = [_drain(jobs, w, Path(tmp)) for w in workers]
         result["kill_recovery_s"] = _killed_worker_recovery()
         _reset()
@@ -248,7 +260,8 @@ def report(results: dict[str, dict[str, object]]) -> None:
                   f"{drain['locked']} | {peer_rate} | {ratio} |")
     print()
     for engine, result in results.items():
-        print(f"{engine}: enqueue {result['enqueue_rate']:.0f} songs/s through song_request (500 per "
+        print(f"{engine}: enqueue {result['enqueue_rate']:.0f} songs/s through song_requests (batches of 500), "
+              f"{result['enqueue_rate_single']:.0f} songs/s through single song_request calls (500 per "
               f"transaction); SIGKILLed worker's job back in the queue after {result['kill_recovery_s']:.1f} s "
               f"(lease {LEASE} s)")
 

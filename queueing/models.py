@@ -134,7 +134,8 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             f"FROM (SELECT {qn('id')} AS picked_id FROM {table} WHERE {qn('status')} = %s "
             f"AND ({qn('next_attempt_at')} IS NULL OR {qn('next_attempt_at')} <= %s) "
             f"ORDER BY {qn('priority')} DESC, {qn('queued_at')} ASC, {qn('id')} ASC LIMIT {limit_placeholder}{lock}"
-            f") AS picked WHERE {table}.{qn('id')} = picked.picked_id RETURNING {table}.{qn('id')}"
+            f") AS picked WHERE {table}.{qn('id')} = picked.picked_id "
+            f"RETURNING {table}.{qn('id')}, {table}.{qn('song_id')}"
         )
 
     def claim(
@@ -154,23 +155,62 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             GenerationQueue.Status.RUNNING, worker_id, adapt(now), adapt(now + timedelta(seconds=lease_seconds)),
             GenerationQueue.Status.QUEUED, adapt(now), int(limit),
         ]
+        # Only the statements run inside the write transaction (on SQLite it holds the database's one
+        # write lock, which other workers wait for); reading the jobs and building them comes after.
         with transaction.atomic(using=self.db):
             with connection.cursor() as cursor:
                 cursor.execute(self.claim_sql(), params)
-                ids = [row[0] for row in cursor.fetchall()]
-            if not ids:
+                claimed = cursor.fetchall()
+            if not claimed:
                 return []
-            jobs = sorted(
-                self.model._base_manager.using(self.db).select_related("song").filter(pk__in=ids),
-                key=lambda job: (-job.priority, job.queued_at, job.pk),
-            )
-            # The songs' own transition, in bulk: one statement for the batch instead of one per song
-            # (the per-song saves were most of a claim's cost).
-            song_model = type(jobs[0].song)
-            song_model._default_manager.using(self.db).filter(pk__in=[job.song_id for job in jobs]).mark_generating()
-            for job in jobs:
-                job.song.status = song_model.Status.GENERATING
+            # The songs' own transition, in bulk: one statement for the batch instead of one per song.
+            song_model = self.model._meta.get_field("song").related_model
+            song_model._default_manager.using(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
+        # The jobs are this worker's until its lease runs out: reading them after the commit is safe.
+        jobs = sorted(
+            self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed]),
+            key=lambda job: (-job.priority, job.queued_at, job.pk),
+        )
         return jobs
+
+    def finish_held(
+        self, *, worker_id: str, finished: list[tuple[GenerationQueue, str, float, str | None]]
+    ) -> list[GenerationQueue]:
+        """GenerationQueue.finish for a batch: (job, audio_path, generation_time, external_id) each.
+
+        One UPDATE marks done the jobs `worker_id` still holds and returns their ids; their songs
+        complete in the same transaction (Song's prepare_completions, validated and converted before
+        it begins). Returns the jobs finished; a job whose lease was lost is left to its new holder.
+        Any error (an invalid path, an external id already taken) leaves every job as it was.
+        """
+        if not finished:
+            return []
+        connection = connections[self.db]
+        qn = connection.ops.quote_name
+        table = qn(self.model._meta.db_table)
+        now = timezone.now()
+        by_id = {job.pk: job for job, *_ in finished}
+        song_model = self.model._meta.get_field("song").related_model
+        completions = song_model._default_manager.using(self.db).prepare_completions(
+            (job.song, path, seconds, external_id) for job, path, seconds, external_id in finished
+        )
+        marks = ", ".join(["%s"] * len(by_id))
+        sql = (
+            f"UPDATE {table} SET {qn('status')} = %s, {qn('completed_at')} = %s, {qn('lease_expires_at')} = NULL, "
+            f"{qn('error_message')} = '' WHERE {qn('id')} IN ({marks}) AND {qn('status')} = %s "
+            f"AND {qn('worker_id')} = %s RETURNING {qn('id')}"
+        )
+        params = [GenerationQueue.Status.DONE.value, connection.ops.adapt_datetimefield_value(now), *by_id,
+                  GenerationQueue.Status.RUNNING.value, worker_id]
+        with transaction.atomic(using=self.db):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                held = [by_id[row[0]] for row in cursor.fetchall()]
+            completions.run(job.song_id for job in held)
+        for job in held:
+            job.status, job.completed_at = GenerationQueue.Status.DONE, now
+            job.lease_expires_at, job.error_message = None, ""
+        return held
 
     def renew_leases(self, *, worker_id: str, ids: list[int], lease_seconds: float) -> int:
         """Extend the lease of the jobs `worker_id` still holds; returns how many it holds."""

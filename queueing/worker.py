@@ -264,8 +264,12 @@ class Worker:
         if not outcomes:
             return
         try:
-            with transaction.atomic():
+            if all(outcome.result is not None for outcome in outcomes):
+                # The common case: finish_held opens the transaction itself, after preparing it.
                 self._record(outcomes, savepoint=False)
+            else:
+                with transaction.atomic():
+                    self._record(outcomes, savepoint=False)
         except (ValidationError, IntegrityError):
             for outcome in outcomes:  # the rolled-back pass may have changed them in memory
                 outcome.job.refresh_from_db(fields=["status", "retry_count", "max_retries", "worker_id"])
@@ -277,6 +281,16 @@ class Worker:
             self._adapt_batch(outcome.seconds)
 
     def _record(self, outcomes: list[Outcome], *, savepoint: bool) -> None:
+        if not savepoint:
+            # The common case, in bulk: every generated job in one UPDATE, their songs in one more.
+            finished = [(o.job, o.result.audio_path, o.seconds, o.result.external_id)
+                        for o in outcomes if o.result is not None]
+            held = {job.pk for job in GenerationQueue.objects.finish_held(worker_id=self.worker_id,
+                                                                          finished=finished)}
+            for job, *_ in finished:
+                if job.pk not in held:
+                    logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
+            outcomes = [o for o in outcomes if o.result is None]
         for job, result, error, elapsed in outcomes:
             held = True
             if result is not None:

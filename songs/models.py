@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -97,10 +99,74 @@ class SongQuerySet(models.QuerySet["Song"]):
         """Newest first; ties broken by id so pages are stable (songs_created)."""
         return self.order_by("-created_at", "-id")
 
-    # --- transitions in bulk: Song.mark_generating for a batch of songs, in one statement ----------
+    # --- transitions in bulk, for a batch of songs ----------------------------------------------
     def mark_generating(self) -> int:
         """Workers started generating these songs (a claimed batch); returns how many."""
         return self.update(status=Song.Status.GENERATING)
+
+    def mark_completed_each(self, completions: Iterable[tuple[Song, str, float, str | None]]) -> None:
+        """Song.mark_completed for a batch: (song, audio_file_path, generation_time, suno_song_id) each."""
+        self.prepare_completions(completions).run()
+
+    def prepare_completions(self, completions: Iterable[tuple[Song, str, float, str | None]]) -> Completions:
+        """Validate a batch of completions and prepare its statement; `.run()` writes it.
+
+        Validates like mark_completed (an invalid path raises ValidationError, nothing written) and
+        converts every value before any transaction, so a worker holds SQLite's write lock only for
+        the statements themselves.
+        """
+        completions = list(completions)
+        for _song, path, _seconds, _external_id in completions:
+            validate_media_path(path)
+        now = timezone.now()
+        connection = connections[self.db]
+        fields = [Song._meta.get_field(name) for name in Completions.FIELDS]
+        rows = {}
+        for song, path, seconds, external_id in completions:
+            values = (Song.Status.COMPLETED, path, max(0.0, seconds), max(now, song.created_at))
+            prepared = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
+            rows[song.pk] = (song, values, external_id or None, prepared)
+        return Completions(self.db, rows)
+
+
+@dataclass
+class Completions:
+    """A batch of Song.mark_completed, validated and converted (SongQuerySet.prepare_completions).
+
+    One prepared UPDATE run once per song (executemany): the songs' values differ, and neither a
+    save per song nor bulk_update's CASE per column keeps up with a worker (measured: 150 and 300 µs
+    a song, against 9). Songs without an external id get a statement that leaves suno_song_id alone:
+    writing that column fires the search index's update trigger (migration 0004).
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("status", "audio_file_path", "generation_time", "completed_at")
+
+    using: str
+    rows: dict[int, tuple[Song, tuple[object, ...], str | None, list[object]]]
+
+    def run(self, song_ids: Iterable[int] | None = None) -> None:
+        """Write the completions (only of `song_ids` when given) and set the fields on the instances."""
+        chosen = [self.rows[pk] for pk in song_ids] if song_ids is not None else list(self.rows.values())
+        if not chosen:
+            return
+        connection = connections[self.using]
+        qn = connection.ops.quote_name
+        meta = Song._meta
+        sets = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in self.FIELDS)
+        table, where = qn(meta.db_table), f" WHERE {qn(meta.pk.column)} = %s"
+        plain = [[*prepared, song.pk] for song, _, external_id, prepared in chosen if not external_id]
+        with_external = [[*prepared, external_id, song.pk] for song, _, external_id, prepared in chosen if external_id]
+        with connection.cursor() as cursor:
+            if plain:
+                cursor.executemany(f"UPDATE {table} SET {sets}{where}", plain)
+            if with_external:
+                column = qn(meta.get_field("suno_song_id").column)
+                cursor.executemany(f"UPDATE {table} SET {sets}, {column} = %s{where}", with_external)
+        for song, values, external_id, _ in chosen:
+            for name, value in zip(self.FIELDS, values, strict=True):
+                setattr(song, name, value)
+            if external_id:
+                song.suno_song_id = external_id
 
 
 class Song(models.Model):

@@ -252,6 +252,30 @@ def test_worker_turn_query_count(django_assert_num_queries):
     w = worker(ListGenerator(), batch=4)
     w.batch_size = 4
     # claim: [BEGIN] UPDATE, SELECT, UPDATE songs, COMMIT; then one transaction for the four
-    # outcomes: [BEGIN], per job UPDATE job and UPDATE song, COMMIT
-    with django_assert_num_queries(BEGIN + 4 + BEGIN + 4 * 2 + 1):
+    # outcomes: [BEGIN], one UPDATE of the jobs, one prepared UPDATE run for each song, COMMIT
+    with django_assert_num_queries(BEGIN + 4 + BEGIN + 2 + 1):
         assert w.run_once() == 4
+    assert set(GenerationQueue.objects.values_list("status", flat=True)) == {"done"}
+    assert set(Song.objects.values_list("status", flat=True)) == {"completed"}
+
+
+def test_batch_finish_skips_jobs_whose_lease_was_lost():
+    songs = [make_song() for _ in range(3)]
+    jobs = GenerationQueue.objects.claim(worker_id="w", lease_seconds=LEASE, limit=3)
+    lost = jobs[1]
+    # its lease expired and another worker took it over
+    GenerationQueue.objects.filter(pk=lost.pk).update(worker_id="other")
+    finished = GenerationQueue.objects.finish_held(
+        worker_id="w", finished=[(job, f"songs/{job.song_id}.wav", 1.5, f"ext-{job.song_id}") for job in jobs])
+    assert sorted(job.pk for job in finished) == sorted([jobs[0].pk, jobs[2].pk])
+    by_song = {song.pk: song for song in Song.objects.filter(pk__in=[s.pk for s in songs])}
+    for job in (jobs[0], jobs[2]):
+        song = by_song[job.song_id]
+        assert (song.status, song.audio_file_path, song.generation_time, song.suno_song_id) == (
+            "completed", f"songs/{job.song_id}.wav", 1.5, f"ext-{job.song_id}")
+        assert song.completed_at >= song.created_at
+        job.refresh_from_db()
+        assert (job.status, job.lease_expires_at) == ("done", None)
+    lost.refresh_from_db()
+    assert (lost.status, lost.worker_id) == ("running", "other")
+    assert by_song[lost.song_id].status == "generating"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from queueing.models import GenerationQueue
 from songs.models import Song, validate_media_path
-from songs.services import song_request
+from songs.services import SongRequest, song_request, song_requests
 from tests.factories import make_song, make_user
 
 pytestmark = pytest.mark.django_db
@@ -74,6 +74,22 @@ def test_transitions_keep_constraints():
         song.mark_completed(audio_file_path="../evil.wav", generation_time=1)
 
 
+def test_batch_completion_validates_every_path_before_writing():
+    good, bad = make_song(), make_song()
+    with pytest.raises(ValidationError):
+        Song.objects.mark_completed_each([(good, "songs/good.wav", 1.0, None), (bad, "/etc/passwd", 1.0, None)])
+    assert set(Song.objects.values_list("status", "audio_file_path")) == {("pending", "")}
+
+
+def test_batch_completion_keeps_an_existing_external_id():
+    song = make_song()
+    Song.objects.filter(pk=song.pk).update(suno_song_id="kept")
+    song.refresh_from_db()
+    Song.objects.mark_completed_each([(song, "songs/a.wav", -1.0, None)])
+    song.refresh_from_db()
+    assert (song.status, song.suno_song_id, song.generation_time) == ("completed", "kept", 0.0)
+
+
 def test_song_request_creates_song_and_queued_job():
     user = make_user()
     song = song_request(user=user, title="Night drive", genre="electronic", lyrics="la", priority=5)
@@ -95,6 +111,42 @@ def test_song_request_is_one_transaction():
         song_request(user=user, title="ok", genre="pop", priority="not a number")
     # the song was not left behind without its job
     assert not Song.objects.exists()
+
+
+def test_song_requests_in_a_batch():
+    user, other = make_user(), make_user()
+    requests = [SongRequest(user if i % 2 else other, f"Batch {i}", "jazz", priority=i % 3) for i in range(120)]
+    songs = song_requests(requests)
+    assert [s.title for s in songs] == [r.title for r in requests]
+    assert all(s.pk for s in songs)
+    stored = {s.pk: s for s in Song.objects.filter(pk__in=[s.pk for s in songs])}
+    assert all((s.status, s.analytics_data) == ("pending", {}) for s in stored.values())
+    assert [stored[s.pk].user_id for s in songs] == [r.user.pk for r in requests]
+    jobs = {j.song_id: j for j in GenerationQueue.objects.filter(song__in=songs)}
+    assert [(jobs[s.pk].status, jobs[s.pk].priority) for s in songs] == [("queued", r.priority) for r in requests]
+    assert song_requests([]) == []
+
+
+def test_song_requests_validate_every_request_before_writing():
+    user = make_user()
+    requests = [SongRequest(user, "fine", "pop"), SongRequest(user, "also fine", "pop"),
+                SongRequest(user, "x" * 201, "pop")]
+    with pytest.raises(ValidationError) as caught:
+        song_requests(requests)
+    assert "title" in caught.value.message_dict
+    assert any("song request 3 of 3" in note for note in caught.value.__notes__)
+    assert not Song.objects.exists() and not GenerationQueue.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_song_requests_are_one_transaction():
+    """A database error on one request (its user was deleted meanwhile) leaves no song of the batch."""
+    user, gone = make_user(), make_user()
+    User = type(gone)
+    User.objects.filter(pk=gone.pk).delete()
+    with pytest.raises(IntegrityError):
+        song_requests([SongRequest(user, "kept?", "pop"), SongRequest(gone, "orphan", "pop")])
+    assert not Song.objects.exists() and not GenerationQueue.objects.exists()
 
 
 def test_queryset_names():
