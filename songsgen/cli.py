@@ -1,4 +1,5 @@
-"""argparse `type=` validators shared by the project's commands and benchmarks: bad values fail at parse time."""
+"""argparse pieces shared by the project's commands and benchmarks: validators (bad values fail at parse time)
+and the arguments several commands take alike."""
 
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
     return number
+
+
+def add_database_pair(parser: argparse.ArgumentParser, *, source_help: str, target_help: str) -> None:
+    """`--from URL --to URL` (dest `source`, `target`): the two databases of transferdb and dbcompare."""
+    parser.add_argument("--from", dest="source", required=True, metavar="URL", help=source_help)
+    parser.add_argument("--to", dest="target", required=True, metavar="URL", help=target_help)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from songsgen.cli import add_database_pair
 from songsgen.db.compare import Comparison, TableComparison, compare_databases, render
 from songsgen.db.external import DatabaseUnavailable
 
@@ -20,8 +21,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--from", dest="source", required=True, metavar="URL", help="The reference database.")
-        parser.add_argument("--to", dest="target", required=True, metavar="URL", help="The database to check.")
+        add_database_pair(parser, source_help="The reference database.", target_help="The database to check.")
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the results as JSON.")
 
     def handle(self, *args: Any, source: str, target: str, as_json: bool, verbosity: int, **options: Any) -> None:

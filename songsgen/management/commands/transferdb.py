@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from songsgen.cli import positive_int
+from songsgen.cli import add_database_pair, positive_int
 from songsgen.db.compare import TableComparison, render
 from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
 
@@ -20,8 +20,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--from", dest="source", required=True, metavar="URL", help="Source database URL.")
-        parser.add_argument("--to", dest="target", required=True, metavar="URL", help="Target database URL.")
+        add_database_pair(parser, source_help="Source database URL.", target_help="Target database URL.")
         parser.add_argument("--truncate", action="store_true", help="Empty the target's tables first.")
         parser.add_argument("--resume", action="store_true", help="Continue an interrupted transfer.")
         parser.add_argument(
