@@ -135,10 +135,21 @@ def describe_plan(plan: Plan) -> list[PlanStep]:
     ]
 
 
+def applied_state(executor: MigrationExecutor) -> ProjectState:
+    """The project state of the migrations applied now (django_migrations as the executor's loader read it).
+
+    The migration graph's own state of its applied nodes and their dependencies, through the loader's
+    public `project_state()`; a recorded migration whose file is gone is not part of the graph and
+    is left out, as Django's executor does.
+    """
+    loader = executor.loader
+    applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
+    return loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
+
+
 def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Finding]:
     """Run the safety checks on the plan, from the state of what is applied now."""
-    state = executor._create_project_state(with_applied_migrations=True)
-    return check_plan(connection, plan, state)
+    return check_plan(connection, plan, applied_state(executor))
 
 
 # --- room -------------------------------------------------------------------------------------------
@@ -257,7 +268,7 @@ def verify(connection: BaseDatabaseWrapper, plan: Plan | None = None) -> list[sc
     The schema is compared in full; the integrity and foreign-key checks cover the tables the plan
     changed when that is known (`touched_tables`), else the whole database."""
     # A fresh executor reads django_migrations as it is now (inside our transaction on PostgreSQL).
-    state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
+    state = applied_state(MigrationExecutor(connection))
     expected = schema.expected_schema(state, connection)
     problems = schema.compare_schema(expected, connection)
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
