@@ -8,10 +8,11 @@ the database's size). `AtomicFileSystemStorage` writes every backup file under a
 owner-only, and renames it when complete, so a crash never leaves a file that looks whole.
 
 Restore: the backup is unpacked into a temporary file beside the live database and checked
-(`integrity_check`, and that it is a songsgen database); a safety copy of the live database is
-taken; then the backup API copies the checked file *into* the live database. Other connections
-see that as one transaction: the old database or the new one, never a half-written file. The
-live database is checked again, and the safety copy is removed only then.
+(`integrity_check`, and that it is a songsgen database) while a safety copy of the live database is
+taken; then the backup API copies the checked file *into* the live database. Other connections see
+that as one transaction: the old database or the new one, never a half-written file. The commit is
+fsynced, a checkpoint folds the WAL into the database file and fsyncs it, the live database is
+checked again, and the safety copy is removed only then.
 
 Django and django-dbbackup only: apps are found through the app registry, never by name.
 """
@@ -542,22 +543,36 @@ def _need_space(folder: Path, needed: int) -> None:
         )
 
 
-def copy_into_live(source: Path, live: Path, *, timeout: float) -> bool:
-    """Replace the content of `live` with `source` in one transaction; returns whether the WAL was folded in."""
-    src = sqlite3.connect(source, isolation_level=None)
+def copy_into_live(
+    source: Path, live: Path, *, timeout: float, alongside: Callable[[], list[str]] = list
+) -> tuple[bool, list[str]]:
+    """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
+
+    `alongside` (the check of the result) runs in a second thread once the database file holds the
+    restored pages, while the WAL is truncated. Returns whether the WAL was folded in and truncated,
+    and what `alongside` returned.
+    """
+    dst = _connect(live, timeout)
     try:
-        dst = _connect(live, timeout)
+        # FULL: the commit fsyncs the WAL, so the restored content is durable when the copy returns,
+        # whatever the checkpoints below manage while other connections read and write (NORMAL, as the
+        # application runs, leaves the fsync to a checkpoint, which an old reader can cut short).
+        dst.execute("PRAGMA synchronous = FULL")
+        src = sqlite3.connect(source, isolation_level=None)
         try:
-            # As the application runs (songsgen/db/sqlite.py): no fsync of the WAL at commit; the
-            # checkpoint below fsyncs the database file itself.
-            dst.execute("PRAGMA synchronous = NORMAL")
             src.backup(dst, pages=-1)  # writes through SQLite's locks and WAL: readers see old or new
-            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            return not busy
         finally:
-            dst.close()
+            src.close()
+        # Every page into the database file, which is fsynced; readers that start now read the file
+        # alone, so TRUNCATE does not wait for the check's read transaction.
+        dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(alongside)
+            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            result = checked.result()
+        return not busy, result
     finally:
-        src.close()
+        dst.close()
 
 
 def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = lambda _: None) -> RestoreResult:
@@ -610,15 +625,21 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
 
 def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str]]:
     """Copy `candidate` into `live`; then whether the WAL was folded in, and what is wrong with the result."""
-    try:
-        checkpointed = copy_into_live(candidate, live, timeout=timeout)
+    wanted = schema(candidate)
+
+    def verify() -> list[str]:
+        remove_file(candidate)  # its pages are in the live database now
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
         # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
         # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
         # already be writing into the restored database. The schema can.
         errors = check_errors(live, quick=True)
-        if not errors and schema(live) != schema(candidate):
+        if not errors and schema(live) != wanted:
             errors = ["its schema differs from the backup's"]
+        return errors
+
+    try:
+        checkpointed, errors = copy_into_live(candidate, live, timeout=timeout, alongside=verify)
         if not errors:
             set_wal(live, timeout)
     except (sqlite3.Error, OSError) as exc:
