@@ -20,8 +20,11 @@ Django and django-dbbackup only: apps are found through the app registry, never 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import gzip
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -341,6 +344,73 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
         src.close()
 
 
+def safety_copy(live: Path, target: Path, *, timeout: float) -> None:
+    """Copy the live database into `target` as of one instant, past the page cache where it can.
+
+    A file copy of a database is the database while no transaction can commit and the file holds every
+    committed one (https://sqlite.org/howtocorrupt.html, 1.2): we hold the write lock (BEGIN IMMEDIATE)
+    and make a checkpoint fold the whole WAL into the file first. The copy skips the page cache
+    (O_DIRECT): nobody reads it unless the restore fails, and 2 GB of dirty pages would make the
+    kernel write them back while the unpacked backup competes for the same memory. When a reader keeps
+    part of the WAL out of the file, the backup API takes the copy instead (snapshot()).
+    """
+    lock = _connect(live, timeout)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # no other connection can commit until the copy is done
+        try:
+            checkpointer = _connect(live, timeout)
+            try:
+                busy, frames, folded = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                checkpointer.close()
+            if not busy and frames == folded:  # every frame in the file (-1, -1: not in WAL mode)
+                _copy_past_cache(live, target)
+                return
+        finally:
+            lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+    snapshot(live, target, timeout=timeout)
+
+
+def _copy_past_cache(source: Path, target: Path) -> None:
+    """Copy the file `source` over the existing file `target`, writing with O_DIRECT where allowed."""
+    buffer = mmap.mmap(-1, 8 * CHUNK)  # page-aligned, as O_DIRECT wants
+    in_fd = os.open(source, os.O_RDONLY)
+    try:
+        out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _direct_io(out_fd, True)
+            offset = 0
+            while got := os.preadv(in_fd, [buffer], offset):
+                try:
+                    os.pwrite(out_fd, memoryview(buffer)[:got], offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    _direct_io(out_fd, False)  # a file system or a tail that O_DIRECT refuses
+                    _write_all_at(out_fd, memoryview(buffer)[:got], offset)
+                offset += got
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(in_fd)
+        buffer.close()
+
+
+def _direct_io(fd: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    direct = getattr(os, "O_DIRECT", 0)
+    with contextlib.suppress(OSError):  # EINVAL: this file system has no O_DIRECT
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct if on else flags & ~direct)
+
+
+def _write_all_at(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
 def check_errors(path: Path, *, quick: bool = False) -> list[str]:
     """`PRAGMA integrity_check` (or quick_check) of a database file: an empty list when it is sound."""
     try:
@@ -587,16 +657,16 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
     try:
-        # The safety copy is taken while the backup is unpacked and checked: both run in C without the
-        # GIL or wait on the disk. The live database is only read until the backup has passed its checks.
+        # The safety copy is taken while the backup is unpacked and checked: it mostly waits on the disk.
+        # The live database is only read until the backup has passed its checks.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            saved = pool.submit(snapshot, live, safety, timeout=timeout) if safety else None
+            saved = pool.submit(safety_copy, live, safety, timeout=timeout) if safety else None
             with unpacked(stream, folder) as candidate:
                 log(f"Backup unpacked and checked: {candidate.stat().st_size / 2**20:.1f} MiB, integrity ok.")
                 if saved is not None:
                     try:
                         saved.result()
-                    except sqlite3.Error as exc:
+                    except (sqlite3.Error, OSError) as exc:
                         raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
                     log(f"Safety copy of the live database: {safety}")
                 if safety is not None and page_size(live) != page_size(candidate):

@@ -469,6 +469,42 @@ def test_restore_whose_result_fails_its_check_is_undone_from_the_safety_copy(run
     assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
 
 
+@pytest.mark.parametrize("reader_pins_the_wal", [False, True])
+def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_path, monkeypatch):
+    """Copied under the write lock once a checkpoint folded the WAL in, or by the backup API when it cannot."""
+    live, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    writer = sqlite3.connect(live, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * 2000)
+    reader = sqlite3.connect(live, isolation_level=None)
+    if reader_pins_the_wal:  # a read transaction on an older state keeps later frames out of the file
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()
+    with writer:  # committed, in WAL frames that no checkpoint has copied into the file yet
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
+    assert Path(f"{live}-wal").stat().st_size > 0
+    api_copies, real_snapshot = [], backup_module.snapshot
+
+    def spied_snapshot(*args, **kwargs) -> None:
+        api_copies.append(args)
+        real_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
+    os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    backup_module.safety_copy(live, copy, timeout=5)
+
+    assert len(api_copies) == int(reader_pins_the_wal)
+    assert integrity(copy) == "ok"
+    assert table_checksums(copy) == table_checksums(live)
+    reader.close()
+    writer.close()
+
+
 # --- backupcheck ----------------------------------------------------------------------------------
 
 
