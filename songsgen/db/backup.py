@@ -628,11 +628,7 @@ def copy_into_live(
         # whatever the checkpoints below manage while other connections read and write (NORMAL, as the
         # application runs, leaves the fsync to a checkpoint, which an old reader can cut short).
         dst.execute("PRAGMA synchronous = FULL")
-        src = sqlite3.connect(source, isolation_level=None)
-        try:
-            src.backup(dst, pages=-1)  # writes through SQLite's locks and WAL: readers see old or new
-        finally:
-            src.close()
+        _backup_dropping_behind(source, dst)
         # Every page into the database file, which is fsynced; readers that start now read the file
         # alone, so TRUNCATE does not wait for the check's read transaction.
         dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
@@ -643,6 +639,29 @@ def copy_into_live(
         return not busy, result
     finally:
         dst.close()
+
+
+def _backup_dropping_behind(source: Path, dst: sqlite3.Connection) -> None:
+    """Copy the database `source` into `dst` with the backup API, dropping what it has read from the page cache.
+
+    One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
+    from the first step to the last): readers of `dst` see the old database or the new one. Nothing
+    writes `source`, so no step restarts. Each step's pages of `source` are not read again: dropping
+    them (POSIX_FADV_DONTNEED, which drops clean pages only) hands their memory to the pages SQLite
+    writes into the WAL, instead of evicting the application's.
+    """
+    size = page_size(source)
+    src = sqlite3.connect(source, isolation_level=None)
+    try:
+        with open(source, "rb") as pages:
+
+            def drop_copied(status: int, remaining: int, total: int) -> None:
+                with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
+                    os.posix_fadvise(pages.fileno(), 0, (total - remaining) * size, os.POSIX_FADV_DONTNEED)
+
+            src.backup(dst, pages=max(1, 64 * CHUNK // size), progress=drop_copied)
+    finally:
+        src.close()
 
 
 def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = lambda _: None) -> RestoreResult:
