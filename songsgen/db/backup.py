@@ -8,10 +8,11 @@ the database's size). `AtomicFileSystemStorage` writes every backup file under a
 owner-only, and renames it when complete, so a crash never leaves a file that looks whole.
 
 Restore: the backup is unpacked into a temporary file beside the live database and checked
-(`integrity_check`, and that it is a songsgen database); a safety copy of the live database is
-taken; then the backup API copies the checked file *into* the live database. Other connections
-see that as one transaction: the old database or the new one, never a half-written file. The
-live database is checked again, and the safety copy is removed only then.
+(`integrity_check`, and that it is a songsgen database) while a safety copy of the live database is
+taken; then the backup API copies the checked file *into* the live database. Other connections see
+that as one transaction: the old database or the new one, never a half-written file. The commit is
+fsynced, a checkpoint folds the WAL into the database file and fsyncs it, the live database is
+checked again, and the safety copy is removed only then.
 
 Django and django-dbbackup only: apps are found through the app registry, never by name.
 """
@@ -19,8 +20,11 @@ Django and django-dbbackup only: apps are found through the app registry, never 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import gzip
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -340,6 +344,73 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
         src.close()
 
 
+def safety_copy(live: Path, target: Path, *, timeout: float) -> None:
+    """Copy the live database into `target` as of one instant, past the page cache where it can.
+
+    A file copy of a database is the database while no transaction can commit and the file holds every
+    committed one (https://sqlite.org/howtocorrupt.html, 1.2): we hold the write lock (BEGIN IMMEDIATE)
+    and make a checkpoint fold the whole WAL into the file first. The copy skips the page cache
+    (O_DIRECT): nobody reads it unless the restore fails, and 2 GB of dirty pages would make the
+    kernel write them back while the unpacked backup competes for the same memory. When a reader keeps
+    part of the WAL out of the file, the backup API takes the copy instead (snapshot()).
+    """
+    lock = _connect(live, timeout)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # no other connection can commit until the copy is done
+        try:
+            checkpointer = _connect(live, timeout)
+            try:
+                busy, frames, folded = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                checkpointer.close()
+            if not busy and frames == folded:  # every frame in the file (-1, -1: not in WAL mode)
+                _copy_past_cache(live, target)
+                return
+        finally:
+            lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+    snapshot(live, target, timeout=timeout)
+
+
+def _copy_past_cache(source: Path, target: Path) -> None:
+    """Copy the file `source` over the existing file `target`, writing with O_DIRECT where allowed."""
+    buffer = mmap.mmap(-1, 8 * CHUNK)  # page-aligned, as O_DIRECT wants
+    in_fd = os.open(source, os.O_RDONLY)
+    try:
+        out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _direct_io(out_fd, True)
+            offset = 0
+            while got := os.preadv(in_fd, [buffer], offset):
+                try:
+                    os.pwrite(out_fd, memoryview(buffer)[:got], offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    _direct_io(out_fd, False)  # a file system or a tail that O_DIRECT refuses
+                    _write_all_at(out_fd, memoryview(buffer)[:got], offset)
+                offset += got
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(in_fd)
+        buffer.close()
+
+
+def _direct_io(fd: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    direct = getattr(os, "O_DIRECT", 0)
+    with contextlib.suppress(OSError):  # EINVAL: this file system has no O_DIRECT
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct if on else flags & ~direct)
+
+
+def _write_all_at(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
 def check_errors(path: Path, *, quick: bool = False) -> list[str]:
     """`PRAGMA integrity_check` (or quick_check) of a database file: an empty list when it is sound."""
     try:
@@ -542,20 +613,53 @@ def _need_space(folder: Path, needed: int) -> None:
         )
 
 
-def copy_into_live(source: Path, live: Path, *, timeout: float) -> bool:
-    """Replace the content of `live` with `source` in one transaction; returns whether the WAL was folded in."""
+def copy_into_live(
+    source: Path, live: Path, *, timeout: float, alongside: Callable[[], list[str]] = list
+) -> tuple[bool, list[str]]:
+    """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
+
+    `alongside` (the check of the result) runs in a second thread once the database file holds the
+    restored pages, while the WAL is truncated. Returns whether the WAL was folded in and truncated,
+    and what `alongside` returned.
+    """
+    dst = _connect(live, timeout)
+    try:
+        # FULL: the commit fsyncs the WAL, so the restored content is durable when the copy returns,
+        # whatever the checkpoints below manage while other connections read and write (NORMAL, as the
+        # application runs, leaves the fsync to a checkpoint, which an old reader can cut short).
+        dst.execute("PRAGMA synchronous = FULL")
+        _backup_dropping_behind(source, dst)
+        # Every page into the database file, which is fsynced; readers that start now read the file
+        # alone, so TRUNCATE does not wait for the check's read transaction.
+        dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(alongside)
+            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            result = checked.result()
+        return not busy, result
+    finally:
+        dst.close()
+
+
+def _backup_dropping_behind(source: Path, dst: sqlite3.Connection) -> None:
+    """Copy the database `source` into `dst` with the backup API, dropping what it has read from the page cache.
+
+    One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
+    from the first step to the last): readers of `dst` see the old database or the new one. Nothing
+    writes `source`, so no step restarts. Each step's pages of `source` are not read again: dropping
+    them (POSIX_FADV_DONTNEED, which drops clean pages only) hands their memory to the pages SQLite
+    writes into the WAL, instead of evicting the application's.
+    """
+    size = page_size(source)
     src = sqlite3.connect(source, isolation_level=None)
     try:
-        dst = _connect(live, timeout)
-        try:
-            # As the application runs (songsgen/db/sqlite.py): no fsync of the WAL at commit; the
-            # checkpoint below fsyncs the database file itself.
-            dst.execute("PRAGMA synchronous = NORMAL")
-            src.backup(dst, pages=-1)  # writes through SQLite's locks and WAL: readers see old or new
-            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            return not busy
-        finally:
-            dst.close()
+        with open(source, "rb") as pages:
+
+            def drop_copied(status: int, remaining: int, total: int) -> None:
+                with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
+                    os.posix_fadvise(pages.fileno(), 0, (total - remaining) * size, os.POSIX_FADV_DONTNEED)
+
+            src.backup(dst, pages=max(1, 64 * CHUNK // size), progress=drop_copied)
     finally:
         src.close()
 
@@ -572,16 +676,16 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
     try:
-        # The safety copy is taken while the backup is unpacked and checked: both run in C without the
-        # GIL or wait on the disk. The live database is only read until the backup has passed its checks.
+        # The safety copy is taken while the backup is unpacked and checked: it mostly waits on the disk.
+        # The live database is only read until the backup has passed its checks.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            saved = pool.submit(snapshot, live, safety, timeout=timeout) if safety else None
+            saved = pool.submit(safety_copy, live, safety, timeout=timeout) if safety else None
             with unpacked(stream, folder) as candidate:
                 log(f"Backup unpacked and checked: {candidate.stat().st_size / 2**20:.1f} MiB, integrity ok.")
                 if saved is not None:
                     try:
                         saved.result()
-                    except sqlite3.Error as exc:
+                    except (sqlite3.Error, OSError) as exc:
                         raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
                     log(f"Safety copy of the live database: {safety}")
                 if safety is not None and page_size(live) != page_size(candidate):
@@ -610,15 +714,21 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
 
 def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str]]:
     """Copy `candidate` into `live`; then whether the WAL was folded in, and what is wrong with the result."""
-    try:
-        checkpointed = copy_into_live(candidate, live, timeout=timeout)
+    wanted = schema(candidate)
+
+    def verify() -> list[str]:
+        remove_file(candidate)  # its pages are in the live database now
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
         # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
         # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
         # already be writing into the restored database. The schema can.
         errors = check_errors(live, quick=True)
-        if not errors and schema(live) != schema(candidate):
+        if not errors and schema(live) != wanted:
             errors = ["its schema differs from the backup's"]
+        return errors
+
+    try:
+        checkpointed, errors = copy_into_live(candidate, live, timeout=timeout, alongside=verify)
         if not errors:
             set_wal(live, timeout)
     except (sqlite3.Error, OSError) as exc:

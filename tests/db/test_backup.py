@@ -19,6 +19,7 @@ import pytest
 import zstandard
 from django.db import connection
 
+from songsgen.db import backup as backup_module
 from songsgen.db.backup import TEMP_PREFIX, AtomicFileSystemStorage, database_label, list_backups, unpack
 from tests.conftest import REPO
 from tests.factories import make_user
@@ -437,6 +438,71 @@ def test_restore_accepts_a_plain_sqlite_backup_of_this_database(run, backup_dir,
     result = run("dbrestore", "--noinput", "-I", str(plain))
     assert result.returncode == 0, result.stderr
     assert table_checksums(live_path()) == expected
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_restore_whose_result_fails_its_check_is_undone_from_the_safety_copy(run, backup_dir, monkeypatch):
+    add_songs(200, prefix="backed-up")
+    result = run("dbbackup")
+    assert result.returncode == 0, result.stderr
+    add_songs(50, prefix="after")  # the live database differs from the backup
+    live = live_path()
+    before = table_checksums(live)
+    real_check = backup_module.check_errors
+
+    def failing_check(path: Path, *, quick: bool = False) -> list[str]:  # only the check of the result fails
+        return ["forced failure"] if quick and Path(path) == live else real_check(path, quick=quick)
+
+    monkeypatch.setattr(backup_module, "check_errors", failing_check)
+    connection.close()
+    stored = backup_dir / backups(backup_dir)[0]
+    with open(stored, "rb") as stream, pytest.raises(backup_module.RestoreUndone) as undone:
+        backup_module.restore_sqlite(stream, live, timeout=10)
+
+    assert "forced failure" in str(undone.value)
+    assert table_checksums(live) == before and integrity(live) == "ok"
+    (kept,) = live.parent.glob(f"{live.name}.pre-restore-*")  # kept, and named in the error
+    assert str(kept) in str(undone.value)
+    assert table_checksums(kept) == before and oct(kept.stat().st_mode & 0o777) == "0o600"
+    backup_module.remove_file(kept)
+    assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
+
+
+@pytest.mark.parametrize("reader_pins_the_wal", [False, True])
+def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_path, monkeypatch):
+    """Copied under the write lock once a checkpoint folded the WAL in, or by the backup API when it cannot."""
+    live, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    writer = sqlite3.connect(live, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * 2000)
+    reader = sqlite3.connect(live, isolation_level=None)
+    if reader_pins_the_wal:  # a read transaction on an older state keeps later frames out of the file
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()
+    with writer:  # committed, in WAL frames that no checkpoint has copied into the file yet
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
+    assert Path(f"{live}-wal").stat().st_size > 0
+    api_copies, real_snapshot = [], backup_module.snapshot
+
+    def spied_snapshot(*args, **kwargs) -> None:
+        api_copies.append(args)
+        real_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
+    os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    backup_module.safety_copy(live, copy, timeout=5)
+
+    assert len(api_copies) == int(reader_pins_the_wal)
+    assert integrity(copy) == "ok"
+    assert table_checksums(copy) == table_checksums(live)
+    reader.close()
+    writer.close()
 
 
 # --- backupcheck ----------------------------------------------------------------------------------
