@@ -383,13 +383,14 @@ def _copy_past_cache(source: Path, target: Path) -> None:
             _direct_io(out_fd, True)
             offset = 0
             while got := os.preadv(in_fd, [buffer], offset):
-                try:
-                    os.pwrite(out_fd, memoryview(buffer)[:got], offset)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    _direct_io(out_fd, False)  # a file system or a tail that O_DIRECT refuses
-                    _write_all_at(out_fd, memoryview(buffer)[:got], offset)
+                with memoryview(buffer)[:got] as chunk:
+                    try:
+                        _write_all_at(out_fd, chunk, offset)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
+                        _write_all_at(out_fd, chunk, offset)
                 offset += got
         finally:
             os.close(out_fd)
@@ -656,8 +657,10 @@ def _backup_dropping_behind(source: Path, dst: sqlite3.Connection) -> None:
         with open(source, "rb") as pages:
 
             def drop_copied(status: int, remaining: int, total: int) -> None:
+                copied = (total - remaining) * size
                 with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
-                    os.posix_fadvise(pages.fileno(), 0, (total - remaining) * size, os.POSIX_FADV_DONTNEED)
+                    if copied:  # (a length of 0 would mean the whole file)
+                        os.posix_fadvise(pages.fileno(), 0, copied, os.POSIX_FADV_DONTNEED)
 
             src.backup(dst, pages=max(1, 64 * CHUNK // size), progress=drop_copied)
     finally:
