@@ -167,11 +167,8 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             song_model = self.model._meta.get_field("song").related_model
             song_model._default_manager.using(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
         # The jobs are this worker's until its lease runs out: reading them after the commit is safe.
-        jobs = sorted(
-            self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed]),
-            key=lambda job: (-job.priority, job.queued_at, job.pk),
-        )
-        return jobs
+        jobs = self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed])
+        return list(jobs.order_by(*CLAIM_ORDER))
 
     def finish_held(
         self, *, worker_id: str, finished: list[tuple[GenerationQueue, str, float, str | None]]

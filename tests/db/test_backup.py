@@ -51,6 +51,12 @@ def run(manage, env):
     return go
 
 
+def back_up(run) -> None:
+    """`manage.py dbbackup`, which must succeed."""
+    result = run("dbbackup")
+    assert result.returncode == 0, result.stderr
+
+
 def live_path() -> Path:
     return Path(connection.settings_dict["NAME"])
 
@@ -184,8 +190,7 @@ def test_backup_under_concurrent_writes_is_consistent(attempt, run, env, backup_
 def test_backup_files_are_owner_only_and_named_with_database_and_utc_time(run, backup_dir):
     add_songs(50, prefix="m")
     started = time.time()
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     (name,) = backups(backup_dir)
     assert name.startswith(f"{label()}-") and name.endswith(".sqlite3.zst")
     (created,) = [b.created for b in list_backups([name], label())]
@@ -246,8 +251,7 @@ def test_sigkill_mid_backup_leaves_no_finished_looking_file(run, env, backup_dir
     assert backups(backup_dir) == []
 
     # The next backup removes what the dead process left and writes a whole one.
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     assert not [n for n in os.listdir(backup_dir) if n.startswith(TEMP_PREFIX)]
     (name,) = backups(backup_dir)
     assert integrity(open_backup(backup_dir / name, tmp_path)) == "ok"
@@ -336,8 +340,7 @@ def test_restore_while_another_process_writes(run, env, backup_dir, tmp_path):
 
     add_songs(3000, prefix="a", lyrics_kb=2)
     keeper = make_user(username="keeper")  # exists in the backup and afterwards: the holder writes as it
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     (name,) = backups(backup_dir)
     expected = table_checksums(open_backup(backup_dir / name, tmp_path))
 
@@ -394,8 +397,7 @@ def _foreign_sqlite(tmp_path: Path, *, django_like: bool) -> bytes:
 @pytest.mark.parametrize("kind", ["truncated", "random", "foreign-sqlite", "other-django-project", "damaged"])
 def test_restore_refuses_bad_backups_and_leaves_the_live_database_alone(kind, run, backup_dir, tmp_path):
     add_songs(2000, prefix="live", lyrics_kb=2)
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     (name,) = backups(backup_dir)
     good = (backup_dir / name).read_bytes()
     bad = {
@@ -430,8 +432,7 @@ def test_restore_refuses_bad_backups_and_leaves_the_live_database_alone(kind, ru
 def test_restore_accepts_a_plain_sqlite_backup_of_this_database(run, backup_dir, tmp_path):
     """A backup made by django-dbbackup's own SQLite connector (an uncompressed file) restores too."""
     add_songs(100, prefix="plain")
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     plain = open_backup(backup_dir / backups(backup_dir)[0], tmp_path)
     expected = table_checksums(plain)
     add_songs(10, prefix="later")
@@ -444,8 +445,7 @@ def test_restore_accepts_a_plain_sqlite_backup_of_this_database(run, backup_dir,
 @pytest.mark.django_db(transaction=True)
 def test_restore_whose_result_fails_its_check_is_undone_from_the_safety_copy(run, backup_dir, monkeypatch):
     add_songs(200, prefix="backed-up")
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     add_songs(50, prefix="after")  # the live database differs from the backup
     live = live_path()
     before = table_checksums(live)
@@ -514,8 +514,7 @@ def test_backupcheck_reports_a_good_backup_and_fails_a_damaged_one(run, backup_d
     from songs.models import Song
 
     add_songs(300, prefix="c")
-    result = run("dbbackup")
-    assert result.returncode == 0, result.stderr
+    back_up(run)
     (name,) = backups(backup_dir)
 
     result = run("backupcheck", "--json")

@@ -108,15 +108,21 @@ def test_success_applies_verifies_and_reports(migrate, tmp_path):
     assert not list(tmp_path.glob("migrate-in-progress-*"))
 
 
+def _hanging_migrate(fixture_env, tmp_path, **popen) -> subprocess.Popen:
+    """`migrate migrations_fixture 0003` in a subprocess, returned once its failing migration hangs half-way."""
+    flag = tmp_path / "flag"
+    env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
+                            env=env, cwd=REPO, **popen)
+    _wait_for(flag, proc)
+    return proc
+
+
 @pytest.mark.usefixtures("rows")
 @pytest.mark.django_db(transaction=True)
 def test_ctrl_c_restores(migrate, fixture_env, tmp_path):
     before = _state()
-    flag = tmp_path / "flag"
-    env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(flag, proc)
+    proc = _hanging_migrate(fixture_env, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
@@ -128,11 +134,7 @@ def test_ctrl_c_restores(migrate, fixture_env, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_sigkill_then_resume_restore(migrate, fixture_env, tmp_path):
     before = _state()
-    flag = tmp_path / "flag"
-    env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
-                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(flag, proc)
+    proc = _hanging_migrate(fixture_env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.kill()
     proc.wait(timeout=30)
     if connection.vendor == "postgresql":
@@ -221,11 +223,8 @@ def test_postgres_non_atomic_plan_failure_is_restored_from_pg_dump(migrate, tmp_
 @pytest.mark.django_db(transaction=True)
 def test_postgres_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, tmp_path):
     before = _state()
-    flag = tmp_path / "flag"
-    env = dict(fixture_env, **NON_ATOMIC, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
-                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(flag, proc)
+    proc = _hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     proc.kill()
     proc.wait(timeout=30)
     time.sleep(0.5)
