@@ -691,11 +691,10 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
                     except (sqlite3.Error, OSError) as exc:
                         raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
                     log(f"Safety copy of the live database: {safety}")
-                if safety is not None and page_size(live) != page_size(candidate):
+                if safety is not None and (theirs := page_size(candidate)) != (ours := page_size(live)):
                     raise BackupError(
-                        f"the backup's page size ({page_size(candidate)}) differs from the live database's "
-                        f"({page_size(live)}), which a WAL database cannot change; stop the application and "
-                        "replace the file"
+                        f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
+                        "WAL database cannot change; stop the application and replace the file"
                     )
                 expected = row_counts(candidate)
                 checkpointed, errors = _copy_and_verify(candidate, live, timeout=timeout)
