@@ -1,18 +1,24 @@
 """Consistent SQLite backups and restores that never write over a live file, for django-dbbackup.
 
-Backup: SQLite's backup API copies the live database in one step (`backup(pages=-1)`), which holds one
-read transaction for the whole copy, so the copy is the database as of one instant (WAL content
-included) while writers go on. The copy goes to a temporary file beside the backups, passes
-`PRAGMA quick_check`, and is compressed with zstd in a streaming pass (memory stays flat, whatever
-the database's size). `AtomicFileSystemStorage` writes every backup file under a temporary name,
-owner-only, and renames it when complete, so a crash never leaves a file that looks whole.
+Backup: a snapshot of the live database as of one instant while writers go on. A checkpoint folds
+the WAL into the database file, and a read transaction begun at that moment reads the file alone;
+while it lasts no checkpoint may write into the file (frozen_file()), so the file's bytes are that
+snapshot. They are zstd-compressed straight from the file in a streaming pass (memory stays flat,
+whatever the database's size) while `PRAGMA quick_check` of the same snapshot runs beside, in that
+read transaction. When a reader of an older state keeps part of the WAL out of the file, SQLite's
+backup API copies the database into a temporary file in one step (`backup(pages=-1)`, one read
+transaction), which is checked and compressed the same way. `AtomicFileSystemStorage` writes every
+backup file under a temporary name, owner-only, and renames it when complete, so a crash never
+leaves a file that looks whole.
 
-Restore: the backup is unpacked into a temporary file beside the live database and checked
-(`integrity_check`, and that it is a songsgen database) while a safety copy of the live database is
-taken; then the backup API copies the checked file *into* the live database. Other connections see
-that as one transaction: the old database or the new one, never a half-written file. The commit is
-fsynced, a checkpoint folds the WAL into the database file and fsyncs it, the live database is
-checked again, and the safety copy is removed only then.
+Restore: the backup is unpacked into a temporary file beside the live database while a safety copy
+of the live database is taken, and must be a songsgen database; then the backup API copies it
+*into* the live database in steps, inside one write transaction, while `integrity_check` of the
+unpacked file runs beside the copy. The last step, which commits, waits for that check: a backup
+that fails it is rolled back and no other connection ever sees any of it. Other connections see
+the old database or the new one, never a half-written file. A checkpoint then folds the WAL into
+the database file and fsyncs it while the live database is checked again, and the safety copy is
+removed only then.
 
 Django and django-dbbackup only: apps are found through the app registry, never by name.
 """
@@ -51,6 +57,7 @@ from django.core.files.storage import FileSystemStorage
 from songsgen.db import pgdump
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
+STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
 TEMP_PREFIX = ".songsgen-tmp-"  # every temporary file we make; see remove_stale_temp_files()
 SQLITE_MAGIC = b"SQLite format 3\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -113,6 +120,17 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def _fsync_file(path: Path) -> None:
+    # Only for files SQLite does not lock (the -wal): closing a descriptor of the database file itself
+    # would drop this process's locks on it (https://sqlite.org/howtocorrupt.html, 2.2).
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -344,46 +362,76 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
         src.close()
 
 
+@contextlib.contextmanager
+def frozen_file(live: Path, *, timeout: float) -> Iterator[sqlite3.Connection | None]:
+    """A read transaction on `live` during which the database file itself is the snapshot, or None.
+
+    In WAL mode a read transaction that begins when every committed frame is already in the file reads
+    the file alone (it holds WAL read-lock 0), and no checkpoint can copy a frame into the file while
+    such a reader lasts: the file's bytes are the database as of that instant, and they stay put while
+    writers go on appending to the WAL. We fold the WAL in with a checkpoint, then, holding the write
+    lock for those few milliseconds so nothing can commit in between, checkpoint what is left and open
+    the read transaction. None when a reader of an older state keeps part of the WAL out of the file.
+
+    The yielded connection may be used from another thread. A caller that reads the file through its
+    own descriptor must open it before this context and close it after: closing any descriptor of a
+    file drops every POSIX lock this process holds on it, SQLite's included
+    (https://sqlite.org/howtocorrupt.html, 2.2), and another process could then checkpoint into it.
+    """
+    reader = sqlite3.connect(live, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        reader.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
+        frozen = False
+        lock = _connect(live, timeout)
+        try:
+            lock.execute("BEGIN IMMEDIATE")  # nothing commits between the checkpoint and the read
+            try:
+                busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not busy and frames == folded:  # every frame in the file (-1, -1: not in WAL mode)
+                    reader.execute("BEGIN")
+                    reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                    frozen = True
+            finally:
+                lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+        yield reader if frozen else None
+    finally:
+        reader.close()
+
+
+def database_bytes(reader: sqlite3.Connection) -> int:
+    """The size of the database `reader` sees, in bytes."""
+    pages = reader.execute("PRAGMA page_count").fetchone()[0]
+    return int(pages) * int(reader.execute("PRAGMA page_size").fetchone()[0])
+
+
 def safety_copy(live: Path, target: Path, *, timeout: float) -> None:
     """Copy the live database into `target` as of one instant, past the page cache where it can.
 
-    A file copy of a database is the database while no transaction can commit and the file holds every
-    committed one (https://sqlite.org/howtocorrupt.html, 1.2): we hold the write lock (BEGIN IMMEDIATE)
-    and make a checkpoint fold the whole WAL into the file first. The copy skips the page cache
-    (O_DIRECT): nobody reads it unless the restore fails, and 2 GB of dirty pages would make the
-    kernel write them back while the unpacked backup competes for the same memory. When a reader keeps
-    part of the WAL out of the file, the backup API takes the copy instead (snapshot()).
+    A copy of the file while frozen_file() holds it still, without stopping writers. The copy skips
+    the page cache (O_DIRECT): nobody reads it unless the restore fails, and 2 GB of dirty pages would
+    make the kernel write them back while the unpacked backup competes for the same memory. When a
+    reader keeps part of the WAL out of the file, the backup API takes the copy instead (snapshot()).
     """
-    lock = _connect(live, timeout)
-    try:
-        lock.execute("BEGIN IMMEDIATE")  # no other connection can commit until the copy is done
-        try:
-            checkpointer = _connect(live, timeout)
-            try:
-                busy, frames, folded = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            finally:
-                checkpointer.close()
-            if not busy and frames == folded:  # every frame in the file (-1, -1: not in WAL mode)
-                _copy_past_cache(live, target)
-                return
-        finally:
-            lock.execute("ROLLBACK")
-    finally:
-        lock.close()
+    with open(live, "rb") as raw, frozen_file(live, timeout=timeout) as reader:
+        if reader is not None:
+            _copy_past_cache(raw.fileno(), database_bytes(reader), target)
+            return
     snapshot(live, target, timeout=timeout)
 
 
-def _copy_past_cache(source: Path, target: Path) -> None:
-    """Copy the file `source` over the existing file `target`, writing with O_DIRECT where allowed."""
+def _copy_past_cache(in_fd: int, size: int, target: Path) -> None:
+    """Copy the first `size` bytes of `in_fd` over the existing file `target`, with O_DIRECT where allowed."""
     buffer = mmap.mmap(-1, 8 * CHUNK)  # page-aligned, as O_DIRECT wants
-    in_fd = os.open(source, os.O_RDONLY)
     try:
         out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
         try:
             _direct_io(out_fd, True)
             offset = 0
-            while got := os.preadv(in_fd, [buffer], offset):
-                with memoryview(buffer)[:got] as chunk:
+            while offset < size and (got := os.preadv(in_fd, [buffer], offset)):
+                with memoryview(buffer)[:min(got, size - offset)] as chunk:
                     try:
                         _write_all_at(out_fd, chunk, offset)
                     except OSError as exc:
@@ -391,11 +439,12 @@ def _copy_past_cache(source: Path, target: Path) -> None:
                             raise
                         _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
                         _write_all_at(out_fd, chunk, offset)
-                offset += got
+                    offset += len(chunk)
+            if offset < size:
+                raise BackupError(f"the database file ended after {offset} of {size} bytes")
         finally:
             os.close(out_fd)
     finally:
-        os.close(in_fd)
         buffer.close()
 
 
@@ -417,9 +466,17 @@ def check_errors(path: Path, *, quick: bool = False) -> list[str]:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+            return check_connection(conn, quick=quick)
         finally:
             conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+
+
+def check_connection(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
+    """`PRAGMA integrity_check` (or quick_check) of what `conn` sees: an empty list when it is sound."""
+    try:
+        rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
     messages = [str(row[0]) for row in rows]
@@ -491,12 +548,23 @@ def schema(path: Path) -> list[tuple[str, str, str]]:
         conn.close()
 
 
-def compress(source: Path, target: IO[bytes], *, level: int) -> None:
-    """zstd-compress the file `source` into `target`, streaming, with a checksum of the content."""
-    size = source.stat().st_size
+def compress(source: IO[bytes], size: int, target: IO[bytes], *, level: int) -> None:
+    """zstd-compress the first `size` bytes of the file `source` into `target`, streaming, with a checksum.
+
+    Read with pread() into one buffer: memory stays flat, and `source`'s position is left alone.
+    """
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
-    with open(source, "rb") as src:
-        cctx.copy_stream(src, target, size=size, read_size=CHUNK, write_size=CHUNK)
+    buffer = bytearray(4 * CHUNK)
+    writer = cctx.stream_writer(target, size=size, write_size=CHUNK, closefd=False)
+    offset, fd = 0, source.fileno()
+    with memoryview(buffer) as view:
+        while offset < size:
+            got = os.preadv(fd, [view[:min(len(buffer), size - offset)]], offset)
+            if not got:
+                raise BackupError(f"the database file ended after {offset} of {size} bytes")
+            writer.write(view[:got])
+            offset += got
+    writer.flush(zstandard.FLUSH_FRAME)
 
 
 def unpack(stream: IO[bytes], target: Path) -> str:
@@ -569,29 +637,31 @@ def page_size(path: Path) -> int:
         conn.close()
 
 
-def check_candidate(path: Path) -> None:
-    """Raise BackupError unless `path` is a sound songsgen database."""
+def _readable(path: Path) -> None:
+    """Raise BackupError unless `path` opens as an SQLite database; leave it in rollback-journal mode."""
     try:
         _journal_delete(path)  # a copy of a WAL database would otherwise grow a -wal file beside it
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"it is not a readable SQLite database ({exc})") from exc
+
+
+def _sound(path: Path) -> None:
+    """Raise BackupError unless `path` passes PRAGMA integrity_check."""
     if errors := check_errors(path):
         raise BackupError(f"it fails PRAGMA integrity_check: {'; '.join(errors[:5])}")
+
+
+def _songsgen(path: Path) -> None:
+    """Raise BackupError unless `path` is a songsgen database."""
     if errors := songsgen_errors(path):
         raise BackupError(errors[0])
 
 
-@contextlib.contextmanager
-def unpacked(stream: IO[bytes], folder: Path) -> Iterator[Path]:
-    """The backup in `stream`, unpacked into a checked temporary database in `folder`, removed afterwards."""
-    remove_stale_temp_files(folder)
-    candidate = temp_path(folder, ".sqlite3")
-    try:
-        unpack(stream, candidate)
-        check_candidate(candidate)
-        yield candidate
-    finally:
-        remove_file(candidate)
+def check_candidate(path: Path) -> None:
+    """Raise BackupError unless `path` is a sound songsgen database."""
+    _readable(path)
+    _sound(path)
+    _songsgen(path)
 
 
 @dataclass
@@ -615,54 +685,85 @@ def _need_space(folder: Path, needed: int) -> None:
 
 
 def copy_into_live(
-    source: Path, live: Path, *, timeout: float, alongside: Callable[[], list[str]] = list
+    source: Path,
+    live: Path,
+    *,
+    timeout: float,
+    before_commit: Callable[[], None] | None = None,
+    alongside: Callable[[], list[str]] = list,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> tuple[bool, list[str]]:
     """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
 
-    `alongside` (the check of the result) runs in a second thread once the database file holds the
-    restored pages, while the WAL is truncated. Returns whether the WAL was folded in and truncated,
-    and what `alongside` returned.
+    `before_commit` runs before the copy's last step, which commits: if it raises, the transaction is
+    rolled back and nothing of the copy is ever visible. `alongside` (the check of the result) runs in a
+    second thread from the commit on, while a checkpoint folds the WAL into the database file; then
+    `meanwhile` runs in this thread. Returns whether the WAL was folded in and truncated, and what
+    `alongside` returned.
     """
     dst = _connect(live, timeout)
     try:
-        # FULL: the commit fsyncs the WAL, so the restored content is durable when the copy returns,
-        # whatever the checkpoints below manage while other connections read and write (NORMAL, as the
-        # application runs, leaves the fsync to a checkpoint, which an old reader can cut short).
-        dst.execute("PRAGMA synchronous = FULL")
-        _backup_dropping_behind(source, dst)
-        # Every page into the database file, which is fsynced; readers that start now read the file
-        # alone, so TRUNCATE does not wait for the check's read transaction.
-        dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        # NORMAL, as the application runs: the commit does not wait for the disk. The checkpoint below
+        # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced here
+        # when a reader of an older state keeps that checkpoint from running to its end.
+        dst.execute("PRAGMA synchronous = NORMAL")
+        try:
+            _backup_in_steps(source, dst, before_commit)
+        except BaseException:
+            # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
+            # unless a reader is in the middle of a transaction (best effort, a second at most).
+            with contextlib.suppress(sqlite3.Error):
+                dst.execute("PRAGMA busy_timeout = 1000")
+                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            raise
         with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(alongside)
-            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            checked = pool.submit(alongside)  # reads the committed pages, from the WAL or the file
+            # Every page into the database file, which is fsynced. A reader of the newest state does
+            # not hold this up; TRUNCATE waits for the check's read transaction to end.
+            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            if busy or frames != folded:
+                _fsync_file(Path(f"{live}-wal"))  # the commit is durable before anything else happens
+            meanwhile()
             result = checked.result()
+        busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return not busy, result
     finally:
         dst.close()
 
 
-def _backup_dropping_behind(source: Path, dst: sqlite3.Connection) -> None:
-    """Copy the database `source` into `dst` with the backup API, dropping what it has read from the page cache.
+def _backup_in_steps(source: Path, dst: sqlite3.Connection, before_commit: Callable[[], None] | None) -> None:
+    """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
 
     One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
-    from the first step to the last): readers of `dst` see the old database or the new one. Nothing
-    writes `source`, so no step restarts. Each step's pages of `source` are not read again: dropping
-    them (POSIX_FADV_DONTNEED, which drops clean pages only) hands their memory to the pages SQLite
-    writes into the WAL, instead of evicting the application's.
+    from the first step to the last, which commits): readers of `dst` see the old database or the new
+    one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
+    backup, and SQLite rolls the transaction back. Each step's pages of `source` are not read again by
+    the copy: unless `before_commit` reads them beside the copy, dropping them from the page cache
+    (POSIX_FADV_DONTNEED, which drops clean pages only) hands their memory to the pages SQLite writes
+    into the WAL.
     """
-    size = page_size(source)
     src = sqlite3.connect(source, isolation_level=None)
     try:
+        size = int(src.execute("PRAGMA page_size").fetchone()[0])
+        step = max(1, STEP // size)
+        pending = before_commit
+        drop_behind = before_commit is None  # a check reading the source beside the copy needs its pages
+        if pending is not None and int(src.execute("PRAGMA page_count").fetchone()[0]) <= step:
+            pending()  # the first step is the last
+            pending = None
         with open(source, "rb") as pages:
 
-            def drop_copied(status: int, remaining: int, total: int) -> None:
+            def between_steps(status: int, remaining: int, total: int) -> None:
+                nonlocal pending
                 copied = (total - remaining) * size
                 with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
-                    if copied:  # (a length of 0 would mean the whole file)
+                    if copied and drop_behind:  # (a length of 0 would mean the whole file)
                         os.posix_fadvise(pages.fileno(), 0, copied, os.POSIX_FADV_DONTNEED)
+                if pending is not None and 0 < remaining <= step:  # the next step is the last
+                    pending, run = None, pending
+                    run()
 
-            src.backup(dst, pages=max(1, 64 * CHUNK // size), progress=drop_copied)
+            src.backup(dst, pages=step, progress=between_steps)
     finally:
         src.close()
 
@@ -678,48 +779,60 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         safety = live.with_name(f"{live.name}.pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
+    remove_stale_temp_files(folder)
+    candidate = temp_path(folder, ".sqlite3")
     try:
-        # The safety copy is taken while the backup is unpacked and checked: it mostly waits on the disk.
-        # The live database is only read until the backup has passed its checks.
+        # The safety copy is taken while the backup is unpacked: it mostly waits on the disk.
         with ThreadPoolExecutor(max_workers=1) as pool:
             saved = pool.submit(safety_copy, live, safety, timeout=timeout) if safety else None
-            with unpacked(stream, folder) as candidate:
-                log(f"Backup unpacked and checked: {candidate.stat().st_size / 2**20:.1f} MiB, integrity ok.")
-                if saved is not None:
-                    try:
-                        saved.result()
-                    except (sqlite3.Error, OSError) as exc:
-                        raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
-                    log(f"Safety copy of the live database: {safety}")
-                if safety is not None and (theirs := page_size(candidate)) != (ours := page_size(live)):
-                    raise BackupError(
-                        f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
-                        "WAL database cannot change; stop the application and replace the file"
-                    )
-                expected = row_counts(candidate)
-                checkpointed, errors = _copy_and_verify(candidate, live, timeout=timeout)
-                if errors and safety is not None:
-                    keep_safety = True
-                    copy_into_live(safety, live, timeout=timeout)
-                    raise RestoreUndone(
-                        f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
-                        f"was put back from the safety copy, which is kept at {safety}"
-                    )
-                if errors:
-                    raise BackupError(f"the restored database fails its check: {'; '.join(errors[:5])}")
+            unpack(stream, candidate)
+            _readable(candidate)
+            _songsgen(candidate)
+            log(f"Backup unpacked: {candidate.stat().st_size / 2**20:.1f} MiB, a songsgen database.")
+            if saved is not None:
+                try:
+                    saved.result()
+                except (sqlite3.Error, OSError) as exc:
+                    raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
+                log(f"Safety copy of the live database: {safety}")
+        if safety is not None and (theirs := page_size(candidate)) != (ours := page_size(live)):
+            raise BackupError(
+                f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
+                "WAL database cannot change; stop the application and replace the file"
+            )
+        checkpointed, errors, expected = _copy_and_verify(candidate, live, timeout=timeout)
+        if errors and safety is not None:
+            keep_safety = True
+            copy_into_live(safety, live, timeout=timeout)
+            raise RestoreUndone(
+                f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
+                f"was put back from the safety copy, which is kept at {safety}"
+            )
+        if errors:
+            raise BackupError(f"the restored database fails its check: {'; '.join(errors[:5])}")
     finally:
+        remove_file(candidate)
         if safety is not None and not keep_safety:
             remove_file(safety)
     notes = [] if checkpointed else ["another connection kept the WAL busy; SQLite folds it in later"]
     return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes)
 
 
-def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str]]:
-    """Copy `candidate` into `live`; then whether the WAL was folded in, and what is wrong with the result."""
+def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str], dict[str, int]]:
+    """Check `candidate` while copying it into `live`, committed only if it passes integrity_check.
+
+    Returns whether the WAL was folded in, what is wrong with the result, and the backup's row counts.
+    A backup that fails its integrity_check raises BackupError: the copy was rolled back, the live
+    database is as it was.
+    """
     wanted = schema(candidate)
+    counts: dict[str, int] = {}
+
+    def check_backup() -> None:
+        _sound(candidate)
+        counts.update(row_counts(candidate))
 
     def verify() -> list[str]:
-        remove_file(candidate)  # its pages are in the live database now
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
         # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
         # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
@@ -729,13 +842,20 @@ def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bo
             errors = ["its schema differs from the backup's"]
         return errors
 
-    try:
-        checkpointed, errors = copy_into_live(candidate, live, timeout=timeout, alongside=verify)
-        if not errors:
-            set_wal(live, timeout)
-    except (sqlite3.Error, OSError) as exc:
-        return False, [str(exc)]
-    return checkpointed, errors
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # integrity_check of the backup runs beside the copy; the copy's last step, which commits,
+        # waits for it and is rolled back if the backup fails it.
+        checked = pool.submit(check_backup)
+        try:
+            checkpointed, errors = copy_into_live(
+                candidate, live, timeout=timeout, before_commit=checked.result, alongside=verify,
+                meanwhile=lambda: remove_file(candidate),  # its pages are in the live database now
+            )
+            if not errors:
+                set_wal(live, timeout)
+        except (sqlite3.Error, OSError) as exc:
+            return False, [str(exc)], counts
+    return checkpointed, errors, counts
 
 
 def set_wal(live: Path, timeout: float) -> None:
@@ -828,29 +948,50 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         live = sqlite_path(self.connection.settings_dict)
         if not live.exists():
             raise BackupError(f"There is no database at {live} to back up.")
+        # No connection of this process may close a descriptor of the file while it is read (frozen_file).
+        self.connection.close()
         timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
         folder = self.work_dir
         remove_stale_temp_files(folder)
-        copy = temp_path(folder, ".sqlite3")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Compressed straight into a temporary file in the backup folder, which the storage then names
+        # without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
+        packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
         try:
-            snapshot(live, copy, timeout=timeout)
-            # Compressed straight into a temporary file in the backup folder, which the storage then
-            # names without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
-            packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
-            # quick_check and compression both read the copy and release the GIL: run them side by side.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                checked = pool.submit(check_errors, copy, quick=True)
-                compress(copy, packed, level=int(settings.BACKUP_ZSTD_LEVEL))
-                errors = checked.result()
+            errors = self._pack(live, packed, timeout=timeout)
             if errors:
-                packed.close()
                 raise BackupError(
                     f"The snapshot of {live} fails PRAGMA quick_check ({'; '.join(errors[:5])}): the live "
                     "database itself may be damaged. No backup was written."
                 )
-            packed.flush()
-            packed.seek(0)
-            return packed
+        except BaseException:
+            packed.close()
+            raise
+        packed.flush()
+        packed.seek(0)
+        return packed
+
+    def _pack(self, live: Path, packed: IO[bytes], *, timeout: float) -> list[str]:
+        """Compress a consistent snapshot of `live` into `packed`; return what quick_check found wrong with it.
+
+        Straight from the database file while frozen_file() holds it still, quick_check of that same
+        state running beside the compression; else (a reader pins the WAL) from a backup-API copy.
+        """
+        level = int(settings.BACKUP_ZSTD_LEVEL)
+        with open(live, "rb") as raw, frozen_file(live, timeout=timeout) as reader:
+            if reader is not None:
+                size = database_bytes(reader)  # before the check takes the connection
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    checked = pool.submit(check_connection, reader, quick=True)
+                    compress(raw, size, packed, level=level)
+                    return checked.result()
+        copy = temp_path(self.work_dir, ".sqlite3")
+        try:
+            snapshot(live, copy, timeout=timeout)
+            with open(copy, "rb") as source, ThreadPoolExecutor(max_workers=1) as pool:
+                checked = pool.submit(check_errors, copy, quick=True)
+                compress(source, copy.stat().st_size, packed, level=level)
+                return checked.result()
         finally:
             remove_file(copy)
 

@@ -185,6 +185,99 @@ def test_backup_under_concurrent_writes_is_consistent(attempt, run, env, backup_
     assert len(restored) <= int(out)
 
 
+FROZEN_WRITER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    for i in range(30):  # a new connection each time: closing the last one tries a checkpoint too
+        conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO t (body) VALUES (?)", [("z" * 500,)] * 50)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.close()
+    """
+)
+
+
+def _wal_database(path: Path, rows: int) -> sqlite3.Connection:
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * rows)
+    return writer
+
+
+@pytest.mark.parametrize("reader_pins_the_wal", [False, True])
+def test_frozen_file_holds_the_database_file_still_while_another_process_writes(reader_pins_the_wal, tmp_path):
+    live = tmp_path / "live.db"
+    writer = _wal_database(live, 2000)
+    reader = sqlite3.connect(live, isolation_level=None)
+    if reader_pins_the_wal:  # a read transaction on an older state keeps later frames out of the file
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()
+    with writer:  # committed, in WAL frames no checkpoint has copied into the file yet
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
+    assert Path(f"{live}-wal").stat().st_size > 0
+
+    # Our own descriptor, opened before and closed after: see frozen_file's docstring.
+    with open(live, "rb") as raw, backup_module.frozen_file(live, timeout=5) as frozen:
+        if reader_pins_the_wal:
+            assert frozen is None
+        else:
+            size = backup_module.database_bytes(frozen)
+            before = os.pread(raw.fileno(), size, 0)
+            subprocess.run([sys.executable, "-c", FROZEN_WRITER, str(live)], check=True, timeout=60)
+            assert os.pread(raw.fileno(), size, 0) == before  # not a byte changed while others wrote
+            assert frozen.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100
+
+    if not reader_pins_the_wal:  # those bytes alone are the database as of the instant frozen_file began
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(before)
+        assert integrity(copy) == "ok"
+        assert sqlite3.connect(copy).execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100
+        assert sqlite3.connect(live).execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100 + 30 * 50
+    reader.close()
+    writer.close()
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("reader_pins_the_wal", [False, True])
+def test_backup_is_packed_from_the_held_file_or_a_backup_api_copy(reader_pins_the_wal, settings, tmp_path,
+                                                                   monkeypatch):
+    """Straight from the database file when frozen_file() can hold it; else from a backup-API copy."""
+    add_songs(500, prefix="p")
+    live = live_path()
+    reader = sqlite3.connect(live, isolation_level=None)
+    if reader_pins_the_wal:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM songs_song").fetchone()
+    add_songs(100, prefix="q")  # committed past the reader's state
+    expected = table_checksums(live)
+    api_copies, real_snapshot = [], backup_module.snapshot
+
+    def spied_snapshot(*args, **kwargs) -> None:
+        api_copies.append(args)
+        real_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
+    settings.BACKUP_DIR = tmp_path / "work"
+
+    dump = backup_module.SqliteBackupConnector("default").create_dump()
+
+    copy = tmp_path / "copy.sqlite3"
+    with dump:
+        assert unpack(dump, copy) == "zstd"
+    assert len(api_copies) == int(reader_pins_the_wal)
+    assert integrity(copy) == "ok"
+    assert table_checksums(copy) == expected
+    assert not list((tmp_path / "work").glob(f"{TEMP_PREFIX}*"))  # no copy or packed file left behind
+    reader.close()
+
+
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
 def test_backup_files_are_owner_only_and_named_with_database_and_utc_time(run, backup_dir):
@@ -379,6 +472,23 @@ def _zstd(data: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(data)
 
 
+def _damage_pages(path: Path) -> None:
+    """Overwrite pages in the middle of the SQLite file at `path`: it still opens, and is still a songsgen
+    database, but fails integrity_check."""
+    size = backup_module.page_size(path)
+    conn = sqlite3.connect(path)
+    try:  # leaf pages of the songs table (a free page's content is never checked)
+        leaves = [r[0] for r in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'songs_song' AND pagetype = 'leaf' ORDER BY pageno")]
+    finally:
+        conn.close()
+    with open(path, "r+b") as f:
+        for page in leaves[len(leaves) // 2: len(leaves) // 2 + 8]:
+            f.seek((page - 1) * size + 16)
+            f.write(b"\xab" * (size - 32))
+    assert integrity(path) != "ok" and backup_module.songsgen_errors(path) == []
+
+
 def _foreign_sqlite(tmp_path: Path, *, django_like: bool) -> bytes:
     path = tmp_path / f"foreign-{django_like}.sqlite3"
     conn = sqlite3.connect(path)
@@ -394,7 +504,9 @@ def _foreign_sqlite(tmp_path: Path, *, django_like: bool) -> bytes:
 
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", ["truncated", "random", "foreign-sqlite", "other-django-project", "damaged"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "random", "foreign-sqlite", "other-django-project", "damaged", "corrupt-pages"]
+)
 def test_restore_refuses_bad_backups_and_leaves_the_live_database_alone(kind, run, backup_dir, tmp_path):
     add_songs(2000, prefix="live", lyrics_kb=2)
     back_up(run)
@@ -408,10 +520,13 @@ def test_restore_refuses_bad_backups_and_leaves_the_live_database_alone(kind, ru
         # flipped bytes in the middle: zstd's content checksum catches it
         "damaged": lambda: good[: len(good) // 2] + bytes(b ^ 0xFF for b in good[len(good) // 2: len(good) // 2 + 64])
         + good[len(good) // 2 + 64:],
+        # a sound zstd frame of a songsgen database whose pages are damaged: integrity_check catches it
+        "corrupt-pages": lambda: _zstd(_damaged_backup(backup_dir / name, tmp_path).read_bytes()),
     }[kind]()
     path = tmp_path / f"{kind}.sqlite3.zst"
     path.write_bytes(bad)
     before = table_checksums(live_path())
+    wal_before = _wal_size(live_path())
 
     result = run("dbrestore", "--noinput", "-I", str(path))
 
@@ -419,12 +534,75 @@ def test_restore_refuses_bad_backups_and_leaves_the_live_database_alone(kind, ru
     assert "CommandError: Restore refused:" in result.stderr, result.stderr
     assert "The live database was not changed." in result.stderr
     reason = {"truncated": "truncated", "random": "not a backup", "foreign-sqlite": "no django_migrations",
-              "other-django-project": "lacks this project's migrations", "damaged": "damaged"}[kind]
+              "other-django-project": "lacks this project's migrations", "damaged": "damaged",
+              "corrupt-pages": "fails PRAGMA integrity_check"}[kind]
     assert reason in result.stderr
     assert table_checksums(live_path()) == before
     assert integrity(live_path()) == "ok"
     assert not list(live_path().parent.glob(f"{live_path().name}.pre-restore-*"))
     assert not list(live_path().parent.glob(f"{TEMP_PREFIX}*"))
+    assert _wal_size(live_path()) <= wal_before  # no pages of a rolled-back copy left in it
+
+
+def _wal_size(live: Path) -> int:
+    wal = Path(f"{live}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _damaged_backup(stored: Path, tmp_path: Path) -> Path:
+    plain = open_backup(stored, tmp_path)
+    _damage_pages(plain)
+    return plain
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("sound", [True, False])
+def test_restore_copies_in_many_steps_beside_the_check_and_commits_only_a_sound_backup(
+    sound, run, backup_dir, tmp_path, monkeypatch
+):
+    """The backup's integrity_check runs while its pages are copied into the live database; until it has
+    passed, every other connection sees the old database, and a backup that fails it is rolled back."""
+    add_songs(2000, prefix="s", lyrics_kb=2)
+    back_up(run)
+    plain = open_backup(backup_dir / backups(backup_dir)[0], tmp_path)
+    expected = table_checksums(plain)
+    if not sound:
+        _damage_pages(plain)
+    add_songs(300, prefix="later")
+    live = live_path()
+    before = table_checksums(live)
+    monkeypatch.setattr(backup_module, "STEP", 64 * 1024)  # a hundred steps or so
+    connection.close()
+    truncate = sqlite3.connect(live, isolation_level=None)
+    assert truncate.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the WAL grows by the copy only
+    truncate.close()
+    seen: list[dict[str, str]] = []
+    real_sound = backup_module._sound
+
+    def slow_check(path: Path) -> None:
+        deadline = time.monotonic() + 30
+        while _wal_size(live) < plain.stat().st_size // 2:  # the copy is well under way
+            assert time.monotonic() < deadline, "the copy did not run beside the check"
+            time.sleep(0.01)
+        seen.append(table_checksums(live))  # what another connection sees meanwhile
+        real_sound(path)
+
+    monkeypatch.setattr(backup_module, "_sound", slow_check)
+    with open(plain, "rb") as stream:
+        if sound:
+            result = backup_module.restore_sqlite(stream, live, timeout=10)
+            assert table_checksums(live) == expected
+            assert result.tables["songs_song"] == 2000
+        else:
+            with pytest.raises(backup_module.BackupError, match="fails PRAGMA integrity_check"):
+                backup_module.restore_sqlite(stream, live, timeout=10)
+            assert table_checksums(live) == before
+            assert _wal_size(live) < 2**20  # the rolled-back pages do not stay in the WAL
+    assert seen == [before]
+    assert integrity(live) == "ok"
+    assert not list(live.parent.glob(f"{live.name}.pre-restore-*"))
+    assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
 
 
 @sqlite_only
