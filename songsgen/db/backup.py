@@ -37,6 +37,7 @@ import secrets
 import shutil
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -691,16 +692,34 @@ def copy_into_live(
     timeout: float,
     before_commit: Callable[[], None] | None = None,
     alongside: Callable[[], list[str]] = list,
-    meanwhile: Callable[[], None] = lambda: None,
+    after_commit: Callable[[], None] = lambda: None,
 ) -> tuple[bool, list[str]]:
     """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
 
     `before_commit` runs before the copy's last step, which commits: if it raises, the transaction is
     rolled back and nothing of the copy is ever visible. `alongside` (the check of the result) runs in a
-    second thread from the commit on, while a checkpoint folds the WAL into the database file; then
-    `meanwhile` runs in this thread. Returns whether the WAL was folded in and truncated, and what
+    second thread from the commit on; meanwhile this thread runs `after_commit`, then a checkpoint that
+    folds the WAL into the database file. Returns whether the WAL was folded in and truncated, and what
     `alongside` returned.
     """
+    with contextlib.ExitStack() as stack:
+        # Opened before this process connects to the file and closed after: closing a descriptor of it
+        # drops every POSIX lock this process holds on it (https://sqlite.org/howtocorrupt.html, 2.2).
+        stale = stack.enter_context(open(live, "rb")) if live.exists() else None
+        return _replace_content(source, live, stale, timeout=timeout, before_commit=before_commit,
+                          alongside=alongside, after_commit=after_commit)
+
+
+def _replace_content(
+    source: Path,
+    live: Path,
+    stale: IO[bytes] | None,
+    *,
+    timeout: float,
+    before_commit: Callable[[], None] | None,
+    alongside: Callable[[], list[str]],
+    after_commit: Callable[[], None],
+) -> tuple[bool, list[str]]:
     dst = _connect(live, timeout)
     try:
         # NORMAL, as the application runs: the commit does not wait for the disk. The checkpoint below
@@ -708,7 +727,11 @@ def copy_into_live(
         # when a reader of an older state keeps that checkpoint from running to its end.
         dst.execute("PRAGMA synchronous = NORMAL")
         try:
-            _backup_in_steps(source, dst, before_commit)
+            # The disk is idle while the copy runs: write the WAL's pages out as they come, so the
+            # checkpoint's fsync of the WAL after the commit has little left to write. (Our own
+            # descriptor of the -wal, which SQLite does not lock: closing it is harmless.)
+            with _opened(Path(f"{live}-wal")) as wal, _flushing(wal):
+                _backup_in_steps(source, dst, before_commit, stale)
         except BaseException:
             # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
             # unless a reader is in the middle of a transaction (best effort, a second at most).
@@ -718,12 +741,14 @@ def copy_into_live(
             raise
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(alongside)  # reads the committed pages, from the WAL or the file
-            # Every page into the database file, which is fsynced. A reader of the newest state does
-            # not hold this up; TRUNCATE waits for the check's read transaction to end.
-            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            after_commit()
+            # Every page into the database file, which is fsynced (written out as the checkpoint goes,
+            # through the descriptor held since before this connection). A reader of the newest state
+            # does not hold this up; TRUNCATE waits for the check's read transaction to end.
+            with _flushing(stale.fileno() if stale is not None else None):
+                busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
             if busy or frames != folded:
                 _fsync_file(Path(f"{live}-wal"))  # the commit is durable before anything else happens
-            meanwhile()
             result = checked.result()
         busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return not busy, result
@@ -731,16 +756,57 @@ def copy_into_live(
         dst.close()
 
 
-def _backup_in_steps(source: Path, dst: sqlite3.Connection, before_commit: Callable[[], None] | None) -> None:
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[int | None]:
+    """A read-only descriptor of `path`, or None if there is no such file; closed afterwards."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
+    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s."""
+    if fd is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def flush() -> None:
+        while not stop.wait(every):
+            with contextlib.suppress(OSError):
+                os.fdatasync(fd)
+
+    thread = threading.Thread(target=flush, name="songsgen-flush", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _backup_in_steps(
+    source: Path, dst: sqlite3.Connection, before_commit: Callable[[], None] | None, stale: IO[bytes] | None
+) -> None:
     """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
 
     One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
     from the first step to the last, which commits): readers of `dst` see the old database or the new
     one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
-    backup, and SQLite rolls the transaction back. Each step's pages of `source` are not read again by
-    the copy: unless `before_commit` reads them beside the copy, dropping them from the page cache
-    (POSIX_FADV_DONTNEED, which drops clean pages only) hands their memory to the pages SQLite writes
-    into the WAL.
+    backup, and SQLite rolls the transaction back.
+
+    Memory: every page SQLite writes into the WAL needs a page of memory, and on a virtual machine a page
+    the system has not touched lately costs far more than one just freed. So after each step the same
+    pages of `dst`'s own file (`stale`, a descriptor of it), which the checkpoint will rewrite, and,
+    unless `before_commit` reads them beside the copy, the pages of `source` just copied are dropped from
+    the page cache (POSIX_FADV_DONTNEED: clean pages only, a hint), handing their memory to the next step.
     """
     src = sqlite3.connect(source, isolation_level=None)
     try:
@@ -756,9 +822,10 @@ def _backup_in_steps(source: Path, dst: sqlite3.Connection, before_commit: Calla
             def between_steps(status: int, remaining: int, total: int) -> None:
                 nonlocal pending
                 copied = (total - remaining) * size
-                with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
-                    if copied and drop_behind:  # (a length of 0 would mean the whole file)
-                        os.posix_fadvise(pages.fileno(), 0, copied, os.POSIX_FADV_DONTNEED)
+                if drop_behind:
+                    _drop_cache(pages, copied)
+                if stale is not None:
+                    _drop_cache(stale, copied)
                 if pending is not None and 0 < remaining <= step:  # the next step is the last
                     pending, run = None, pending
                     run()
@@ -766,6 +833,13 @@ def _backup_in_steps(source: Path, dst: sqlite3.Connection, before_commit: Calla
             src.backup(dst, pages=step, progress=between_steps)
     finally:
         src.close()
+
+
+def _drop_cache(file: IO[bytes], length: int) -> None:
+    """Drop the clean pages of the first `length` bytes of `file` from the page cache."""
+    with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
+        if length:  # (a length of 0 would mean the whole file)
+            os.posix_fadvise(file.fileno(), 0, length, os.POSIX_FADV_DONTNEED)
 
 
 def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = lambda _: None) -> RestoreResult:
@@ -849,7 +923,8 @@ def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bo
         try:
             checkpointed, errors = copy_into_live(
                 candidate, live, timeout=timeout, before_commit=checked.result, alongside=verify,
-                meanwhile=lambda: remove_file(candidate),  # its pages are in the live database now
+                # Its pages are in the live database now; the memory they held takes the checkpoint's.
+                after_commit=lambda: remove_file(candidate),
             )
             if not errors:
                 set_wal(live, timeout)
