@@ -59,6 +59,7 @@ from songsgen.db import pgdump
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
+LOCK_WAIT = 2.0  # seconds frozen_file() waits for the write lock before it gives way
 TEMP_PREFIX = ".songsgen-tmp-"  # every temporary file we make; see remove_stale_temp_files()
 SQLITE_MAGIC = b"SQLite format 3\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -372,7 +373,8 @@ def frozen_file(live: Path, *, timeout: float) -> Iterator[sqlite3.Connection | 
     such a reader lasts: the file's bytes are the database as of that instant, and they stay put while
     writers go on appending to the WAL. We fold the WAL in with a checkpoint, then, holding the write
     lock for those few milliseconds so nothing can commit in between, checkpoint what is left and open
-    the read transaction. None when a reader of an older state keeps part of the WAL out of the file.
+    the read transaction. None when a reader of an older state keeps part of the WAL out of the file,
+    or a write transaction holds the lock longer than LOCK_WAIT seconds.
 
     The yielded connection may be used from another thread. A caller that reads the file through its
     own descriptor must open it before this context and close it after: closing any descriptor of a
@@ -383,23 +385,30 @@ def frozen_file(live: Path, *, timeout: float) -> Iterator[sqlite3.Connection | 
     try:
         reader.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
-        frozen = False
-        lock = _connect(live, timeout)
-        try:
-            lock.execute("BEGIN IMMEDIATE")  # nothing commits between the checkpoint and the read
-            try:
-                busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if not busy and frames == folded:  # every frame in the file (-1, -1: not in WAL mode)
-                    reader.execute("BEGIN")
-                    reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-                    frozen = True
-            finally:
-                lock.execute("ROLLBACK")
-        finally:
-            lock.close()
-        yield reader if frozen else None
+        yield reader if _begin_reading_the_file(reader, live, timeout) else None
     finally:
         reader.close()
+
+
+def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, timeout: float) -> bool:
+    """Begin a read transaction on `reader` that reads the file alone; False where it cannot be had."""
+    lock = _connect(live, min(timeout, LOCK_WAIT))
+    try:
+        try:
+            lock.execute("BEGIN IMMEDIATE")  # nothing commits between the checkpoint and the read
+        except sqlite3.OperationalError:  # a long write transaction: the caller takes another way
+            return False
+        try:
+            busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or frames != folded:  # a frame is not in the file (-1, -1: not in WAL mode, all is)
+                return False
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return True
+        finally:
+            lock.execute("ROLLBACK")
+    finally:
+        lock.close()
 
 
 def database_bytes(reader: sqlite3.Connection) -> int:

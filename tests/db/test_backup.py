@@ -209,22 +209,26 @@ def _wal_database(path: Path, rows: int) -> sqlite3.Connection:
     return writer
 
 
-@pytest.mark.parametrize("reader_pins_the_wal", [False, True])
-def test_frozen_file_holds_the_database_file_still_while_another_process_writes(reader_pins_the_wal, tmp_path):
+@pytest.mark.parametrize("obstacle", [None, "a reader pins the WAL", "a writer holds the lock"])
+def test_frozen_file_holds_the_database_file_still_while_another_process_writes(obstacle, tmp_path, monkeypatch):
+    """Or gives way (None) when it cannot: the callers then take a backup-API copy."""
     live = tmp_path / "live.db"
     writer = _wal_database(live, 2000)
     reader = sqlite3.connect(live, isolation_level=None)
-    if reader_pins_the_wal:  # a read transaction on an older state keeps later frames out of the file
+    if obstacle == "a reader pins the WAL":  # a read transaction on an older state keeps later frames out
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM t").fetchone()
     with writer:  # committed, in WAL frames no checkpoint has copied into the file yet
         writer.execute("BEGIN")
         writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
     assert Path(f"{live}-wal").stat().st_size > 0
+    if obstacle == "a writer holds the lock":
+        monkeypatch.setattr(backup_module, "LOCK_WAIT", 0.2)
+        writer.execute("BEGIN IMMEDIATE")
 
     # Our own descriptor, opened before and closed after: see frozen_file's docstring.
     with open(live, "rb") as raw, backup_module.frozen_file(live, timeout=5) as frozen:
-        if reader_pins_the_wal:
+        if obstacle:
             assert frozen is None
         else:
             size = backup_module.database_bytes(frozen)
@@ -233,7 +237,9 @@ def test_frozen_file_holds_the_database_file_still_while_another_process_writes(
             assert os.pread(raw.fileno(), size, 0) == before  # not a byte changed while others wrote
             assert frozen.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100
 
-    if not reader_pins_the_wal:  # those bytes alone are the database as of the instant frozen_file began
+    if writer.in_transaction:
+        writer.execute("ROLLBACK")
+    if not obstacle:  # those bytes alone are the database as of the instant frozen_file began
         copy = tmp_path / "copy.db"
         copy.write_bytes(before)
         assert integrity(copy) == "ok"
