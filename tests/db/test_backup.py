@@ -474,6 +474,42 @@ def test_restore_while_another_process_writes(run, env, backup_dir, tmp_path):
     assert not list(live_path().parent.glob(f"{TEMP_PREFIX}*"))
 
 
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_sigkill_mid_restore_leaves_the_old_database_or_the_new_one(run, env, backup_dir, tmp_path):
+    add_songs(6000, prefix="k", lyrics_kb=4)  # ~25 MB
+    back_up(run)
+    expected = table_checksums(open_backup(backup_dir / backups(backup_dir)[0], tmp_path))
+    add_songs(500, prefix="later")
+    live = live_path()
+    before = table_checksums(live)
+    connection.close()
+    truncate = sqlite3.connect(live, isolation_level=None)
+    assert truncate.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the WAL grows by the copy only
+    truncate.close()
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "dbrestore", "--noinput"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while _wal_size(live) < 4 * 2**20:  # the copy into the live database is under way
+        assert proc.poll() is None and time.monotonic() < deadline, "restore ended before it could be killed"
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert integrity(live) == "ok"  # opening it recovers the WAL: the copy's uncommitted pages are ignored
+    assert table_checksums(live) in (before, expected)
+    (kept,) = live.parent.glob(f"{live.name}.pre-restore-*")  # the safety copy stays, as the live one was
+    assert table_checksums(kept) == before and oct(kept.stat().st_mode & 0o777) == "0o600"
+    backup_module.remove_file(kept)
+
+    # The next restore removes what the dead process left, and restores.
+    result = run("dbrestore", "--noinput")
+    assert result.returncode == 0, result.stderr
+    assert table_checksums(live) == expected
+    assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
+
+
 def _zstd(data: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(data)
 
