@@ -78,6 +78,10 @@ class RestoreUndone(BackupError):
     """The restored database failed its check and the live database was put back from the safety copy."""
 
 
+class RestoreUnverified(BackupError):
+    """The restored database failed its check and there was no earlier database to put back."""
+
+
 # --- files ------------------------------------------------------------------------------------------
 
 
@@ -374,7 +378,7 @@ def frozen_file(live: Path, *, timeout: float) -> Iterator[sqlite3.Connection | 
     writers go on appending to the WAL. We fold the WAL in with a checkpoint, then, holding the write
     lock for those few milliseconds so nothing can commit in between, checkpoint what is left and open
     the read transaction. None when a reader of an older state keeps part of the WAL out of the file,
-    or a write transaction holds the lock longer than LOCK_WAIT seconds.
+    a write transaction holds the lock longer than LOCK_WAIT seconds, or the database is not in WAL mode.
 
     The yielded connection may be used from another thread. A caller that reads the file through its
     own descriptor must open it before this context and close it after: closing any descriptor of a
@@ -400,7 +404,9 @@ def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, timeout: flo
             return False
         try:
             busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or frames != folded:  # a frame is not in the file (-1, -1: not in WAL mode, all is)
+            # A frame is not in the file; or (-1, -1) not in WAL mode, where a reader would hold every
+            # writer's commit off for the whole read: the backup API's read is shorter.
+            if busy or frames != folded or frames < 0:
                 return False
             reader.execute("BEGIN")
             reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
@@ -735,18 +741,27 @@ def _replace_content(
         # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced here
         # when a reader of an older state keeps that checkpoint from running to its end.
         dst.execute("PRAGMA synchronous = NORMAL")
+        wal_mode = dst.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        if not wal_mode:  # a rollback journal is power-safe only with FULL, and no checkpoint follows
+            dst.execute("PRAGMA synchronous = FULL")
+        committed = False
         try:
             # The disk is idle while the copy runs: write the WAL's pages out as they come, so the
             # checkpoint's fsync of the WAL after the commit has little left to write. (Our own
             # descriptor of the -wal, which SQLite does not lock: closing it is harmless.)
             with _opened(Path(f"{live}-wal")) as wal, _flushing(wal):
                 _backup_in_steps(source, dst, before_commit, stale)
-        except BaseException:
+                committed = True
+        except BaseException as exc:
+            if committed:  # the WAL could not be written out: the caller puts the safety copy back
+                raise
             # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
             # unless a reader is in the middle of a transaction (best effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
                 dst.execute("PRAGMA busy_timeout = 1000")
                 dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
         with ThreadPoolExecutor(max_workers=1) as pool:
             checked = pool.submit(alongside)  # reads the committed pages, from the WAL or the file
@@ -781,16 +796,22 @@ def _opened(path: Path) -> Iterator[int | None]:
 
 @contextlib.contextmanager
 def _flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
-    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s."""
+    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s.
+
+    An error writing them out is raised when the context ends.
+    """
     if fd is None:
         yield
         return
     stop = threading.Event()
+    failed: list[OSError] = []
 
     def flush() -> None:
-        while not stop.wait(every):
-            with contextlib.suppress(OSError):
+        while not failed and not stop.wait(every):
+            try:
                 os.fdatasync(fd)
+            except OSError as exc:  # reported once by the kernel: it must not get lost here
+                failed.append(exc)
 
     thread = threading.Thread(target=flush, name="songsgen-flush", daemon=True)
     thread.start()
@@ -799,6 +820,8 @@ def _flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _backup_in_steps(
@@ -862,6 +885,7 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         safety = live.with_name(f"{live.name}.pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
+    existed = live.exists()
     remove_stale_temp_files(folder)
     candidate = temp_path(folder, ".sqlite3")
     try:
@@ -878,6 +902,7 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
                 except (sqlite3.Error, OSError) as exc:
                     raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
                 log(f"Safety copy of the live database: {safety}")
+        _need_space(folder, candidate.stat().st_size)  # the WAL holds every page of the backup until the checkpoint
         if safety is not None and (theirs := page_size(candidate)) != (ours := page_size(live)):
             raise BackupError(
                 f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
@@ -886,18 +911,35 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         checkpointed, errors, expected = _copy_and_verify(candidate, live, timeout=timeout)
         if errors and safety is not None:
             keep_safety = True
-            copy_into_live(safety, live, timeout=timeout)
+            try:
+                copy_into_live(safety, live, timeout=timeout)
+            except (BackupError, sqlite3.Error, OSError) as exc:
+                raise RestoreUnverified(
+                    f"the restored database failed its check ({'; '.join(errors[:5])}), and putting the safety "
+                    f"copy back failed too ({exc}): stop the application and put {safety} in place of {live}"
+                ) from exc
             raise RestoreUndone(
                 f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
                 f"was put back from the safety copy, which is kept at {safety}"
             )
         if errors:
-            raise BackupError(f"the restored database fails its check: {'; '.join(errors[:5])}")
+            raise RestoreUnverified(
+                f"the restored database at {live} fails its check ({'; '.join(errors[:5])}), and there was no "
+                "database before it to put back"
+            )
+    except BaseException:
+        if not existed and live.exists() and live.stat().st_size == 0:
+            remove_file(live)  # the empty file SQLite created for a copy that was rolled back
+        raise
     finally:
         remove_file(candidate)
         if safety is not None and not keep_safety:
             remove_file(safety)
     notes = [] if checkpointed else ["another connection kept the WAL busy; SQLite folds it in later"]
+    try:
+        set_wal(live, timeout)
+    except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)
+        notes.append(f"the restored database is not in WAL mode yet ({exc})")
     return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes)
 
 
@@ -905,8 +947,8 @@ def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bo
     """Check `candidate` while copying it into `live`, committed only if it passes integrity_check.
 
     Returns whether the WAL was folded in, what is wrong with the result, and the backup's row counts.
-    A backup that fails its integrity_check raises BackupError: the copy was rolled back, the live
-    database is as it was.
+    A backup that fails its integrity_check, or a copy that fails before it commits, raises BackupError:
+    the copy was rolled back, the live database is as it was.
     """
     wanted = schema(candidate)
     counts: dict[str, int] = {}
@@ -935,9 +977,7 @@ def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bo
                 # Its pages are in the live database now; the memory they held takes the checkpoint's.
                 after_commit=lambda: remove_file(candidate),
             )
-            if not errors:
-                set_wal(live, timeout)
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError) as exc:  # after the commit: what failed before it raised BackupError
             return False, [str(exc)], counts
     return checkpointed, errors, counts
 

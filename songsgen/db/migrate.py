@@ -233,7 +233,10 @@ def resume_restore(connection: BaseDatabaseWrapper, report: Report, log: Callabl
     path = marker.get("snapshot")
     if path:
         log(f"Restoring {path} taken before the interrupted migrate ...")
-        snapshot.restore_snapshot(connection, Path(path))
+        try:
+            snapshot.restore_snapshot(connection, Path(path))
+        except snapshot.SnapshotError as exc:
+            raise MigrateFailed(f"restoring {path} failed: {exc}", restored=False) from exc
         report.backup = path
         problems = [p for p in schema.integrity_problems(connection) if p.severity == schema.ERROR]
         if problems:

@@ -16,6 +16,7 @@ PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.p
 from __future__ import annotations
 
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,7 +108,10 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
         raise SnapshotError(f"the snapshot {path} fails quick_check: {'; '.join(errors[:5])}")
     # Django's connection may sit in a failed transaction; the copy needs the write lock.
     connection.close()
-    backup.copy_into_live(path, live, timeout=60)
+    try:
+        backup.copy_into_live(path, live, timeout=60)
+    except (backup.BackupError, sqlite3.Error, OSError) as exc:
+        raise SnapshotError(f"putting the snapshot {path} back failed ({exc})") from exc
     errors = backup.check_errors(live)
     if errors:
         raise SnapshotError(f"the restored database fails integrity_check: {'; '.join(errors[:5])}")

@@ -649,6 +649,71 @@ def test_restore_copies_in_many_steps_beside_the_check_and_commits_only_a_sound_
 
 @sqlite_only
 @pytest.mark.django_db(transaction=True)
+def test_restore_whose_copy_fails_before_the_commit_keeps_what_was_written_since_the_safety_copy(
+    run, backup_dir, monkeypatch
+):
+    """A failure before the commit is a refusal: the live database, rolled back to itself, is not replaced by
+    the older safety copy."""
+    add_songs(200, prefix="backed-up")
+    back_up(run)
+    live = live_path()
+    real_safety_copy = backup_module.safety_copy
+
+    def safety_copy_then_a_write(*args, **kwargs) -> None:
+        real_safety_copy(*args, **kwargs)
+        conn = sqlite3.connect(live, timeout=10)
+        with conn:  # the application writes after the safety copy was taken
+            conn.execute("UPDATE accounts_user SET first_name = 'after-the-safety-copy'")
+        conn.close()
+
+    def failing_counts(path: Path) -> dict[str, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(backup_module, "safety_copy", safety_copy_then_a_write)
+    monkeypatch.setattr(backup_module, "row_counts", failing_counts)
+    connection.close()
+    with open(backup_dir / backups(backup_dir)[0], "rb") as stream, pytest.raises(backup_module.BackupError) as refused:
+        backup_module.restore_sqlite(stream, live, timeout=10)
+
+    assert type(refused.value) is backup_module.BackupError and "rolled back" in str(refused.value)
+    names = sqlite3.connect(live).execute("SELECT DISTINCT first_name FROM accounts_user").fetchall()
+    assert names == [("after-the-safety-copy",)]
+    assert integrity(live) == "ok"
+    assert not list(live.parent.glob(f"{live.name}.pre-restore-*"))
+    assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_restore_onto_a_missing_file(run, backup_dir, tmp_path, monkeypatch):
+    """Restores; a refused backup leaves no file behind; a result that fails its check says it is in place."""
+    add_songs(100, prefix="m")
+    back_up(run)
+    stored = backup_dir / backups(backup_dir)[0]
+    expected = table_checksums(open_backup(stored, tmp_path))
+    target = tmp_path / "new" / "songs.db"
+
+    with open(stored, "rb") as stream:
+        backup_module.restore_sqlite(stream, target, timeout=10)
+    assert table_checksums(target) == expected and integrity(target) == "ok"
+    assert sqlite3.connect(target).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    backup_module.remove_file(target)
+    corrupt = _damaged_backup(stored, tmp_path)
+    with open(corrupt, "rb") as stream, pytest.raises(backup_module.BackupError, match="integrity_check"):
+        backup_module.restore_sqlite(stream, target, timeout=10)
+    assert not target.exists()
+
+    real_check = backup_module.check_errors
+    monkeypatch.setattr(backup_module, "check_errors", lambda path, *, quick=False: (
+        ["forced failure"] if quick and Path(path) == target else real_check(path, quick=quick)))
+    with open(stored, "rb") as stream, pytest.raises(backup_module.RestoreUnverified, match="forced failure"):
+        backup_module.restore_sqlite(stream, target, timeout=10)
+    assert not list(target.parent.glob(f"{TEMP_PREFIX}*"))
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
 def test_restore_accepts_a_plain_sqlite_backup_of_this_database(run, backup_dir, tmp_path):
     """A backup made by django-dbbackup's own SQLite connector (an uncompressed file) restores too."""
     add_songs(100, prefix="plain")

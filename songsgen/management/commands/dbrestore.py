@@ -3,7 +3,8 @@
 On SQLite the backup is unpacked beside the database, checked, and copied into the live database
 through SQLite's backup API (songsgen/db/backup.py); a safety copy is kept until the result is
 verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
-CommandError and leaves the live database as it was. PostgreSQL runs django-dbbackup's pg_restore.
+CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
+commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dbbackup.management.commands import dbrestore
 from django.core.management.base import CommandError
 from django.db import connections
 
-from songsgen.db.backup import BackupError, RestoreUndone, database_label, latest_backup
+from songsgen.db.backup import BackupError, RestoreUndone, RestoreUnverified, database_label, latest_backup
 
 
 class Command(dbrestore.Command):
@@ -35,7 +36,7 @@ class Command(dbrestore.Command):
             raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
         try:
             super().handle(*args, **options)
-        except RestoreUndone as exc:
+        except (RestoreUndone, RestoreUnverified) as exc:
             raise CommandError(f"Restore failed: {exc}.") from exc
         except BackupError as exc:
             raise CommandError(f"Restore refused: {exc}. The live database was not changed.") from exc
