@@ -128,17 +128,6 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def _fsync_file(path: Path) -> None:
-    # Only for files SQLite does not lock (the -wal): closing a descriptor of the database file itself
-    # would drop this process's locks on it (https://sqlite.org/howtocorrupt.html, 2.2).
-    with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -343,9 +332,9 @@ def sqlite_path(settings_dict: dict[str, Any]) -> Path:
     return Path(name.removeprefix("file:").split("?")[0]).resolve()
 
 
-def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+def _connect(path: Path, timeout: float, **options: Any) -> sqlite3.Connection:
     # Our own connection: no Django pragmas (a small default page cache keeps memory flat).
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, **options)
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return conn
 
@@ -368,30 +357,48 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
         src.close()
 
 
+@dataclass(frozen=True)
+class FrozenFile:
+    """The live database file held still: a read transaction on it, a descriptor of it, its size in bytes."""
+
+    reader: sqlite3.Connection
+    fd: int
+    size: int
+
+
 @contextlib.contextmanager
-def frozen_file(live: Path, *, timeout: float) -> Iterator[sqlite3.Connection | None]:
-    """A read transaction on `live` during which the database file itself is the snapshot, or None.
+def frozen_file(live: Path, *, timeout: float) -> Iterator[FrozenFile | None]:
+    """The database file held still while the context lasts, its bytes the database as of one instant; or None.
 
     In WAL mode a read transaction that begins when every committed frame is already in the file reads
-    the file alone (it holds WAL read-lock 0), and no checkpoint can copy a frame into the file while
-    such a reader lasts: the file's bytes are the database as of that instant, and they stay put while
-    writers go on appending to the WAL. We fold the WAL in with a checkpoint, then, holding the write
-    lock for those few milliseconds so nothing can commit in between, checkpoint what is left and open
-    the read transaction. None when a reader of an older state keeps part of the WAL out of the file,
-    a write transaction holds the lock longer than LOCK_WAIT seconds, or the database is not in WAL mode.
+    the file alone, and no checkpoint can copy a frame into the file while such a reader lasts: the
+    file's bytes stay put while writers go on appending to the WAL. We fold the WAL in with a
+    checkpoint, then, holding the write lock for those few milliseconds so nothing can commit in
+    between, checkpoint what is left and open the read transaction. None when a reader of an older
+    state keeps part of the WAL out of the file, a write transaction holds the lock longer than
+    LOCK_WAIT seconds, or the database is not in WAL mode.
 
-    The yielded connection may be used from another thread. A caller that reads the file through its
-    own descriptor must open it before this context and close it after: closing any descriptor of a
-    file drops every POSIX lock this process holds on it, SQLite's included
-    (https://sqlite.org/howtocorrupt.html, 2.2), and another process could then checkpoint into it.
+    The descriptor is opened before the connections and closed after them: closing any descriptor of a
+    database file drops every POSIX lock the process holds on it, SQLite's included
+    (https://sqlite.org/howtocorrupt.html, 2.2), and another process could then checkpoint into it. So
+    the caller must not open and close descriptors of the file of its own meanwhile. The reader may be
+    used from another thread.
     """
-    reader = sqlite3.connect(live, timeout=timeout, isolation_level=None, check_same_thread=False)
+    fd = os.open(live, os.O_RDONLY)
     try:
-        reader.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
-        yield reader if _begin_reading_the_file(reader, live, timeout) else None
+        reader = _connect(live, timeout, check_same_thread=False)
+        try:
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
+            if not _begin_reading_the_file(reader, live, timeout):
+                yield None
+            else:
+                pages = reader.execute("PRAGMA page_count").fetchone()[0]
+                size = int(pages) * int(reader.execute("PRAGMA page_size").fetchone()[0])
+                yield FrozenFile(reader, fd, size)
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        os.close(fd)
 
 
 def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, timeout: float) -> bool:
@@ -417,12 +424,6 @@ def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, timeout: flo
         lock.close()
 
 
-def database_bytes(reader: sqlite3.Connection) -> int:
-    """The size of the database `reader` sees, in bytes."""
-    pages = reader.execute("PRAGMA page_count").fetchone()[0]
-    return int(pages) * int(reader.execute("PRAGMA page_size").fetchone()[0])
-
-
 def safety_copy(live: Path, target: Path, *, timeout: float) -> None:
     """Copy the live database into `target` as of one instant, past the page cache where it can.
 
@@ -431,9 +432,9 @@ def safety_copy(live: Path, target: Path, *, timeout: float) -> None:
     make the kernel write them back while the unpacked backup competes for the same memory. When a
     reader keeps part of the WAL out of the file, the backup API takes the copy instead (snapshot()).
     """
-    with open(live, "rb") as raw, frozen_file(live, timeout=timeout) as reader:
-        if reader is not None:
-            _copy_past_cache(raw.fileno(), database_bytes(reader), target)
+    with frozen_file(live, timeout=timeout) as frozen:
+        if frozen is not None:
+            _copy_past_cache(frozen.fd, frozen.size, target)
             return
     snapshot(live, target, timeout=timeout)
 
@@ -445,9 +446,8 @@ def _copy_past_cache(in_fd: int, size: int, target: Path) -> None:
         out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
         try:
             _direct_io(out_fd, True)
-            offset = 0
-            while offset < size and (got := os.preadv(in_fd, [buffer], offset)):
-                with memoryview(buffer)[:min(got, size - offset)] as chunk:
+            for offset, chunk in _pieces(in_fd, size, buffer):
+                with chunk:
                     try:
                         _write_all_at(out_fd, chunk, offset)
                     except OSError as exc:
@@ -455,13 +455,25 @@ def _copy_past_cache(in_fd: int, size: int, target: Path) -> None:
                             raise
                         _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
                         _write_all_at(out_fd, chunk, offset)
-                    offset += len(chunk)
-            if offset < size:
-                raise BackupError(f"the database file ended after {offset} of {size} bytes")
         finally:
             os.close(out_fd)
     finally:
         buffer.close()
+
+
+def _pieces(fd: int, size: int, buffer: Any) -> Iterator[tuple[int, memoryview]]:
+    """The first `size` bytes of the file `fd`, read into `buffer` a piece at a time: (offset, piece).
+
+    Each piece is a view of `buffer`, valid until the next one is read. The file's position is left alone.
+    """
+    offset = 0
+    with memoryview(buffer) as view:
+        while offset < size:
+            got = os.preadv(fd, [view[:min(len(view), size - offset)]], offset)
+            if not got:
+                raise BackupError(f"the database file ended after {offset} of {size} bytes")
+            yield offset, view[:got]
+            offset += got
 
 
 def _direct_io(fd: int, on: bool) -> None:
@@ -564,22 +576,16 @@ def schema(path: Path) -> list[tuple[str, str, str]]:
         conn.close()
 
 
-def compress(source: IO[bytes], size: int, target: IO[bytes], *, level: int) -> None:
-    """zstd-compress the first `size` bytes of the file `source` into `target`, streaming, with a checksum.
+def compress(fd: int, size: int, target: IO[bytes], *, level: int) -> None:
+    """zstd-compress the first `size` bytes of the file `fd` into `target`, streaming, with a checksum.
 
-    Read with pread() into one buffer: memory stays flat, and `source`'s position is left alone.
+    One buffer for the whole file: memory stays flat, whatever its size.
     """
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
-    buffer = bytearray(4 * CHUNK)
     writer = cctx.stream_writer(target, size=size, write_size=CHUNK, closefd=False)
-    offset, fd = 0, source.fileno()
-    with memoryview(buffer) as view:
-        while offset < size:
-            got = os.preadv(fd, [view[:min(len(buffer), size - offset)]], offset)
-            if not got:
-                raise BackupError(f"the database file ended after {offset} of {size} bytes")
-            writer.write(view[:got])
-            offset += got
+    for _, piece in _pieces(fd, size, bytearray(4 * CHUNK)):
+        with piece:
+            writer.write(piece)
     writer.flush(zstandard.FLUSH_FRAME)
 
 
@@ -721,63 +727,59 @@ def copy_into_live(
         # Opened before this process connects to the file and closed after: closing a descriptor of it
         # drops every POSIX lock this process holds on it (https://sqlite.org/howtocorrupt.html, 2.2).
         stale = stack.enter_context(open(live, "rb")) if live.exists() else None
-        return _replace_content(source, live, stale, timeout=timeout, before_commit=before_commit,
-                          alongside=alongside, after_commit=after_commit)
+        dst = stack.enter_context(contextlib.closing(_connect(live, timeout)))
+        # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The checkpoint
+        # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced by
+        # hand when a reader of an older state keeps that checkpoint from running to its end.
+        # A rollback journal is power-safe only with FULL, and no checkpoint follows.
+        wal_mode = dst.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        dst.execute(f"PRAGMA synchronous = {'NORMAL' if wal_mode else 'FULL'}")
+        # Our own descriptor of the -wal (there now that the connection has read the database), which
+        # SQLite does not lock: closing it is harmless.
+        wal = stack.enter_context(_opened(Path(f"{live}-wal")))
+        return _copy_and_checkpoint(source, dst, stale, wal, before_commit, alongside, after_commit)
 
 
-def _replace_content(
+def _copy_and_checkpoint(
     source: Path,
-    live: Path,
+    dst: sqlite3.Connection,
     stale: IO[bytes] | None,
-    *,
-    timeout: float,
+    wal: int | None,
     before_commit: Callable[[], None] | None,
     alongside: Callable[[], list[str]],
     after_commit: Callable[[], None],
 ) -> tuple[bool, list[str]]:
-    dst = _connect(live, timeout)
+    committed = False
     try:
-        # NORMAL, as the application runs: the commit does not wait for the disk. The checkpoint below
-        # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced here
-        # when a reader of an older state keeps that checkpoint from running to its end.
-        dst.execute("PRAGMA synchronous = NORMAL")
-        wal_mode = dst.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-        if not wal_mode:  # a rollback journal is power-safe only with FULL, and no checkpoint follows
-            dst.execute("PRAGMA synchronous = FULL")
-        committed = False
-        try:
-            # The disk is idle while the copy runs: write the WAL's pages out as they come, so the
-            # checkpoint's fsync of the WAL after the commit has little left to write. (Our own
-            # descriptor of the -wal, which SQLite does not lock: closing it is harmless.)
-            with _opened(Path(f"{live}-wal")) as wal, _flushing(wal):
-                _backup_in_steps(source, dst, before_commit, stale)
-                committed = True
-        except BaseException as exc:
-            if committed:  # the WAL could not be written out: the caller puts the safety copy back
-                raise
-            # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
-            # unless a reader is in the middle of a transaction (best effort, a second at most).
-            with contextlib.suppress(sqlite3.Error):
-                dst.execute("PRAGMA busy_timeout = 1000")
-                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if isinstance(exc, (sqlite3.Error, OSError)):
-                raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
+        # The disk is idle while the copy runs: write the WAL's pages out as they come, so the
+        # checkpoint's fsync of the WAL after the commit has little left to write.
+        with _flushing(wal):
+            _backup_in_steps(source, dst, before_commit, stale)
+            committed = True
+    except BaseException as exc:
+        if committed:  # the WAL could not be written out: the caller puts the safety copy back
             raise
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(alongside)  # reads the committed pages, from the WAL or the file
-            after_commit()
-            # Every page into the database file, which is fsynced (written out as the checkpoint goes,
-            # through the descriptor held since before this connection). A reader of the newest state
-            # does not hold this up; TRUNCATE waits for the check's read transaction to end.
-            with _flushing(stale.fileno() if stale is not None else None):
-                busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
-            if busy or frames != folded:
-                _fsync_file(Path(f"{live}-wal"))  # the commit is durable before anything else happens
-            result = checked.result()
-        busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return not busy, result
-    finally:
-        dst.close()
+        # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
+        # unless a reader is in the middle of a transaction (best effort, a second at most).
+        with contextlib.suppress(sqlite3.Error):
+            dst.execute("PRAGMA busy_timeout = 1000")
+            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
+        raise
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checked = pool.submit(alongside)  # reads the committed pages, from the WAL or the file
+        after_commit()
+        # Every page into the database file, which is fsynced (written out as the checkpoint goes,
+        # through the descriptor held since before this connection). A reader of the newest state
+        # does not hold this up; TRUNCATE waits for the check's read transaction to end.
+        with _flushing(stale.fileno() if stale is not None else None):
+            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if (busy or frames != folded) and wal is not None:
+            os.fsync(wal)  # the commit is durable before anything else happens
+        result = checked.result()
+    busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy, result
 
 
 @contextlib.contextmanager
@@ -880,12 +882,12 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
     folder = live.parent
     folder.mkdir(parents=True, exist_ok=True)
     safety: Path | None = None
-    if live.exists() and live.stat().st_size > 0:
+    existed = live.exists()
+    if existed and live.stat().st_size > 0:
         _need_space(folder, live.stat().st_size * 3)  # unpacked backup, safety copy, and the WAL
         safety = live.with_name(f"{live.name}.pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
-    existed = live.exists()
     remove_stale_temp_files(folder)
     candidate = temp_path(folder, ".sqlite3")
     try:
@@ -1102,19 +1104,18 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         state running beside the compression; else (a reader pins the WAL) from a backup-API copy.
         """
         level = int(settings.BACKUP_ZSTD_LEVEL)
-        with open(live, "rb") as raw, frozen_file(live, timeout=timeout) as reader:
-            if reader is not None:
-                size = database_bytes(reader)  # before the check takes the connection
+        with frozen_file(live, timeout=timeout) as frozen:
+            if frozen is not None:
                 with ThreadPoolExecutor(max_workers=1) as pool:
-                    checked = pool.submit(check_connection, reader, quick=True)
-                    compress(raw, size, packed, level=level)
+                    checked = pool.submit(check_connection, frozen.reader, quick=True)
+                    compress(frozen.fd, frozen.size, packed, level=level)
                     return checked.result()
         copy = temp_path(self.work_dir, ".sqlite3")
         try:
             snapshot(live, copy, timeout=timeout)
             with open(copy, "rb") as source, ThreadPoolExecutor(max_workers=1) as pool:
                 checked = pool.submit(check_errors, copy, quick=True)
-                compress(source, copy.stat().st_size, packed, level=level)
+                compress(source.fileno(), copy.stat().st_size, packed, level=level)
                 return checked.result()
         finally:
             remove_file(copy)

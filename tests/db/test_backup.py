@@ -199,43 +199,66 @@ FROZEN_WRITER = textwrap.dedent(
 )
 
 
-def _wal_database(path: Path, rows: int) -> sqlite3.Connection:
-    writer = sqlite3.connect(path, isolation_level=None)
+def _frames_past_the_file(live: Path, *, reader_pins_the_wal: bool) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """A WAL database of 2,100 rows, the last 100 committed in frames no checkpoint has copied into the file
+    yet; with a reader whose older read transaction keeps them out if `reader_pins_the_wal`. (writer, reader)"""
+    writer = sqlite3.connect(live, isolation_level=None)
     writer.execute("PRAGMA journal_mode = WAL")
     writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
     with writer:
         writer.execute("BEGIN")
-        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * rows)
-    return writer
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * 2000)
+    reader = sqlite3.connect(live, isolation_level=None)
+    if reader_pins_the_wal:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM t").fetchone()
+    with writer:
+        writer.execute("BEGIN")
+        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
+    assert Path(f"{live}-wal").stat().st_size > 0
+    return writer, reader
+
+
+@pytest.fixture
+def api_copies(monkeypatch) -> list[tuple]:
+    """The backup-API copies (songsgen.db.backup.snapshot) made while the test runs, by their arguments."""
+    copies, real_snapshot = [], backup_module.snapshot
+
+    def spied_snapshot(*args, **kwargs) -> None:
+        copies.append(args)
+        real_snapshot(*args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
+    return copies
+
+
+def _truncate_wal(live: Path) -> None:
+    """Empty the WAL, so that it grows by what the test does next only."""
+    connection.close()
+    conn = sqlite3.connect(live, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("obstacle", [None, "a reader pins the WAL", "a writer holds the lock"])
 def test_frozen_file_holds_the_database_file_still_while_another_process_writes(obstacle, tmp_path, monkeypatch):
     """Or gives way (None) when it cannot: the callers then take a backup-API copy."""
     live = tmp_path / "live.db"
-    writer = _wal_database(live, 2000)
-    reader = sqlite3.connect(live, isolation_level=None)
-    if obstacle == "a reader pins the WAL":  # a read transaction on an older state keeps later frames out
-        reader.execute("BEGIN")
-        reader.execute("SELECT COUNT(*) FROM t").fetchone()
-    with writer:  # committed, in WAL frames no checkpoint has copied into the file yet
-        writer.execute("BEGIN")
-        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
-    assert Path(f"{live}-wal").stat().st_size > 0
+    writer, reader = _frames_past_the_file(live, reader_pins_the_wal=obstacle == "a reader pins the WAL")
     if obstacle == "a writer holds the lock":
         monkeypatch.setattr(backup_module, "LOCK_WAIT", 0.2)
         writer.execute("BEGIN IMMEDIATE")
 
-    # Our own descriptor, opened before and closed after: see frozen_file's docstring.
-    with open(live, "rb") as raw, backup_module.frozen_file(live, timeout=5) as frozen:
+    with backup_module.frozen_file(live, timeout=5) as frozen:
         if obstacle:
             assert frozen is None
         else:
-            size = backup_module.database_bytes(frozen)
-            before = os.pread(raw.fileno(), size, 0)
+            before = os.pread(frozen.fd, frozen.size, 0)
             subprocess.run([sys.executable, "-c", FROZEN_WRITER, str(live)], check=True, timeout=60)
-            assert os.pread(raw.fileno(), size, 0) == before  # not a byte changed while others wrote
-            assert frozen.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100
+            assert os.pread(frozen.fd, frozen.size, 0) == before  # not a byte changed while others wrote
+            assert frozen.reader.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 2100
 
     if writer.in_transaction:
         writer.execute("ROLLBACK")
@@ -253,7 +276,7 @@ def test_frozen_file_holds_the_database_file_still_while_another_process_writes(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("reader_pins_the_wal", [False, True])
 def test_backup_is_packed_from_the_held_file_or_a_backup_api_copy(reader_pins_the_wal, settings, tmp_path,
-                                                                   monkeypatch):
+                                                                   api_copies):
     """Straight from the database file when frozen_file() can hold it; else from a backup-API copy."""
     add_songs(500, prefix="p")
     live = live_path()
@@ -263,13 +286,6 @@ def test_backup_is_packed_from_the_held_file_or_a_backup_api_copy(reader_pins_th
         reader.execute("SELECT COUNT(*) FROM songs_song").fetchone()
     add_songs(100, prefix="q")  # committed past the reader's state
     expected = table_checksums(live)
-    api_copies, real_snapshot = [], backup_module.snapshot
-
-    def spied_snapshot(*args, **kwargs) -> None:
-        api_copies.append(args)
-        real_snapshot(*args, **kwargs)
-
-    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
     settings.BACKUP_DIR = tmp_path / "work"
 
     dump = backup_module.SqliteBackupConnector("default").create_dump()
@@ -483,10 +499,7 @@ def test_sigkill_mid_restore_leaves_the_old_database_or_the_new_one(run, env, ba
     add_songs(500, prefix="later")
     live = live_path()
     before = table_checksums(live)
-    connection.close()
-    truncate = sqlite3.connect(live, isolation_level=None)
-    assert truncate.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the WAL grows by the copy only
-    truncate.close()
+    _truncate_wal(live)  # the WAL grows by the copy only
 
     proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "dbrestore", "--noinput"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -615,10 +628,7 @@ def test_restore_copies_in_many_steps_beside_the_check_and_commits_only_a_sound_
     live = live_path()
     before = table_checksums(live)
     monkeypatch.setattr(backup_module, "STEP", 64 * 1024)  # a hundred steps or so
-    connection.close()
-    truncate = sqlite3.connect(live, isolation_level=None)
-    assert truncate.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # the WAL grows by the copy only
-    truncate.close()
+    _truncate_wal(live)  # the WAL grows by the copy only
     seen: list[dict[str, str]] = []
     real_sound = backup_module._sound
 
@@ -755,30 +765,10 @@ def test_restore_whose_result_fails_its_check_is_undone_from_the_safety_copy(run
 
 
 @pytest.mark.parametrize("reader_pins_the_wal", [False, True])
-def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_path, monkeypatch):
-    """Copied under the write lock once a checkpoint folded the WAL in, or by the backup API when it cannot."""
+def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_path, api_copies):
+    """Copied from the file while frozen_file() holds it still, or by the backup API when it cannot."""
     live, copy = tmp_path / "live.db", tmp_path / "copy.db"
-    writer = sqlite3.connect(live, isolation_level=None)
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
-    with writer:
-        writer.execute("BEGIN")
-        writer.executemany("INSERT INTO t (body) VALUES (?)", [("x" * 500,)] * 2000)
-    reader = sqlite3.connect(live, isolation_level=None)
-    if reader_pins_the_wal:  # a read transaction on an older state keeps later frames out of the file
-        reader.execute("BEGIN")
-        reader.execute("SELECT COUNT(*) FROM t").fetchone()
-    with writer:  # committed, in WAL frames that no checkpoint has copied into the file yet
-        writer.execute("BEGIN")
-        writer.executemany("INSERT INTO t (body) VALUES (?)", [("y" * 500,)] * 100)
-    assert Path(f"{live}-wal").stat().st_size > 0
-    api_copies, real_snapshot = [], backup_module.snapshot
-
-    def spied_snapshot(*args, **kwargs) -> None:
-        api_copies.append(args)
-        real_snapshot(*args, **kwargs)
-
-    monkeypatch.setattr(backup_module, "snapshot", spied_snapshot)
+    writer, reader = _frames_past_the_file(live, reader_pins_the_wal=reader_pins_the_wal)
     os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
 
     backup_module.safety_copy(live, copy, timeout=5)
