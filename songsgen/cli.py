@@ -25,6 +25,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_float(value: str) -> float:
+    """A number >= 0 (seconds)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
 def add_database_pair(parser: argparse.ArgumentParser, *, source_help: str, target_help: str) -> None:
     """`--from URL --to URL` (dest `source`, `target`): the two databases of transferdb and dbcompare."""
     parser.add_argument("--from", dest="source", required=True, metavar="URL", help=source_help)

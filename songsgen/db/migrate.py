@@ -1,35 +1,28 @@
-"""The safe migrate path: plan → safety → room → snapshot → apply → verify → restore on failure → report.
+"""The safe migrate path: lock → plan → safety → room → snapshot → apply → verify → report.
 
-`manage.py migrate` (songsgen/management/commands/migrate.py) parses Django's options and hands this
-module two things: the plan Django's executor computed, and a callable that applies it exactly as Django's
-own `migrate` would (signals, syncdb, every option). Everything around that call lives here.
+`manage.py migrate` (songsgen/management/commands/migrate.py) holds the database lock (songsgen/db/dblock.py)
+and hands this module the plan Django's executor computed and a callable that applies it exactly as
+Django's own `migrate` would (signals, syncdb, every option). Everything around that call lives here.
 
-On SQLite the guard is a snapshot taken with the backup API and copied back on failure. On PostgreSQL,
-where DDL is transactional, a plan whose migrations are all atomic runs in one transaction and a failure
-rolls back; a plan with non-atomic migrations needs a pg_dump snapshot, which does not exist yet, so it
-is refused unless `--no-backup`.
-
-A marker file in the data folder exists exactly while migrations are being applied. A process killed in
-that window (SIGKILL, power loss) leaves it behind; the next `migrate` refuses to run and offers
-`--resume-restore`, which puts the snapshot back.
+A failure never puts a file back over the live database: the open transaction rolls back and what this
+run already committed is unapplied by reverse operations (songsgen/db/apply.py), so rows other
+connections committed meanwhile stay. The snapshot is the disaster-recovery copy, put back only on the
+operator's explicit word (songsgen/db/marker.py, which also tells an interrupted run from a running one).
+On PostgreSQL a lock timeout rolls the attempt back and retries with backoff.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import random
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
-from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.exceptions import AmbiguityError
 from django.db.migrations.executor import MigrationExecutor
@@ -38,22 +31,18 @@ from django.db.migrations.operations.fields import FieldOperation
 from django.db.migrations.operations.models import IndexOperation, ModelOperation
 from django.db.migrations.state import ProjectState
 
-from songsgen.db import schema, snapshot
+from songsgen.db import marker, schema, snapshot
+from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
+from songsgen.db.exceptions import MigrateFailed, MigrateRefused
 from songsgen.db.safety import Finding, check_plan
 
 Plan = list[tuple[Migration, bool]]
+__all__ = ["MigrateFailed", "MigrateRefused", "Options", "Report", "run"]
 
 
-class MigrateRefused(Exception):
-    """The safe path stopped before changing anything."""
-
-
-class MigrateFailed(Exception):
-    """Applying or verifying failed; `restored` says whether the database is back as it was."""
-
-    def __init__(self, message: str, *, restored: bool) -> None:
-        super().__init__(message)
-        self.restored = restored
+def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[float]:
+    """Exponential backoff with full jitter: retries of many migrates never march in step."""
+    return [random.uniform(0, min(cap, base * 2**n)) for n in range(retries)]
 
 
 @dataclass
@@ -74,32 +63,21 @@ class Report:
     plan: list[PlanStep] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     backup: str | None = None
-    guard: str = ""  # snapshot | transaction | none
+    guard: str = ""  # transaction | transaction+reverse
     applied: list[dict[str, Any]] = field(default_factory=list)
     verification: list[dict[str, str]] = field(default_factory=list)
     failed_migration: str | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    rolled_back: list[str] = field(default_factory=list)  # undone by the transaction's rollback
+    unapplied: list[str] = field(default_factory=list)  # undone by reverse operations
+    longest_lock_seconds: float = 0.0  # the longest any transaction of ours held the write lock
+    attempts: int = 1
+    lock_waits: list[dict[str, Any]] = field(default_factory=list)
+    rehearsal: dict[str, Any] | None = None
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
-
-
-@dataclass
-class Progress:
-    """Filled by the command's progress callback while Django's executor runs."""
-
-    current: str | None = None
-    started: float = 0.0
-    applied: list[dict[str, Any]] = field(default_factory=list)
-
-    def start(self, migration: Migration) -> None:
-        self.current, self.started = f"{migration.app_label}.{migration.name}", time.monotonic()
-
-    def finish(self) -> None:
-        if self.current:
-            self.applied.append({"migration": self.current, "seconds": round(time.monotonic() - self.started, 3)})
-        self.current = None
 
 
 # --- plan -------------------------------------------------------------------------------------------
@@ -180,75 +158,6 @@ def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, i
     return needed, free
 
 
-# --- crash marker -----------------------------------------------------------------------------------
-def marker_path(connection: BaseDatabaseWrapper) -> Path:
-    """The marker for this database: one per alias and database name, in the data folder."""
-    name = str(connection.settings_dict.get("NAME") or "")
-    digest = hashlib.sha256(f"{connection.vendor}:{name}".encode()).hexdigest()[:12]
-    return Path(settings.DATA_DIR) / f"migrate-in-progress-{connection.alias}-{digest}.json"
-
-
-def read_marker(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
-    path = marker_path(connection)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"snapshot": None, "plan": [], "started": "unknown", "unreadable": True}
-
-
-def _write_marker(connection: BaseDatabaseWrapper, data: dict[str, Any]) -> None:
-    path = marker_path(connection)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _clear_marker(connection: BaseDatabaseWrapper) -> None:
-    marker_path(connection).unlink(missing_ok=True)
-
-
-def refuse_if_marked(connection: BaseDatabaseWrapper) -> None:
-    """Stop when a previous migrate died while applying."""
-    marker = read_marker(connection)
-    if marker is None:
-        return
-    raise MigrateRefused(
-        f"A previous migrate (pid {marker.get('pid', '?')}, started {marker.get('started')}) was interrupted while "
-        f"applying {', '.join(marker.get('plan', [])) or 'migrations'}; the database may be half-migrated. "
-        f"Run `manage.py migrate --resume-restore` to put back the snapshot taken before it "
-        f"({marker.get('snapshot') or 'none recorded'}), then migrate again."
-    )
-
-
-def resume_restore(connection: BaseDatabaseWrapper, report: Report, log: Callable[[str], None]) -> Report:
-    """Put back the snapshot a killed migrate left behind; clear its marker."""
-    marker = read_marker(connection)
-    if marker is None:
-        raise MigrateRefused("There is no interrupted migrate to restore from: no marker in the data folder.")
-    path = marker.get("snapshot")
-    if path:
-        log(f"Restoring {path} taken before the interrupted migrate ...")
-        try:
-            snapshot.restore_snapshot(connection, Path(path))
-        except snapshot.SnapshotError as exc:
-            raise MigrateFailed(f"restoring {path} failed: {exc}", restored=False) from exc
-        report.backup = path
-        problems = [p for p in schema.integrity_problems(connection) if p.severity == schema.ERROR]
-        if problems:
-            raise MigrateFailed(f"restored, but the check failed: {problems[0]}", restored=False)
-        log("The database is back as it was before the interrupted migrate.")
-    else:
-        log("The interrupted migrate ran in one transaction, which the server rolled back; nothing to restore.")
-    _clear_marker(connection)
-    report.status = "resume-restored"
-    return report
-
-
 # --- verify -----------------------------------------------------------------------------------------
 def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
     """The tables the plan's operations change; None when one may change any table (RunSQL, RunPython)."""
@@ -286,19 +195,63 @@ def verify(connection: BaseDatabaseWrapper, plan: Plan | None = None) -> list[sc
     return problems
 
 
+
+
 # --- the whole path ---------------------------------------------------------------------------------
 @dataclass
 class Options:
     allow_unsafe: bool = False
     check_safety: bool = False
     no_backup: bool = False
+    lock_retries: int = 5
 
 
-def _set_pg_timeouts(connection: BaseDatabaseWrapper, local: bool) -> None:
-    scope = "LOCAL " if local else ""
+class VerificationFailed(Exception):
+    """The live schema or the data's integrity does not match the applied migrations."""
+
+
+def _set_pg_timeouts(connection: BaseDatabaseWrapper) -> None:
+    # Session-wide, so they cover every statement of every operation: RunSQL and RunPython included.
     with connection.cursor() as cursor:
-        cursor.execute(f"SET {scope}lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
-        cursor.execute(f"SET {scope}statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])
+        cursor.execute("SET lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
+        cursor.execute("SET statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])
+
+
+def _reset_pg_timeouts(connection: BaseDatabaseWrapper) -> None:
+    if connection.vendor != "postgresql" or connection.connection is None or connection.needs_rollback:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
+        cursor.execute("RESET statement_timeout")
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """A PostgreSQL lock_timeout (SQLSTATE 55P03), however Django wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "55P03" or "lock timeout" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def take_snapshot(connection: BaseDatabaseWrapper, report: Report, log: Callable[[str], None]) -> Path:
+    """The disaster-recovery copy: checked room, a verified snapshot, its path printed."""
+    directory = Path(settings.BACKUP_DIR)
+    check_room(connection, directory)
+    tick = time.monotonic()
+    try:
+        snap = snapshot.take_snapshot(connection, directory)
+    except snapshot.SnapshotError as exc:
+        raise MigrateRefused(
+            f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
+            "or take a backup yourself and run with --no-backup."
+        ) from exc
+    report.seconds["backup"] = round(time.monotonic() - tick, 3)
+    report.backup = str(snap)
+    log(f"Backup (kept for disaster recovery): {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, "
+        f"{report.seconds['backup']:.1f} s)")
+    return snap
 
 
 def run(
@@ -306,14 +259,19 @@ def run(
     executor: MigrationExecutor,
     plan: Plan,
     apply: Callable[[], None],
-    progress: Progress,
+    applier: Applier,
     options: Options,
     log: Callable[[str], None],
     warn: Callable[[str], None],
     report: Report,
+    blockers: Callable[[], str] = lambda: "",
 ) -> Report:
-    """The safe path around `apply`, filling `report`. Raises MigrateRefused / MigrateFailed."""
-    refuse_if_marked(connection)
+    """The safe path around `apply`, filling `report`; the caller holds the database lock.
+
+    Raises MigrateRefused before anything changed, MigrateFailed after (`restored`: back at the migrations
+    it had before)."""
+    before = {key for key in executor.loader.applied_migrations}
+    marker.check(connection, before, log)
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -345,74 +303,47 @@ def run(
         report.status = "nothing-to-do"
         return report
 
-    in_transaction = connection.vendor == "postgresql" and all(step.atomic for step in report.plan)
+    report.guard = "transaction" if all(step.atomic for step in report.plan) else "transaction+reverse"
     snap: Path | None = None
     if options.no_backup:
-        warn("--no-backup: no snapshot is taken; a failure cannot be undone by a restore.")
-        report.guard = "transaction" if in_transaction else "none"
-    elif in_transaction:
-        report.guard = "transaction"
-        log("PostgreSQL: every migration is atomic, so the plan runs in one transaction (rolled back on failure).")
+        warn("--no-backup: no disaster-recovery snapshot is taken (a failure still rolls back).")
     else:
-        directory = Path(settings.BACKUP_DIR)
-        check_room(connection, directory)
-        tick = time.monotonic()
-        try:
-            snap = snapshot.take_snapshot(connection, directory)
-        except snapshot.SnapshotError as exc:
-            raise MigrateRefused(
-                f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
-                "or take a backup yourself and run with --no-backup."
-            ) from exc
-        report.seconds["backup"] = round(time.monotonic() - tick, 3)
-        report.backup, report.guard = str(snap), "snapshot"
-        log(f"Backup: {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, {report.seconds['backup']:.1f} s)")
-        _write_marker(connection, {
-            "snapshot": str(snap), "plan": [s.migration for s in report.plan], "pid": os.getpid(),
-            "started": datetime.now(UTC).isoformat(), "database": str(connection.settings_dict.get("NAME")),
-        })
+        snap = take_snapshot(connection, report, log)
+    marker.write(connection, snap, [s.migration for s in report.plan], before)
 
-    tick = time.monotonic()
-    stage = "apply"
-    try:
-        with transaction.atomic(using=connection.alias) if in_transaction else nullcontext():
+    attempts = options.lock_retries + 1 if connection.vendor == "postgresql" else 1
+    delays = backoff_delays(attempts - 1)
+    for attempt in range(1, attempts + 1):
+        stage, tick = "apply", time.monotonic()
+        try:
             if connection.vendor == "postgresql":
-                _set_pg_timeouts(connection, local=in_transaction)
+                _set_pg_timeouts(connection)
             apply()
             report.seconds["apply"] = round(time.monotonic() - tick, 3)
             stage, tick = "verify", time.monotonic()
-            problems = verify(connection, plan)
-            report.verification = [p.as_dict() for p in problems]
-            errors = [p for p in problems if p.severity == schema.ERROR]
-            for problem in problems:
-                (warn if problem.severity == schema.ERROR else log)(str(problem))
-            if errors:
-                raise VerificationFailed(f"{len(errors)} problem(s), first: {errors[0]}")
+            _verify(connection, plan, report, log, warn)
+            applier.commit()
             report.seconds["verify"] = round(time.monotonic() - tick, 3)
-    except BaseException as exc:  # an error, a failed verification, Ctrl-C: all undo the plan
-        report.applied = progress.applied
-        report.failed_migration = progress.current
-        what = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        report.error = f"{stage} failed: {what}"
-        where = f" while applying {progress.current}" if progress.current else ""
-        restored, how = _undo(connection, snap, in_transaction, warn)
-        report.status = "restored" if restored else "failed"
-        if connection.vendor == "postgresql" and not in_transaction:
-            _reset_pg_timeouts(connection)
-        if restored:
-            _clear_marker(connection)
-        if "lock timeout" in str(exc):
-            how += (
-                f"\nAnother session held a lock on a table this migration changes for longer than the lock timeout "
-                f"({settings.MIGRATE_LOCK_TIMEOUT_MS} ms, SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS); rather than queue behind "
-                "it and stall every query on that table, migrate gave up. Find the session in pg_stat_activity "
-                "(long transactions, idle in transaction) and run migrate again when it is done."
-            )
-        raise MigrateFailed(f"{stage.capitalize()} failed{where}: {what}\n{how}", restored=restored) from exc
-    report.applied = progress.applied
-    if connection.vendor == "postgresql" and not in_transaction:
-        _reset_pg_timeouts(connection)
-    _clear_marker(connection)
+            break
+        except BaseException as exc:  # an error, a failed verification, Ctrl-C
+            failed_in = applier.current
+            report.rolled_back += applier.rollback(exc)
+            if attempt < attempts and is_lock_timeout(exc) and not isinstance(exc, KeyboardInterrupt):
+                delay = delays[attempt - 1]
+                who = blockers()
+                warn(f"Lock timeout{f' in {failed_in}' if failed_in else ''} (attempt {attempt} of {attempts}): "
+                     f"rolled back; {who or 'the blocking session was gone before it could be named'}. "
+                     f"Retrying in {delay:.1f} s.")
+                report.lock_waits.append({"attempt": attempt, "migration": failed_in, "blocked_by": who})
+                applier.reset()
+                time.sleep(delay)
+                continue
+            _fail(connection, exc, stage, failed_in, applier, before, snap, report, log, warn, blockers)
+    report.attempts = attempt
+    report.applied = applier.applied
+    report.longest_lock_seconds = round(applier.longest_lock, 3)
+    _reset_pg_timeouts(connection)
+    marker.clear(connection)
     if snap is not None:
         snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
     report.status = "ok"
@@ -420,32 +351,65 @@ def run(
     return report
 
 
-class VerificationFailed(Exception):
-    """The live schema or the data's integrity does not match the applied migrations."""
+def _verify(
+    connection: BaseDatabaseWrapper, plan: Plan, report: Report, log: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> None:
+    problems = verify(connection, plan)
+    report.verification = [p.as_dict() for p in problems]
+    errors = [p for p in problems if p.severity == schema.ERROR]
+    for problem in problems:
+        (warn if problem.severity == schema.ERROR else log)(str(problem))
+    if errors:
+        raise VerificationFailed(f"{len(errors)} problem(s), first: {errors[0]}")
 
 
-def _reset_pg_timeouts(connection: BaseDatabaseWrapper) -> None:
-    if connection.connection is None or connection.needs_rollback:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("RESET lock_timeout")
-        cursor.execute("RESET statement_timeout")
-
-
-def _undo(
-    connection: BaseDatabaseWrapper, snap: Path | None, in_transaction: bool, warn: Callable[[str], None]
-) -> tuple[bool, str]:
-    """Put the database back; (restored, a sentence saying what happened)."""
-    if in_transaction:
-        return True, "The transaction was rolled back: the database is back as it was before this migrate."
-    if snap is None:
-        return False, "No backup was taken (--no-backup): the database may be half-migrated. Check it with dbcheck."
+def _fail(
+    connection: BaseDatabaseWrapper, exc: BaseException, stage: str, failed_in: str | None, applier: Applier,
+    before: set[Key], snap: Path | None, report: Report, log: Callable[[str], None], warn: Callable[[str], None],
+    blockers: Callable[[], str],
+) -> NoReturn:
+    """Undo what this run committed by reverse operations; raise MigrateFailed saying where the database is."""
+    report.applied, report.failed_migration = applier.applied, failed_in
+    report.longest_lock_seconds = round(applier.longest_lock, 3)
+    what = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    report.error = f"{stage} failed: {what}"
+    where = f" while applying {failed_in}" if failed_in else ""
+    if connection.vendor == "postgresql":
+        connection.close()  # a session in a failed state; its timeouts go with it
     try:
-        snapshot.restore_snapshot(connection, snap)
-    except BaseException as exc:  # noqa: BLE001 — report the restore failure itself, loudly
-        warn(f"RESTORE FAILED: {type(exc).__name__}: {exc}")
-        return False, (
-            f"Restoring the backup FAILED; the database may be half-migrated. The backup is intact at {snap}: "
-            "run `manage.py migrate --resume-restore` or restore it by hand."
+        undo = undo_run(connection, before, log)
+    except UndoFailed as undo_exc:
+        report.status = "failed"
+        warn(f"UNDO FAILED: {undo_exc}")
+        raise MigrateFailed(
+            f"{stage.capitalize()} failed{where}: {what}\n{marker.snapshot_advice(snap, str(undo_exc))}",
+            restored=False,
+        ) from exc
+    report.unapplied = undo.unapplied
+    marker.clear(connection)
+    report.status = "restored"
+    parts = []
+    if report.rolled_back:
+        parts.append(f"the transaction was rolled back ({', '.join(report.rolled_back)})")
+    if undo.unapplied:
+        parts.append(f"{', '.join(undo.unapplied)} unapplied by reverse operations")
+    if undo.reapplied:
+        parts.append(f"{', '.join(undo.reapplied)} re-applied")
+    how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
+           + ". Rows other connections committed meanwhile are kept.")
+    if failed_in and failed_in not in report.rolled_back and failed_in in {s.migration for s in report.plan} \
+            and not next(s for s in report.plan if s.migration == failed_in).atomic:
+        how += (f" {failed_in} is non-atomic: what it committed before failing stays (unrecorded); running "
+                "migrate again continues it.")
+    if snap is not None:
+        how += f" The snapshot {snap} is kept for disaster recovery."
+    if is_lock_timeout(exc):
+        how += (
+            f"\nAnother session held a lock on a table this migration changes for longer than the lock timeout "
+            f"({settings.MIGRATE_LOCK_TIMEOUT_MS} ms, SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS) on every attempt; rather "
+            f"than queue behind it and stall every query on that table, migrate gave up. {blockers()}".rstrip()
+            + " Find the session in pg_stat_activity (long transactions, idle in transaction) and run migrate "
+            "again when it is done."
         )
-    return True, f"The backup {snap} was restored: the database is back as it was before this migrate."
+    raise MigrateFailed(f"{stage.capitalize()} failed{where}: {what}\n{how}", restored=True) from exc

@@ -22,6 +22,8 @@ from tests.db.dbstate import database_state
 from tests.factories import make_song, make_user
 
 sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite snapshot path")
+pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL locking")
+NON_ATOMIC = {"SONGSGEN_FIXTURE_ATOMIC": "0"}
 
 
 @pytest.fixture
@@ -52,41 +54,112 @@ def rows():
     user = make_user()
     for i in range(4):
         make_song(user=user, title=f"keep {i}")
+    make_user(username="live-writer")
 
 
 def _state():
+    """Schema and every row that existed before the test's writer started (its own rows are checked apart)."""
     connection.close()  # read what is on disk now, not a cached view
-    return database_state(connection)
+    state = database_state(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, title, play_count FROM songs_song WHERE title NOT LIKE 'live %' ORDER BY id")
+        kept = cursor.fetchall()
+    # The writer's songs reach the songs table, its search index (songs_song_search*) and the queue.
+    state["rows"] = {t: v for t, v in state["rows"].items()
+                     if not t.startswith("songs_song") and t != "queueing_generationqueue"}
+    return state, kept
 
 
-@pytest.mark.usefixtures("rows")
+class LiveWriter:
+    """The application, writing through the migrate: a real process committing songs the whole time."""
+
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.out, self.stop_file = folder / "writer.log", folder / "writer.stop"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.db.live_writer", str(self.out), str(self.stop_file)],
+                                     env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        self.wait_for_commits(3)
+
+    def lines(self) -> list[list[str]]:
+        return [line.split("\t") for line in self.out.read_text().splitlines()] if self.out.exists() else []
+
+    def wait_for_commits(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len([x for x in self.lines() if x[0] != "ERROR"]) < n:
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else "writer died"
+            assert time.monotonic() < deadline, "the writer committed nothing"
+            time.sleep(0.05)
+
+    def stop(self) -> tuple[dict[int, str], list[str], float]:
+        """(id → title of every commit it was told of, errors, longest wait in seconds)."""
+        seen = len(self.lines())
+        self.wait_for_commits(seen + 3)  # it goes on writing after the migrate
+        self.stop_file.write_text("stop")
+        self.proc.wait(timeout=60)
+        committed: dict[int, str] = {}
+        errors, longest = [], 0.0
+        for fields in self.lines():
+            if fields[0] == "ERROR":
+                errors.append(fields[1])
+                continue
+            assert int(fields[0]) not in committed, f"id {fields[0]} handed out twice"
+            committed[int(fields[0])] = fields[1]
+            longest = max(longest, float(fields[2]))
+        return committed, errors, longest
+
+
+def assert_writer_rows_kept(writer: LiveWriter) -> None:
+    """Every row the writer committed is there, under its own id: none lost, no id reused."""
+    committed, errors, _longest = writer.stop()
+    assert not errors, errors[:3]
+    connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, title FROM songs_song WHERE title LIKE 'live %'")
+        present = dict(cursor.fetchall())
+    # The fixture's 0002 appends " (touched)" to every title: a row it reached is changed, not lost.
+    missing = {pk: t for pk, t in committed.items() if present.get(pk) not in (t, f"{t} (touched)")}
+    assert not missing, f"{len(missing)} of {len(committed)} committed rows lost or overwritten: {list(missing)[:5]}"
+
+
+@pytest.fixture
+def writer(fixture_env, tmp_path, rows):
+    live = LiveWriter(fixture_env, tmp_path)
+    yield live
+    if live.proc.poll() is None:
+        live.proc.kill()
+        live.proc.wait()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_failure_half_way_leaves_database_as_before(migrate):
+# A verification failure after a non-atomic plan is left out: reverse operations cannot run on a schema that
+# does not match the migrations (that run ends in exit 3 and the snapshot advice).
+@pytest.mark.parametrize(("mode", "atomic"), [("fail", "1"), ("fail", "0"), ("verify", "1")])
+def test_failure_under_a_live_writer_keeps_every_row(migrate, writer, mode, atomic):
     before = _state()
-    result = migrate("migrations_fixture", "0003", extra_env={"SONGSGEN_FIXTURE_MODE": "fail"})
-    assert result.returncode == 1, result.stderr
-    assert "migrations_fixture.0003_fail_on_demand" in result.stderr
-    assert "injected failure half-way" in result.stderr
-    assert "back as it was" in result.stderr
-    assert _state() == before
-
-
-@pytest.mark.usefixtures("rows")
-@pytest.mark.django_db(transaction=True)
-def test_verification_failure_restores(migrate):
-    before = _state()
-    result = migrate("migrations_fixture", "0003", "--json", extra_env={"SONGSGEN_FIXTURE_MODE": "verify"})
+    result = migrate("migrations_fixture", "0003", "--json",
+                     extra_env={"SONGSGEN_FIXTURE_MODE": mode, "SONGSGEN_FIXTURE_ATOMIC": atomic})
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["status"] == "restored"
-    assert report["error"].startswith("verify failed")
-    assert any("column note is missing" in p["detail"] for p in report["verification"])
+    assert "back as it was" in result.stderr and "Rows other connections committed meanwhile are kept" in result.stderr
+    if mode == "fail":
+        assert "migrations_fixture.0003_fail_on_demand" in result.stderr
+        assert "injected failure half-way" in result.stderr
+    else:
+        assert report["error"].startswith("verify failed")
+        assert any("column note is missing" in p["detail"] for p in report["verification"])
+    if atomic == "1":
+        assert report["guard"] == "transaction" and report["unapplied"] == []
+    else:
+        assert report["guard"] == "transaction+reverse"
+        assert report["unapplied"] == ["migrations_fixture.0002_touch_existing_rows",
+                                       "migrations_fixture.0001_create_widget"]
+    assert Path(report["backup"]).is_file()  # the disaster-recovery copy is kept, not put back
+    assert_writer_rows_kept(writer)
     assert _state() == before
 
 
-@pytest.mark.usefixtures("rows")
 @pytest.mark.django_db(transaction=True)
-def test_success_applies_verifies_and_reports(migrate, tmp_path):
+def test_success_applies_verifies_and_reports(migrate, tmp_path, writer):
     result = migrate("migrations_fixture", "0003", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -96,61 +169,113 @@ def test_success_applies_verifies_and_reports(migrate, tmp_path):
         "migrations_fixture.0003_fail_on_demand",
     ]
     assert not [p for p in report["verification"] if p["severity"] == "error"]
-    if connection.vendor == "sqlite":
-        assert report["guard"] == "snapshot"
-        backup = Path(report["backup"])
-        assert backup.parent == tmp_path / "backups" and backup.stat().st_mode & 0o777 == 0o600
-    else:
-        assert report["guard"] == "transaction" and report["backup"] is None
+    assert report["guard"] == "transaction"
+    backup = Path(report["backup"])
+    assert backup.suffix == (".sqlite3" if connection.vendor == "sqlite" else ".pgdump")
+    assert backup.parent == tmp_path / "backups" and backup.stat().st_mode & 0o777 == 0o600
+    assert 0 < report["longest_lock_seconds"] < report["seconds"]["total"]
+    assert_writer_rows_kept(writer)
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM songs_song WHERE title LIKE '%(touched)'")
-        assert cursor.fetchone()[0] == 4
+        assert cursor.fetchone()[0] >= 4  # and the writer's songs committed before 0002
     assert not list(tmp_path.glob("migrate-in-progress-*"))
 
 
-def _hanging_migrate(fixture_env, tmp_path, **popen) -> subprocess.Popen:
-    """`migrate migrations_fixture 0003` in a subprocess, returned once its failing migration hangs half-way."""
-    flag = tmp_path / "flag"
-    env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag))
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003"],
+def _hanging_migrate(fixture_env, tmp_path, *args: str, hang: float = 120, **popen) -> subprocess.Popen:
+    """`migrate migrations_fixture 0003` in a subprocess, returned once its last migration hangs half-way."""
+    flag = tmp_path / f"flag-{time.monotonic_ns()}"
+    env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag),
+               SONGSGEN_FIXTURE_HANG=str(hang))
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003", *args],
                             env=env, cwd=REPO, **popen)
     _wait_for(flag, proc)
     return proc
 
 
-@pytest.mark.usefixtures("rows")
 @pytest.mark.django_db(transaction=True)
-def test_ctrl_c_restores(migrate, fixture_env, tmp_path):
+@pytest.mark.parametrize("atomic", ["1", "0"], ids=["atomic", "non-atomic"])
+def test_ctrl_c_rolls_back_under_a_live_writer(migrate, fixture_env, tmp_path, writer, atomic):
     before = _state()
-    proc = _hanging_migrate(fixture_env, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(fixture_env, SONGSGEN_FIXTURE_ATOMIC=atomic)
+    proc = _hanging_migrate(env, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "Ctrl-C" in err and "migrations_fixture.0003_fail_on_demand" in err
+    assert_writer_rows_kept(writer)
     assert _state() == before
 
 
-@pytest.mark.usefixtures("rows")
 @pytest.mark.django_db(transaction=True)
-def test_sigkill_then_resume_restore(migrate, fixture_env, tmp_path):
+def test_sigkill_in_a_transaction_then_the_next_run_carries_on(migrate, fixture_env, tmp_path, writer):
     before = _state()
     proc = _hanging_migrate(fixture_env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.kill()
     proc.wait(timeout=30)
-    if connection.vendor == "postgresql":
-        # The plan ran in one transaction; the server rolls back a dead client's transaction itself.
-        time.sleep(0.5)
-        assert _state() == before
-        return
-    assert _state() != before  # 0001 and 0002 were committed before the kill
+    time.sleep(0.5)  # PostgreSQL notices the dead client and rolls its transaction back
+    assert _state() == before  # the open transaction died with the process
     again = migrate("migrations_fixture", "0003")
-    assert again.returncode == 2
-    assert "--resume-restore" in again.stderr and "interrupted" in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "interrupted before it committed a migration" in again.stdout
+    assert_writer_rows_kept(writer)
+    assert not list(tmp_path.glob("migrate-in-progress-*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, tmp_path, writer):
+    before = _state()
+    proc = _hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    proc.kill()
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    assert _state() != before  # 0001 and 0002 committed before the non-atomic 0003 began
+    again = migrate("migrations_fixture", "0003", extra_env=NON_ATOMIC)
+    assert again.returncode == 2 and "--resume-restore" in again.stderr and "interrupted" in again.stderr
+    assert "migrations_fixture.0002_touch_existing_rows" in again.stderr
     restored = migrate("--resume-restore")
     assert restored.returncode == 0, restored.stderr
-    assert "back as it was" in restored.stdout
+    assert "back as it was" in restored.stdout and "rows written since are kept" in restored.stdout
+    assert_writer_rows_kept(writer)
     assert _state() == before
     assert not list(tmp_path.glob("migrate-in-progress-*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_migrates_at_once_one_runs_the_other_refuses(migrate, fixture_env, tmp_path, rows):
+    # The first hangs in its non-atomic 0003: it holds the migrate lock but not SQLite's write lock, so the
+    # second starts up (Django's own start-up checks open a write transaction on SQLite) and meets the lock.
+    first = _hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, "--json", hang=10,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = migrate("migrations_fixture", "0003")
+    assert second.returncode == 2, second.stderr
+    assert f"another migrate (pid {first.pid}, started at " in second.stderr
+    assert "holds the database" in second.stderr and "Traceback" not in second.stderr
+    resume = migrate("--resume-restore")  # the marker of a running migrate is not an interrupted one
+    assert resume.returncode == 2 and f"pid {first.pid}" in resume.stderr
+    waiting = migrate("migrations_fixture", "0003", "--lock-wait", "60", "--json")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert json.loads(out)["status"] == "ok"
+    assert waiting.returncode == 0, waiting.stderr
+    assert json.loads(waiting.stdout)["status"] == "nothing-to-do"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM songs_song WHERE title LIKE '%(touched)'")
+        assert cursor.fetchone()[0] == 4  # applied once, by the first, and never undone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_restore_from_snapshot_needs_the_word(migrate, fixture_env, tmp_path, rows):
+    before = _state()
+    proc = _hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    proc.kill()
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    restored = migrate("--resume-restore", "--from-snapshot", "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["status"] == "snapshot-restored"
+    assert _state() == before
 
 
 @sqlite_only
@@ -199,41 +324,6 @@ def _wait_for(flag: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 
-pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL snapshot and locking")
-NON_ATOMIC = {"SONGSGEN_FIXTURE_ATOMIC": "0"}
-
-
-@pg_only
-@pytest.mark.usefixtures("rows")
-@pytest.mark.django_db(transaction=True)
-def test_postgres_non_atomic_plan_failure_is_restored_from_pg_dump(migrate, tmp_path):
-    before = _state()
-    result = migrate("migrations_fixture", "0003", "--json", extra_env={**NON_ATOMIC, "SONGSGEN_FIXTURE_MODE": "fail"})
-    assert result.returncode == 1, result.stderr
-    report = json.loads(result.stdout)
-    assert report["guard"] == "snapshot" and report["status"] == "restored"
-    snap = Path(report["backup"])
-    assert snap.suffix == ".pgdump" and snap.stat().st_mode & 0o777 == 0o600
-    assert "injected failure half-way" in result.stderr and "back as it was" in result.stderr
-    assert _state() == before  # 0001 and 0002 had committed: the restore took them back
-
-
-@pg_only
-@pytest.mark.usefixtures("rows")
-@pytest.mark.django_db(transaction=True)
-def test_postgres_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, tmp_path):
-    before = _state()
-    proc = _hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    proc.kill()
-    proc.wait(timeout=30)
-    time.sleep(0.5)
-    assert _state() != before  # 0001 and 0002 committed one by one
-    again = migrate("migrations_fixture", "0003", extra_env=NON_ATOMIC)
-    assert again.returncode == 2 and "--resume-restore" in again.stderr
-    restored = migrate("--resume-restore")
-    assert restored.returncode == 0, restored.stderr
-    assert _state() == before
 
 
 @pg_only

@@ -1,12 +1,12 @@
-"""`manage.py migrate`, safely: Django's migrate inside plan → safety → room → backup → verify → restore.
+"""`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify → rollback.
 
 Every option of Django's migrate still works; ours are added. The safe path runs when the command is typed
 (or called with `safe=True`); `call_command("migrate")` from code — the test runner creating its test
 database, for one — gets Django's migrate unchanged, as does `--plain`, `--plan`, `--check` and `--prune`.
 The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
 
-Exit codes: 0 done; 1 failed and the database was restored (or rolled back); 2 refused before anything
-changed; 3 failed and the database could NOT be restored.
+Exit codes: 0 done; 1 failed and the database is back at the migrations it had (rolled back, or unapplied by
+reverse operations); 2 refused before anything changed; 3 failed and the database could NOT be brought back.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from django.core.management.commands.migrate import Command as DjangoMigrateComm
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from songsgen.cli import non_negative_float, non_negative_int
+from songsgen.db import marker
 from songsgen.db import migrate as safe_migrate
+from songsgen.db.apply import Applier
+from songsgen.db.dblock import database_lock
+from songsgen.db.exceptions import DatabaseBusy
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
 
@@ -40,7 +45,14 @@ class Command(DjangoMigrateCommand):
         parser.add_argument("--no-backup", action="store_true",
                             help="Skip the backup (a failure can then not be undone).")
         parser.add_argument("--resume-restore", action="store_true",
-                            help="Put back the backup a killed migrate left behind, then stop.")
+                            help="Unapply what a killed migrate committed (reverse operations), then stop.")
+        parser.add_argument("--from-snapshot", action="store_true",
+                            help="With --resume-restore: put the snapshot back instead, discarding every row "
+                                 "written since it was taken.")
+        parser.add_argument("--lock-wait", type=non_negative_float, default=0.0, metavar="SECONDS",
+                            help="Wait this long for another migrate to finish (default 0: refuse at once).")
+        parser.add_argument("--lock-retries", type=non_negative_int, default=5, metavar="N",
+                            help="PostgreSQL: retry a migration that hit the lock timeout N times (default 5).")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
         parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
         parser.add_argument("--safe", action="store_true", default=None, help=argparse.SUPPRESS)
@@ -50,12 +62,12 @@ class Command(DjangoMigrateCommand):
         super().run_from_argv(argv)
 
     def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
-        progress = getattr(self, "_progress", None)
-        if progress is not None:
+        applier = getattr(self, "_applier", None)
+        if applier is not None:
             if action == "apply_start" or action == "unapply_start":
-                progress.start(migration)
+                applier.start(migration)
             elif action in ("apply_success", "unapply_success"):
-                progress.finish()
+                applier.finish()
         super().migration_progress_callback(action, migration, fake)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -78,10 +90,17 @@ class Command(DjangoMigrateCommand):
             self.stderr.write(text)
 
         try:
-            if options["resume_restore"]:
-                report = safe_migrate.resume_restore(connection, report, log)
-            else:
-                report = self._run_safe(connection, options, log, warn, args, report)
+            with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]):
+                if options["resume_restore"]:
+                    report.status, report.backup = marker.resume(
+                        connection, from_snapshot=options["from_snapshot"], log=log
+                    )
+                else:
+                    report = self._run_safe(connection, options, log, warn, args, report)
+        except DatabaseBusy as exc:
+            report.status, report.error = "refused", str(exc)
+            self._finish(report, as_json)
+            raise CommandError(f"Refused: {exc}", returncode=EXIT_REFUSED) from None
         except safe_migrate.MigrateRefused as exc:
             report.status, report.error = "refused", str(exc)
             self._finish(report, as_json)
@@ -108,7 +127,7 @@ class Command(DjangoMigrateCommand):
         targets = safe_migrate.resolve_targets(executor, options["app_label"], options["migration_name"])
         plan = executor.migration_plan(targets)
         log(f"Plan for database {connection.alias!r} ({connection.vendor}): {len(plan)} migration(s)")
-        self._progress = progress = safe_migrate.Progress()
+        self._applier = applier = Applier(connection)
         inner = dict(options, safe=False)
         if options["json"]:
             inner["verbosity"] = 0  # keep stdout for the JSON report
@@ -117,9 +136,13 @@ class Command(DjangoMigrateCommand):
             DjangoMigrateCommand.handle(self, *args, **inner)
 
         flags = safe_migrate.Options(
-            allow_unsafe=options["allow_unsafe"], check_safety=options["check_safety"], no_backup=options["no_backup"]
+            allow_unsafe=options["allow_unsafe"], check_safety=options["check_safety"], no_backup=options["no_backup"],
+            lock_retries=options["lock_retries"],
         )
-        return safe_migrate.run(connection, executor, plan, apply, progress, flags, log, warn, report)
+        try:
+            return safe_migrate.run(connection, executor, plan, apply, applier, flags, log, warn, report)
+        finally:
+            self._applier = None
 
     def _finish(self, report: Any, as_json: bool) -> None:
         if as_json:
@@ -130,8 +153,12 @@ class Command(DjangoMigrateCommand):
         lines = [f"Result: {report.status}"]
         if report.applied:
             lines.append("Applied: " + ", ".join(f"{a['migration']} ({a['seconds']:.2f} s)" for a in report.applied))
+        if report.rolled_back or report.unapplied:
+            lines.append("Rolled back: " + ", ".join(report.rolled_back + report.unapplied))
         if report.backup:
             lines.append(f"Backup: {report.backup}")
+        if report.applied:
+            lines.append(f"Longest write lock held by migrate: {report.longest_lock_seconds:.2f} s")
         if report.status == "ok":
             warnings = len(report.verification)
             lines.append("Verified: the live schema matches the migrations; integrity and foreign keys hold"

@@ -1,5 +1,6 @@
 """Fails as SONGSGEN_FIXTURE_MODE says: "fail" raises half-way, "verify" drops a column behind the
-migration state's back, "hang" writes SONGSGEN_FIXTURE_FLAG and sleeps (to be killed); otherwise it passes.
+migration state's back, "hang" writes SONGSGEN_FIXTURE_FLAG and sleeps SONGSGEN_FIXTURE_HANG seconds (120: to be killed), then passes;
+otherwise it passes.
 SONGSGEN_FIXTURE_ATOMIC=0 makes it non-atomic, so on PostgreSQL the plan needs the pg_dump snapshot."""
 
 import os
@@ -19,7 +20,7 @@ def forwards(apps, schema_editor):
         schema_editor.execute("ALTER TABLE migrations_fixture_widget DROP COLUMN note")
     if mode == "hang":
         Path(os.environ["SONGSGEN_FIXTURE_FLAG"]).write_text("applying 0003")
-        time.sleep(120)
+        time.sleep(float(os.environ.get("SONGSGEN_FIXTURE_HANG", "120")))
 
 
 class Migration(migrations.Migration):

@@ -1,0 +1,163 @@
+"""Applying a plan on a live database so that a failure never costs another connection's commit.
+
+Two mechanisms, no file copied back:
+
+- **Transactions.** Consecutive atomic migrations run in one transaction (`Applier`, driven by the
+  executor's progress callback). A failure, a failed verification or Ctrl-C rolls it back; other
+  writers only waited for the lock. On SQLite foreign-key enforcement is switched off before the
+  transaction begins, as Django's schema editor needs, and `PRAGMA foreign_key_check` runs before commit.
+- **Reverse operations.** A non-atomic migration (batched backfill, concurrent index build) commits as
+  it goes, so the open transaction is committed before it starts. After a later failure, what this run
+  committed is unapplied by Django's own backward migration (`undo_run`). A non-atomic migration that
+  fails half-way stays half-done and unrecorded: running it again continues it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.migration import Migration
+
+Key = tuple[str, str]
+
+
+def label(key: Key) -> str:
+    return f"{key[0]}.{key[1]}"
+
+
+@dataclass
+class Applier:
+    """Filled and steered by the migrate command's progress callback while Django's executor runs."""
+
+    connection: BaseDatabaseWrapper
+    group: bool = True  # run consecutive atomic migrations in one transaction
+    current: str | None = None
+    started: float = 0.0
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    committed: list[str] = field(default_factory=list)  # what this run committed, in order
+    longest_lock: float = 0.0  # the longest any of our transactions held the write lock, in seconds
+    _atomic: Any = None
+    _opened: float = 0.0
+    _in_group: list[str] = field(default_factory=list)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._atomic is not None
+
+    def start(self, migration: Migration) -> None:
+        """Before a migration: join (or open) the group if it is atomic, else commit the group first."""
+        if migration.atomic and self.group and self.connection.features.can_rollback_ddl:
+            if self._atomic is None:
+                self._open()
+        else:
+            self.commit()
+        self.current, self.started = f"{migration.app_label}.{migration.name}", time.monotonic()
+
+    def finish(self) -> None:
+        """After a migration: record its time; outside a group it is already committed."""
+        if self.current is None:
+            return
+        seconds = time.monotonic() - self.started
+        self.applied.append({"migration": self.current, "seconds": round(seconds, 3)})
+        if self._atomic is None:
+            self.committed.append(self.current)
+            self.longest_lock = max(self.longest_lock, seconds)
+        else:
+            self._in_group.append(self.current)
+        self.current = None
+
+    def _open(self) -> None:
+        if self.connection.vendor == "sqlite" and not self.connection.disable_constraint_checking():
+            raise RuntimeError("could not switch SQLite foreign-key enforcement off before the transaction")
+        atomic = transaction.atomic(using=self.connection.alias)
+        atomic.__enter__()  # BEGIN IMMEDIATE on SQLite (settings): the write lock is ours from here
+        self._atomic, self._opened = atomic, time.monotonic()
+
+    def commit(self) -> None:
+        """Commit the open group (after the foreign-key check on SQLite)."""
+        if self._atomic is None:
+            return
+        try:
+            if self.connection.vendor == "sqlite":
+                self.connection.check_constraints()  # PRAGMA foreign_key_check; raises IntegrityError
+        except BaseException as exc:
+            self.rollback(exc)
+            raise
+        atomic, self._atomic = self._atomic, None
+        try:
+            atomic.__exit__(None, None, None)
+        finally:
+            self._closed()
+        self.committed.extend(self._in_group)
+        self._in_group = []
+
+    def rollback(self, exc: BaseException) -> list[str]:
+        """Roll the open group back; return the migrations it undid."""
+        if self._atomic is None:
+            return []
+        atomic, self._atomic = self._atomic, None
+        undone, self._in_group = self._in_group, []
+        try:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception:  # noqa: BLE001 — a broken connection: closing it rolls back on the server
+            self.connection.close()
+        finally:
+            self._closed()
+        return undone
+
+    def _closed(self) -> None:
+        self.longest_lock = max(self.longest_lock, time.monotonic() - self._opened)
+        if self.connection.vendor == "sqlite" and self.connection.connection is not None:
+            self.connection.enable_constraint_checking()
+
+    def reset(self) -> None:
+        """Forget the timings of a failed attempt before a retry (what it committed stays)."""
+        self.current, self.applied = None, []
+
+
+def applied_keys(connection: BaseDatabaseWrapper) -> set[Key]:
+    """The migrations django_migrations records now (read afresh)."""
+    executor = MigrationExecutor(connection)
+    return set(executor.loader.applied_migrations)
+
+
+class UndoFailed(Exception):
+    """A migration this run committed could not be unapplied (irreversible, or its reverse failed)."""
+
+
+@dataclass
+class Undo:
+    unapplied: list[str] = field(default_factory=list)
+    reapplied: list[str] = field(default_factory=list)
+
+
+def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[str], None]) -> Undo:
+    """Bring django_migrations back to `before` with Django's own migrations: unapply what was added, re-apply
+    what was removed. Rows other connections wrote are untouched."""
+    executor = MigrationExecutor(connection)
+    loader = executor.loader
+    now = {key for key in loader.applied_migrations if key in loader.graph.nodes}
+    order = [(m.app_label, m.name) for m, _ in executor.migration_plan(loader.graph.leaf_nodes(), clean_start=True)]
+    added = [key for key in order if key in now and key not in before]
+    removed = [key for key in order if key in before and key not in now]
+    done = Undo()
+    try:
+        if added:
+            log("Unapplying, by their reverse operations, the migrations this run committed: "
+                + ", ".join(label(k) for k in reversed(added)))
+            executor.migrate([], plan=[(loader.graph.nodes[key], True) for key in reversed(added)])
+            done.unapplied = [label(k) for k in reversed(added)]
+        if removed:
+            executor = MigrationExecutor(connection)
+            log("Re-applying the migrations this run unapplied: " + ", ".join(label(k) for k in removed))
+            executor.migrate([], plan=[(executor.loader.graph.nodes[key], False) for key in removed])
+            done.reapplied = [label(k) for k in removed]
+    except Exception as exc:  # IrreversibleError, or the reverse itself failed
+        raise UndoFailed(f"{type(exc).__name__}: {exc}") from exc
+    return done

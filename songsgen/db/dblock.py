@@ -1,0 +1,144 @@
+"""One schema-changing command at a time per database: the lock `migrate`, `dbrestore` and `transferdb` share.
+
+SQLite: an exclusive `flock` on `<database>.migrate-lock` beside the file. PostgreSQL: a session-level
+`pg_advisory_lock` on a fixed key, held by a connection of its own (Django's connection may be closed and
+reopened under it). Either way the operating system or the server releases it when the process dies,
+so a lock is never left behind by a crash; whoever holds it is named in the refusal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from songsgen.db.exceptions import DatabaseBusy
+
+# "songsgen" in ASCII: the advisory-lock key every songsgen process agrees on (per database).
+PG_LOCK_KEY = 0x736F6E677367656E
+APPLICATION_PREFIX = "songsgen-lock"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the lock, as far as it can be told."""
+
+    pid: int | None
+    started: str
+    purpose: str
+
+    def describe(self) -> str:
+        return f"another {self.purpose} (pid {self.pid if self.pid is not None else '?'}, started at {self.started})"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lock_path(settings_dict: dict[str, Any]) -> Path:
+    """The lock file beside an SQLite database."""
+    name = Path(str(settings_dict["NAME"]))
+    return name.with_name(name.name + ".migrate-lock")
+
+
+def _is_sqlite(settings_dict: dict[str, Any]) -> bool:
+    return str(settings_dict.get("ENGINE", "")).endswith("sqlite3")
+
+
+def _refusal(holder: Holder, waited: float) -> DatabaseBusy:
+    after = f" after waiting {waited:.0f} s" if waited >= 1 else ""
+    return DatabaseBusy(
+        f"{holder.describe()} holds the database{after}. Nothing was changed. Wait for it to finish, "
+        "or give --lock-wait SECONDS to wait for it."
+    )
+
+
+@contextmanager
+def _sqlite_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
+    path = lock_path(settings_dict)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _refusal(_read_holder(fd), wait) from None
+                time.sleep(0.1)
+        # The file is never removed: unlinking a flocked file lets a third process lock a new one.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": _now(), "purpose": purpose}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _read_holder(fd: int) -> Holder:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        data = {}
+    return Holder(data.get("pid"), data.get("started", "unknown"), data.get("purpose", "migrate"))
+
+
+def _pg_connect(settings_dict: dict[str, Any], application_name: str) -> Any:
+    import psycopg
+
+    options = settings_dict.get("OPTIONS") or {}
+    params = {
+        "dbname": settings_dict.get("NAME"), "user": settings_dict.get("USER") or None,
+        "password": settings_dict.get("PASSWORD") or None, "host": settings_dict.get("HOST") or None,
+        "port": settings_dict.get("PORT") or None, "connect_timeout": options.get("connect_timeout", 10),
+        "sslmode": options.get("sslmode"), "application_name": application_name,
+    }
+    return psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+
+
+def _pg_holder(conn: Any) -> Holder:
+    row = conn.execute(
+        "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        [(PG_LOCK_KEY >> 32) & 0xFFFFFFFF, PG_LOCK_KEY & 0xFFFFFFFF],
+    ).fetchone()
+    if row is None:
+        return Holder(None, "unknown", "command")
+    parts = dict(p.split("=", 1) for p in str(row[0]).split()[1:] if "=" in p)
+    pid = int(parts["pid"]) if parts.get("pid", "").isdigit() else None
+    return Holder(pid, parts.get("started", row[1].strftime("%Y-%m-%dT%H:%M:%SZ")), parts.get("purpose", "command"))
+
+
+@contextmanager
+def _pg_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
+    name = f"{APPLICATION_PREFIX} pid={os.getpid()} started={_now()} purpose={purpose}"
+    conn = _pg_connect(settings_dict, name)
+    try:
+        deadline = time.monotonic() + wait
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", [PG_LOCK_KEY]).fetchone()[0]:
+            if time.monotonic() >= deadline:
+                raise _refusal(_pg_holder(conn), wait)
+            time.sleep(0.1)
+        yield
+    finally:
+        conn.close()  # ends the session, which releases the lock
+
+
+@contextmanager
+def database_lock(settings_dict: dict[str, Any], *, purpose: str = "migrate", wait: float = 0) -> Iterator[None]:
+    """Hold the database's schema lock for the block; raise DatabaseBusy when another holder keeps it past `wait`."""
+    if _is_sqlite(settings_dict):
+        with _sqlite_lock(settings_dict, purpose, wait):
+            yield
+    else:
+        with _pg_lock(settings_dict, purpose, wait):
+            yield

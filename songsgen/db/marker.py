@@ -1,0 +1,137 @@
+"""The crash marker of the safe migrate, and finishing the rollback of a migrate that was killed.
+
+A marker file in the data folder exists exactly while a migrate applies migrations; it records the
+migrations applied before the run and the snapshot taken. The database lock (songsgen/db/dblock.py),
+not the marker, tells a running migrate from a dead one: the caller holds the lock, so a marker found
+now was left by a process that died. `--resume-restore` then unapplies, by reverse operations, what the
+dead run committed; the snapshot is put back only with `--from-snapshot`, the operator's explicit word,
+since that also throws away what everyone else wrote since it was taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from songsgen.db import schema, snapshot
+from songsgen.db.apply import Key, UndoFailed, label, undo_run
+from songsgen.db.exceptions import MigrateFailed, MigrateRefused
+
+
+def path(connection: BaseDatabaseWrapper) -> Path:
+    """The marker for this database: one per alias and database name, in the data folder."""
+    name = str(connection.settings_dict.get("NAME") or "")
+    digest = hashlib.sha256(f"{connection.vendor}:{name}".encode()).hexdigest()[:12]
+    return Path(settings.DATA_DIR) / f"migrate-in-progress-{connection.alias}-{digest}.json"
+
+
+def read(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
+    """The marker's contents, or None when there is none."""
+    where = path(connection)
+    if not where.exists():
+        return None
+    try:
+        return dict(json.loads(where.read_text()))
+    except (OSError, ValueError):
+        return {"snapshot": None, "plan": [], "started": "unknown", "unreadable": True}
+
+
+def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], before: set[Key]) -> None:
+    """Record, durably, that migrations are being applied, and what was applied before."""
+    where = path(connection)
+    data = {
+        "snapshot": str(snap) if snap else None, "plan": plan, "pid": os.getpid(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": str(connection.settings_dict.get("NAME")), "applied_before": sorted(label(k) for k in before),
+    }
+    tmp = where.with_name(where.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, where)
+
+
+def clear(connection: BaseDatabaseWrapper) -> None:
+    path(connection).unlink(missing_ok=True)
+
+
+def _before(data: dict[str, Any]) -> set[Key] | None:
+    if "applied_before" not in data:
+        return None
+    return {tuple(item.split(".", 1)) for item in data["applied_before"]}  # type: ignore[misc]
+
+
+def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str], None]) -> None:
+    """With the lock held: a marker means a dead run. Carry on if it committed nothing, else refuse."""
+    data = read(connection)
+    if data is None:
+        return
+    who = f"A previous migrate (pid {data.get('pid', '?')}, started {data.get('started')})"
+    before = _before(data)
+    if before is not None and before == applied:
+        log(f"{who} was interrupted before it committed a migration; nothing to undo, carrying on.")
+        clear(connection)
+        return
+    changed = sorted(label(k) for k in (applied ^ before)) if before is not None else []
+    raise MigrateRefused(
+        f"{who} was interrupted after committing {', '.join(changed) or 'some migrations'}. Run "
+        "`manage.py migrate --resume-restore` to unapply them by their reverse operations (rows written "
+        "since are kept), then migrate again."
+    )
+
+
+def snapshot_advice(snap: Path | str | None, why: str) -> str:
+    """What to say when reverse operations cannot bring the schema back."""
+    if not snap:
+        return (f"The database could NOT be brought back ({why}) and no snapshot was taken (--no-backup); it may be "
+                "half-migrated. Check it with `manage.py dbcheck`.")
+    return (
+        f"The database could NOT be brought back by reverse operations ({why}); it may be half-migrated. The "
+        f"snapshot {snap} is intact. `manage.py migrate --resume-restore --from-snapshot` puts it back; that also "
+        "DISCARDS every row anyone wrote since it was taken, so stop the application first and weigh that loss."
+    )
+
+
+def resume(
+    connection: BaseDatabaseWrapper, *, from_snapshot: bool, log: Callable[[str], None]
+) -> tuple[str, str | None]:
+    """Finish the rollback of an interrupted migrate; return (status, snapshot path)."""
+    data = read(connection)
+    if data is None:
+        raise MigrateRefused("There is no interrupted migrate to roll back: no marker in the data folder.")
+    snap = data.get("snapshot")
+    before = _before(data)
+    if from_snapshot or before is None:
+        if not snap:
+            raise MigrateRefused("The interrupted migrate recorded no snapshot (--no-backup); nothing to put back.")
+        log(f"Putting back {snap}, taken before the interrupted migrate; rows written since are discarded ...")
+        try:
+            snapshot.restore_snapshot(connection, Path(snap))
+        except snapshot.SnapshotError as exc:
+            raise MigrateFailed(f"putting back {snap} failed: {exc}", restored=False) from exc
+        status = "snapshot-restored"
+    else:
+        try:
+            undo = undo_run(connection, before, log)
+        except UndoFailed as exc:
+            raise MigrateFailed(snapshot_advice(snap, str(exc)), restored=False) from exc
+        done = undo.unapplied + undo.reapplied
+        log(f"Unapplied {', '.join(done)} by reverse operations." if done else "The interrupted migrate had "
+            "committed nothing.")
+        status = "resume-restored"
+    problems = [p for p in schema.integrity_problems(connection) if p.severity == schema.ERROR]
+    if problems:
+        raise MigrateFailed(f"rolled back, but the check failed: {problems[0]}", restored=False)
+    log("The database is back as it was before the interrupted migrate"
+        + ("." if status == "snapshot-restored" else "; rows written since are kept."))
+    clear(connection)
+    return status, snap
