@@ -89,8 +89,10 @@ class Violation:
 
     @property
     def fix(self) -> str:
-        return FIXES.get(self.rule) or f"{self.help or 'See the rule'} ({DOCS}{self.rule}). To disagree for the " \
-            "whole project, exclude the rule in .squawk.toml with a one-line reason."
+        return FIXES.get(self.rule) or (
+            f"{self.help or 'See the rule'} ({DOCS}{self.rule}). To disagree for the whole project, "
+            "exclude the rule in .squawk.toml with a one-line reason."
+        )
 
 
 def binary() -> str | None:
