@@ -1,6 +1,6 @@
 """Safety checks on the pending migrations, before anything runs (`migrate --check-safety`).
 
-Two sources, merged per migration:
+Three judges, merged per migration:
 
 - django-migration-linter, on the SQL `sqlmigrate` would run (it knows vendor-specific SQL, RunSQL text and
   RunPython conventions). A migration holding its `IgnoreMigration()` operation is skipped, as the linter
@@ -8,6 +8,8 @@ Two sources, merged per migration:
 - Our own checks on the operations and the migration state, for what the linter cannot see from SQL alone:
   whether a table already exists and how big it is, whether a column type really changes, and on PostgreSQL
   which operations hold long exclusive locks.
+- On PostgreSQL, squawk on the same SQL (`songsgen/db/squawk.py`, configured by `.squawk.toml`). Where it
+  says what ours or the linter already said for the migration, that finding is kept once, marked as agreed.
 
 Every finding carries the fix. Unsafe findings stop `migrate` unless `--allow-unsafe`.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from django.conf import settings
 from django.db import models
@@ -26,6 +28,8 @@ from django.db.migrations import operations as ops
 from django.db.migrations.migration import Migration
 from django.db.migrations.state import ProjectState
 from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
+
+from songsgen.db import squawk
 
 FIXES = {
     "DROP_COLUMN": "Stop using the field in code and deploy that first; drop it in a later release "
@@ -53,19 +57,24 @@ class Finding:
     code: str
     migration: str  # "app.name"
     detail: str
-    source: str  # "songsgen" or "django-migration-linter"
+    source: str  # "songsgen", "django-migration-linter" or "squawk"
     blocking: bool = True
+    hint: str = ""  # the fix, when it depends on the finding (squawk's help) rather than on the code
+    agreed: tuple[str, ...] = ()  # other judges' codes that said the same thing
 
     @property
     def fix(self) -> str:
-        return FIXES.get(self.code, "See the django-migration-linter documentation for this check.")
+        return self.hint or FIXES.get(self.code, "See the django-migration-linter documentation for this check.")
 
     def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "fix": self.fix}
+        data = {**asdict(self), "agreed": list(self.agreed), "fix": self.fix}
+        del data["hint"]
+        return data
 
     def __str__(self) -> str:
         level = "UNSAFE" if self.blocking else "note"
-        return f"{level} {self.code} in {self.migration}: {self.detail}\n    fix: {self.fix}"
+        agreed = f" (also {', '.join(self.agreed)})" if self.agreed else ""
+        return f"{level} {self.code} in {self.migration}: {self.detail}{agreed}\n    fix: {self.fix}"
 
 
 def big_table_rows() -> int:
@@ -206,35 +215,75 @@ def _linter_findings(migration: Migration, database: str) -> list[Finding]:
     return findings
 
 
+def _merge_squawk(found: list[Finding], violations: list[squawk.Violation], label: str) -> list[Finding]:
+    """`found` (ours and the linter's for one migration) with squawk's added; a problem said twice is kept once."""
+    merged = list(found)
+    for v in violations:
+        code = f"squawk:{v.rule}"
+        same = [i for i, f in enumerate(merged) if f.code in squawk.SAME_AS.get(v.rule, ()) and f.source != "squawk"
+                and (f.blocking or not v.blocking)]
+        if same:
+            first = merged[same[0]]
+            if code not in first.agreed:
+                merged[same[0]] = replace(first, agreed=(*first.agreed, code))
+            continue
+        merged.append(Finding(code, label, f"{v.message} — {v.statement}", "squawk", v.blocking, hint=v.fix))
+    return merged
+
+
+def _squawk_findings(
+    checker: _Checker, migration: Migration, state: ProjectState, found: list[Finding]
+) -> list[Finding]:
+    label = f"{migration.app_label}.{migration.name}"
+    try:
+        violations = squawk.judge(checker.connection, migration, state,
+                                  lambda table: table_rows_at_least(checker.connection, table, checker.limit))
+    except squawk.SquawkError as exc:
+        detail = f"{exc}: squawk did not judge the PostgreSQL SQL of this migration"
+        return [*found, Finding("SQUAWK_FAILED", label, detail, "squawk", hint=squawk.FIXES["SQUAWK_FAILED"])]
+    return _merge_squawk(found, violations, label)
+
+
 def check_plan(
     connection: BaseDatabaseWrapper,
     plan: list[tuple[Migration, bool]],
     state: ProjectState,
     *,
     use_linter: bool = True,
+    use_squawk: bool = True,
 ) -> list[Finding]:
     """Findings for every operation of the plan; `state` is the project state before the plan (mutated)."""
     checker = _Checker(connection, state)
     findings: list[Finding] = []
+    use_squawk = use_squawk and checker.pg
+    missing, told = use_squawk and squawk.binary() is None, False
     for migration, backwards in plan:
         label = f"{migration.app_label}.{migration.name}"
         if backwards:
             findings.append(Finding("BACKWARDS", label, "unapplies this migration", "songsgen"))
             continue
+        touched = {
+            (migration.app_label, (getattr(op, "model_name", None) or getattr(op, "name", "") or "").lower())
+            for op in migration.operations
+        }
+        new = {(migration.app_label, op.name_lower) for op in migration.operations if isinstance(op, ops.CreateModel)}
+        # The SQL judges see SQL alone: they cannot know that a table was created earlier in this same
+        # plan (nothing running uses it yet); Django's own apps are not ours to judge.
+        judged = not touched <= checker.created | new and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS
+        before = state.clone() if judged and use_squawk and not missing else None
         own: list[Finding] = []
         for op in migration.operations:
             for code, detail in checker.check(migration.app_label, op):
                 own.append(Finding(code, label, detail, "songsgen"))
             op.state_forwards(migration.app_label, state)
-        findings.extend(own)
-        touched = {
-            (migration.app_label, (getattr(op, "model_name", None) or getattr(op, "name", "") or "").lower())
-            for op in migration.operations
-        }
-        fresh = all(key in checker.created for key in touched)
-        # The linter judges SQL alone: it cannot know that a table was created earlier in this same
-        # plan (nothing running uses it yet), nor does it lint Django's own apps.
-        if use_linter and not fresh and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS:
+        if use_linter and judged:
             seen = {f.code for f in own}
-            findings.extend(f for f in _linter_findings(migration, connection.alias) if f.code not in seen)
+            own.extend(f for f in _linter_findings(migration, connection.alias) if f.code not in seen)
+        if before is not None:
+            own = _squawk_findings(checker, migration, before, own)
+        elif judged and missing and not told:
+            told = True  # once for the plan, at the first migration squawk should have judged
+            own.append(Finding("SQUAWK_MISSING", label, "squawk is not installed, so no migration's PostgreSQL SQL "
+                               "was judged by it", "squawk", hint=squawk.FIXES["SQUAWK_MISSING"]))
+        findings.extend(own)
     return findings

@@ -1,0 +1,103 @@
+"""Who holds the lock a PostgreSQL session waits for, and how long to wait before trying again.
+
+For the migrate lock retry: when a migration's statement waits on a lock (and `lock_timeout` ends the
+wait), the operator needs the sessions in the way, named from a second, monitoring connection, since the
+waiting one is busy. `pg_blocking_pids()` gives them; `pg_stat_activity` says what each is doing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+QUERY_CHARS = 200
+
+_BLOCKERS = """
+SELECT b.pid, COALESCE(a.application_name, ''),
+       COALESCE(a.state, CASE WHEN b.pid = 0 THEN 'prepared transaction' ELSE 'gone' END),
+       a.query_start, COALESCE(a.query, ''), EXTRACT(EPOCH FROM clock_timestamp() - w.since)::float8
+FROM unnest(pg_blocking_pids(%s)) WITH ORDINALITY AS b(pid, n)
+LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+CROSS JOIN ({since}) AS w(since)
+ORDER BY b.n
+"""
+# pg_locks.waitstart (PostgreSQL 14+) is when the wait began; before 14 the waiter's query start is the best bound.
+_SINCE_14 = "SELECT min(waitstart) FROM pg_locks WHERE pid = %s AND NOT granted"
+_SINCE_OLD = "SELECT query_start FROM pg_stat_activity WHERE pid = %s"
+
+
+class _Connection(Protocol):
+    """A Django connection or a psycopg one: both hand out %s-style cursors that are context managers."""
+
+    def cursor(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A backend in the way of a waiting session: enough to name it in a retry message or kill it knowingly."""
+
+    pid: int
+    application_name: str
+    state: str  # pg_stat_activity.state: "idle in transaction" is the usual culprit
+    query_start: str | None  # ISO 8601, of its current or last query
+    query: str  # its current or last query, cut to QUERY_CHARS
+    wait_seconds: float | None  # how long the waiting session has waited so far
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def _cut(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= QUERY_CHARS else text[: QUERY_CHARS - 1] + "…"
+
+
+def blockers_of(connection: _Connection, pid: int) -> list[Blocker]:
+    """Who blocks backend `pid`, asked on `connection` (a monitoring session, not the waiting one)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('server_version_num')::int")
+        since = _SINCE_14 if cursor.fetchone()[0] >= 140000 else _SINCE_OLD
+        cursor.execute(_BLOCKERS.format(since=since), [pid, pid])
+        rows = cursor.fetchall()
+    return [
+        Blocker(int(row[0]), str(row[1]), str(row[2]), _iso(row[3]), _cut(str(row[4])),
+                round(row[5], 3) if row[5] is not None else None)
+        for row in rows
+    ]
+
+
+def backend_pid(connection: BaseDatabaseWrapper) -> int:
+    """The server pid of a Django PostgreSQL connection, read client-side: works while it waits on a query."""
+    connection.ensure_connection()
+    return int(connection.connection.info.backend_pid)
+
+
+def blockers(connection: BaseDatabaseWrapper) -> list[Blocker]:
+    """Who blocks `connection` (a Django PostgreSQL connection, perhaps waiting in another thread) right now."""
+    pid = backend_pid(connection)
+    monitor = connection.copy()  # same settings, its own session: the waiting one cannot answer
+    try:
+        return blockers_of(monitor, pid)
+    finally:
+        monitor.close()
+
+
+def describe(found: Sequence[Blocker]) -> str:
+    """One line per blocker, for a log line or an error message."""
+    return "\n".join(
+        f"pid {b.pid} (app {b.application_name!r}, {b.state} since {b.query_start or 'unknown'}): {b.query}"
+        for b in found
+    )
+
+
+def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[float]:
+    """Seconds to sleep before each retry: exponential with full jitter, so retrying migrates do not line up."""
+    if retries < 0 or base < 0 or cap < 0:
+        raise ValueError("retries, base and cap must not be negative")
+    return [random.uniform(0, min(cap, base * 2 ** min(attempt, 62))) for attempt in range(retries)]

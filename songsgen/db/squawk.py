@@ -1,0 +1,175 @@
+"""squawk, the second judge of `migrate --check-safety`: it lints the PostgreSQL SQL of a pending migration.
+
+squawk (PyPI `squawk-cli`, a binary that runs offline) reads the SQL `sqlmigrate` would print and knows
+PostgreSQL's locks statement by statement, including RunSQL text that our operation checks never see. Rules
+we disagree with are switched off, each with its reason, in `.squawk.toml` at the repository root.
+
+squawk cannot see how big a table is: a lock-taking rule on a table below `SONGSGEN_MIGRATE_BIG_TABLE_ROWS`
+becomes a note, as our own checks judge it. Where squawk says what one of our checks already said for the
+same migration, ours is kept and marked as agreed by squawk (`safety.check_plan` merges them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.migration import Migration
+from django.db.migrations.state import ProjectState
+
+DOCS = "https://squawkhq.com/docs/"
+TIMEOUT_SECONDS = 60
+
+# squawk rule → the codes (ours or django-migration-linter's) that mean the same problem.
+SAME_AS = {
+    "require-concurrent-index-creation": {"INDEX_NOT_CONCURRENT", "CREATE_INDEX"},
+    "require-concurrent-index-deletion": {"DROP_INDEX"},
+    "adding-required-field": {"NOT_NULL"},
+    "ban-drop-default": {"NOT_NULL"},
+    "ban-drop-column": {"DROP_COLUMN"},
+    "ban-drop-table": {"DROP_TABLE"},
+    "renaming-column": {"RENAME_COLUMN"},
+    "renaming-table": {"RENAME_TABLE"},
+    "disallowed-unique-constraint": {"ADD_UNIQUE"},
+    "constraint-missing-not-valid": {"CONSTRAINT_NOT_VALID"},
+    "adding-foreign-key-constraint": {"CONSTRAINT_NOT_VALID"},
+    "changing-column-type": {"COLUMN_TYPE_REWRITE", "ALTER_COLUMN"},
+}
+
+# Rules about how long a lock is held while the table is read: harmless on a small table.
+SIZE_SENSITIVE = {
+    "require-concurrent-index-creation",
+    "disallowed-unique-constraint",
+    "constraint-missing-not-valid",
+    "adding-foreign-key-constraint",
+    "changing-column-type",
+    "adding-not-nullable-field",
+}
+
+FIXES = {
+    "require-concurrent-index-creation": "Use django.contrib.postgres.operations.AddIndexConcurrently in a "
+    "migration with atomic = False (in RunSQL: CREATE INDEX CONCURRENTLY, atomic = False).",
+    "adding-required-field": "Add the column as null=True or with db_default=…, backfill it, and make it NOT NULL "
+    "in a later migration.",
+    "constraint-missing-not-valid": "Add the constraint NOT VALID (AddConstraintNotValid, or NOT VALID in RunSQL), "
+    "then VALIDATE CONSTRAINT in a later migration.",
+    "syntax-error": "squawk could not parse this SQL, so it judged nothing in this migration: check the RunSQL "
+    "text, or review the migration by hand and run with --allow-unsafe.",
+    "SQUAWK_MISSING": "Install it into the environment that runs manage.py: pip install -r requirements.txt "
+    "(squawk-cli), or put squawk on PATH.",
+    "SQUAWK_FAILED": "Run squawk by hand on the migration's SQL (manage.py sqlmigrate … | squawk) to see why; "
+    "a rule name in .squawk.toml may be misspelled.",
+}
+
+_TABLE = re.compile(r'\b(?:ON|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?)\s+"?([^"\s(;]+)"?', re.IGNORECASE)
+
+
+class SquawkError(Exception):
+    """squawk is missing, or ran but gave no report we can read."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One squawk violation, with the statement it was found in."""
+
+    rule: str
+    message: str
+    help: str
+    statement: str
+    blocking: bool
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.rule) or (
+            f"{self.help or 'See the rule'} ({DOCS}{self.rule}). To disagree for the whole project, "
+            "exclude the rule in .squawk.toml with a one-line reason."
+        )
+
+
+def binary() -> str | None:
+    """squawk beside this interpreter (a venv used without activation has no PATH entry), else on PATH."""
+    beside = Path(sys.executable).parent / "squawk"  # not resolved: a venv's python is a symlink
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("squawk")
+
+
+def config_path() -> Path:
+    """The project's squawk config (rules we switch off, with reasons)."""
+    return Path(settings.BASE_DIR) / ".squawk.toml"
+
+
+def migration_sql(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> str:
+    """The SQL `sqlmigrate` prints for `migration`, from `state` (the state before it; not mutated)."""
+    # MigrationLoader.collect_sql's steps on our own state, so the probes of the tests work as well.
+    with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
+        migration.apply(state.clone(), editor, collect_sql=True)
+    statements = list(editor.collected_sql)
+    if migration.atomic and connection.features.can_rollback_ddl:
+        statements = ["BEGIN;", *statements, "COMMIT;"]
+    return "\n".join(statements) + "\n"
+
+
+def _pg_version(connection: BaseDatabaseWrapper) -> str | None:
+    version = getattr(connection, "pg_version", None)  # 150004 for 15.4
+    return f"{version // 10000}.{version % 10000}" if version else None
+
+
+def run(sql: str, *, pg_version: str | None = None, config: Path | None = None) -> list[dict[str, object]]:
+    """squawk's JSON report on `sql` (a list of violations). Raises SquawkError."""
+    program = binary()
+    if program is None:
+        raise SquawkError("squawk is not installed")
+    args = [program, "--reporter", "json", "--stdin-filepath", "migration.sql"]
+    if config is not None and config.is_file():
+        args += ["--config", str(config)]
+    if pg_version:
+        args += ["--pg-version", pg_version]
+    try:
+        result = subprocess.run(args, input=sql, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SquawkError(f"squawk did not run: {exc}") from exc
+    try:
+        report = json.loads(result.stdout or "null")
+    except ValueError:
+        report = None
+    if result.returncode not in (0, 1) or not isinstance(report, list):
+        text = (result.stderr or result.stdout).strip().splitlines()
+        raise SquawkError(f"squawk exited {result.returncode}: {' / '.join(text[-3:]) or 'no output'}")
+    return report
+
+
+def _statement(lines: list[str], item: dict[str, object]) -> str:
+    start = int(item.get("line") or 0)  # squawk counts lines from 0
+    end = max(start, int(item.get("line_end") or start))
+    text = " ".join(line.strip() for line in lines[start:end + 1]).strip()
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def judge(
+    connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState, big: Callable[[str], bool]
+) -> list[Violation]:
+    """squawk's violations for one migration; `big(table)` says whether a table counts as big."""
+    sql = migration_sql(connection, migration, state)
+    lines = sql.splitlines()
+    found = []
+    for item in run(sql, pg_version=_pg_version(connection), config=config_path()):
+        rule = str(item.get("rule_name") or "unknown")
+        statement = _statement(lines, item)
+        message = str(item.get("message") or "")
+        blocking = True  # squawk fails on any violation; rules we disagree with are off in .squawk.toml
+        match = _TABLE.search(statement) if rule in SIZE_SENSITIVE else None
+        if match and not big(match.group(1)):
+            blocking = False
+            message += f" (a note: {match.group(1)} is not a big table)"
+        found.append(Violation(rule, message, str(item.get("help") or ""), statement, blocking))
+    return found
