@@ -52,6 +52,7 @@ MODES = [  # weakest first
 BLOCKS_WRITERS = set(MODES[MODES.index("ShareLock"):])  # the modes that conflict with ROW EXCLUSIVE
 DML = {"INSERT", "UPDATE", "DELETE", "REPLACE"}
 READS = {"SELECT", "SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA", "EXPLAIN", "VALUES", "COMMIT", "END", "BEGIN"}
+RECORDER_TABLE = "django_migrations"
 USER_OID = 16384  # FirstNormalObjectId: below it are the system catalogs
 TABLE_KINDS = "('r', 'p', 'm')"
 OWN_LOCKS = (
@@ -220,7 +221,7 @@ class _Meter:
     def _pg_counts(self) -> dict[int, int]:
         self._raw("SELECT pg_stat_force_next_flush()")
         return dict(self._raw("SELECT relid::bigint, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
-                              "WHERE relname <> 'django_migrations'"))
+                              "WHERE relname <> %s", [RECORDER_TABLE]))
 
     def _add(self, cursor: Any) -> None:
         self.rows += max(cursor.rowcount, 0)
@@ -230,37 +231,49 @@ class _Meter:
             self.spans[key] = max(self.spans.get(key, 0.0), seconds)
 
     def execute(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        """Time the statement; count its rows (SQLite); note the locks it took."""
-        start = time.monotonic()
-        result = execute(sql, params, many, context)
-        end, keyword, raw = time.monotonic(), _keyword(sql), self.scratch.connection
-        if self.pg:
-            from psycopg import pq
-
-            if raw.info.transaction_status == pq.TransactionStatus.INTRANS and keyword not in READS:
-                for oid, name, mode in self._raw(OWN_LOCKS):
-                    self.names[oid] = name
-                    self.held.setdefault((oid, mode), start)
+        """Time the statement; count its rows (SQLite); note the locks it took, also when it fails."""
+        start, done = time.monotonic(), False
+        try:
+            result = execute(sql, params, many, context)
+            done = True
             return result
-        upper = sql.upper()
-        if keyword in DML and "DJANGO_MIGRATIONS" not in upper:
-            # sqlite3 sets rowcount of an INSERT … RETURNING once its rows are read: count it at the step's end.
-            self.returning.append(context["cursor"].cursor) if "RETURNING" in upper else self._add(context["cursor"])
+        finally:
+            if self.pg:
+                self._note_pg(_keyword(sql), start, done)
+            else:
+                self._note_sqlite(sql, context["cursor"], start, done)
+
+    def _note_pg(self, keyword: str, start: float, done: bool) -> None:
+        from psycopg import pq
+
+        raw = self.scratch.connection
+        if done and raw.info.transaction_status == pq.TransactionStatus.INTRANS and keyword not in READS:
+            for oid, name, mode in self._raw(OWN_LOCKS):  # held until the transaction ends
+                with self.guard:
+                    self.names[oid] = name
+                self.held.setdefault((oid, mode), start)
+
+    def _note_sqlite(self, sql: str, cursor: Any, start: float, done: bool) -> None:
+        keyword, upper = _keyword(sql), sql.upper()
+        if done and keyword in DML and RECORDER_TABLE.upper() not in upper:
+            if "RETURNING" in upper:  # sqlite3 sets its rowcount once the rows are read: count it at the step's end
+                self.returning.append(cursor.cursor)
+            else:
+                self._add(cursor)
         if keyword == "BEGIN":  # Django's SQLite transaction_mode: BEGIN IMMEDIATE takes the write lock up front
             writes = "IMMEDIATE" in upper or "EXCLUSIVE" in upper
         elif keyword == "WITH":
             writes = any(word in upper for word in DML)
         else:
             writes = keyword not in READS
-        if raw.in_transaction:
+        if self.scratch.connection.in_transaction:
             if writes and self.write_since is None:
                 self.write_since = start
         elif self.write_since is not None:  # a COMMIT sent as SQL
-            self._span((0, "write"), end - self.write_since)
+            self._span((0, "write"), time.monotonic() - self.write_since)
             self.write_since = None
         elif writes:
-            self._span((0, "write"), end - start)
-        return result
+            self._span((0, "write"), time.monotonic() - start)
 
     def ended(self) -> None:
         """The transaction ended (commit or rollback): every lock it held is released now."""
@@ -307,8 +320,8 @@ class _Meter:
         strongest: dict[int, str] = {}
         lock_seconds = 0.0
         for (oid, mode), seconds in spans.items():
-            if oid not in names:
-                continue  # not a table, or created and gone within the step
+            if names.get(oid, RECORDER_TABLE) == RECORDER_TABLE:
+                continue  # the executor's bookkeeping; or not a table, or created and gone within the step
             if MODES.index(mode) > MODES.index(strongest.get(oid, MODES[0])) or oid not in strongest:
                 strongest[oid] = mode
             if mode in BLOCKS_WRITERS and oid in self.tables:
@@ -325,21 +338,17 @@ def _metered(scratch: BaseDatabaseWrapper) -> Iterator[_Meter]:
     """Install the meter on the scratch connection; on PostgreSQL run the pg_locks monitor beside it."""
     scratch.ensure_connection()
     meter = _Meter(scratch)
-    commit, rollback = scratch._commit, scratch._rollback
 
-    def _commit() -> None:
-        try:
-            commit()
-        finally:
-            meter.ended()
+    def ending(original: Callable[[], None]) -> Callable[[], None]:
+        def wrapped() -> None:
+            try:
+                original()
+            finally:
+                meter.ended()
 
-    def _rollback() -> None:
-        try:
-            rollback()
-        finally:
-            meter.ended()
+        return wrapped
 
-    scratch._commit, scratch._rollback = _commit, _rollback  # type: ignore[method-assign]
+    scratch._commit, scratch._rollback = ending(scratch._commit), ending(scratch._rollback)  # type: ignore[method-assign]
     scratch.execute_wrappers.append(meter.execute)
     stop = threading.Event()
     monitor: threading.Thread | None = None
@@ -392,30 +401,30 @@ def rehearse(
         log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}) ...")
         current: list[Any] = []  # [name, start] of the migration running now
 
+        def finish(error: str | None = None) -> None:
+            seconds = time.monotonic() - current[1]
+            lock_seconds, locks, rows = meter.end_step()
+            steps.append(RehearsedStep(current[0], seconds, lock_seconds, locks, rows, error))
+            log(f"  {current[0]}: {seconds:.3f} s, lock {lock_seconds:.3f} s, {rows} row(s) {error or ''}")
+            current.clear()
+
         def progress(action: str, migration: Any = None, fake: bool = False) -> None:
             if action in ("apply_start", "unapply_start"):
                 meter.begin_step()
                 current[:] = [f"{migration.app_label}.{migration.name}", time.monotonic()]
             elif action in ("apply_success", "unapply_success"):
-                seconds = time.monotonic() - current[1]
-                lock_seconds, locks, rows = meter.end_step()
-                steps.append(RehearsedStep(current[0], seconds, lock_seconds, locks, rows))
-                log(f"  {current[0]}: {seconds:.3f} s, lock {lock_seconds:.3f} s, {rows} row(s)")
-                current.clear()
+                finish()
 
         executor = MigrationExecutor(scratch, progress)
         plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
         try:
             executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
         except Exception as exc:  # the migration failed on the copy: report it; Ctrl-C propagates
+            error = f"{type(exc).__name__}: {exc}"
             if current:
-                seconds = time.monotonic() - current[1]
-                lock_seconds, locks, rows = meter.end_step()
-                steps.append(RehearsedStep(current[0], seconds, lock_seconds, locks, rows,
-                                           error=f"{type(exc).__name__}: {exc}"))
+                finish(error)
             else:
-                steps.append(RehearsedStep("(plan)", 0.0, 0.0, error=f"{type(exc).__name__}: {exc}"))
-            log(f"  failed: {steps[-1].migration}: {steps[-1].error}")
+                steps.append(RehearsedStep("(plan)", 0.0, 0.0, error=error))
         else:
             try:
                 verification = [p.as_dict() for p in verify(scratch, plan)]
