@@ -1,0 +1,196 @@
+"""`migrate --rehearse` machinery (songsgen/db/rehearse.py) on real snapshots, a real file or a real server.
+
+The plan rehearsed is the test-only app tests/migrations_fixture (installed in a subprocess only, through
+tests/settings_fixture.py): 0001 creates a table, 0002 adds a column to it and updates every song, 0003
+inserts one row and fails or hangs on demand. The live test database never gets those migrations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from songsgen.db.rehearse import Rehearsal, RehearsalError, RehearsedStep, format_report, rehearse
+from songsgen.db.snapshot import take_snapshot
+from tests.conftest import REPO
+from tests.db.dbstate import database_state
+from tests.factories import make_song, make_user
+
+pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL roles and locks")
+FIXTURE = [
+    ["migrations_fixture", "0001_create_widget", False],
+    ["migrations_fixture", "0002_touch_existing_rows", False],
+    ["migrations_fixture", "0003_fail_on_demand", False],
+]
+SONGS = 4
+
+
+@pytest.fixture
+def snapshot(transactional_db, tmp_path) -> Path:
+    """A pre-migrate snapshot of the test database holding a user and SONGS songs."""
+    user = make_user()
+    for i in range(SONGS):
+        make_song(user=user, title=f"keep {i}")
+    return take_snapshot(connection, tmp_path / "snapshots")
+
+
+@pytest.fixture
+def child(subprocess_env, snapshot):
+    """Start `python -m tests.db.rehearse_child` on the snapshot with the fixture app installed."""
+
+    def start(extra_env: dict[str, str] | None = None, plan: list | None = None) -> subprocess.Popen:
+        env = dict(subprocess_env, DJANGO_SETTINGS_MODULE="tests.settings_fixture", **(extra_env or {}))
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.db.rehearse_child", str(snapshot), json.dumps(plan or FIXTURE)],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    return start
+
+
+def run(child, extra_env: dict[str, str] | None = None, plan: list | None = None) -> dict:
+    """The Rehearsal the child printed, once it has checked that its scratch alias is gone."""
+    proc = child(extra_env, plan)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    printed = json.loads(out)
+    assert printed["aliases"] == ["default"]
+    return printed["rehearsal"]
+
+
+def live_state() -> object:
+    """SQLite: the bytes of the file and its WAL; PostgreSQL: schema and per-table row checksums."""
+    connection.close()  # nothing of ours holds the file open while it is compared
+    if connection.vendor == "postgresql":
+        return database_state(connection)
+    path = Path(connection.settings_dict["NAME"])
+    return [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None
+            for p in (path, Path(f"{path}-wal"))]
+
+
+def leftovers(snapshot: Path) -> list[str]:
+    """Scratch copies still there: files beside the snapshot, or databases on the server."""
+    if connection.vendor == "sqlite":
+        return [p.name for p in snapshot.parent.iterdir() if p != snapshot]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'songsgen\\_rehearse\\_%'")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_each_migration_is_measured_on_a_copy(child, snapshot):
+    before = live_state()
+    result = run(child)
+    assert live_state() == before
+    assert leftovers(snapshot) == []
+    assert result["ok"], result
+    assert not [p for p in result["verification"] if p["severity"] == "error"]
+    steps = {step["migration"].split(".")[1]: step for step in result["steps"]}
+    assert list(steps) == [name for _app, name, _back in FIXTURE]
+    assert all(step["seconds"] > 0 and step["error"] is None for step in steps.values())
+    # 0001 creates an empty table; 0002 updates every song and inserts a widget; 0003 inserts a widget.
+    assert [step["rows"] for step in steps.values()] == [0, SONGS + 1, 1]
+    if connection.vendor == "sqlite":
+        for step in steps.values():  # atomic: one write transaction for the whole migration
+            assert step["locks"] == ["database write lock"]
+            assert 0 < step["lock_seconds"] <= step["seconds"]
+    else:
+        created, altered = steps["0001_create_widget"], steps["0002_touch_existing_rows"]
+        assert "migrations_fixture_widget: AccessExclusiveLock (new)" in created["locks"]
+        assert created["lock_seconds"] == 0  # nobody can wait for a table that does not exist yet
+        assert "migrations_fixture_widget: AccessExclusiveLock" in altered["locks"]
+        assert "songs_song: RowExclusiveLock" in altered["locks"]
+        assert 0 < altered["lock_seconds"] <= altered["seconds"]
+
+
+def test_non_atomic_migration_holds_the_lock_per_statement(child, snapshot):
+    result = run(child, {"SONGSGEN_FIXTURE_ATOMIC": "0"})
+    assert result["ok"], result
+    step = result["steps"][-1]
+    assert step["migration"] == "migrations_fixture.0003_fail_on_demand" and step["rows"] == 1
+    if connection.vendor == "sqlite":
+        assert step["locks"] == ["database write lock"]
+        assert 0 < step["lock_seconds"] < step["seconds"]  # the INSERT alone, not the whole migration
+    else:
+        assert step["lock_seconds"] == 0  # a plain INSERT takes RowExclusiveLock, which blocks no writer
+    assert leftovers(snapshot) == []
+
+
+def test_a_failing_migration_is_reported_and_the_copy_removed(child, snapshot):
+    before = live_state()
+    result = run(child, {"SONGSGEN_FIXTURE_MODE": "fail"})
+    assert not result["ok"]
+    assert [step["error"] for step in result["steps"][:2]] == [None, None]
+    failed = result["steps"][2]
+    assert failed["migration"] == "migrations_fixture.0003_fail_on_demand"
+    assert "injected failure half-way" in failed["error"]
+    assert result["verification"] == []
+    assert live_state() == before
+    assert leftovers(snapshot) == []
+
+
+def test_ctrl_c_removes_the_copy(child, snapshot, tmp_path):
+    before = live_state()
+    flag = tmp_path / "flag"
+    proc = child({"SONGSGEN_FIXTURE_MODE": "hang", "SONGSGEN_FIXTURE_FLAG": str(flag)})
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    scratch = leftovers(snapshot)
+    assert len(scratch) >= 1  # the copy exists while the migration runs
+    if connection.vendor == "sqlite":
+        copy = next(p for p in snapshot.parent.iterdir() if p.name.endswith(".sqlite3") and p != snapshot)
+        assert copy.stat().st_mode & 0o777 == 0o600
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert leftovers(snapshot) == []
+    assert live_state() == before
+
+
+def test_backwards_plan(child, snapshot):
+    before = live_state()
+    result = run(child, plan=[["songs", "0005_add_song_genre_index", True]])
+    assert result["ok"], result
+    [step] = result["steps"]
+    assert step["migration"] == "songs.0005_add_song_genre_index" and step["rows"] == 0 and step["error"] is None
+    assert live_state() == before
+    assert leftovers(snapshot) == []
+
+
+def test_format_report_is_a_table():
+    steps = [
+        RehearsedStep("songs.0006_x", 1.5, 0.25, ["songs_song: AccessExclusiveLock"], 12),
+        RehearsedStep("songs.0007_y", 0.1, 0.0, [], 0, error="RuntimeError: boom"),
+    ]
+    lines = format_report(Rehearsal(steps=steps, seconds=2.0, verification=[], ok=False))
+    assert lines[0].split() == ["migration", "time", "lock", "held", "rows", "locks"]
+    assert lines[1].split() == ["songs.0006_x", "1.500", "s", "0.250", "s", "12", "songs_song:", "AccessExclusiveLock"]
+    assert lines[1].index("1.500") == lines[0].index("time")
+    assert "FAILED songs.0007_y: RuntimeError: boom" in lines
+    assert lines[-1].startswith("Rehearsal FAILED in 2.00 s")
+
+
+@pg_only
+def test_role_without_createdb_is_told_so(snapshot):
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE rehearse_nocreatedb LOGIN PASSWORD 'pw' NOCREATEDB")
+    try:
+        weak = DatabaseWrapper({**connection.settings_dict, "USER": "rehearse_nocreatedb", "PASSWORD": "pw"}, "weak")
+        with pytest.raises(RehearsalError, match="may not create databases.*CREATEDB"):
+            rehearse(weak, snapshot, [tuple(key) for key in FIXTURE])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP ROLE rehearse_nocreatedb")
+    assert leftovers(snapshot) == []
