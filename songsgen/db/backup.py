@@ -95,9 +95,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def private_dir(folder: Path, mode: int = 0o700) -> Path:
+    """Create `folder` owner-only, whatever the umask, if missing: backups are nobody else's to read."""
+    try:
+        folder.mkdir(mode=mode, parents=True)
+    except FileExistsError:
+        return folder  # whoever made it chose its mode
+    os.chmod(folder, mode)  # mkdir's mode passes through the umask
+    return folder
+
+
 def temp_path(folder: Path, suffix: str = "") -> Path:
     """Create an empty owner-only file in `folder` with a temporary-looking name naming our pid."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(folder)
     while True:
         path = folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
         try:
@@ -216,7 +226,7 @@ class AtomicFileSystemStorage(FileSystemStorage):
     def _save(self, name: str, content: Any) -> str:
         while True:
             full_path = Path(self.path(name))
-            full_path.parent.mkdir(mode=self.directory_permissions_mode or 0o700, parents=True, exist_ok=True)
+            private_dir(full_path.parent, self.directory_permissions_mode or 0o700)
             try:
                 atomic_write(content, full_path, mode=self.file_permissions_mode or 0o600)
             except FileExistsError:
@@ -1079,7 +1089,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
         folder = self.work_dir
         remove_stale_temp_files(folder)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(folder)
         # Compressed straight into a temporary file in the backup folder, which the storage then names
         # without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
         packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
