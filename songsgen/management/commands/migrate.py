@@ -20,6 +20,7 @@ from django.core.management.commands.migrate import Command as DjangoMigrateComm
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from songsgen.db import guards
 from songsgen.db import migrate as safe_migrate
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
@@ -43,11 +44,27 @@ class Command(DjangoMigrateCommand):
                             help="Put back the backup a killed migrate left behind, then stop.")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
         parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
+        parser.add_argument("--adopt", action="store_true",
+                            help="Migrate a database holding tables but no history of this project anyway.")
         parser.add_argument("--safe", action="store_true", default=None, help=argparse.SUPPRESS)
 
     def run_from_argv(self, argv: list[str]) -> None:
         self._typed = True
         super().run_from_argv(argv)
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        # Look before the system checks do: their first query connects, and a new SQLite connection
+        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them and is refused.
+        self._foreign = None
+        safe = options.get("safe")
+        if safe is None:
+            safe = getattr(self, "_typed", False)  # the rule handle() follows
+        plain = any(options.get(o) for o in ("plain", "plan", "check_unapplied", "prune", "resume_restore"))
+        if safe and not plain and not options.get("adopt"):
+            self._foreign = guards.foreign_database(connections[options.get("database") or "default"])
+            if self._foreign:
+                options["skip_checks"] = True
+        return super().execute(*args, **options)
 
     def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
         progress = getattr(self, "_progress", None)
@@ -96,6 +113,8 @@ class Command(DjangoMigrateCommand):
     def _run_safe(
         self, connection: Any, options: dict[str, Any], log: Any, warn: Any, args: Any, report: Any
     ) -> Any:
+        if getattr(self, "_foreign", None):
+            raise safe_migrate.MigrateRefused(self._foreign)
         connection.prepare_database()
         executor = MigrationExecutor(connection)
         executor.loader.check_consistent_history(connection)
