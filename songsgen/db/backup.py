@@ -95,7 +95,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def private_dir(folder: Path, mode: int = 0o700) -> Path:
-    """Create `folder` owner-only, whatever the umask, if missing: backups are nobody else's to read."""
+    """Create `folder` owner-only whatever the umask, if missing: backups are nobody else's."""
     try:
         folder.mkdir(mode=mode, parents=True)
     except FileExistsError:
@@ -535,11 +535,11 @@ def project_migration_roots() -> dict[str, set[str]]:
 
 
 def recorded_migrations(path: Path) -> set[tuple[str, str]] | None:
-    """The (app, name) rows of the django_migrations table of the SQLite file at `path`, None without one."""
+    """The (app, name) rows of django_migrations in the SQLite file at `path`; None without one."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "django_migrations" not in tables:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'django_migrations'"
+        if conn.execute(query).fetchone() is None:
             return None
         return set(conn.execute("SELECT app, name FROM django_migrations").fetchall())
     finally:
@@ -547,7 +547,7 @@ def recorded_migrations(path: Path) -> set[tuple[str, str]] | None:
 
 
 def songsgen_errors(path: Path) -> list[str]:
-    """Why the SQLite file at `path` is not a songsgen database this code can run (empty when it is one)."""
+    """Why the SQLite file at `path` is not a songsgen database this code runs (empty if it is)."""
     try:
         recorded = recorded_migrations(path)
     except sqlite3.DatabaseError as exc:
@@ -686,7 +686,7 @@ def _sound(path: Path) -> None:
 
 
 def _songsgen(path: Path) -> None:
-    """Raise BackupError unless `path` is a songsgen database whose history is not ahead of the code."""
+    """Raise BackupError unless `path` is a songsgen database whose history is not ahead of ours."""
     if errors := songsgen_errors(path):
         raise BackupError(errors[0])
 

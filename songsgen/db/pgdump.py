@@ -96,7 +96,7 @@ def recorded_migrations(settings_dict: dict[str, Any], archive: Path) -> set[tup
     columns: list[str] | None = None
     for line in result.stdout.splitlines():
         if columns is None:
-            if line.startswith("COPY ") and "django_migrations" in line and line.endswith("FROM stdin;"):
+            if line.startswith("COPY ") and "django_migrations (" in line:
                 columns = [c.strip() for c in line[line.index("(") + 1: line.index(")")].split(",")]
             continue
         if line == "\\.":
@@ -104,7 +104,7 @@ def recorded_migrations(settings_dict: dict[str, Any], archive: Path) -> set[tup
         values = dict(zip(columns, (_copy_text(v) for v in line.split("\t")), strict=False))
         rows.add((values["app"], values["name"]))
     if columns is None:
-        raise PgDumpError("the archive holds no django_migrations rows: it is not a backup of this project")
+        raise PgDumpError("the archive holds no django_migrations rows: not a backup of ours")
     return rows
 
 

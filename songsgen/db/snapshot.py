@@ -50,7 +50,7 @@ def _stem_and_suffix(connection: BaseDatabaseWrapper) -> tuple[str, str]:
 
 
 def prepare_folder(directory: Path) -> Path:
-    """Create the snapshot folder owner-only (0700) if missing: it holds whole copies of the database."""
+    """Create the snapshot folder 0700 if missing: it holds whole copies of the database."""
     return backup.private_dir(directory)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.core.management.commands.migrate import Command as DjangoMigrateCommand
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db import guards
@@ -45,7 +45,7 @@ class Command(DjangoMigrateCommand):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
         parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
         parser.add_argument("--adopt", action="store_true",
-                            help="Migrate a database holding tables but no history of this project anyway.")
+                            help="Migrate a database with tables but no history of this project.")
         parser.add_argument("--safe", action="store_true", default=None, help=argparse.SUPPRESS)
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -54,14 +54,16 @@ class Command(DjangoMigrateCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         # Look before the system checks do: their first query connects, and a new SQLite connection
-        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them and is refused.
+        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them: refused.
         self._foreign = None
         safe = options.get("safe")
         if safe is None:
             safe = getattr(self, "_typed", False)  # the rule handle() follows
-        plain = any(options.get(o) for o in ("plain", "plan", "check_unapplied", "prune", "resume_restore"))
+        unguarded = ("plain", "plan", "check_unapplied", "prune", "resume_restore")
+        plain = any(options.get(name) for name in unguarded)
         if safe and not plain and not options.get("adopt"):
-            self._foreign = guards.foreign_database(connections[options.get("database") or "default"])
+            alias = options.get("database") or DEFAULT_DB_ALIAS
+            self._foreign = guards.foreign_database(connections[alias])
             if self._foreign:
                 options["skip_checks"] = True
         return super().execute(*args, **options)
