@@ -51,11 +51,10 @@ from dbbackup import settings as dbbackup_settings
 from dbbackup import utils as dbbackup_utils
 from dbbackup.db.base import BaseDBConnector
 from dbbackup.db.postgresql import PgDumpBinaryConnector
-from django.apps import apps
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 
-from songsgen.db import pgdump
+from songsgen.db import guards, pgdump
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
@@ -95,9 +94,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def private_dir(folder: Path, mode: int = 0o700) -> Path:
+    """Create `folder` owner-only whatever the umask, if missing: backups are nobody else's."""
+    try:
+        folder.mkdir(mode=mode, parents=True)
+    except FileExistsError:
+        return folder  # whoever made it chose its mode
+    os.chmod(folder, mode)  # mkdir's mode passes through the umask
+    return folder
+
+
 def temp_path(folder: Path, suffix: str = "") -> Path:
     """Create an empty owner-only file in `folder` with a temporary-looking name naming our pid."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(folder)
     while True:
         path = folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
         try:
@@ -216,7 +225,7 @@ class AtomicFileSystemStorage(FileSystemStorage):
     def _save(self, name: str, content: Any) -> str:
         while True:
             full_path = Path(self.path(name))
-            full_path.parent.mkdir(mode=self.directory_permissions_mode or 0o700, parents=True, exist_ok=True)
+            private_dir(full_path.parent, self.directory_permissions_mode or 0o700)
             try:
                 atomic_write(content, full_path, mode=self.file_permissions_mode or 0o600)
             except FileExistsError:
@@ -515,13 +524,7 @@ def project_migration_roots() -> dict[str, set[str]]:
     """For each of the project's own apps (not Django's or third parties'), its first migrations."""
     from django.db.migrations.loader import MigrationLoader
 
-    base = Path(settings.BASE_DIR).resolve()
-    ours = {
-        config.label for config in apps.get_app_configs()
-        if Path(config.path).resolve().is_relative_to(base) and not Path(config.path).resolve().is_relative_to(
-            base / ".venv"
-        )
-    }
+    ours = guards.project_apps()
     loader = MigrationLoader(None, ignore_no_migrations=True, load=False)
     loader.load_disk()
     roots: dict[str, set[str]] = {}
@@ -531,19 +534,26 @@ def project_migration_roots() -> dict[str, set[str]]:
     return roots
 
 
-def songsgen_errors(path: Path) -> list[str]:
-    """Why the SQLite file at `path` is not a songsgen database (empty when it is one)."""
+def recorded_migrations(path: Path) -> set[tuple[str, str]] | None:
+    """The (app, name) rows of django_migrations in the SQLite file at `path`; None without one."""
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "django_migrations" not in tables:
-                return ["it has no django_migrations table: not a Django database"]
-            recorded = set(conn.execute("SELECT app, name FROM django_migrations").fetchall())
-        finally:
-            conn.close()
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'django_migrations'"
+        if conn.execute(query).fetchone() is None:
+            return None
+        return set(conn.execute("SELECT app, name FROM django_migrations").fetchall())
+    finally:
+        conn.close()
+
+
+def songsgen_errors(path: Path) -> list[str]:
+    """Why the SQLite file at `path` is not a songsgen database this code runs (empty if it is)."""
+    try:
+        recorded = recorded_migrations(path)
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
+    if recorded is None:
+        return ["it has no django_migrations table: not a Django database"]
     missing = [
         f"{app}.{name}" for app, names in sorted(project_migration_roots().items()) for name in sorted(names)
         if (app, name) not in recorded
@@ -551,6 +561,8 @@ def songsgen_errors(path: Path) -> list[str]:
     if missing:
         return [f"its django_migrations table lacks this project's migrations ({', '.join(missing)}): "
                 "a backup of another Django project?"]
+    if ahead := guards.history_gap(recorded).ahead:
+        return [guards.newer_release(ahead)]
     return []
 
 
@@ -674,7 +686,7 @@ def _sound(path: Path) -> None:
 
 
 def _songsgen(path: Path) -> None:
-    """Raise BackupError unless `path` is a songsgen database."""
+    """Raise BackupError unless `path` is a songsgen database whose history is not ahead of ours."""
     if errors := songsgen_errors(path):
         raise BackupError(errors[0])
 
@@ -695,6 +707,7 @@ class RestoreResult:
     checkpointed: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # migrations the code has and the backup lacks
 
 
 def _need_space(folder: Path, needed: int) -> None:
@@ -897,6 +910,7 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
             unpack(stream, candidate)
             _readable(candidate)
             _songsgen(candidate)
+            pending = guards.history_gap(recorded_migrations(candidate) or set()).behind
             log(f"Backup unpacked: {candidate.stat().st_size / 2**20:.1f} MiB, a songsgen database.")
             if saved is not None:
                 try:
@@ -942,7 +956,7 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         set_wal(live, timeout)
     except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)
         notes.append(f"the restored database is not in WAL mode yet ({exc})")
-    return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes)
+    return RestoreResult(live, expected, checkpointed, time.monotonic() - started, notes, pending)
 
 
 def _copy_and_verify(candidate: Path, live: Path, *, timeout: float) -> tuple[bool, list[str], dict[str, int]]:
@@ -1079,7 +1093,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
         folder = self.work_dir
         remove_stale_temp_files(folder)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(folder)
         # Compressed straight into a temporary file in the backup folder, which the storage then names
         # without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
         packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
@@ -1125,6 +1139,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         self.connection.close()
         self.result = restore_sqlite(dump, live, timeout=float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000,
                                      log=logger.info)
+        self.pending = self.result.pending
         return self.result
 
 
@@ -1144,7 +1159,11 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
             with open(archive, "wb") as out:
                 shutil.copyfileobj(dump, out, 1 << 20)
             pgdump.check_songsgen_archive(self.settings, archive)
+            gap = guards.history_gap(pgdump.recorded_migrations(self.settings, archive))
+            if gap.ahead:
+                raise BackupError(guards.newer_release(gap.ahead))
             pgdump.restore(self.settings, archive)
+            self.pending = gap.behind
         except pgdump.PgDumpError as exc:
             raise BackupError(str(exc)) from exc
         finally:

@@ -143,7 +143,7 @@ def database_size(connection: BaseDatabaseWrapper) -> int:
 
 def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, int]:
     """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room."""
-    directory.mkdir(parents=True, exist_ok=True)
+    snapshot.prepare_folder(directory)
     needed = int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
         settings.MIGRATE_BACKUP_MARGIN_BYTES
     )

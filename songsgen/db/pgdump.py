@@ -84,6 +84,42 @@ def check_songsgen_archive(settings_dict: dict[str, Any], archive: Path) -> None
         raise PgDumpError("the archive holds no django_migrations table: it is not a backup of this project")
 
 
+def recorded_migrations(settings_dict: dict[str, Any], archive: Path) -> set[tuple[str, str]]:
+    """The (app, name) rows of django_migrations in the archive, read from it without a server."""
+    result = subprocess.run(
+        [tool("pg_restore"), "--data-only", "--table=django_migrations", "--file=-", str(archive)],
+        env=_env(settings_dict), capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise _fail("reading django_migrations from the pg_dump archive", result)
+    rows: set[tuple[str, str]] = set()
+    columns: list[str] | None = None
+    for line in result.stdout.splitlines():
+        if columns is None:
+            if line.startswith("COPY ") and "django_migrations (" in line:
+                columns = [c.strip() for c in line[line.index("(") + 1: line.index(")")].split(",")]
+            continue
+        if line == "\\.":
+            break
+        values = dict(zip(columns, (_copy_text(v) for v in line.split("\t")), strict=False))
+        rows.add((values["app"], values["name"]))
+    if columns is None:
+        raise PgDumpError("the archive holds no django_migrations rows: not a backup of ours")
+    return rows
+
+
+def _copy_text(value: str) -> str:
+    """A value in COPY's text format with its backslash escapes undone."""
+    out: list[str] = []
+    chars = iter(value)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            char = {"t": "\t", "n": "\n", "r": "\r"}.get(escaped, escaped)
+        out.append(char)
+    return "".join(out)
+
+
 def restore(settings_dict: dict[str, Any], archive: Path) -> None:
     """Make the database exactly what `archive` holds, in one transaction."""
     env = _env(settings_dict)

@@ -49,6 +49,11 @@ def _stem_and_suffix(connection: BaseDatabaseWrapper) -> tuple[str, str]:
     raise SnapshotUnsupported(f"no snapshot support for {connection.vendor}")
 
 
+def prepare_folder(directory: Path) -> Path:
+    """Create the snapshot folder 0700 if missing: it holds whole copies of the database."""
+    return backup.private_dir(directory)
+
+
 def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Path]:
     """Finished snapshots of this database in `directory`, oldest first."""
     stem, suffix = _stem_and_suffix(connection)
@@ -58,7 +63,7 @@ def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Pat
 def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
     """Copy the live database into `directory` (owner-only, renamed when complete); return its path."""
     stem, suffix = _stem_and_suffix(connection)
-    directory.mkdir(parents=True, exist_ok=True)
+    prepare_folder(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"{SNAPSHOT_PREFIX}{stem}-{stamp}{suffix}"
     if connection.vendor == "postgresql":

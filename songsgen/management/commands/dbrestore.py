@@ -16,6 +16,7 @@ from dbbackup.management.commands import dbrestore
 from django.core.management.base import CommandError
 from django.db import connections
 
+from songsgen.db import guards
 from songsgen.db.backup import BackupError, RestoreUndone, RestoreUnverified, database_label, latest_backup
 
 
@@ -67,3 +68,6 @@ class Command(dbrestore.Command):
             self.stdout.write(f"Restored {result.database} in {result.seconds:.1f} s, integrity ok; rows: {tables}.")
             for note in result.notes:
                 self.stdout.write(f"Note: {note}.")
+        pending = getattr(self.connector, "pending", None)
+        if pending:
+            self.stdout.write(f"Note: {guards.pending_note(pending)}.")

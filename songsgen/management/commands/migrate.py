@@ -17,11 +17,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.core.management.commands.migrate import Command as DjangoMigrateCommand
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.cli import non_negative_float, non_negative_int
-from songsgen.db import marker
+from songsgen.db import guards, marker
 from songsgen.db import migrate as safe_migrate
 from songsgen.db.apply import Applier
 from songsgen.db.dblock import database_lock
@@ -55,11 +55,29 @@ class Command(DjangoMigrateCommand):
                             help="PostgreSQL: retry a migration that hit the lock timeout N times (default 5).")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
         parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
+        parser.add_argument("--adopt", action="store_true",
+                            help="Migrate a database with tables but no history of this project.")
         parser.add_argument("--safe", action="store_true", default=None, help=argparse.SUPPRESS)
 
     def run_from_argv(self, argv: list[str]) -> None:
         self._typed = True
         super().run_from_argv(argv)
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        # Look before the system checks do: their first query connects, and a new SQLite connection
+        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them: refused.
+        self._foreign = None
+        safe = options.get("safe")
+        if safe is None:
+            safe = getattr(self, "_typed", False)  # the rule handle() follows
+        unguarded = ("plain", "plan", "check_unapplied", "prune", "resume_restore")
+        plain = any(options.get(name) for name in unguarded)
+        if safe and not plain and not options.get("adopt"):
+            alias = options.get("database") or DEFAULT_DB_ALIAS
+            self._foreign = guards.foreign_database(connections[alias])
+            if self._foreign:
+                options["skip_checks"] = True
+        return super().execute(*args, **options)
 
     def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
         applier = getattr(self, "_applier", None)
@@ -115,6 +133,8 @@ class Command(DjangoMigrateCommand):
     def _run_safe(
         self, connection: Any, options: dict[str, Any], log: Any, warn: Any, args: Any, report: Any
     ) -> Any:
+        if getattr(self, "_foreign", None):
+            raise safe_migrate.MigrateRefused(self._foreign)
         connection.prepare_database()
         executor = MigrationExecutor(connection)
         executor.loader.check_consistent_history(connection)
