@@ -14,10 +14,10 @@ On PostgreSQL a lock timeout rolls the attempt back and retries with backoff.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,18 +31,14 @@ from django.db.migrations.operations.fields import FieldOperation
 from django.db.migrations.operations.models import IndexOperation, ModelOperation
 from django.db.migrations.state import ProjectState
 
-from songsgen.db import marker, schema, snapshot
+from songsgen.db import marker, rehearse, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused
+from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.safety import Finding, check_plan
 
 Plan = list[tuple[Migration, bool]]
 __all__ = ["MigrateFailed", "MigrateRefused", "Options", "Report", "run"]
-
-
-def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[float]:
-    """Exponential backoff with full jitter: retries of many migrates never march in step."""
-    return [random.uniform(0, min(cap, base * 2**n)) for n in range(retries)]
 
 
 @dataclass
@@ -204,6 +200,8 @@ class Options:
     check_safety: bool = False
     no_backup: bool = False
     lock_retries: int = 5
+    rehearse: str = ""  # "" | "yes" (then ask, unless confirm is None) | "only"
+    confirm: Callable[[str], bool] | None = None
 
 
 class VerificationFailed(Exception):
@@ -264,7 +262,6 @@ def run(
     log: Callable[[str], None],
     warn: Callable[[str], None],
     report: Report,
-    blockers: Callable[[], str] = lambda: "",
 ) -> Report:
     """The safe path around `apply`, filling `report`; the caller holds the database lock.
 
@@ -306,39 +303,16 @@ def run(
     report.guard = "transaction" if all(step.atomic for step in report.plan) else "transaction+reverse"
     snap: Path | None = None
     if options.no_backup:
+        if options.rehearse:
+            raise MigrateRefused("--rehearse needs the snapshot: drop --no-backup. Nothing was changed.")
         warn("--no-backup: no disaster-recovery snapshot is taken (a failure still rolls back).")
     else:
         snap = take_snapshot(connection, report, log)
+    if options.rehearse and snap is not None:
+        if not _rehearse(connection, snap, plan, options, report, log, warn):
+            return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
-
-    attempts = options.lock_retries + 1 if connection.vendor == "postgresql" else 1
-    delays = backoff_delays(attempts - 1)
-    for attempt in range(1, attempts + 1):
-        stage, tick = "apply", time.monotonic()
-        try:
-            if connection.vendor == "postgresql":
-                _set_pg_timeouts(connection)
-            apply()
-            report.seconds["apply"] = round(time.monotonic() - tick, 3)
-            stage, tick = "verify", time.monotonic()
-            _verify(connection, plan, report, log, warn)
-            applier.commit()
-            report.seconds["verify"] = round(time.monotonic() - tick, 3)
-            break
-        except BaseException as exc:  # an error, a failed verification, Ctrl-C
-            failed_in = applier.current
-            report.rolled_back += applier.rollback(exc)
-            if attempt < attempts and is_lock_timeout(exc) and not isinstance(exc, KeyboardInterrupt):
-                delay = delays[attempt - 1]
-                who = blockers()
-                warn(f"Lock timeout{f' in {failed_in}' if failed_in else ''} (attempt {attempt} of {attempts}): "
-                     f"rolled back; {who or 'the blocking session was gone before it could be named'}. "
-                     f"Retrying in {delay:.1f} s.")
-                report.lock_waits.append({"attempt": attempt, "migration": failed_in, "blocked_by": who})
-                applier.reset()
-                time.sleep(delay)
-                continue
-            _fail(connection, exc, stage, failed_in, applier, before, snap, report, log, warn, blockers)
+    attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
     report.longest_lock_seconds = round(applier.longest_lock, 3)
@@ -349,6 +323,70 @@ def run(
     report.status = "ok"
     report.seconds["total"] = round(time.monotonic() - clock, 3)
     return report
+
+
+def _rehearse(
+    connection: BaseDatabaseWrapper, snap: Path, plan: Plan, options: Options, report: Report,
+    log: Callable[[str], None], warn: Callable[[str], None],
+) -> bool:
+    """Apply the plan to a scratch copy of the snapshot and report; False when the live run stops here."""
+    log("Rehearsing the plan on a scratch copy of the snapshot ...")
+    try:
+        rehearsal = rehearse.rehearse(connection, snap, [(m.app_label, m.name, back) for m, back in plan], log=log)
+    except rehearse.RehearsalError as exc:
+        raise MigrateRefused(f"The rehearsal could not start: {exc}. Nothing was changed.") from exc
+    report.rehearsal = asdict(rehearsal)
+    for line in rehearse.format_report(rehearsal):
+        log(line)
+    if not rehearsal.ok:
+        raise MigrateRefused("The rehearsal failed (see above); the live database was not touched.")
+    if options.rehearse == "only":
+        report.status = "rehearsed"
+        return False
+    if options.confirm is not None and not options.confirm("Apply this plan to the live database? [y/N] "):
+        report.status = "rehearsed"
+        log("Not applied: the live database was not touched.")
+        return False
+    return True
+
+
+def _apply(
+    connection: BaseDatabaseWrapper, plan: Plan, apply: Callable[[], None], applier: Applier, options: Options,
+    report: Report, before: set[Key], snap: Path | None, log: Callable[[str], None], warn: Callable[[str], None],
+) -> int:
+    """Apply and verify; on PostgreSQL retry a lock timeout with backoff. Return the attempts it took."""
+    pg = connection.vendor == "postgresql"
+    attempts = options.lock_retries + 1 if pg else 1
+    delays = backoff_delays(attempts - 1)
+    for attempt in range(1, attempts + 1):
+        stage, tick = "apply", time.monotonic()
+        watch = BlockerWatch(connection) if pg else None
+        try:
+            if pg:
+                _set_pg_timeouts(connection)
+            with watch or nullcontext():
+                apply()
+            report.seconds["apply"] = round(time.monotonic() - tick, 3)
+            stage, tick = "verify", time.monotonic()
+            _verify(connection, plan, report, log, warn)
+            applier.commit()
+            report.seconds["verify"] = round(time.monotonic() - tick, 3)
+            return attempt
+        except BaseException as exc:  # an error, a failed verification, Ctrl-C
+            failed_in = applier.current
+            report.rolled_back += applier.rollback(exc)
+            who = watch.describe() if watch else ""
+            if attempt < attempts and is_lock_timeout(exc) and not isinstance(exc, KeyboardInterrupt):
+                delay = delays[attempt - 1]
+                warn(f"Lock timeout{f' in {failed_in}' if failed_in else ''} (attempt {attempt} of {attempts}), "
+                     f"rolled back; {who or 'the blocking session was gone before it could be named'}. "
+                     f"Retrying in {delay:.1f} s.")
+                report.lock_waits.append({"attempt": attempt, "migration": failed_in, "blocked_by": who})
+                applier.reset()
+                time.sleep(delay)
+                continue
+            _fail(connection, exc, stage, failed_in, applier, before, snap, report, log, warn, who)
+    raise AssertionError("unreachable: the last attempt returns or fails")
 
 
 def _verify(
@@ -367,7 +405,7 @@ def _verify(
 def _fail(
     connection: BaseDatabaseWrapper, exc: BaseException, stage: str, failed_in: str | None, applier: Applier,
     before: set[Key], snap: Path | None, report: Report, log: Callable[[str], None], warn: Callable[[str], None],
-    blockers: Callable[[], str],
+    blockers: str,
 ) -> NoReturn:
     """Undo what this run committed by reverse operations; raise MigrateFailed saying where the database is."""
     report.applied, report.failed_migration = applier.applied, failed_in
@@ -408,7 +446,7 @@ def _fail(
         how += (
             f"\nAnother session held a lock on a table this migration changes for longer than the lock timeout "
             f"({settings.MIGRATE_LOCK_TIMEOUT_MS} ms, SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS) on every attempt; rather "
-            f"than queue behind it and stall every query on that table, migrate gave up. {blockers()}".rstrip()
+            f"than queue behind it and stall every query on that table, migrate gave up. {blockers}".rstrip()
             + " Find the session in pg_stat_activity (long transactions, idle in transaction) and run migrate "
             "again when it is done."
         )

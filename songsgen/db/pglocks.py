@@ -101,3 +101,41 @@ def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[f
     if retries < 0 or base < 0 or cap < 0:
         raise ValueError("retries, base and cap must not be negative")
     return [random.uniform(0, min(cap, base * 2 ** min(attempt, 62))) for attempt in range(retries)]
+
+
+class BlockerWatch:
+    """Who blocks a Django connection while it works in this thread, sampled by a thread of its own.
+
+    A lock timeout ends the wait, and with it the evidence: the blockers are named while the wait lasts."""
+
+    def __init__(self, connection: BaseDatabaseWrapper, every: float = 0.2) -> None:
+        import threading
+
+        self.connection, self.every = connection, every
+        self.last: list[Blocker] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="blocker-watch", daemon=True)
+
+    def __enter__(self) -> BlockerWatch:
+        self._pid = backend_pid(self.connection)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        monitor = self.connection.copy()  # made in this thread: Django connections stay in their thread
+        try:
+            while not self._stop.wait(self.every):
+                found = blockers_of(monitor, self._pid)
+                if found:
+                    self.last = found
+        except Exception:  # noqa: BLE001 — the watch only adds words to a message; it never fails the migrate
+            pass
+        finally:
+            monitor.close()
+
+    def describe(self) -> str:
+        return f"blocked by {describe(self.last)}" if self.last else ""

@@ -53,6 +53,11 @@ class Command(DjangoMigrateCommand):
                             help="Wait this long for another migrate to finish (default 0: refuse at once).")
         parser.add_argument("--lock-retries", type=non_negative_int, default=5, metavar="N",
                             help="PostgreSQL: retry a migration that hit the lock timeout N times (default 5).")
+        parser.add_argument("--rehearse", action="store_true",
+                            help="Apply the plan to a scratch copy of the snapshot first and report each migration's "
+                                 "time, write-lock time and rows; then ask (or with --noinput go on).")
+        parser.add_argument("--rehearse-only", action="store_true",
+                            help="Rehearse and report, then stop: the live database is not touched.")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON on stdout.")
         parser.add_argument("--plain", action="store_true", help="Django's migrate without any guard.")
         parser.add_argument("--adopt", action="store_true",
@@ -158,11 +163,19 @@ class Command(DjangoMigrateCommand):
         flags = safe_migrate.Options(
             allow_unsafe=options["allow_unsafe"], check_safety=options["check_safety"], no_backup=options["no_backup"],
             lock_retries=options["lock_retries"],
+            rehearse="only" if options["rehearse_only"] else ("yes" if options["rehearse"] else ""),
+            confirm=self._confirm if options["interactive"] and not options["json"] else None,
         )
         try:
             return safe_migrate.run(connection, executor, plan, apply, applier, flags, log, warn, report)
         finally:
             self._applier = None
+
+    def _confirm(self, question: str) -> bool:
+        try:
+            return input(question).strip().lower() in ("y", "yes")
+        except EOFError:  # no terminal: take it as no
+            return False
 
     def _finish(self, report: Any, as_json: bool) -> None:
         if as_json:
