@@ -113,14 +113,16 @@ def _pg_holder(conn: Any) -> Holder:
     ).fetchone()
     if row is None:
         return Holder(None, "unknown", "command")
-    parts = dict(p.split("=", 1) for p in str(row[0]).split()[1:] if "=" in p)
-    pid = int(parts["pid"]) if parts.get("pid", "").isdigit() else None
-    return Holder(pid, parts.get("started", row[1].strftime("%Y-%m-%dT%H:%M:%SZ")), parts.get("purpose", "command"))
+    # "songsgen-lock PID STARTED PURPOSE": application_name keeps 63 bytes, so no key=value padding.
+    words = str(row[0]).split()
+    if len(words) == 4 and words[0] == APPLICATION_PREFIX and words[1].isdigit():
+        return Holder(int(words[1]), words[2], words[3])
+    return Holder(None, row[1].strftime("%Y-%m-%dT%H:%M:%SZ"), "command")
 
 
 @contextmanager
 def _pg_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
-    name = f"{APPLICATION_PREFIX} pid={os.getpid()} started={_now()} purpose={purpose}"
+    name = f"{APPLICATION_PREFIX} {os.getpid()} {_now()} {purpose}"
     conn = _pg_connect(settings_dict, name)
     try:
         deadline = time.monotonic() + wait

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,8 @@ from songsgen.db.compare import (
     has_integer_pk,
     read_batches,
 )
+from songsgen.db.dblock import database_lock
+from songsgen.db.exceptions import DatabaseBusy
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
 
@@ -289,7 +291,7 @@ def _copy_table(
 def transfer(
     source_url: str, target_url: str, *, batch_size: int = DEFAULT_BATCH_SIZE, truncate: bool = False,
     resume: bool = False, dry_run: bool = False, report: Callable[[Progress], None] | None = None,
-    on_table: Callable[[TableComparison], None] | None = None,
+    on_table: Callable[[TableComparison], None] | None = None, lock_wait: float = 0.0,
 ) -> TransferResult:
     """Copy every table from `source_url` to `target_url` and compare them; see the module docstring."""
     started = time.monotonic()
@@ -303,11 +305,15 @@ def transfer(
                 raise TransferError(
                     "The source and the target are the same database; give a different --to."
                 )
-            return _run(
-                source, target, tables, source_url=source_url, target_url=target_url, batch_size=batch_size,
-                truncate=truncate, resume=resume, dry_run=dry_run, report=report, on_table=on_table, started=started,
-            )
-    except DatabaseUnavailable as exc:
+            # The target's migrate lock: no migrate, restore or second transfer changes it meanwhile.
+            with nullcontext() if dry_run else database_lock(target.settings_dict, purpose="transferdb",
+                                                             wait=lock_wait):
+                return _run(
+                    source, target, tables, source_url=source_url, target_url=target_url, batch_size=batch_size,
+                    truncate=truncate, resume=resume, dry_run=dry_run, report=report, on_table=on_table,
+                    started=started,
+                )
+    except (DatabaseUnavailable, DatabaseBusy) as exc:
         raise TransferError(str(exc)) from exc
 
 

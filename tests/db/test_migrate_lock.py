@@ -24,18 +24,23 @@ def test_two_migrates_at_once_one_runs_the_other_refuses(migrate, fixture_env, t
     # second starts up (Django's own start-up checks open a write transaction on SQLite) and meets the lock.
     first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, "--json", hang=10,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = migrate("migrations_fixture", "0003")
-    assert second.returncode == 2, second.stderr
-    assert f"another migrate (pid {first.pid}, started at " in second.stderr
-    assert "holds the database" in second.stderr and "Traceback" not in second.stderr
-    resume = migrate("--resume-restore")  # the marker of a running migrate is not an interrupted one
-    assert resume.returncode == 2 and f"pid {first.pid}" in resume.stderr
-    waiting = migrate("migrations_fixture", "0003", "--lock-wait", "60", "--json")
-    out, err = first.communicate(timeout=60)
-    assert first.returncode == 0, err
-    assert json.loads(out)["status"] == "ok"
-    assert waiting.returncode == 0, waiting.stderr
-    assert json.loads(waiting.stdout)["status"] == "nothing-to-do"
+    try:
+        second = migrate("migrations_fixture", "0003")
+        assert second.returncode == 2, second.stderr
+        assert f"another migrate (pid {first.pid}, started at " in second.stderr
+        assert "holds the database" in second.stderr and "Traceback" not in second.stderr
+        resume = migrate("--resume-restore")  # the marker of a running migrate is not an interrupted one
+        assert resume.returncode == 2 and f"pid {first.pid}" in resume.stderr
+        waiting = migrate("migrations_fixture", "0003", "--lock-wait", "60", "--json")
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 0, err
+        assert json.loads(out)["status"] == "ok"
+        assert waiting.returncode == 0, waiting.stderr
+        assert json.loads(waiting.stdout)["status"] == "nothing-to-do"
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM songs_song WHERE title LIKE '%(touched)'")
         assert cursor.fetchone()[0] == 4  # applied once, by the first, and never undone
@@ -173,3 +178,27 @@ def test_rehearse_then_apply_with_noinput(migrate):
     refused = migrate("migrations_fixture", "0003", "--rehearse", "--noinput",
                       extra_env={"SONGSGEN_FIXTURE_MODE": "fail"})
     assert refused.returncode == 2 and "The rehearsal failed" in refused.stderr
+
+
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_dbrestore_and_transferdb_refuse_while_a_migrate_runs(migrate, fixture_env, tmp_path, manage):
+    from tests.conftest import database_url_for
+
+    first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, hang=15, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        restore = manage("dbrestore", "--noinput", env=fixture_env)
+        assert restore.returncode != 0
+        assert f"another migrate (pid {first.pid}, started at " in restore.stderr
+        assert "Traceback" not in restore.stderr
+        source = tmp_path / "empty.db"
+        source.touch()
+        transfer = manage("transferdb", "--from", f"sqlite:///{source}", "--to",
+                          database_url_for(connection.settings_dict), env=fixture_env)
+        assert transfer.returncode != 0
+        assert f"another migrate (pid {first.pid}, started at " in transfer.stderr
+        assert "Traceback" not in transfer.stderr
+    finally:
+        first.kill()
+        first.wait(timeout=30)

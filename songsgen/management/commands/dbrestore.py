@@ -16,12 +16,20 @@ from dbbackup.management.commands import dbrestore
 from django.core.management.base import CommandError
 from django.db import connections
 
+from songsgen.cli import non_negative_float
 from songsgen.db import guards
 from songsgen.db.backup import BackupError, RestoreUndone, RestoreUnverified, database_label, latest_backup
+from songsgen.db.dblock import database_lock
+from songsgen.db.exceptions import DatabaseBusy
 
 
 class Command(dbrestore.Command):
     help = "Restore a backup (SQLite: checked first, then copied in as one transaction). See docs/backups.md."
+
+    def add_arguments(self, parser: Any) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--lock-wait", type=non_negative_float, default=0.0, metavar="SECONDS",
+                            help="Wait this long for a running migrate or transfer to finish (default 0: refuse).")
 
     def _set_logger_level(self) -> None:
         super()._set_logger_level()
@@ -36,7 +44,11 @@ class Command(dbrestore.Command):
         if self._sqlite and options.get("uncompress"):
             raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
         try:
-            super().handle(*args, **options)
+            # The migrate lock: a restore under a running migrate (or the reverse) would undo one of them.
+            with database_lock(connections[alias].settings_dict, purpose="dbrestore", wait=options["lock_wait"]):
+                super().handle(*args, **options)
+        except DatabaseBusy as exc:
+            raise CommandError(f"Restore refused: {exc}") from exc
         except (RestoreUndone, RestoreUnverified) as exc:
             raise CommandError(f"Restore failed: {exc}.") from exc
         except BackupError as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from songsgen.cli import add_database_pair, positive_int
+from songsgen.cli import add_database_pair, non_negative_float, positive_int
 from songsgen.db.compare import TableComparison, render
 from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
 
@@ -28,10 +28,12 @@ class Command(BaseCommand):
             help=f"Rows per batch and transaction (default {DEFAULT_BATCH_SIZE:,}).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Check everything and show the plan; write nothing.")
+        parser.add_argument("--lock-wait", type=non_negative_float, default=0.0, metavar="SECONDS",
+                            help="Wait this long for a migrate or restore of the target to finish (default 0).")
 
     def handle(
         self, *args: Any, source: str, target: str, truncate: bool, resume: bool, batch_size: int, dry_run: bool,
-        verbosity: int, **options: Any,
+        lock_wait: float, verbosity: int, **options: Any,
     ) -> None:
         self.verbosity = verbosity
         self._last_line = 0.0
@@ -39,6 +41,7 @@ class Command(BaseCommand):
             result = transfer(
                 source, target, batch_size=batch_size, truncate=truncate, resume=resume, dry_run=dry_run,
                 report=self._progress if verbosity else None, on_table=self._table_done if verbosity > 1 else None,
+                lock_wait=lock_wait,
             )
         except TransferError as exc:
             raise CommandError(str(exc)) from exc
