@@ -156,7 +156,7 @@ MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
 MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)  # pre-migrate snapshots kept per database
 # PostgreSQL: a migration waiting longer than this for a lock fails instead of queueing every query behind it.
-MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 5000)
+MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 2000)
 MIGRATE_STATEMENT_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_STATEMENT_TIMEOUT_MS", 0)  # 0: no limit
 # "full" (PRAGMA integrity_check) or "quick" (quick_check) after migrating a SQLite database.
 MIGRATE_VERIFY_INTEGRITY = os.environ.get("SONGSGEN_MIGRATE_VERIFY_INTEGRITY") or "full"
