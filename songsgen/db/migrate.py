@@ -410,7 +410,7 @@ def _fail(
     """Undo what this run committed by reverse operations; raise MigrateFailed saying where the database is."""
     report.applied, report.failed_migration = applier.applied, failed_in
     report.longest_lock_seconds = round(applier.longest_lock, 3)
-    what = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    what = (str(exc) or "Ctrl-C") if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
     report.error = f"{stage} failed: {what}"
     where = f" while applying {failed_in}" if failed_in else ""
     if connection.vendor == "postgresql":

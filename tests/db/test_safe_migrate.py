@@ -74,15 +74,17 @@ def test_success_applies_verifies_and_reports(migrate, tmp_path, writer):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("atomic", ["1", "0"], ids=["atomic", "non-atomic"])
-def test_ctrl_c_rolls_back_under_a_live_writer(migrate, fixture_env, tmp_path, writer, atomic):
+@pytest.mark.parametrize(("atomic", "sig"), [("1", signal.SIGINT), ("0", signal.SIGINT), ("0", signal.SIGTERM)],
+                         ids=["atomic-ctrl-c", "non-atomic-ctrl-c", "non-atomic-sigterm"])
+def test_ctrl_c_rolls_back_under_a_live_writer(migrate, fixture_env, tmp_path, writer, atomic, sig):
     before = state()
     env = dict(fixture_env, SONGSGEN_FIXTURE_ATOMIC=atomic)
     proc = hanging_migrate(env, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
-    assert "Ctrl-C" in err and "migrations_fixture.0003_fail_on_demand" in err
+    assert ("Ctrl-C" if sig == signal.SIGINT else "SIGTERM") in err
+    assert "migrations_fixture.0003_fail_on_demand" in err
     assert_writer_rows_kept(writer)
     assert state() == before
 

@@ -12,7 +12,12 @@ reverse operations); 2 refused before anything changed; 3 failed and the databas
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -28,6 +33,23 @@ from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A service manager's SIGTERM rolls back like Ctrl-C instead of dying mid-plan."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Command(DjangoMigrateCommand):
@@ -113,7 +135,8 @@ class Command(DjangoMigrateCommand):
             self.stderr.write(text)
 
         try:
-            with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]):
+            with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]), \
+                    _sigterm_as_interrupt():
                 if options["resume_restore"]:
                     report.status, report.backup = marker.resume(
                         connection, from_snapshot=options["from_snapshot"], log=log
