@@ -14,7 +14,6 @@ On PostgreSQL a lock timeout rolls the attempt back and retries with backoff.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -126,34 +125,6 @@ def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor
     return check_plan(connection, plan, applied_state(executor))
 
 
-# --- room -------------------------------------------------------------------------------------------
-def database_size(connection: BaseDatabaseWrapper) -> int:
-    """Bytes a backup of this database needs, about: file plus WAL, or pg_database_size."""
-    if connection.vendor == "sqlite":
-        path = Path(connection.settings_dict["NAME"])
-        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_database_size(current_database())")
-        return int(cursor.fetchone()[0])
-
-
-def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, int]:
-    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room."""
-    snapshot.prepare_folder(directory)
-    needed = int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
-        settings.MIGRATE_BACKUP_MARGIN_BYTES
-    )
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise MigrateRefused(
-            f"Not enough room for the backup in {directory}: {free / 2**20:,.1f} MiB free, "
-            f"{needed / 2**20:,.1f} MiB needed (database size x {settings.MIGRATE_BACKUP_SIZE_FACTOR} + "
-            f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin). Nothing was changed. Free space, "
-            "point SONGSGEN_BACKUP_DIR at a bigger disk, or run with --no-backup at your own risk."
-        )
-    return needed, free
-
-
 # --- verify -----------------------------------------------------------------------------------------
 def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
     """The tables the plan's operations change; None when one may change any table (RunSQL, RunPython)."""
@@ -233,25 +204,6 @@ def is_lock_timeout(exc: BaseException) -> bool:
     return False
 
 
-def take_snapshot(connection: BaseDatabaseWrapper, report: Report, log: Callable[[str], None]) -> Path:
-    """The disaster-recovery copy: checked room, a verified snapshot, its path printed."""
-    directory = Path(settings.BACKUP_DIR)
-    check_room(connection, directory)
-    tick = time.monotonic()
-    try:
-        snap = snapshot.take_snapshot(connection, directory)
-    except snapshot.SnapshotError as exc:
-        raise MigrateRefused(
-            f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
-            "or take a backup yourself and run with --no-backup."
-        ) from exc
-    report.seconds["backup"] = round(time.monotonic() - tick, 3)
-    report.backup = str(snap)
-    log(f"Backup (kept for disaster recovery): {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, "
-        f"{report.seconds['backup']:.1f} s)")
-    return snap
-
-
 def run(
     connection: BaseDatabaseWrapper,
     executor: MigrationExecutor,
@@ -307,7 +259,11 @@ def run(
             raise MigrateRefused("--rehearse needs the snapshot: drop --no-backup. Nothing was changed.")
         warn("--no-backup: no disaster-recovery snapshot is taken (a failure still rolls back).")
     else:
-        snap = take_snapshot(connection, report, log)
+        tick = time.monotonic()
+        snap = snapshot.take_checked(connection, Path(settings.BACKUP_DIR))
+        report.seconds["backup"], report.backup = round(time.monotonic() - tick, 3), str(snap)
+        log(f"Backup (kept for disaster recovery): {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, "
+            f"{report.seconds['backup']:.1f} s)")
     if options.rehearse and snap is not None:
         if not _rehearse(connection, snap, plan, options, report, log, warn):
             return report

@@ -16,13 +16,16 @@ PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.p
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
+from songsgen.db.exceptions import MigrateRefused
 
 SNAPSHOT_PREFIX = "pre-migrate-"
 
@@ -130,3 +133,42 @@ def prune_snapshots(connection: BaseDatabaseWrapper, directory: Path, keep: int)
     for old in doomed:
         old.unlink(missing_ok=True)
     return doomed
+
+
+def database_size(connection: BaseDatabaseWrapper) -> int:
+    """Bytes a backup of this database needs, about: file plus WAL, or pg_database_size."""
+    if connection.vendor == "sqlite":
+        path = Path(connection.settings_dict["NAME"])
+        return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_database_size(current_database())")
+        return int(cursor.fetchone()[0])
+
+
+def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, int]:
+    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room."""
+    prepare_folder(directory)
+    needed = int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
+        settings.MIGRATE_BACKUP_MARGIN_BYTES
+    )
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise MigrateRefused(
+            f"Not enough room for the backup in {directory}: {free / 2**20:,.1f} MiB free, "
+            f"{needed / 2**20:,.1f} MiB needed (database size x {settings.MIGRATE_BACKUP_SIZE_FACTOR} + "
+            f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin). Nothing was changed. Free space, "
+            "point SONGSGEN_BACKUP_DIR at a bigger disk, or run with --no-backup at your own risk."
+        )
+    return needed, free
+
+
+def take_checked(connection: BaseDatabaseWrapper, directory: Path) -> Path:
+    """The safe migrate's disaster-recovery copy: room checked first; a failure is a refusal (nothing changed)."""
+    check_room(connection, directory)
+    try:
+        return take_snapshot(connection, directory)
+    except SnapshotError as exc:
+        raise MigrateRefused(
+            f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
+            "or take a backup yourself and run with --no-backup."
+        ) from exc
