@@ -198,14 +198,17 @@ def summarize(log: Path, start: float, end: float) -> dict[str, Any]:
     # Touched by the window: scheduled (or begun) before it ended and committed (or answered) after it began.
     window = [e["lat"] for e in ok if e["due"] <= end and e["t"] >= start]
     before = [e["lat"] for e in ok if e["t"] < start]
+    span = (events[-1]["t"] - events[0]["t"]) if len(events) > 2 else 0.0
     return {
+        "per_s": round((len(ok) + len(errors)) / span, 1) if span else None,
         "ok": len(ok), "window_ok": len(window),
         "max_ms": round(max(window) * 1000, 1) if window else None,
         "p99_ms": round(_p99(window) * 1000, 1) if window else None,
         "p99_before_ms": round(_p99(before) * 1000, 1) if before else None,
-        "errors_before": sum(e["due"] < start for e in errors),
-        "errors_during": sum(start <= e["due"] <= end for e in errors),
-        "errors_after": sum(e["due"] > end for e in errors),
+        # Errors by when they happened: a writer behind its schedule would push scheduled times out of the window.
+        "errors_before": sum(e["t"] < start for e in errors),
+        "errors_during": sum(start <= e["t"] <= end for e in errors),
+        "errors_after": sum(e["t"] > end for e in errors),
         "first_error": errors[0]["error"] if errors else "",
     }
 
@@ -219,44 +222,60 @@ def _refusal_flag(text: str) -> str | None:
     return None
 
 
-def run_migrate(env: dict[str, str], target: list[str], mode: str) -> tuple[subprocess.CompletedProcess[str],
-                                                                            float, float, list[str]]:
-    """Apply under load: our migrate (adding a flag it asks for when it refuses) or --plain; the timed run."""
+def run_migrate(env: dict[str, str], target: list[str], mode: str, timeout: float) -> dict[str, Any]:
+    """Apply under load: our migrate (adding a flag it asks for when it refuses) or --plain; the timed run.
+
+    A migrate still running after `timeout` seconds is killed with its children (its own session) and
+    reported as hung.
+    """
     flags: list[str] = []
     while True:
         extra = ["--plain"] if mode == "plain" else ["--json", *flags]
-        start = time.time()
-        proc = manage(env, "migrate", *target, "--noinput", *extra, check=False)
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", *target, "--noinput", *extra],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        start, hung = time.time(), False
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            hung = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
         end = time.time()
-        flag = _refusal_flag(proc.stderr + proc.stdout) if mode == "ours" and proc.returncode == 2 else None
+        flag = _refusal_flag(stderr + stdout) if mode == "ours" and proc.returncode == 2 else None
         if flag is None or flag in flags:
-            return proc, start, end, flags
+            return {"exit": "hung" if hung else proc.returncode, "start": start, "end": end, "flags": flags,
+                    "stdout": stdout, "stderr": stderr}
         flags.append(flag)
 
 
-def _report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+def _report(stdout: str) -> dict[str, Any]:
     try:
-        return json.loads(proc.stdout[proc.stdout.index("{"):])
+        return json.loads(stdout[stdout.index("{"):])
     except ValueError:
         return {}
 
 
-def measure(env: dict[str, str], folder: Path, rate: float, target: list[str], mode: str) -> dict[str, Any]:
+def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target: list[str],
+            mode: str) -> dict[str, Any]:
     """Start the load, wait, apply `target` with `mode`, wait, stop; one row of the table."""
-    load = Load(env, folder, rate, tag=folder.name)
+    load = Load(env, folder, args.rate, tag=folder.name)
     time.sleep(SETTLE)
-    proc, start, end, flags = run_migrate(env, target, mode)
+    run = run_migrate(env, target, mode, args.migrate_timeout)
     time.sleep(SETTLE)
     worker = load.stop()
-    report = _report(proc) if mode == "ours" else {}
-    (folder / "migrate.out").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    report = _report(run["stdout"]) if mode == "ours" else {}
+    (folder / "migrate.out").write_text(run["stdout"] + "\n--- stderr ---\n" + run["stderr"])
+    error = report.get("error") or (run["stderr"].strip().splitlines() or [""])[-1]
+    if run["exit"] == "hung":
+        error = f"still running after {args.migrate_timeout:g} s, killed; last output: {error}"
     return {
-        "target": " ".join(target), "mode": mode, "exit": proc.returncode, "seconds": round(end - start, 2),
-        "flags": flags, "status": report.get("status"), "guard": report.get("guard"),
+        "target": " ".join(target), "mode": mode, "exit": run["exit"], "seconds": round(run["end"] - run["start"], 2),
+        "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
         "phases": report.get("seconds", {}), "applied": report.get("applied", []),
-        "error": (report.get("error") or (proc.stderr.strip().splitlines() or [""])[-1])[:300]
-        if proc.returncode else "",
-        "writer": summarize(load.writer_log, start, end), "reader": summarize(load.reader_log, start, end),
+        "error": error[:300] if run["exit"] else "",
+        "writer": summarize(load.writer_log, run["start"], run["end"]),
+        "reader": summarize(load.reader_log, run["start"], run["end"]),
         **worker,
     }
 
@@ -269,7 +288,7 @@ def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder:
             manage(env, "migrate", app, prev, "--plain", "-v0")  # load paused; rows stay in place
             predicted = predicted_lock_seconds(env, app, name) if mode == "ours" else None
             print(f"  {app} {name} ({mode}) …", file=sys.stderr, flush=True)
-            row = measure(env, folder / f"{app}_{name}_{mode}", args.rate, [app, name], mode)
+            row = measure(env, folder / f"{app}_{name}_{mode}", args, [app, name], mode)
             row["predicted_lock_s"] = predicted
             rows.append(row)
     manage(env, "migrate", "--plain", "-v0")  # whatever an unapply took along comes back
@@ -284,8 +303,7 @@ def failing_plan(env: dict[str, str], args: argparse.Namespace, folder: Path) ->
         manage(fixture, "migrate", "migrations_fixture", "zero", "--plain", "-v0")
         step = folder / f"fixture_0003_{'atomic' if atomic == '1' else 'nonatomic'}"
         print(f"  failing plan, atomic={atomic} …", file=sys.stderr, flush=True)
-        row = measure(dict(fixture, SONGSGEN_FIXTURE_MODE="fail"), step, args.rate,
-                      ["migrations_fixture", "0003"], "ours")
+        row = measure(dict(fixture, SONGSGEN_FIXTURE_MODE="fail"), step, args, ["migrations_fixture", "0003"], "ours")
         row["audit"] = json.loads(load_py(fixture, "audit", str(step / "writer.jsonl")))
         row["atomic"] = atomic == "1"
         rows.append(row)
@@ -298,13 +316,16 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
+def _row(cells: list[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]) -> str:
     """The markdown for one engine."""
-    lines = [f"\n### {engine}\n",
-             "| migration | migrate | s | predicted lock s | writes in window | max write wait ms | "
-             "p99 write ms (before) | writer errors before/during/after | reader p99 ms | reader errors b/d/a | "
-             "worker | notes |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = [f"\n### {engine}\n", _row([
+        "migration", "migrate", "s", "predicted lock s", "writes/s", "writes in window", "max write wait ms",
+        "p99 write ms (before)", "writer errors before/during/after", "reader p99 ms", "reader errors b/d/a",
+        "worker", "notes"]), _row(["---"] * 2 + ["---:"] * 9 + ["---"] * 2)]
     for row in rows:
         w, r = row["writer"], row["reader"]
         notes = " ".join(row["flags"])
@@ -315,24 +336,24 @@ def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]
         if w["first_error"]:
             notes += f" {w['first_error'][:70]}"
         predicted = row.get("predicted_lock_s")
-        lines.append(
-            f"| {row['target']} | {row['mode']} | {row['seconds']:.2f} | "
-            f"{'—' if predicted is None else f'{predicted:.2f}'} | {w['window_ok']:,} | {_ms(w['max_ms'])} | "
-            f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])}) | "
-            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']} | {_ms(r['p99_ms'])} | "
-            f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']} | "
-            f"{'died' if row['worker_died'] else 'ok'} | {notes.strip()} |")
-    lines += ["", "| failing plan | status | s | max write wait ms | writer errors b/d/a | committed | "
-              "**rows lost** | **ids reused** | reader errors |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | "
-              "---: | ---: |"]
+        lines.append(_row([
+            row["target"], row["mode"], f"{row['seconds']:.2f}", "—" if predicted is None else f"{predicted:.2f}",
+            w["per_s"], f"{w['window_ok']:,}", _ms(w["max_ms"]), f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])})",
+            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}", _ms(r["p99_ms"]),
+            f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']}",
+            "died" if row["worker_died"] else "ok", notes.strip()]))
+    lines += ["", _row(["failing plan", "status", "s", "writes/s", "max write wait ms", "writer errors b/d/a",
+                        "committed", "**rows lost**", "**ids reused**", "reader errors", "notes"]),
+              _row(["---", "---"] + ["---:"] * 8 + ["---"])]
     for row in failing:
         w, a = row["writer"], row["audit"]
-        reader_errors = row["reader"]["errors_during"] + row["reader"]["errors_after"]
-        lines.append(
-            f"| migrations_fixture 0003 ({'atomic' if row['atomic'] else 'non-atomic'}) | "
-            f"{row['status'] or row['exit']} {' '.join(row['flags'])} | {row['seconds']:.2f} | {_ms(w['max_ms'])} | "
-            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']} | {a['committed']:,} | "
-            f"**{a['lost']}** | **{a['reused']}** | {reader_errors} |")
+        lines.append(_row([
+            f"migrations_fixture 0003 ({'atomic' if row['atomic'] else 'non-atomic'})",
+            f"{row['status'] or row['exit']} {' '.join(row['flags'])}".strip(), f"{row['seconds']:.2f}", w["per_s"],
+            _ms(w["max_ms"]), f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}",
+            f"{a['committed']:,}", f"**{a['lost']}**", f"**{a['reused']}**",
+            row["reader"]["errors_during"] + row["reader"]["errors_after"],
+            (row["error"][:100] if row["exit"] == "hung" or row["exit"] == 3 else "")]))
     return "\n".join(lines)
 
 
@@ -343,6 +364,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rate", type=float, default=200.0, help="writer's song_request calls per second")
     parser.add_argument("--plain", action="store_true", help="also a row per migration with Django's plain migrate")
+    parser.add_argument("--migrate-timeout", type=float, default=900.0,
+                        help="seconds before a migrate under load counts as hung and is killed (default 900)")
     parser.add_argument("--work", type=Path, default=RESULTS / "live_migrate",
                         help="seed files and per-step load logs (default bench/results/live_migrate)")
     args = parser.parse_args()
