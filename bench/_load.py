@@ -165,6 +165,7 @@ def audit(logs: list[Path]) -> None:
 
 
 def main() -> None:
+    """Parse the command line and run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["writer", "reader", "plan", "prepare", "audit"])
     parser.add_argument("paths", nargs="*", type=Path)
