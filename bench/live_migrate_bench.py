@@ -1,0 +1,412 @@
+"""Zero downtime, as a figure: each migration applied under a steady write, queue and admin load.
+
+    .venv/bin/python bench/live_migrate_bench.py --songs 1000000 --users 20000 --engine sqlite|postgres|both \
+        [--rate 200] [--plain] [--work bench/results/live_migrate]
+
+For each migration of accounts, songs and queueing after their first, in dependency order: unapply it with
+Django's plain migrate (load paused; rows stay), start the load (bench/_load.py writer and reader,
+`manage.py runworker`), wait 2 s, apply it with our `manage.py migrate <app> <name>`, wait 2 s, stop the load;
+with --plain the same again with Django's plain migrate. Then a plan that fails half-way under the same load
+(tests/migrations_fixture 0003) and an audit of every id the writer saw committed. Markdown on stdout, JSON
+in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import seeded
+
+REPO = Path(__file__).resolve().parent.parent
+LOAD = REPO / "bench" / "_load.py"
+RESULTS = REPO / "bench" / "results"
+SETTLE = 2.0  # seconds of load before and after each measured migrate
+NOOP_GENERATOR = "tests.queueing.generators.NoopGenerator"
+FIXTURE_SETTINGS = "tests.settings_fixture"
+
+
+def base_env(url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of every process of one engine's run: its database, a scratch data folder, DEBUG off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SONGSGEN_", "DJANGO_"))}
+    env.update(DATABASE_URL=url, SONGSGEN_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="songsgen.settings",
+               DEBUG="0", SECRET_KEY="bench-only", ALLOWED_HOSTS="testserver,localhost",
+               SONGSGEN_SECURE_SSL_REDIRECT="0", SONGSGEN_SECURE_COOKIES="0", PYTHONPATH=str(REPO),
+               SONGSGEN_MIGRATE_KEEP_SNAPSHOTS="1")
+    return env
+
+
+def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run manage.py as a user types it (our safe migrate unless --plain)."""
+    proc = subprocess.run([sys.executable, str(REPO / "manage.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=7200)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load_py(env: dict[str, str], *args: str) -> str:
+    """Run bench/_load.py to completion; its stdout."""
+    return subprocess.run([sys.executable, str(LOAD), *args], env=env, cwd=REPO, check=True,
+                          capture_output=True, text=True).stdout
+
+
+_REHEARSE: bool | None = None
+
+
+def predicted_lock_seconds(env: dict[str, str], app: str, name: str) -> float | None:
+    """The lock time `migrate --rehearse-only --json` predicts for this step, or None without that flag."""
+    global _REHEARSE
+    if _REHEARSE is None:
+        _REHEARSE = "--rehearse-only" in manage(env, "migrate", "--help").stdout
+    if not _REHEARSE:
+        return None
+    proc = manage(env, "migrate", app, name, "--rehearse-only", "--json", check=False)
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        return None
+    found = [v for k, v in _walk(report) if "lock" in k.lower() and isinstance(v, int | float)]
+    return max(found) if found else None
+
+
+def _walk(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key, item
+            yield from _walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+
+
+# --- databases ----------------------------------------------------------------------------------
+def seed_file(args: argparse.Namespace) -> Path:
+    """The seeded SQLite file for this size, created once (seed_demo) and kept under --work."""
+    seed = args.work.resolve() / f"seed_{args.songs}_{args.users}.db"
+    seeded(seed, args.songs, args.users)
+    return seed
+
+
+@contextmanager
+def sqlite_database(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """A working copy of the seeded file."""
+    started = time.monotonic()
+    seed = seed_file(args)
+    live_dir = args.work.resolve() / "sqlite"
+    shutil.rmtree(live_dir, ignore_errors=True)
+    live_dir.mkdir(parents=True)
+    shutil.copyfile(seed, live_dir / "songs.db")
+    args.seed_seconds["sqlite"] = round(time.monotonic() - started, 1)
+    yield base_env(f"sqlite:///{live_dir / 'songs.db'}", live_dir)
+
+
+@contextmanager
+def postgres_database(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL 15 server (tests/pgserver.py), migrated, then filled from the seeded SQLite file."""
+    # transferdb rather than seed_demo on the server: 5.9 s against 13.3 s at 100,000 songs (bench/README.md),
+    # and the seed file is there already when SQLite ran first.
+    sys.path.insert(0, str(REPO))
+    from tests.pgserver import find_bindir, postgres_server
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found.")
+    data_dir = args.work.resolve() / "postgres"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    started = time.monotonic()
+    seed = seed_file(args)
+    with postgres_server(bindir) as url:
+        env = dict(base_env(url, data_dir), SONGSGEN_PG_BINDIR=str(bindir))
+        manage(env, "migrate", "--plain", "-v0")
+        manage(env, "transferdb", "--from", f"sqlite:///{seed}", "--to", url, "--truncate", "-v0")
+        args.seed_seconds["postgres"] = round(time.monotonic() - started, 1)
+        yield env
+
+
+# --- load ---------------------------------------------------------------------------------------
+class Load:
+    """The three load processes of one measured step, each writing JSON lines (or its output) under `folder`."""
+
+    def __init__(self, env: dict[str, str], folder: Path, rate: float, tag: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.stop_file = folder, folder / "STOP"
+        self.stop_file.unlink(missing_ok=True)
+        self.writer_log, self.reader_log = folder / "writer.jsonl", folder / "reader.jsonl"
+        self.worker_out = (folder / "worker.log").open("w")
+        self.stderr = (folder / "load.stderr").open("w")  # tracebacks the load processes log
+        worker_env = dict(env, SONGSGEN_GENERATOR=NOOP_GENERATOR)
+        self.procs = {
+            "writer": subprocess.Popen([sys.executable, str(LOAD), "writer", str(self.writer_log),
+                                        str(self.stop_file), "--rate", str(rate), "--tag", tag], env=env, cwd=REPO,
+                                       stderr=self.stderr),
+            "reader": subprocess.Popen([sys.executable, str(LOAD), "reader", str(self.reader_log),
+                                        str(self.stop_file)], env=env, cwd=REPO, stderr=self.stderr),
+            "worker": subprocess.Popen([sys.executable, str(REPO / "manage.py"), "runworker", "--queue-poll", "0.1"],
+                                       env=worker_env, cwd=REPO, stdout=self.worker_out, stderr=subprocess.STDOUT),
+        }
+        deadline = time.monotonic() + 60
+        while not (_started(self.writer_log) and _started(self.reader_log)):  # Django set up in both
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs.values()):
+                break
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop every process; whether the worker died before it was asked to stop, and how."""
+        died = self.procs["worker"].poll()
+        self.stop_file.touch()
+        self.procs["worker"].send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.worker_out.close()
+        self.stderr.close()
+        lines = (self.folder / "worker.log").read_text().strip().splitlines()
+        return {"worker_died": died is not None, "worker_exit": died,
+                "worker_last": lines[-1][:200] if died is not None and lines else ""}
+
+
+def _started(log: Path) -> bool:
+    return log.exists() and log.stat().st_size > 0
+
+
+def _events(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def summarize(log: Path, start: float, end: float) -> dict[str, Any]:
+    """A load log against the migrate window [start, end]: what waited on it, what failed before/during/after."""
+    events = _events(log)
+    ok = [e for e in events if e["kind"] == "ok"]
+    errors = [e for e in events if e["kind"] == "error"]
+    # Touched by the window: scheduled (or begun) before it ended and committed (or answered) after it began.
+    window = [e["lat"] for e in ok if e["due"] <= end and e["t"] >= start]
+    before = [e["lat"] for e in ok if e["t"] < start]
+    span = (events[-1]["t"] - events[0]["t"]) if len(events) > 2 else 0.0
+    return {
+        "per_s": round((len(ok) + len(errors)) / span, 1) if span else None,
+        "ok": len(ok), "window_ok": len(window),
+        "max_ms": round(max(window) * 1000, 1) if window else None,
+        "p99_ms": round(_p99(window) * 1000, 1) if window else None,
+        "p99_before_ms": round(_p99(before) * 1000, 1) if before else None,
+        # Errors by when they happened: a writer behind its schedule would push scheduled times out of the window.
+        "errors_before": sum(e["t"] < start for e in errors),
+        "errors_during": sum(start <= e["t"] <= end for e in errors),
+        "errors_after": sum(e["t"] > end for e in errors),
+        "first_error": errors[0]["error"] if errors else "",
+    }
+
+
+# --- steps --------------------------------------------------------------------------------------
+def _refusal_flag(text: str) -> str | None:
+    if "--allow-unsafe" in text:
+        return "--allow-unsafe"
+    if "--no-backup" in text:
+        return "--no-backup"
+    return None
+
+
+def run_migrate(env: dict[str, str], target: list[str], mode: str, timeout: float) -> dict[str, Any]:
+    """Apply under load, ours (again with the flag a refusal asks for) or --plain; killed as hung after `timeout`."""
+    flags: list[str] = []
+    while True:
+        extra = ["--plain"] if mode == "plain" else ["--json", *flags]
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", *target, "--noinput", *extra],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        start, hung = time.time(), False
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            hung = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        end = time.time()
+        flag = _refusal_flag(stderr + stdout) if mode == "ours" and proc.returncode == 2 else None
+        if flag is None or flag in flags:
+            return {"exit": "hung" if hung else proc.returncode, "start": start, "end": end, "flags": flags,
+                    "stdout": stdout, "stderr": stderr}
+        flags.append(flag)
+
+
+def _report(stdout: str) -> dict[str, Any]:
+    try:
+        return json.loads(stdout[stdout.index("{"):])
+    except ValueError:
+        return {}
+
+
+def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target: list[str],
+            mode: str) -> dict[str, Any]:
+    """Start the load, wait, apply `target` with `mode`, wait, stop; one row of the table."""
+    load = Load(env, folder, args.rate, tag=folder.name)
+    time.sleep(SETTLE)
+    run = run_migrate(env, target, mode, args.migrate_timeout)
+    time.sleep(SETTLE)
+    worker = load.stop()
+    report = _report(run["stdout"]) if mode == "ours" else {}
+    (folder / "migrate.out").write_text(run["stdout"] + "\n--- stderr ---\n" + run["stderr"])
+    error = report.get("error") or (run["stderr"].strip().splitlines() or [""])[-1]
+    if run["exit"] == "hung":
+        error = f"still running after {args.migrate_timeout:g} s, killed; last output: {error}"
+    return {
+        "target": " ".join(target), "mode": mode, "exit": run["exit"], "seconds": round(run["end"] - run["start"], 2),
+        "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
+        "phases": report.get("seconds", {}), "applied": report.get("applied", []),
+        "error": error[:300] if run["exit"] else "",
+        "writer": summarize(load.writer_log, run["start"], run["end"]),
+        "reader": summarize(load.reader_log, run["start"], run["end"]),
+        **worker,
+    }
+
+
+def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
+    """Every migration after the first of each app, unapplied, then applied under load (ours, then plain)."""
+    rows = []
+    for app, name, prev in json.loads(load_py(env, "plan")):
+        for mode in ("ours", "plain") if args.plain else ("ours",):
+            manage(env, "migrate", app, prev, "--plain", "-v0")  # load paused; rows stay in place
+            predicted = predicted_lock_seconds(env, app, name) if mode == "ours" else None
+            print(f"  {app} {name} ({mode}) …", file=sys.stderr, flush=True)
+            row = measure(env, folder / f"{app}_{name}_{mode}", args, [app, name], mode)
+            row["predicted_lock_s"] = predicted
+            rows.append(row)
+    manage(env, "migrate", "--plain", "-v0")  # whatever an unapply took along comes back
+    return rows
+
+
+def failing_plan(env: dict[str, str], args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
+    """tests/migrations_fixture 0003 failing half-way under load, atomic and not; then the writer's audit."""
+    rows = []
+    for atomic in ("1", "0"):
+        fixture = dict(env, DJANGO_SETTINGS_MODULE=FIXTURE_SETTINGS, SONGSGEN_FIXTURE_ATOMIC=atomic)
+        manage(fixture, "migrate", "migrations_fixture", "zero", "--plain", "-v0")
+        step = folder / f"fixture_0003_{'atomic' if atomic == '1' else 'nonatomic'}"
+        print(f"  failing plan, atomic={atomic} …", file=sys.stderr, flush=True)
+        row = measure(dict(fixture, SONGSGEN_FIXTURE_MODE="fail"), step, args, ["migrations_fixture", "0003"], "ours")
+        try:
+            row["audit"] = json.loads(load_py(fixture, "audit", str(step / "writer.jsonl")))
+        except subprocess.CalledProcessError as exc:  # the failed plan may have left the database unreadable
+            row["audit"] = {"committed": 0, "lost": "?", "reused": "?", "error": exc.stderr[-500:]}
+        row["atomic"] = atomic == "1"
+        rows.append(row)
+        manage(fixture, "migrate", "migrations_fixture", "zero", "--plain", "-v0", check=False)
+    return rows
+
+
+# --- output -------------------------------------------------------------------------------------
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _row(cells: list[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]) -> str:
+    """The markdown for one engine."""
+    lines = [f"\n### {engine}\n", _row([
+        "migration", "migrate", "s", "predicted lock s", "writes/s", "writes in window", "max write wait ms",
+        "p99 write ms (before)", "writer errors before/during/after", "reader p99 ms", "reader errors b/d/a",
+        "worker", "notes"]), _row(["---"] * 2 + ["---:"] * 9 + ["---"] * 2)]
+    for row in rows:
+        w, r = row["writer"], row["reader"]
+        notes = " ".join(row["flags"])
+        if row["exit"]:
+            notes += f" exit {row['exit']}: {row['error'][:80]}"
+        if w["errors_before"]:
+            notes += " code ahead of schema until applied:"
+        if w["first_error"]:
+            notes += f" {w['first_error'][:70]}"
+        predicted = row.get("predicted_lock_s")
+        lines.append(_row([
+            row["target"], row["mode"], f"{row['seconds']:.2f}", "—" if predicted is None else f"{predicted:.2f}",
+            w["per_s"], f"{w['window_ok']:,}", _ms(w["max_ms"]), f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])})",
+            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}", _ms(r["p99_ms"]),
+            f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']}",
+            "died" if row["worker_died"] else "ok", notes.strip()]))
+    lines += ["", _row(["failing plan", "status", "s", "writes/s", "max write wait ms", "writer errors b/d/a",
+                        "committed", "**rows lost**", "**ids reused**", "reader errors", "notes"]),
+              _row(["---", "---"] + ["---:"] * 8 + ["---"])]
+    for row in failing:
+        w, a = row["writer"], row["audit"]
+        lines.append(_row([
+            f"migrations_fixture 0003 ({'atomic' if row['atomic'] else 'non-atomic'})",
+            f"{row['status'] or row['exit']} {' '.join(row['flags'])}".strip(), f"{row['seconds']:.2f}", w["per_s"],
+            _ms(w["max_ms"]), f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}",
+            f"{row['writer']['ok']:,}", f"**{a['lost']}**", f"**{a['reused']}**",
+            row["reader"]["errors_during"] + row["reader"]["errors_after"],
+            (row["error"][:100] if row["exit"] == "hung" or row["exit"] == 3 else "")]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse the command line and run."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--songs", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--engine", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--rate", type=float, default=200.0, help="writer's song_request calls per second")
+    parser.add_argument("--plain", action="store_true", help="also a row per migration with Django's plain migrate")
+    parser.add_argument("--migrate-timeout", type=float, default=900.0,
+                        help="seconds before a migrate under load counts as hung and is killed (default 900)")
+    parser.add_argument("--work", type=Path, default=RESULTS / "live_migrate",
+                        help="seed files and per-step load logs (default bench/results/live_migrate)")
+    args = parser.parse_args()
+    args.seed_seconds = {}
+    engines = ["sqlite", "postgres"] if args.engine == "both" else [args.engine]
+    started = datetime.now(UTC)
+    result: dict[str, Any] = {"songs": args.songs, "users": args.users, "rate": args.rate,
+                              "started": started.isoformat(), "load_avg_start": os.getloadavg(), "engines": {}}
+    out = []
+    for engine in engines:
+        print(f"{engine}: seeding {args.songs:,} songs …", file=sys.stderr, flush=True)
+        database = sqlite_database if engine == "sqlite" else postgres_database
+        with database(args) as env:
+            load_py(env, "prepare")
+            folder = args.work.resolve() / "steps" / engine
+            shutil.rmtree(folder, ignore_errors=True)
+            clock = time.monotonic()
+            rows = migrations_under_load(env, args, folder)
+            failing = failing_plan(env, args, folder)
+            result["engines"][engine] = {"seed_s": args.seed_seconds.get(engine),
+                                         "run_s": round(time.monotonic() - clock, 1),
+                                         "migrations": rows, "failing_plan": failing}
+            out.append(table(engine, rows, failing))
+    result["load_avg_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"live_migrate_{started:%Y%m%d_%H%M%S}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"## Live migrate, {args.songs:,} songs, {args.users:,} users, writer {args.rate:g} songs/s")
+    print("\n".join(out))
+    for engine, data in result["engines"].items():
+        print(f"\n{engine}: seed {data['seed_s']} s, steps {data['run_s']} s")
+    print(f"\nJSON: {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
