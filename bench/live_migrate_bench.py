@@ -62,33 +62,16 @@ def load_py(env: dict[str, str], *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-_REHEARSE: bool | None = None
 
 
 def predicted_lock_seconds(env: dict[str, str], app: str, name: str) -> float | None:
-    """The lock time `migrate --rehearse-only --json` predicts for this step, or None without that flag."""
-    global _REHEARSE
-    if _REHEARSE is None:
-        _REHEARSE = "--rehearse-only" in manage(env, "migrate", "--help").stdout
-    if not _REHEARSE:
-        return None
-    proc = manage(env, "migrate", app, name, "--rehearse-only", "--json", check=False)
+    """The write-lock time `migrate --rehearse-only --json` predicts for this step (None if it could not tell)."""
+    proc = manage(env, "migrate", app, name, "--rehearse-only", "--noinput", "--json", check=False)
     try:
-        report = json.loads(proc.stdout)
-    except ValueError:
+        steps = json.loads(proc.stdout)["rehearsal"]["steps"]
+    except (ValueError, KeyError, TypeError):
         return None
-    found = [v for k, v in _walk(report) if "lock" in k.lower() and isinstance(v, int | float)]
-    return max(found) if found else None
-
-
-def _walk(value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield key, item
-            yield from _walk(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _walk(item)
+    return max((float(step["lock_seconds"]) for step in steps), default=None)
 
 
 # --- databases ----------------------------------------------------------------------------------

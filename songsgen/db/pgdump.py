@@ -141,11 +141,12 @@ def restore(settings_dict: dict[str, Any], archive: Path) -> None:
         # Without COMMIT psql ends the session and the server rolls the transaction back.
         psql.stdin.close()
     except BrokenPipeError:
-        pass  # psql stopped on an error: its stderr says which
+        # psql stopped on an error (its stderr says which); nobody reads pg_restore's output any more.
+        script.kill()
     psql.wait()
     script.wait()
-    if script.returncode != 0:
-        raise _fail("pg_restore", None, script.stderr.read().decode(errors="replace") if script.stderr else "")
-    if psql.returncode != 0:
+    if psql.returncode != 0:  # first: when psql stops, pg_restore is killed and has nothing to say
         raise _fail("psql (the restore was rolled back)", None,
                     psql.stderr.read().decode(errors="replace") if psql.stderr else "")
+    if script.returncode != 0:
+        raise _fail("pg_restore", None, script.stderr.read().decode(errors="replace") if script.stderr else "")
