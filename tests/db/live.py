@@ -98,3 +98,12 @@ def wait_for(flag: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         assert time.monotonic() < deadline, "migrate never reached 0003"
         time.sleep(0.05)
     time.sleep(0.2)
+
+
+def killed_half_way(fixture_env: dict[str, str], tmp_path: Path, **extra_env: str) -> None:
+    """SIGKILL a migrate while its 0003 hangs, as power loss would; give the server a moment to notice."""
+    proc = hanging_migrate(dict(fixture_env, **extra_env), tmp_path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    proc.kill()
+    proc.wait(timeout=30)
+    time.sleep(0.5)

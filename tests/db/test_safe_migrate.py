@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.db.live import NON_ATOMIC, assert_writer_rows_kept, hanging_migrate, state
+from tests.db.live import NON_ATOMIC, assert_writer_rows_kept, hanging_migrate, killed_half_way, state
 
 sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite snapshot path")
 
@@ -92,10 +91,7 @@ def test_ctrl_c_rolls_back_under_a_live_writer(migrate, fixture_env, tmp_path, w
 @pytest.mark.django_db(transaction=True)
 def test_sigkill_in_a_transaction_then_the_next_run_carries_on(migrate, fixture_env, tmp_path, writer):
     before = state()
-    proc = hanging_migrate(fixture_env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proc.kill()
-    proc.wait(timeout=30)
-    time.sleep(0.5)  # PostgreSQL notices the dead client and rolls its transaction back
+    killed_half_way(fixture_env, tmp_path)
     assert state() == before  # the open transaction died with the process
     again = migrate("migrations_fixture", "0003")
     assert again.returncode == 0, again.stderr
@@ -107,11 +103,7 @@ def test_sigkill_in_a_transaction_then_the_next_run_carries_on(migrate, fixture_
 @pytest.mark.django_db(transaction=True)
 def test_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, tmp_path, writer):
     before = state()
-    proc = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    proc.kill()
-    proc.wait(timeout=30)
-    time.sleep(0.5)
+    killed_half_way(fixture_env, tmp_path, **NON_ATOMIC)
     assert state() != before  # 0001 and 0002 committed before the non-atomic 0003 began
     again = migrate("migrations_fixture", "0003", extra_env=NON_ATOMIC)
     assert again.returncode == 2 and "--resume-restore" in again.stderr and "interrupted" in again.stderr
@@ -127,11 +119,7 @@ def test_sigkill_mid_non_atomic_plan_then_resume_restore(migrate, fixture_env, t
 @pytest.mark.django_db(transaction=True)
 def test_resume_restore_from_snapshot_needs_the_word(migrate, fixture_env, tmp_path, rows):
     before = state()
-    proc = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    proc.kill()
-    proc.wait(timeout=30)
-    time.sleep(0.5)
+    killed_half_way(fixture_env, tmp_path, **NON_ATOMIC)
     restored = migrate("--resume-restore", "--from-snapshot", "--json")
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["status"] == "snapshot-restored"
