@@ -268,6 +268,7 @@ def run(
         if not _rehearse(connection, snap, plan, options, report, log, warn):
             return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
+    applier.fk_tables = touched_tables(plan, applied_state(executor))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
