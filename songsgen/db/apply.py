@@ -84,15 +84,19 @@ class Applier:
         atomic.__enter__()  # BEGIN IMMEDIATE on SQLite (settings): the write lock is ours from here
         self._atomic, self._opened = atomic, time.monotonic()
 
-    def commit(self) -> None:
-        """Commit the open group (after the foreign-key check on SQLite)."""
+    def commit(self, keys_checked: set[str] | None = frozenset()) -> None:  # noqa: B006 — never mutated
+        """Commit the open group, after the foreign-key check on SQLite of what `keys_checked` (the tables the
+        caller already checked; None: all) leaves."""
         if self._atomic is None:
             return
         try:
             if self.connection.vendor == "sqlite":
                 self._restore_check()
-                # PRAGMA foreign_key_check; raises IntegrityError
-                self.connection.check_constraints(table_names=self._fk_tables())
+                tables = self._fk_tables()
+                if keys_checked is not None and (tables is None or set(tables) - keys_checked):
+                    remaining = None if tables is None else sorted(set(tables) - keys_checked)
+                    # PRAGMA foreign_key_check; raises IntegrityError
+                    self.connection.check_constraints(table_names=remaining)
         except BaseException as exc:
             self.rollback(exc)
             raise

@@ -141,27 +141,30 @@ def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
     return tables
 
 
-def verify(connection: BaseDatabaseWrapper, plan: Plan | None = None) -> list[schema.Problem]:
+def verify(
+    connection: BaseDatabaseWrapper, plan: Plan | None = None, *, structure: bool = True, pages: bool = True
+) -> tuple[list[schema.Problem], set[str] | None]:
     """The live schema equals the state of the applied migrations; integrity and foreign keys hold.
 
-    The schema is compared in full; the integrity and foreign-key checks cover the tables the plan
-    changed when that is known (`touched_tables`), else the whole database."""
-    # A fresh executor reads django_migrations as it is now (inside our transaction on PostgreSQL).
+    `structure`: the schema, compared in full, and the foreign keys; `pages`: SQLite's integrity_check,
+    read-only, so the safe path runs it after the commit, outside the write lock. The row checks cover the
+    tables the plan changed when that is known (`touched_tables`), else the whole database; returns the
+    problems and those tables (None: all)."""
+    # A fresh executor reads django_migrations as it is now (inside our transaction).
     state = applied_state(MigrationExecutor(connection))
-    expected = schema.expected_schema(state, connection)
-    problems = schema.compare_schema(expected, connection)
-    quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
     tables = touched_tables(plan, state) if plan is not None else None
-    problems += schema.integrity_problems(connection, quick=quick, tables=tables)
+    problems: list[schema.Problem] = []
+    if structure:
+        problems += schema.compare_schema(schema.expected_schema(state, connection), connection)
+    quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
+    problems += schema.integrity_problems(connection, quick=quick, tables=tables, pages=pages, keys=structure)
     if connection.vendor == "postgresql":
         # NOT VALID is how a big-table constraint is added safely; report it, do not fail on it.
         problems = [
             schema.Problem(schema.WARNING, p.check, p.subject, p.detail) if p.check == "constraints" else p
             for p in problems
         ]
-    return problems
-
-
+    return problems, tables
 
 
 # --- the whole path ---------------------------------------------------------------------------------
@@ -325,8 +328,10 @@ def _apply(
                 apply()
             report.seconds["apply"] = round(time.monotonic() - tick, 3)
             stage, tick = "verify", time.monotonic()
-            _verify(connection, plan, report, log, warn)
-            applier.commit()
+            checked = _verify(connection, plan, report, log, warn, structure=True, pages=False)
+            applier.commit(keys_checked=checked)
+            if connection.vendor == "sqlite":  # PostgreSQL has no page check
+                _verify(connection, plan, report, log, warn, structure=False, pages=True)
             report.seconds["verify"] = round(time.monotonic() - tick, 3)
             return attempt
         except BaseException as exc:  # an error, a failed verification, Ctrl-C
@@ -348,15 +353,16 @@ def _apply(
 
 def _verify(
     connection: BaseDatabaseWrapper, plan: Plan, report: Report, log: Callable[[str], None],
-    warn: Callable[[str], None],
-) -> None:
-    problems = verify(connection, plan)
-    report.verification = [p.as_dict() for p in problems]
+    warn: Callable[[str], None], *, structure: bool, pages: bool,
+) -> set[str] | None:
+    problems, tables = verify(connection, plan, structure=structure, pages=pages)
+    report.verification += [p.as_dict() for p in problems]
     errors = [p for p in problems if p.severity == schema.ERROR]
     for problem in problems:
         (warn if problem.severity == schema.ERROR else log)(str(problem))
     if errors:
         raise VerificationFailed(f"{len(errors)} problem(s), first: {errors[0]}")
+    return tables
 
 
 def _fail(

@@ -427,7 +427,7 @@ def rehearse(
                 steps.append(RehearsedStep("(plan)", 0.0, 0.0, error=error))
         else:
             try:
-                verification = [p.as_dict() for p in verify(scratch, plan)]
+                verification = [p.as_dict() for p in verify(scratch, plan)[0]]
             except Exception as exc:  # noqa: BLE001 — a check that cannot run is a failed check
                 verification = [{"severity": "error", "check": "verify", "subject": name, "detail": str(exc)}]
     ok = all(step.error is None for step in steps) and not any(p["severity"] == "error" for p in verification)

@@ -195,10 +195,11 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
 
 
 def integrity_problems(
-    connection: BaseDatabaseWrapper, *, quick: bool = False, tables: Iterable[str] | None = None
+    connection: BaseDatabaseWrapper, *, quick: bool = False, tables: Iterable[str] | None = None,
+    pages: bool = True, keys: bool = True,
 ) -> list[Problem]:
-    """SQLite: integrity and foreign-key checks (of `tables` only, when given). PostgreSQL: constraints
-    never validated."""
+    """SQLite: integrity (`pages`) and foreign-key (`keys`) checks, of `tables` only when given. PostgreSQL:
+    constraints never validated."""
     problems: list[Problem] = []
     if connection.vendor == "sqlite":
         pragma = "quick_check" if quick else "integrity_check"
@@ -209,11 +210,14 @@ def integrity_problems(
         try:
             with connection.cursor() as cursor:
                 for scope in scopes:
-                    cursor.execute(f"PRAGMA {pragma}{scope}")
-                    rows = [row[0] for row in cursor.fetchall()]
-                    if rows != ["ok"]:
-                        for row in rows[:20]:
-                            problems.append(Problem(ERROR, "integrity", "database", str(row)))
+                    if pages:
+                        cursor.execute(f"PRAGMA {pragma}{scope}")
+                        rows = [row[0] for row in cursor.fetchall()]
+                        if rows != ["ok"]:
+                            for row in rows[:20]:
+                                problems.append(Problem(ERROR, "integrity", "database", str(row)))
+                    if not keys:
+                        continue
                     cursor.execute(f"PRAGMA foreign_key_check{scope}")
                     for table, rowid, parent, _fk in cursor.fetchall()[:100]:
                         problems.append(
