@@ -18,14 +18,14 @@ from songsgen.db.backfill import run_in_batches
 FTS = "songs_song_search"
 
 SQLITE_CREATE = [
-    f"CREATE VIRTUAL TABLE {FTS} USING fts5(title, suno_song_id, tokenize = 'trigram')",
-    f"""CREATE TRIGGER {FTS}_insert AFTER INSERT ON songs_song BEGIN
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS} USING fts5(title, suno_song_id, tokenize = 'trigram')",
+    f"""CREATE TRIGGER IF NOT EXISTS {FTS}_insert AFTER INSERT ON songs_song BEGIN
         INSERT INTO {FTS}(rowid, title, suno_song_id) VALUES (new.id, new.title, new.suno_song_id);
     END""",
-    f"""CREATE TRIGGER {FTS}_delete AFTER DELETE ON songs_song BEGIN
+    f"""CREATE TRIGGER IF NOT EXISTS {FTS}_delete AFTER DELETE ON songs_song BEGIN
         DELETE FROM {FTS} WHERE rowid = old.id;
     END""",
-    f"""CREATE TRIGGER {FTS}_update AFTER UPDATE OF title, suno_song_id ON songs_song BEGIN
+    f"""CREATE TRIGGER IF NOT EXISTS {FTS}_update AFTER UPDATE OF title, suno_song_id ON songs_song BEGIN
         DELETE FROM {FTS} WHERE rowid = old.id;
         INSERT INTO {FTS}(rowid, title, suno_song_id) VALUES (new.id, new.title, new.suno_song_id);
     END""",
