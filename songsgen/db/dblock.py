@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from songsgen.db import pgdump
 from songsgen.db.exceptions import DatabaseBusy
 
 # "songsgen" in ASCII: the advisory-lock key every songsgen process agrees on (per database).
@@ -93,14 +94,8 @@ def _read_holder(fd: int) -> Holder:
 def _pg_connect(settings_dict: dict[str, Any], application_name: str) -> Any:
     import psycopg
 
-    options = settings_dict.get("OPTIONS") or {}
-    params = {
-        "dbname": settings_dict.get("NAME"), "user": settings_dict.get("USER") or None,
-        "password": settings_dict.get("PASSWORD") or None, "host": settings_dict.get("HOST") or None,
-        "port": settings_dict.get("PORT") or None, "connect_timeout": options.get("connect_timeout", 10),
-        "sslmode": options.get("sslmode"), "application_name": application_name,
-    }
-    return psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+    params = {"connect_timeout": 10, **pgdump.connect_params(settings_dict)}
+    return psycopg.connect(autocommit=True, application_name=application_name, **params)
 
 
 def _pg_holder(conn: Any) -> Holder:

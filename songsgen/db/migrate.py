@@ -271,7 +271,8 @@ def run(
         if not _rehearse(connection, snap, plan, options, report, log, warn):
             return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
-    applier.fk_tables = touched_tables(plan, applied_state(executor))
+    if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
+        applier.fk_tables = touched_tables(plan, applied_state(executor))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
@@ -328,10 +329,10 @@ def _apply(
                 apply()
             report.seconds["apply"] = round(time.monotonic() - tick, 3)
             stage, tick = "verify", time.monotonic()
-            checked = _verify(connection, plan, report, log, warn, structure=True, pages=False)
+            checked = _verify(connection, plan, report, log, warn)
             applier.commit(keys_checked=checked)
-            if connection.vendor == "sqlite":  # PostgreSQL has no page check
-                _verify(connection, plan, report, log, warn, structure=False, pages=True)
+            if connection.vendor == "sqlite":  # read-only: outside the write lock, on the tables found above
+                _check_pages(connection, checked, report, warn)
             report.seconds["verify"] = round(time.monotonic() - tick, 3)
             return attempt
         except BaseException as exc:  # an error, a failed verification, Ctrl-C
@@ -351,11 +352,24 @@ def _apply(
     raise AssertionError("unreachable: the last attempt returns or fails")
 
 
+def _check_pages(
+    connection: BaseDatabaseWrapper, tables: set[str] | None, report: Report, warn: Callable[[str], None]
+) -> None:
+    quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
+    problems = schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)
+    report.verification += [p.as_dict() for p in problems]
+    for problem in problems:
+        warn(str(problem))
+    if problems:
+        raise VerificationFailed(f"{len(problems)} problem(s), first: {problems[0]}")
+
+
 def _verify(
     connection: BaseDatabaseWrapper, plan: Plan, report: Report, log: Callable[[str], None],
-    warn: Callable[[str], None], *, structure: bool, pages: bool,
+    warn: Callable[[str], None],
 ) -> set[str] | None:
-    problems, tables = verify(connection, plan, structure=structure, pages=pages)
+    """Schema and foreign keys, inside the transaction; return the tables checked (None: all)."""
+    problems, tables = verify(connection, plan, pages=False)
     report.verification += [p.as_dict() for p in problems]
     errors = [p for p in problems if p.severity == schema.ERROR]
     for problem in problems:

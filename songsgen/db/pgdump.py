@@ -55,6 +55,18 @@ def _env(settings_dict: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def connect_params(settings_dict: dict[str, Any], dbname: str | None = None) -> dict[str, Any]:
+    """psycopg keywords for a Django PostgreSQL settings dict (`dbname` for another database of the server)."""
+    options = settings_dict.get("OPTIONS") or {}
+    params = {
+        "dbname": dbname or settings_dict.get("NAME"), "user": settings_dict.get("USER"),
+        "password": settings_dict.get("PASSWORD"), "host": settings_dict.get("HOST"),
+        "port": settings_dict.get("PORT"),
+        **{k: v for k, v in options.items() if k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")},
+    }
+    return {k: v for k, v in params.items() if v not in (None, "")}
+
+
 def _fail(what: str, result: subprocess.CompletedProcess | None, stderr: str = "") -> PgDumpError:
     text = (stderr or (result.stderr if result else "") or "").strip().splitlines()
     return PgDumpError(f"{what} failed: {' / '.join(text[-3:]) or 'no message'}")

@@ -107,17 +107,6 @@ def _scratch_sqlite(snapshot: Path) -> Iterator[str]:
         backup.remove_file(Path(name))
 
 
-def _libpq(settings_dict: dict[str, Any], dbname: str) -> dict[str, Any]:
-    """psycopg keywords for the live database's server and role, on another database."""
-    options = settings_dict.get("OPTIONS") or {}
-    params = {
-        "dbname": dbname, "user": settings_dict.get("USER"), "password": settings_dict.get("PASSWORD"),
-        "host": settings_dict.get("HOST"), "port": settings_dict.get("PORT"),
-        **{k: v for k, v in options.items() if k in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")},
-    }
-    return {k: v for k, v in params.items() if v not in (None, "")}
-
-
 def _maintenance_connection(settings_dict: dict[str, Any]) -> Any:
     """An autocommit connection to a database other than the live one, for CREATE/DROP DATABASE."""
     import psycopg
@@ -125,7 +114,7 @@ def _maintenance_connection(settings_dict: dict[str, Any]) -> Any:
     failure: Exception | None = None
     for dbname in ("postgres", "template1"):
         try:
-            return psycopg.connect(**_libpq(settings_dict, dbname), autocommit=True)
+            return psycopg.connect(**pgdump.connect_params(settings_dict, dbname), autocommit=True)
         except psycopg.OperationalError as exc:
             failure = exc
     raise RehearsalError(f"cannot connect to the server's maintenance database: {failure}")
@@ -356,7 +345,7 @@ def _metered(scratch: BaseDatabaseWrapper) -> Iterator[_Meter]:
         import psycopg
 
         pid = meter._raw("SELECT pg_backend_pid()")[0][0]
-        watcher = psycopg.connect(**_libpq(scratch.settings_dict, scratch.settings_dict["NAME"]), autocommit=True)
+        watcher = psycopg.connect(**pgdump.connect_params(scratch.settings_dict), autocommit=True)
 
         def sample() -> None:
             with suppress(psycopg.Error):
