@@ -94,17 +94,19 @@ class Command(DjangoMigrateCommand):
         # Look before the system checks do: their first query connects, and a new SQLite connection
         # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them: refused.
         self._foreign = None
-        safe = options.get("safe")
-        if safe is None:
-            safe = getattr(self, "_typed", False)  # the rule handle() follows
-        unguarded = ("plain", "plan", "check_unapplied", "prune", "resume_restore")
-        plain = any(options.get(name) for name in unguarded)
-        if safe and not plain and not options.get("adopt"):
+        if self._guarded(options) and not options.get("resume_restore") and not options.get("adopt"):
             alias = options.get("database") or DEFAULT_DB_ALIAS
             self._foreign = guards.foreign_database(connections[alias])
             if self._foreign:
                 options["skip_checks"] = True
         return super().execute(*args, **options)
+
+    def _guarded(self, options: dict[str, Any]) -> bool:
+        """The safe path: typed at a shell (or `safe=True`), and none of Django's own read-only modes."""
+        safe = options.get("safe")
+        if safe is None:
+            safe = getattr(self, "_typed", False)
+        return bool(safe) and not any(options.get(name) for name in ("plain", "plan", "check_unapplied", "prune"))
 
     def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
         applier = getattr(self, "_applier", None)
@@ -116,10 +118,7 @@ class Command(DjangoMigrateCommand):
         super().migration_progress_callback(action, migration, fake)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        safe = options.get("safe")
-        if safe is None:
-            safe = getattr(self, "_typed", False)
-        if not safe or options["plain"] or options["plan"] or options["check_unapplied"] or options["prune"]:
+        if not self._guarded(options):
             return super().handle(*args, **options)
 
         self.verbosity = options["verbosity"]
