@@ -202,3 +202,12 @@ def test_dbrestore_and_transferdb_refuse_while_a_migrate_runs(migrate, fixture_e
     finally:
         first.kill()
         first.wait(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_lock_wait_is_one_line_and_changes_nothing(migrate, tmp_path):
+    for value in ("-1", "soon", "inf"):
+        result = migrate("migrations_fixture", "0003", "--lock-wait", value)
+        assert result.returncode == 2
+        assert "--lock-wait" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("migrate-in-progress-*")) and not (tmp_path / "backups").exists()
