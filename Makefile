@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUFF ?= $(VENV)/bin/ruff
 
-.PHONY: run serve worker test test-sqlite test-postgres lint venv clean
+.PHONY: run serve worker test test-sqlite test-postgres lint venv clean FORCE
 
 venv: $(STAMP)
 
@@ -14,19 +15,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# Development server on 127.0.0.1:8000 with the admin, after migrating and loading demo data, and a
-# queue worker beside it (stopped with the server: the trap sends it SIGTERM, it finishes its job).
-run: venv
+# Development server on 127.0.0.1:$(PORT) with the admin, after migrating and loading demo data, and a
+# queue worker beside it. Ctrl-C, or SIGTERM/SIGINT sent to make, stops both within seconds
+# (songsgen/devrun.py). $(RUN_FILE) is a file on purpose: make deletes it when interrupted, which is how a
+# SIGINT sent to make alone (make does not pass it on) reaches the supervisor.
+PORT ?= 8000
+RUN_FILE ?= .make-run
+run: $(RUN_FILE)
+$(RUN_FILE): venv FORCE
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py bootstrap_dev
-	DEBUG=$${DEBUG:-1} $(PY) manage.py runworker & worker=$$!; \
-	trap 'trap - EXIT INT TERM; kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	DEBUG=$${DEBUG:-1} $(PY) manage.py runserver 127.0.0.1:8000
+	DEBUG=$${DEBUG:-1} $(PY) -m songsgen.devrun --port $(PORT) --while-exists $@
+FORCE:
 
 lint: venv
-	$(VENV)/bin/ruff check .
-	SECRET_KEY=lint-only $(PY) manage.py makemigrations --check --dry-run
-	tmp=$$(mktemp -d) && SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp $(PY) manage.py migrate --check-safety; \
+	$(RUFF) check .
+	tmp=$$(mktemp -d) && export SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp && \
+	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # A queue worker alone (make run starts one beside the server).

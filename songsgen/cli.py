@@ -40,3 +40,10 @@ def add_database_pair(parser: argparse.ArgumentParser, *, source_help: str, targ
     """`--from URL --to URL` (dest `source`, `target`): the two databases of transferdb and dbcompare."""
     parser.add_argument("--from", dest="source", required=True, metavar="URL", help=source_help)
     parser.add_argument("--to", dest="target", required=True, metavar="URL", help=target_help)
+
+
+def quiet_level(verbosity: int) -> int:
+    """The logging level of a cron command: warnings only at the default verbosity 1, the steps from -v2."""
+    import logging
+
+    return {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(verbosity, logging.DEBUG)

@@ -54,7 +54,7 @@ from dbbackup.db.postgresql import PgDumpBinaryConnector
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 
-from songsgen.db import guards, pgdump
+from songsgen.db import guards, pgdump, safetycopies
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
@@ -898,7 +898,7 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
     existed = live.exists()
     if existed and live.stat().st_size > 0:
         _need_space(folder, live.stat().st_size * 3)  # unpacked backup, safety copy, and the WAL
-        safety = live.with_name(f"{live.name}.pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+        safety = safetycopies.new_path(live)
         os.close(os.open(safety, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     keep_safety = False
     remove_stale_temp_files(folder)
@@ -952,6 +952,8 @@ def restore_sqlite(stream: IO[bytes], live: Path, *, timeout: float, log: Log = 
         if safety is not None and not keep_safety:
             remove_file(safety)
     notes = [] if checkpointed else ["another connection kept the WAL busy; SQLite folds it in later"]
+    if left := safetycopies.leftovers(live):
+        notes.append(safetycopies.summary(left))
     try:
         set_wal(live, timeout)
     except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)

@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
-from songsgen.db import schema
+from songsgen.db import safetycopies, schema
 from songsgen.db.safety import table_rows_at_least
 
 CHECKS = ("schema", "integrity", "plans", "sizes")
@@ -148,6 +148,13 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
         plan_problems(connection, report)
     if "sizes" in checks:
         report.sizes = sizes(connection)
+        if connection.vendor == "sqlite":
+            report.problems += [
+                schema.Problem(schema.WARNING, "sizes", item.path.name,
+                               f"{item.size / 2**20:,.1f} MiB safety copy left by a restore that did not finish; "
+                               f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it")
+                for item in safetycopies.leftovers(Path(connection.settings_dict["NAME"]))
+            ]
     return report
 
 

@@ -514,13 +514,24 @@ def test_sigkill_mid_restore_leaves_the_old_database_or_the_new_one(run, env, ba
     assert table_checksums(live) in (before, expected)
     (kept,) = live.parent.glob(f"{live.name}.pre-restore-*")  # the safety copy stays, as the live one was
     assert table_checksums(kept) == before and oct(kept.stat().st_mode & 0o777) == "0o600"
-    backup_module.remove_file(kept)
 
-    # The next restore removes what the dead process left, and restores.
+    # dbcheck names the leftover with its size and the command that removes it.
+    check = run("dbcheck", "--sizes")
+    assert check.returncode == 0, check.stderr
+    assert kept.name in check.stdout and "MiB safety copy" in check.stdout and "--discard-safety-copies" in check.stdout
+
+    # The next restore removes the dead process's temporary files, restores, and names the safety copy.
     result = run("dbrestore", "--noinput")
     assert result.returncode == 0, result.stderr
     assert table_checksums(live) == expected
     assert not list(live.parent.glob(f"{TEMP_PREFIX}*"))
+    assert kept.name in result.stdout and "--discard-safety-copies" in result.stdout and kept.exists()
+
+    discarded = run("dbrestore", "--discard-safety-copies")
+    assert discarded.returncode == 0, discarded.stderr
+    assert f"Removed {kept.name}" in discarded.stdout and not kept.exists()
+    assert table_checksums(live) == expected
+    assert kept.name not in run("dbcheck", "--sizes").stdout
 
 
 def _zstd(data: bytes) -> bytes:
@@ -800,7 +811,9 @@ def test_backupcheck_reports_a_good_backup_and_fails_a_damaged_one(run, backup_d
     assert report["size"] == (backup_dir / name).stat().st_size
     assert 0 <= report["age_seconds"] < 600
 
-    text = run("backupcheck")
+    quiet = run("backupcheck")  # cron's line: nothing printed when all is well
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    text = run("backupcheck", "-v2")
     assert text.returncode == 0 and "Check:    ok" in text.stdout and "songs_song" in text.stdout
 
     data = bytearray((backup_dir / name).read_bytes())

@@ -196,7 +196,7 @@ def test_dbmaintain_truncates_wal_and_vacuums(scratch_db):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA freelist_count").fetchone()[0] == free_before > 0
     raw.close()
-    done = _run(env, "dbmaintain")
+    done = _run(env, "dbmaintain", "-v2")
     assert done.returncode == 0, done.stderr
     assert "running VACUUM" in done.stdout
     raw = sqlite3.connect(path)

@@ -15,6 +15,7 @@ from typing import Any
 from dbbackup import utils as dbbackup_utils
 from dbbackup.storage import get_storage
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
@@ -68,7 +69,12 @@ class Command(BaseCommand):
                 ).name
             except BackupError as exc:
                 raise CommandError(str(exc)) from exc
-            if not storage.storage.exists(name):
+            try:
+                found = storage.storage.exists(name)
+            except SuspiciousFileOperation as exc:
+                raise CommandError(f"{name} is outside the backup folder {storage.storage.location}: -i takes the "
+                                   "name of a backup in it; give a file elsewhere with -I PATH.") from exc
+            if not found:
                 raise CommandError(f"No backup named {name!r} in {storage.storage.location}.")
             stream, size = storage.read_file(name), storage.storage.size(name)
         created = backup_created(name)
@@ -90,7 +96,7 @@ class Command(BaseCommand):
             report.ok = False
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
-        else:
+        elif options["verbosity"] >= 2 or not report.ok:  # silent on success for cron; -v2 shows the report
             self._print(report)
         if not report.ok:
             raise CommandError(f"Backup {name} is NOT usable: {'; '.join(report.errors)}")

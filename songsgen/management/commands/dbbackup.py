@@ -6,6 +6,8 @@ songsgen/db/backup.py):
 - `--clean` keeps the newest SONGSGEN_BACKUP_KEEP backups of this database (by the name in the
   filename) and never the one just written; django-dbbackup's own clean matched on the database
   alias, which our filenames do not carry, and so deleted nothing;
+- nothing on stdout or stderr on success at the default verbosity (cron mails any output); `-v2` prints the
+  steps and the file written;
 - `-z` is refused on SQLite (its backups are zstd-compressed already), and `-O PATH` writes
   atomically and owner-only like the storage.
 """
@@ -23,6 +25,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import connections
 
+from songsgen.cli import quiet_level
 from songsgen.db.backup import BackupError, atomic_write, database_label, prune_backups
 
 
@@ -33,6 +36,11 @@ class Command(dbbackup.Command):
         super()._set_logger_level()
         # Its messages go to the handler set up here, not again through the root logger's console.
         self.logger.propagate = False
+        if not self.quiet:  # silent on success at the default verbosity, as cron wants; -v2 for the steps
+            level = quiet_level(self.verbosity)
+            self.logger.setLevel(level)
+            for handler in self.logger.handlers:
+                handler.setLevel(level)
 
     def handle(self, **options: Any) -> None:
         self._written: list[str] = []
@@ -56,7 +64,7 @@ class Command(dbbackup.Command):
     def write_to_storage(self, file: IO[bytes], path: str) -> None:
         super().write_to_storage(file, path)
         self._written.append(path)
-        if not path.endswith(".metadata"):
+        if not path.endswith(".metadata") and self.verbosity >= 2:
             self.stdout.write(f"Backup written: {Path(self.storage.storage.path(path))}")
 
     def write_local_file(self, outputfile: IO[bytes], path: str) -> None:

@@ -13,7 +13,7 @@ from songsgen.db import health
 class Command(BaseCommand):
     help = (
         "Routine upkeep: ANALYZE / PRAGMA optimize, a WAL checkpoint (TRUNCATE), and VACUUM when free pages "
-        "exceed SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO. Safe to run from cron."
+        "exceed SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO. Safe to run from cron: silent on success unless -v2."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -22,7 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, dry_run: bool, database: str, verbosity: int, **options: Any) -> None:
         def log(text: str) -> None:
-            if verbosity >= 1:
+            if verbosity >= 2 or (dry_run and verbosity >= 1):  # quiet for cron; a dry run is asked to talk
                 self.stdout.write(text)
 
         health.maintain(connections[database], dry_run=dry_run, log=log)

@@ -9,16 +9,25 @@ commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dbbackup.db.exceptions import ConnectorError
 from dbbackup.management.commands import dbrestore
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
-from songsgen.db import guards
-from songsgen.db.backup import BackupError, RestoreUndone, RestoreUnverified, database_label, latest_backup
+from songsgen.db import guards, safetycopies
+from songsgen.db.backup import (
+    BackupError,
+    RestoreUndone,
+    RestoreUnverified,
+    database_label,
+    latest_backup,
+    sqlite_path,
+)
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
 
@@ -30,6 +39,9 @@ class Command(dbrestore.Command):
         super().add_arguments(parser)
         parser.add_argument("--lock-wait", type=non_negative_float, default=0.0, metavar="SECONDS",
                             help="Wait this long for a running migrate or transfer to finish (default 0: refuse).")
+        parser.add_argument("--discard-safety-copies", action="store_true",
+                            help="Restore nothing: remove the safety copies (<db>.pre-restore-*) that restores "
+                                 "which did not finish left beside a SQLite database.")
 
     def _set_logger_level(self) -> None:
         super()._set_logger_level()
@@ -41,6 +53,9 @@ class Command(dbrestore.Command):
         if alias not in connections:
             raise CommandError(f"Database {alias} does not exist.")
         self._sqlite = connections[alias].vendor == "sqlite"
+        if options["discard_safety_copies"]:
+            self._discard_safety_copies(connections[alias].settings_dict, options)
+            return
         if self._sqlite and options.get("uncompress"):
             raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
         try:
@@ -56,7 +71,25 @@ class Command(dbrestore.Command):
         except ConnectorError as exc:  # pg_restore failed
             raise CommandError(f"Restore failed: {exc}") from exc
 
+    def _discard_safety_copies(self, settings_dict: dict[str, Any], options: dict[str, Any]) -> None:
+        if not self._sqlite:
+            raise CommandError("Nothing to discard: only SQLite restores keep a safety copy.")
+        live = sqlite_path(settings_dict)
+        # Under the lock: a restore running now is still using its own copy.
+        try:
+            with database_lock(settings_dict, purpose="dbrestore --discard-safety-copies", wait=options["lock_wait"]):
+                found = safetycopies.leftovers(live)
+                for item in found:
+                    item.path.unlink(missing_ok=True)
+                    if options["verbosity"] >= 1:
+                        self.stdout.write(f"Removed {item}.")
+        except DatabaseBusy as exc:
+            raise CommandError(f"Refused: {exc}") from exc
+        if not found and options["verbosity"] >= 1:
+            self.stdout.write(f"No safety copies beside {live}.")
+
     def _get_backup_file(self, database: str | None = None, servername: str | None = None) -> Any:
+        self._check_input()
         if self._sqlite and not self.path and not self.filename:
             label = database_label(connections[self.database_name].settings_dict)
             try:
@@ -64,6 +97,24 @@ class Command(dbrestore.Command):
             except BackupError as exc:
                 raise CommandError(str(exc)) from exc
         return super()._get_backup_file(database=database, servername=servername)
+
+    def _check_input(self) -> None:
+        """A named backup must be a file in the backup folder, a path an existing file: one line, not a traceback."""
+        if self.path and not Path(self.path).is_file():
+            raise CommandError(f"Restore refused: no backup file at {self.path} (-I takes the path of a backup file).")
+        if not self.filename:
+            return
+        where = getattr(self.storage.storage, "location", "the backup storage")
+        try:
+            found = self.storage.storage.exists(self.filename)
+        except SuspiciousFileOperation as exc:
+            raise CommandError(
+                f"Restore refused: {self.filename} is outside the backup folder {where}. -i takes the name of a "
+                "backup in it (manage.py listbackups lists them); give a file elsewhere with -I PATH."
+            ) from exc
+        if not found:
+            raise CommandError(f"Restore refused: no backup named {self.filename} in {where} "
+                               "(manage.py listbackups lists them; -I PATH takes a file elsewhere).")
 
     def _check_metadata(self, filename: str) -> dict[str, Any] | None:
         metadata = super()._check_metadata(filename)

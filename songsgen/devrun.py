@@ -1,0 +1,99 @@
+"""`make run`'s supervisor: the development server and a queue worker, started and stopped together.
+
+    python -m songsgen.devrun --port 8000 [--while-exists FILE]
+
+Both run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches them
+only through here, in order: SIGTERM, a grace period for the worker to finish its job, then SIGKILL.
+It stops on SIGTERM, SIGINT or SIGHUP, when either child exits, and when FILE disappears: GNU make passes
+SIGTERM on to a recipe but not SIGINT (it expects the terminal to have sent that to every process), and
+on either it deletes the target file its recipe was making; that deletion is how a `kill -INT` sent to
+make alone reaches us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
+POLL = 0.2  # seconds between looks at the children and the file
+
+
+def _start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(MANAGE), *args], start_new_session=True)
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM each child's process group (runserver's autoreloader runs the server in a child of its own),
+    then SIGKILL what is still there after `grace` seconds."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs.values():
+        _signal_group(proc, signal.SIGKILL)  # the group's leftovers too, even once its leader is gone
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run server and worker until a signal, a child's exit or the file's removal; 0 when asked to stop."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--while-exists", type=Path, metavar="FILE",
+                        help="Created at start; stop when it is removed (make deletes it when interrupted).")
+    parser.add_argument("--grace", type=float, default=10.0, help="Seconds the worker gets to finish (10).")
+    args = parser.parse_args(argv)
+
+    asked: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        asked.append(signum)  # a flag, not an exception: a child is never started and then forgotten
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handler)
+    if args.while_exists is not None:
+        args.while_exists.touch()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    code = 0
+    try:
+        procs["worker"] = _start("runworker")
+        procs["server"] = _start("runserver", f"127.0.0.1:{args.port}")
+        while not asked:
+            time.sleep(POLL)
+            if args.while_exists is not None and not args.while_exists.exists():
+                break
+            ended = [(name, proc.returncode) for name, proc in procs.items() if proc.poll() is not None]
+            if ended:
+                name, code = ended[0]
+                print(f"devrun: the {name} exited ({code}); stopping the rest.", file=sys.stderr)
+                code = code or 1
+                break
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop(procs, args.grace)
+        if args.while_exists is not None:
+            args.while_exists.unlink(missing_ok=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
