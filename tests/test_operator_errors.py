@@ -112,6 +112,28 @@ def test_runworker_on_a_never_migrated_sqlite_database_says_run_migrate_and_crea
     assert snapshot(data_dir) == before
 
 
+def test_runworker_on_a_database_without_the_queue_tables_says_run_migrate(data_dir):
+    assert run(["migrate", "contenttypes", "--plain", "-v0"], operator_env(data_dir)).returncode == 0
+    before = snapshot(data_dir)
+    result = run(["runworker", "--burst"], operator_env(data_dir))
+    one_line(result, 2, "lacks the table(s) queueing_generationqueue, songs_song", "Run `manage.py migrate` first.")
+    assert snapshot(data_dir) == before
+
+
+def test_runworker_on_a_database_behind_the_code_starts_and_names_the_pending_migrations(data_dir, migrated_db):
+    """Not a refusal: during a deploy a release runs on the schema before its own migrations."""
+    from django.db.migrations.loader import MigrationLoader
+
+    graph = MigrationLoader(None, ignore_no_migrations=True).graph
+    [last] = [node for node in graph.leaf_nodes() if node[0] == "songs"]
+    [previous] = [parent for parent in graph.node_map[last].parents if parent[0] == "songs"]
+    shutil.copyfile(migrated_db, data_dir / "songs.db")
+    assert run(["migrate", "songs", previous[1], "--plain", "-v0"], operator_env(data_dir)).returncode == 0
+    result = run(["runworker", "--burst"], operator_env(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"Note: 1 migration(s) of this code are not applied yet (songs.{last[1]})" in result.stderr
+
+
 @pytest.fixture
 def scratch_pg() -> Iterator[str]:
     """A new, empty database on the test server; its URL. Dropped afterwards."""

@@ -8,6 +8,7 @@ read-only file or folder before SQLite leaves -wal and -shm files beside it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
@@ -47,20 +48,27 @@ def _check_sqlite_file(connection: BaseDatabaseWrapper) -> None:
         )
 
 
-def check_ready_for_writer(connection: BaseDatabaseWrapper) -> None:
-    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start on this database."""
+def check_ready_for_writer(connection: BaseDatabaseWrapper, *, tables: Iterable[str]) -> list[str]:
+    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the database
+    exists, is writable, was migrated and holds `tables`. Returns the code's migrations not applied yet:
+    not a refusal, as every release runs on the schema before its own migrations (docs/postgres.md)."""
     if connection.vendor == "sqlite":
         _check_sqlite_file(connection)
     executor = MigrationExecutor(connection)
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    if not plan:
-        return
     if not executor.loader.applied_migrations:
         raise DatabaseNotReady(f"The database {_name(connection)} has not been migrated: it has none of this "
                                f"project's tables. {MIGRATE}")
-    names = [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
-    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    raise DatabaseNotReady(
-        f"The database {_name(connection)} lacks {len(names)} migration(s) of this code "
-        f"({', '.join(names[:SHOWN])}{more}). {MIGRATE}"
-    )
+    with connection.cursor() as cursor:
+        missing = sorted(set(tables) - set(connection.introspection.table_names(cursor)))
+    if missing:
+        raise DatabaseNotReady(f"The database {_name(connection)} lacks the table(s) {', '.join(missing)}: "
+                               f"their migrations have not been applied. {MIGRATE}")
+    return [f"{migration.app_label}.{migration.name}"
+            for migration, _backwards in executor.migration_plan(executor.loader.graph.leaf_nodes())]
+
+
+def pending_note(pending: list[str]) -> str:
+    """The notice for migrations not applied yet, naming at most a few."""
+    more = f" and {len(pending) - SHOWN} more" if len(pending) > SHOWN else ""
+    return (f"Note: {len(pending)} migration(s) of this code are not applied yet ({', '.join(pending[:SHOWN])}"
+            f"{more}); run `manage.py migrate` once the release is deployed.")
