@@ -2,15 +2,14 @@
 """Django's command-line utility for songsgen."""
 
 import os
-import sys
 
 
 def main() -> None:
-    """Run administrative tasks."""
+    """Run administrative tasks; an operator's mistake ends in one line (songsgen/boundary.py)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "songsgen.settings")
-    from django.core.management import execute_from_command_line
+    from songsgen.boundary import main as run
 
-    execute_from_command_line(sys.argv)
+    run()
 
 
 if __name__ == "__main__":

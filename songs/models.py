@@ -32,6 +32,18 @@ def validate_media_path(value: str) -> None:
         raise ValidationError("%(value)r contains '..'; it would leave the media root.", params={"value": value})
 
 
+def validate_encodable_text(value: str) -> None:
+    """Refuse text neither database can store: a lone surrogate (e.g. from JSON's "\\ud800") has no UTF-8 form."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            "Contains %(char)s at position %(position)s, half of a character pair that is not valid text on its "
+            "own; remove it or send the whole character.",
+            code="invalid_text", params={"char": f"U+{ord(value[exc.start]):04X}", "position": exc.start + 1},
+        ) from None
+
+
 # The same rule in the database, so nothing written around the model can store an escaping path.
 def _relative_path_q(field: str) -> Q:
     return (
@@ -261,6 +273,28 @@ class Song(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({self.get_status_display()})"
+
+    def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
+        """Django's field validation, and every text field encodable (the database driver would raise
+        UnicodeEncodeError on saving it; the admin form and song_request show a ValidationError)."""
+        skip = set(exclude or ())
+        errors: dict[str, list[ValidationError]] = {}
+        for field in self._meta.concrete_fields:
+            value = getattr(self, field.attname)
+            if field.name in skip or not isinstance(field, models.CharField | models.TextField):
+                continue
+            try:
+                if isinstance(value, str):
+                    validate_encodable_text(value)
+            except ValidationError as exc:
+                errors[field.name] = [exc]
+                skip.add(field.name)  # one message per field
+        try:
+            super().clean_fields(exclude=skip)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
 
     # --- transitions: called by the queue worker through job.song --------------------------------
     def mark_generating(self) -> None:

@@ -1,0 +1,6 @@
+"""The project package. django-admin, WSGI servers and scripts import it before the settings: an
+operator's mistake escaping them prints one line, as under manage.py (songsgen/boundary.py)."""
+
+from songsgen import boundary
+
+boundary.install_excepthook()

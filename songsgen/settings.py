@@ -44,7 +44,10 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from None
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number, got {value!r}. Set a whole number, or unset it for the default "
+            f"({default})."
+        ) from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -67,8 +70,7 @@ if not SECRET_KEY and DEBUG:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
-DATA_DIR = Path(os.environ.get("SONGSGEN_DATA_DIR") or BASE_DIR / "data").resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR = Path(os.environ.get("SONGSGEN_DATA_DIR") or BASE_DIR / "data").resolve()  # created at the end
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 BACKUP_DIR = Path(os.environ.get("SONGSGEN_BACKUP_DIR") or DATA_DIR / "backups").resolve()
@@ -121,10 +123,20 @@ SQLITE_CACHE_SIZE = env_int("SONGSGEN_SQLITE_CACHE_SIZE", -10000)  # negative: K
 SQLITE_BUSY_TIMEOUT_MS = env_int("SONGSGEN_SQLITE_BUSY_TIMEOUT", 10000)
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'songs.db'}"
+# Never the URL itself in a message: it may hold a password.
+_URL_ADVICE = ("Set it to sqlite:////path/to/songs.db or postgres://USER:PASSWORD@HOST:5432/NAME, or unset it "
+               "for songs.db in SONGSGEN_DATA_DIR.")
+_scheme = DATABASE_URL.split("://", 1)[0] if "://" in DATABASE_URL else ""
 try:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
-except Exception as exc:  # dj_database_url raises a bare ValueError/KeyError for unknown schemes
-    raise ImproperlyConfigured(f"DATABASE_URL could not be parsed ({exc}).") from exc
+except dj_database_url.UnknownSchemeError:
+    _what = f"the unknown scheme {_scheme + '://'!r}" if _scheme else "no scheme"
+    raise ImproperlyConfigured(f"DATABASE_URL has {_what}. {_URL_ADVICE}") from None
+except ValueError:  # dj-database-url's ParseError, or a port that is not a number
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not a valid URL (characters such as @ : / in the password must be %-quoted). "
+        f"{_URL_ADVICE}"
+    ) from None
 
 # Every SQLite connection of ours (this default one, and those transferdb/dbcompare open from a URL):
 # each write transaction takes the write lock up front, so two writers queue on the busy timeout
@@ -145,7 +157,7 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
 else:
     raise ImproperlyConfigured(
-        f"DATABASE_URL must point at SQLite or PostgreSQL, got engine {_db['ENGINE']!r}."
+        f"DATABASE_URL names a {_scheme}:// database; songsgen runs on SQLite or PostgreSQL. {_URL_ADVICE}"
     )
 
 DATABASES = {"default": _db}
@@ -273,3 +285,25 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("SONGSGEN_LOG_LEVEL", "WARNING")},
 }
+
+
+# --- The data folder: last, so that a settings error above leaves nothing behind ----------------
+def _data_dir_problem(folder: Path) -> str | None:
+    """Why the data folder cannot be used (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror})"
+    if not folder.is_dir():
+        return "is not a folder"
+    # SQLite writes its -wal and -shm files beside the database; the worker writes media/, dbbackup backups/.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable by this user"
+    return None
+
+
+if _problem := _data_dir_problem(DATA_DIR):
+    raise ImproperlyConfigured(
+        f"SONGSGEN_DATA_DIR {DATA_DIR} {_problem}. Point SONGSGEN_DATA_DIR at a folder this user may write "
+        "(it holds the SQLite database, media/ and backups/), or give this user write access to it."
+    )

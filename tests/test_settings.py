@@ -73,7 +73,7 @@ def test_data_dir_and_database_url_from_environment(tmp_path):
 def test_bad_database_url_is_a_clear_error(tmp_path):
     result = _manage("check", env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(tmp_path), "DATABASE_URL": "mysql://x/y"})
     assert result.returncode != 0
-    assert "DATABASE_URL must point at SQLite or PostgreSQL" in result.stderr
+    assert "DATABASE_URL names a mysql:// database; songsgen runs on SQLite or PostgreSQL" in result.stderr
 
 
 def test_postgresql_url_gives_production_connection_settings(tmp_path):

@@ -21,3 +21,7 @@ class MigrateFailed(DatabaseToolError):
     def __init__(self, message: str, *, restored: bool) -> None:
         super().__init__(message)
         self.restored = restored
+
+
+class DatabaseNotReady(DatabaseToolError):
+    """The database cannot take a long-running writer yet: missing, read-only, or not migrated."""

@@ -58,7 +58,7 @@ def _names(items: Iterable[str]) -> str:
 # --- a foreign database -----------------------------------------------------------------------
 
 
-def _sqlite_file(connection: BaseDatabaseWrapper) -> Path | None:
+def sqlite_file(connection: BaseDatabaseWrapper) -> Path | None:
     """The SQLite file of the connection, or None for an in-memory database."""
     name = str(connection.settings_dict.get("NAME") or "")
     if not name or name == ":memory:" or "mode=memory" in name:
@@ -66,7 +66,7 @@ def _sqlite_file(connection: BaseDatabaseWrapper) -> Path | None:
     return Path(name.removeprefix("file:").split("?")[0])
 
 
-def _shown_path(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """The path as a person would type it here: relative to the working folder when inside it."""
     absolute = path.resolve()
     try:
@@ -115,10 +115,10 @@ def foreign_database(connection: BaseDatabaseWrapper) -> str | None:
     an empty one alone). Nothing is written, not even SQLite's switch to WAL.
     """
     if connection.vendor == "sqlite":
-        path = _sqlite_file(connection)
+        path = sqlite_file(connection)
         if path is None or not path.exists() or path.stat().st_size == 0:
             return None  # a new database: nothing there to harm
-        where = _shown_path(path)
+        where = shown_path(path)
         try:
             tables, recorded = _sqlite_contents(path)
         except sqlite3.DatabaseError as exc:

@@ -7,10 +7,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils.module_loading import import_string
 
+from queueing.models import GenerationQueue
 from queueing.worker import Supervisor, Worker, worker_args
 from songsgen.cli import positive_int
+from songsgen.db.exceptions import DatabaseNotReady
+from songsgen.db.preflight import check_ready_for_writer, pending_note
 
 
 def poll_seconds(value: str) -> float:
@@ -45,6 +49,15 @@ class Command(BaseCommand):
         self, *args: Any, concurrency: int, burst: bool, max_jobs: int | None, queue_poll: float,
         batch: int | None, verbosity: int, **options: Any,
     ) -> None:
+        # Before any worker starts: a supervisor would restart workers that fail at once.
+        song_model = GenerationQueue._meta.get_field("song").related_model
+        try:
+            pending = check_ready_for_writer(connections[DEFAULT_DB_ALIAS],
+                                             tables=[GenerationQueue._meta.db_table, song_model._meta.db_table])
+        except DatabaseNotReady as exc:
+            raise CommandError(str(exc), returncode=2) from None  # 2: refused, nothing done
+        if pending and verbosity >= 1:
+            self.stderr.write(pending_note(pending))
         log = self.stdout.write if verbosity >= 1 else (lambda message: None)
         if concurrency > 1:
             code = Supervisor(

@@ -134,6 +134,8 @@ class Command(DjangoMigrateCommand):
             self.stderr.write(text)
 
         try:
+            if getattr(self, "_foreign", None):  # refused before the lock, which would leave its file beside it
+                raise safe_migrate.MigrateRefused(self._foreign)
             with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]), \
                     _sigterm_as_interrupt():
                 if options["resume_restore"]:
@@ -160,8 +162,6 @@ class Command(DjangoMigrateCommand):
     def _run_safe(
         self, connection: Any, options: dict[str, Any], log: Any, warn: Any, args: Any, report: Any
     ) -> Any:
-        if getattr(self, "_foreign", None):
-            raise safe_migrate.MigrateRefused(self._foreign)
         connection.prepare_database()
         executor = MigrationExecutor(connection)
         executor.loader.check_consistent_history(connection)

@@ -1,0 +1,101 @@
+"""The command-line boundary: an operator's mistake ends in one line on stderr, not a traceback.
+
+Django reads the settings before any command class runs, so a settings error (ImproperlyConfigured)
+and a database the project cannot use (songsgen/db/diagnose.py) escape every command; `main()`,
+which manage.py calls, turns them into one line and an exit code. Anything else is not recognised
+and keeps its traceback, and `--traceback` or `-v 3` shows the traceback of a recognised one too.
+`install_excepthook()` gives the same line (exit code 1) to the other entry points, which import this
+package first: django-admin, `python -c "import songsgen.wsgi"`, scripts.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import NamedTuple
+
+# As argparse's usage errors and migrate's refusals: the command could not run as configured; fix what
+# the line says and run again.
+EXIT_REFUSED = 2
+EXIT_FAILED = 1  # a database tool stopped (DatabaseToolError) without its command mapping it
+
+
+class Failure(NamedTuple):
+    """What to print and the exit code, for an error an operator can fix."""
+
+    line: str
+    code: int
+
+
+def recognise(exc: BaseException) -> Failure | None:
+    """The one line and exit code for an operator's mistake; None for anything else (a possible bug)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    if isinstance(exc, ImproperlyConfigured):
+        return Failure(_one_line(f"Configuration error: {exc}"), EXIT_REFUSED)
+    from songsgen.db import diagnose
+    from songsgen.db.exceptions import DatabaseToolError
+
+    if isinstance(exc, DatabaseToolError):
+        return Failure(_one_line(f"Error: {exc}"), EXIT_FAILED)
+    try:
+        explained = diagnose.explain(exc)
+    except Exception:  # diagnosing must never hide the error it looks at
+        return None
+    return Failure(_one_line(f"Database error: {explained}"), EXIT_REFUSED) if explained else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def wants_traceback(argv: Sequence[str]) -> bool:
+    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …), as Django's commands spell them."""
+    args = list(argv)
+    if "--traceback" in args:
+        return True
+    for index, arg in enumerate(args):
+        if arg in ("-v", "--verbosity") and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--verbosity="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-v") and not arg.startswith("--"):
+            value = arg[2:]
+        else:
+            continue
+        if value.strip() == "3":
+            return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a management command (manage.py's main); a recognised failure exits with its one line."""
+    from django.core.management import execute_from_command_line
+
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        execute_from_command_line(argv)
+    except Exception as exc:
+        failure = recognise(exc)
+        if failure is None or wants_traceback(argv[1:]):
+            raise
+        sys.stderr.write(failure.line + "\n")
+        sys.exit(failure.code)
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    try:
+        failure = recognise(exc) if isinstance(exc, Exception) else None
+    except Exception:  # never lose the original error to the hook's own
+        failure = None
+    if failure is None or wants_traceback(sys.argv[1:]):
+        sys.__excepthook__(kind, exc, tb)
+    else:
+        sys.stderr.write(failure.line + "\n")  # the interpreter still exits with 1
+
+
+def install_excepthook() -> None:
+    """Print a settings error escaping any entry point as one line (leave a hook someone else set alone)."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _excepthook
