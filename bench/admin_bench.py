@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out(f"database: {args.db}  sizes: {', '.join(f'{s:,}' for s in args.sizes)}  users at largest: "
         f"{args.users:,}  requests: {args.warmups} warm-up + {args.requests} timed (median)  cpus: {os.cpu_count()}  "
         f"load average: {load()}")
-    call_command("migrate", interactive=False, verbosity=0)
+    call_command("migrate", interactive=False, verbosity=0, safe=False)
     admin_user = User.objects.create_superuser("bench-admin", "bench-admin@example.com", "bench-password")
     build_urlconf()
     client = Client()

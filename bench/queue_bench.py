@@ -149,7 +149,7 @@ def measure_ours(jobs: int, workers: list[int]) -> dict[str, object]:
     from django.core.management import call_command
 
     _setup_django()
-    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0, safe=False)
     from django.db import connection
 
     result: dict[str, object] = {"vendor": connection.vendor}
@@ -194,7 +194,7 @@ DJT_RUN = textwrap.dedent('''
     from django_tasks_db.models import DBTaskResult
     from djt_tasks import noop
     n = int(sys.argv[1])
-    call_command("migrate", verbosity=0)
+    call_command("migrate", verbosity=0, safe=False)
     DBTaskResult.objects.all().delete()
     with transaction.atomic():
         for i in range(n):

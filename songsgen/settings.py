@@ -164,6 +164,8 @@ DATABASES = {"default": _db}
 
 # --- Safe migrate and database checks (songsgen/db/, docs/migrations.md) -------------------------
 # Free space the backup folder must have before migrate touches anything: database size x factor + margin.
+# `call_command("migrate")` from code takes the safe path too (tests/settings.py opts out, for the test runner).
+MIGRATE_SAFE_BY_DEFAULT = True
 MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
 MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)  # pre-migrate snapshots kept per database

@@ -20,5 +20,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     _live = Path(DATABASES["default"]["NAME"])  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(_live.with_name(f"test_{_live.stem}_{os.getpid()}.db"))}  # noqa: F405
 
+# Opted out explicitly: Django creates the test database with call_command("migrate", run_syncdb=True), and
+# the tests' own call_command("migrate", ...) steer migrations directly. Tests of the safe path run it typed,
+# in a subprocess (whose own settings keep the default), or pass safe=True.
+MIGRATE_SAFE_BY_DEFAULT = False
+
 # A test-only app with every column type the cross-database transfer must carry (tests/db/test_transfer.py).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.db.transfer_fixtures.apps.TransferFixturesConfig"]  # noqa: F405

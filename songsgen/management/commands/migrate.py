@@ -1,8 +1,10 @@
 """`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify → rollback.
 
-Every option of Django's migrate still works; ours are added. The safe path runs when the command is typed
-(or called with `safe=True`); `call_command("migrate")` from code — the test runner creating its test
-database, for one — gets Django's migrate unchanged, as does `--plain`, `--plan`, `--check` and `--prune`.
+Every option of Django's migrate still works; ours are added. The safe path is the default however the
+command is run: typed, or `call_command("migrate")` from a deploy script. Django's migrate runs unchanged
+with `--plain` (`safe=False` from code), for the read-only `--plan`, `--check` and `--prune`, and for
+`call_command` when settings.MIGRATE_SAFE_BY_DEFAULT is False — which the test settings set, so that the
+test runner's creation of its test database and the tests' own calls opt out explicitly.
 The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
 
 Exit codes: 0 done; 1 failed and the database is back at the migrations it had (rolled back, or unapplied by
@@ -15,14 +17,16 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 from django.core.management.commands.migrate import Command as DjangoMigrateCommand
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.cli import non_negative_float, non_negative_int
@@ -33,6 +37,7 @@ from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
+Log = Callable[[str], None]
 
 
 @contextmanager
@@ -102,10 +107,11 @@ class Command(DjangoMigrateCommand):
         return super().execute(*args, **options)
 
     def _guarded(self, options: dict[str, Any]) -> bool:
-        """The safe path: typed at a shell (or `safe=True`), and none of Django's own read-only modes."""
+        """The safe path unless opted out (`--plain`, `safe=False`, or the setting for calls from code), and
+        none of Django's own read-only modes."""
         safe = options.get("safe")
         if safe is None:
-            safe = getattr(self, "_typed", False)
+            safe = getattr(self, "_typed", False) or settings.MIGRATE_SAFE_BY_DEFAULT
         return bool(safe) and not any(options.get(name) for name in ("plain", "plan", "check_unapplied", "prune"))
 
     def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
@@ -160,8 +166,9 @@ class Command(DjangoMigrateCommand):
         self._finish(report, as_json)
 
     def _run_safe(
-        self, connection: Any, options: dict[str, Any], log: Any, warn: Any, args: Any, report: Any
-    ) -> Any:
+        self, connection: BaseDatabaseWrapper, options: dict[str, Any], log: Log, warn: Log, args: tuple[Any, ...],
+        report: safe_migrate.Report,
+    ) -> safe_migrate.Report:
         connection.prepare_database()
         executor = MigrationExecutor(connection)
         executor.loader.check_consistent_history(connection)
@@ -199,7 +206,7 @@ class Command(DjangoMigrateCommand):
         except EOFError:  # no terminal: take it as no
             return False
 
-    def _finish(self, report: Any, as_json: bool) -> None:
+    def _finish(self, report: safe_migrate.Report, as_json: bool) -> None:
         if as_json:
             self.stdout.write(report.as_json())
             return
