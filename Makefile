@@ -16,6 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 # Development server on 127.0.0.1:8000 with the admin, after migrating and loading demo data, and a
 # queue worker beside it (stopped with the server: the trap sends it SIGTERM, it finishes its job).
+run: export SONGSGEN_GENERATOR ?= songs.demo_activity.DemoGenerator
 run: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py bootstrap_dev
