@@ -11,7 +11,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,43 +24,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM, then SIGKILL after a grace period; returns what the process printed."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    output = proc.stdout  # a file, not a pipe: a chatty server never blocks on a full pipe
-    if output is None:
-        return ""
-    output.seek(0)
-    text = output.read()
-    output.close()
-    return text
+@dataclass
+class _Process:
+    """A manage.py process whose output goes to a file: a chatty server never blocks on a full pipe."""
+
+    popen: subprocess.Popen[str]
+    log: IO[str]
+
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL after a grace period; returns what the process printed (once)."""
+        if self.log.closed:
+            return ""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self.log.seek(0)
+        output = self.log.read()
+        self.log.close()
+        return output
 
 
-def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _stop
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), *args], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    proc.stdout = log
-    return proc
+def _start(env: dict[str, str], *args: str) -> _Process:
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _Process.stop
+    popen = subprocess.Popen([sys.executable, str(REPO / "manage.py"), *args], env=env, cwd=REPO,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+    return _Process(popen, log)
 
 
 @contextmanager
 def dev_server(env: dict[str, str], *, timeout: float = 60) -> Iterator[str]:
     """`runserver --noreload` with DEBUG on, as `make run` runs it; yields its base URL once it answers."""
     port = free_port()
-    proc = _start({**env, "DEBUG": "1"}, "runserver", "--noreload", f"127.0.0.1:{port}")
+    server = _start({**env, "DEBUG": "1"}, "runserver", "--noreload", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"runserver exited with {proc.returncode}:\n{_stop(proc)}")
+            if server.popen.poll() is not None:
+                raise AssertionError(f"runserver exited with {server.popen.returncode}:\n{server.stop()}")
             try:
                 with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as response:
                     if response.status == 200:
@@ -66,18 +73,18 @@ def dev_server(env: dict[str, str], *, timeout: float = 60) -> Iterator[str]:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"runserver did not answer within {timeout} s:\n{_stop(proc)}")
+                raise AssertionError(f"runserver did not answer within {timeout} s:\n{server.stop()}")
             time.sleep(0.2)
         yield url
     finally:
-        _stop(proc)
+        server.stop()
 
 
 @contextmanager
 def worker(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
     """`runworker` beside it; stopped with SIGTERM (it finishes its job) when the block ends."""
-    proc = _start(env, "runworker", "--queue-poll", "0.2", *args)
+    process = _start(env, "runworker", "--queue-poll", "0.2", *args)
     try:
-        yield proc
+        yield process.popen
     finally:
-        _stop(proc)
+        process.stop()

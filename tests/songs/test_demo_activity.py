@@ -6,9 +6,11 @@ import os
 import subprocess
 import time
 import wave
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db.models import Q
 
 from accounts.models import User
@@ -43,6 +45,24 @@ def test_top_up_requests_only_from_demo_users_up_to_the_backlog(settings, tmp_pa
     requested = Song.objects.filter(status="pending").select_related("user")
     assert {song.user.email.endswith("@example.com") for song in requested} == {True}
     assert all(song.title and song.lyrics and song.style_prompt for song in requested)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("generator", "queued"), [("songs.demo_activity.DemoGenerator", DemoGenerator.backlog),
+                                                   ("queueing.generators.LocalWavGenerator", 0)])
+def test_bootstrap_dev_gives_make_runs_demo_generator_a_first_song(settings, tmp_path, generator, queued):
+    """On a database whose queue has drained, make run's worker would never call the generator that refills it."""
+    settings.MEDIA_ROOT, settings.SONGSGEN_GENERATOR = tmp_path, generator
+    seed_demo_data(users=3, songs=0, seed=5)
+    finished = make_song(user=User.objects.filter(email__endswith="@example.com").first())
+    GenerationQueue.objects.filter(song=finished).update(status="done")
+    out = StringIO()
+    call_command("bootstrap_dev", stdout=out)
+    assert "Database holds songs; no demo data loaded." in out.getvalue()
+    assert GenerationQueue.objects.queued().count() == queued
+    assert (f"Requested {queued} demo songs" in out.getvalue()) == bool(queued)
+    call_command("bootstrap_dev", stdout=StringIO())
+    assert GenerationQueue.objects.queued().count() == queued, "never more than the backlog"
 
 
 @pytest.mark.django_db(transaction=True)
