@@ -99,7 +99,10 @@ def test_make_run_starts_its_worker_with_the_demo_generator(tmp_path: Path, env,
     """`make run` names DemoGenerator for its worker unless you name another (a stand-in python logs each call)."""
     log = tmp_path / "calls.log"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/sh\necho "$* generator=$SONGSGEN_GENERATOR" >> {log}\n')
+    # The server (in the foreground) waits for the worker (in the background) to have started.
+    fake.write_text(f'#!/bin/sh\necho "$* generator=$SONGSGEN_GENERATOR" >> {log}\n'
+                    f'case "$*" in *runserver*) for i in $(seq 200); do grep -q runworker {log} && exit 0; '
+                    f'sleep 0.05; done;; esac\n')
     fake.chmod(0o755)
     base = {k: v for k, v in os.environ.items() if k != "SONGSGEN_GENERATOR"}
     result = subprocess.run(["make", "-s", "-o", "venv", "-o", ".venv/.installed", "run", f"PY={fake}"],
