@@ -103,6 +103,14 @@ def test_counts_say_jobs_and_show_all_lists_every_status(admin_client, jobs):
     assert re.search(r'<p class="paginator">\s*1 job\s', one)
 
 
+@pytest.mark.parametrize("number", ["9223372036854775807", "99999999999999999999", "0", "-1"])
+def test_any_page_number_answers_a_page(admin_client, jobs, number):
+    """It answered 500 (a LIMIT past the database's integers); now the first or last page, as Paginator.get_page."""
+    response = admin_client.get(LIST, {"status": "all", "p": number})
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 8 and response.context["cl"].page_num == 1
+
+
 def test_changelist_is_dense(admin_client, jobs):
     body = admin_client.get(LIST, {"status": "failed"}).content.decode()
     headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', body)
