@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
+from queueing.admin import JobColumns
 from queueing.models import GenerationQueue
 from songs.models import Song
+from songs.services import song_request
+from songsgen.admin_display import EMPTY, badge, clipped, exact_time, relative_time
 from songsgen.db.pagination import LargeTableAdminMixin
 
 # The genres the service offers. The filter lists these rather than asking the database for
-# SELECT DISTINCT genre, which reads every row of the table.
+# SELECT DISTINCT genre, which reads every row of the table; the song form offers the same.
 GENRES = (
     "ambient", "blues", "classical", "country", "electronic", "folk", "funk", "hip-hop",
     "jazz", "latin", "metal", "pop", "punk", "r&b", "reggae", "rock", "soul",
@@ -38,7 +46,26 @@ class GenreFilter(admin.SimpleListFilter):
         return queryset.filter(genre=value) if value else queryset
 
 
-class QueueEntryInline(admin.TabularInline):
+class SongForm(forms.ModelForm):
+    """The song's page: the genre is one of the service's (an older song keeps its own)."""
+
+    genre = forms.ChoiceField(choices=[(genre, genre) for genre in GENRES])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.genre
+        if current and current not in GENRES:
+            field = self.fields["genre"]
+            field.choices = [*field.choices, (current, f"{current} (no longer offered)")]
+
+
+class SongRequestForm(SongForm):
+    """"Add song": what songs.services.song_request takes, the job's priority included."""
+
+    priority = forms.IntegerField(initial=0, help_text="Higher runs first.")
+
+
+class QueueEntryInline(JobColumns, admin.TabularInline):
     """The song's generation attempts; read-only, the worker owns them."""
 
     model = GenerationQueue
@@ -46,9 +73,11 @@ class QueueEntryInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     ordering = ("-id",)
-    fields = ("status", "priority", "retry_count", "max_retries", "queued_at", "started_at", "completed_at",
-              "error_message")
+    fields = ("status_badge", "priority", "retries", "queued", "last_run", "error")
     readonly_fields = fields
+
+    class Media:
+        css = {"all": ("songsgen/admin.css",)}
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -59,7 +88,8 @@ class QueueEntryInline(admin.TabularInline):
 
 @admin.register(Song)
 class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
-    list_display = ("title", "user", "genre", "status", "created_at", "completed_at", "play_count")
+    list_display = ("song_title", "owner", "genre", "status_badge", "created", "completed", "plays")
+    list_display_links = ("song_title",)
     list_filter = ("status", GenreFilter)
     list_select_related = ("user",)
     # Title and the external id (through the text index); the user by exact username or email
@@ -69,12 +99,28 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     # Newest first: songs_created serves it unfiltered, songs_status_created under the status
     # filter, so no list page sorts the table. Sorting by other columns would sort 1M rows.
     ordering = ("-created_at", "-id")
-    sortable_by = ("created_at",)
+    sortable_by = ("created",)
     # A user drop-down would render every user on the song's page; a raw id stays one query.
     raw_id_fields = ("user",)
-    readonly_fields = ("status", "created_at", "completed_at", "generation_time")
+    readonly_fields = ("status", "created_at", "completed_at", "generation_time", "audio")
     inlines = (QueueEntryInline,)
     list_per_page = 100
+    form = SongForm
+    fieldsets = (
+        (None, {"fields": ("user", "title", "genre", "status", "audio")}),
+        ("Content", {"fields": ("style_prompt", "lyrics")}),
+        ("Result", {"fields": ("suno_song_id", "audio_file_path", "video_file_path", "generation_time",
+                               "play_count", "created_at", "completed_at")}),
+    )
+    # "Add song" asks only for what a request is; the service sets the rest.
+    add_fieldsets = (
+        (None, {"fields": ("user", "title", "genre", "priority")}),
+        ("Content", {"fields": ("style_prompt", "lyrics")}),
+    )
+
+    class Media:
+        css = {"all": ("songsgen/admin.css",)}
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Song], search_term: str
     ) -> tuple[QuerySet[Song], bool]:
@@ -82,9 +128,81 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             return queryset, False
         return queryset.search(search_term), False  # IN subqueries, no join: never duplicates
 
-    fieldsets = (
-        (None, {"fields": ("user", "title", "genre", "status")}),
-        ("Content", {"fields": ("style_prompt", "lyrics")}),
-        ("Result", {"fields": ("suno_song_id", "audio_file_path", "video_file_path", "generation_time",
-                               "play_count", "created_at", "completed_at")}),
-    )
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # The table takes the whole width at 1366 px; Home lists the apps.
+        return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
+
+    # --- the list's dense columns ------------------------------------------------------------------
+    @admin.display(description="title")
+    def song_title(self, song: Song) -> SafeString | str:
+        return clipped(song.title, css_class="clip-title")
+
+    @admin.display(description="user")
+    def owner(self, song: Song) -> SafeString | str:
+        return clipped(song.user.username, css_class="clip-user")
+
+    @admin.display(description="status")
+    def status_badge(self, song: Song) -> SafeString:
+        hover = song.get_status_display()
+        if song.completed_at is not None:
+            took = f", took {song.generation_time:.0f} s" if song.generation_time is not None else ""
+            hover = f"{hover} {exact_time(song.completed_at)}{took}"
+        return badge(song.status, song.get_status_display(), hover=hover)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, song: Song) -> SafeString | str:
+        return relative_time(song.created_at)
+
+    @admin.display(description="completed")
+    def completed(self, song: Song) -> SafeString | str:
+        return relative_time(song.completed_at)
+
+    @admin.display(description="plays")
+    def plays(self, song: Song) -> int:
+        return song.play_count
+
+    # --- the song's page -------------------------------------------------------------------------
+    @admin.display(description="listen")
+    def audio(self, song: Song) -> SafeString | str:
+        """The audio player, or why there is none."""
+        if not song.audio_file_path:
+            return "No audio yet." if song.status != Song.Status.FAILED else EMPTY
+        try:
+            exists = default_storage.exists(song.audio_file_path)
+        except SuspiciousFileOperation:
+            exists = False
+        if not exists:
+            return format_html('<span class="audio-missing">The audio file {} is missing from the media '
+                               "folder.</span>", song.audio_file_path)
+        return format_html('<audio controls preload="metadata" src="{}"></audio>',
+                           default_storage.url(song.audio_file_path))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Song | None = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_form(self, request: HttpRequest, obj: Song | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = SongRequestForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_inlines(self, request: HttpRequest, obj: Song | None) -> Any:
+        return () if obj is None else super().get_inlines(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Song, form: forms.ModelForm, change: bool) -> None:
+        """A new song is a song request: the song and its queue entry together (songs.services)."""
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        song = song_request(user=obj.user, title=obj.title, genre=obj.genre, style_prompt=obj.style_prompt,
+                            lyrics=obj.lyrics, priority=form.cleaned_data["priority"])
+        # The admin goes on with `obj` (its history entry, the redirect): make it the saved song.
+        for field in Song._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(song, field.attname))
+        obj._state.adding, obj._state.db = False, song._state.db
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # A song's jobs go with it: deleting the song is the song's permission, though the queue
+        # admin lets no one delete a job on its own.
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(GenerationQueue._meta.verbose_name)
+        return deleted, model_count, perms_needed, protected

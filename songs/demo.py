@@ -16,7 +16,7 @@ import random
 import secrets
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +30,8 @@ from django.db.models import Max
 
 from accounts.models import User
 from queueing.models import GenerationQueue
-from songs.admin import GENRES
+from songs.demo_audio import demo_audio_path, write_demo_audio
+from songs.demo_content import ERRORS, Pools, build_pools
 from songs.models import Song
 
 DEMO_PASSWORD = "demo-password"  # every seeded user's password; they are demo accounts
@@ -63,100 +64,6 @@ class SeedResult:
     queue_entries: int
     token: str  # the run token in every seeded username and email
     seconds: float
-
-
-# --- content pools ------------------------------------------------------------------------------------
-# Everything random per row is an index into one of these, so a row costs a handful of random() calls.
-
-# Relative weight of each genre in GENRES order (pop and hip-hop dominate, classical is rare).
-_GENRE_WEIGHTS = {"pop": 18, "hip-hop": 14, "rock": 12, "electronic": 11, "r&b": 7, "country": 6, "latin": 6,
-                  "jazz": 4, "folk": 4, "metal": 4, "ambient": 3, "soul": 3, "reggae": 2, "funk": 2, "punk": 2,
-                  "blues": 1, "classical": 1}
-# Share of songs per status, in per-mille: most finished, a backlog waiting, a few running, some failed.
-_STATUS_PER_MILLE = ((Song.Status.COMPLETED.value, 800), (Song.Status.PENDING.value, 100),
-                     (Song.Status.GENERATING.value, 20), (Song.Status.FAILED.value, 80))
-
-_FIRST_NAMES = ("ava", "liam", "mia", "noah", "zoe", "leo", "ivy", "owen", "nora", "eli", "lucia", "mateo", "yuki",
-                "kenji", "amara", "kofi", "ines", "hugo", "freya", "arjun", "priya", "sven", "olga", "tariq",
-                "layla", "diego", "chloe", "finn", "maya", "omar", "rosa", "theo")
-_LAST_NAMES = ("smith", "garcia", "nguyen", "muller", "rossi", "kowalski", "silva", "tanaka", "okafor", "haddad",
-               "johansson", "dubois", "novak", "kim", "patel", "lopez", "ivanova", "murphy", "schmidt", "costa",
-               "chen", "ali", "jensen", "moreau")
-_ADJECTIVES = ("midnight", "golden", "broken", "electric", "silent", "burning", "velvet", "neon", "endless",
-               "wild", "frozen", "hollow", "crimson", "lonely", "restless", "summer", "paper", "distant",
-               "sweet", "northern", "faded", "gentle", "savage", "silver", "borrowed", "secret")
-_NOUNS = ("heart", "river", "highway", "city", "dream", "fire", "echo", "shadow", "ocean", "sky", "radio",
-          "memory", "garden", "storm", "letter", "train", "mirror", "horizon", "rain", "kingdom", "signal",
-          "harbor", "window", "thunder", "lullaby", "parade")
-# Subjects that all take the plain verb form, so every generated line is grammatical.
-_SUBJECTS = ("I", "you", "we", "they", "the lights", "our hearts", "your eyes", "the stars", "these streets",
-             "old friends", "the rivers", "the sirens", "we both")
-_VERBS = ("keep on running", "call your name", "fall apart", "light the way", "hold the line", "chase the sun",
-          "wait for the rain", "dance alone", "burn so bright", "drift away", "break the silence",
-          "sing it back", "find a way home", "lose control", "count the miles", "paint the sky")
-_TAILS = ("tonight", "till the morning comes", "under neon lights", "one more time", "like we used to",
-          "in the pouring rain", "on an empty road", "with nothing left to lose", "when the music stops",
-          "across the great divide", "in a city made of glass", "before the fire dies", "and never look back",
-          "where the rivers meet")
-_MOODS = ("uplifting", "melancholic", "dreamy", "energetic", "dark", "nostalgic", "romantic", "aggressive",
-          "chill", "anthemic", "bittersweet", "playful")
-_INSTRUMENTS = ("warm analog synths", "fingerpicked acoustic guitar", "punchy 808s", "driving drums",
-                "lush strings", "distorted guitars", "soft piano", "brass section", "slap bass", "choir pads",
-                "lo-fi tape hiss", "pedal steel")
-_VOCALS = ("female vocals", "male vocals", "duet", "whispered vocals", "gritty vocals", "falsetto",
-           "choir", "instrumental, no vocals", "rap verses", "layered harmonies")
-_ERRORS = ("Generator timed out after 300 s.", "Generator returned HTTP 503: service unavailable.",
-           "Audio file was empty (0 bytes).", "Lyrics rejected by the content filter.",
-           "Generator returned HTTP 429: rate limit exceeded.", "Worker lease expired; attempts exhausted.",
-           "Could not write audio: no space left on device.", "Generator returned malformed JSON.")
-
-
-@dataclass(frozen=True)
-class _Pools:
-    """Precomputed building blocks: choosing one is an index, never work per character."""
-
-    genres: tuple[str, ...]  # 1,000 entries in genre proportions
-    statuses: tuple[str, ...]  # 1,000 entries in status proportions
-    titles: tuple[str, ...]
-    stanzas: tuple[str, ...]
-    prompts: tuple[str, ...]
-    first_names: tuple[str, ...]
-    last_names: tuple[str, ...]
-
-
-def _weighted_table(weights: Iterable[tuple[str, int]], size: int = 1000) -> tuple[str, ...]:
-    """`size` entries, each value repeated in proportion to its weight: a draw is one index."""
-    items = list(weights)
-    total = sum(weight for _, weight in items)
-    table: list[str] = []
-    for value, weight in items:
-        table.extend([value] * round(weight * size / total))
-    return tuple((table + [items[0][0]] * size)[:size])
-
-
-def _build_pools(rng: random.Random) -> _Pools:
-    """The pools for one run, drawn from `rng` so that a seed fixes them."""
-    genre_weights = [(genre, _GENRE_WEIGHTS.get(genre, 1)) for genre in GENRES]
-    lines = [f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_TAILS)}".capitalize() for _ in range(600)]
-    stanzas = tuple("\n".join(rng.sample(lines, rng.randint(4, 6))) for _ in range(1500))
-    titles = tuple(
-        rng.choice((f"{a} {n}", f"The {a} {n}", f"{n} of the {a}", f"{a} {n} {rng.randint(2, 9)}")).title()
-        for a, n in ((rng.choice(_ADJECTIVES), rng.choice(_NOUNS)) for _ in range(4000))
-    )
-    prompts = tuple(
-        f"{rng.choice(_MOODS)} {{genre}}, {rng.choice(_INSTRUMENTS)} and {rng.choice(_INSTRUMENTS)}, "
-        f"{rng.randrange(60, 180)} bpm, {rng.choice(_VOCALS)}"
-        for _ in range(2000)
-    )
-    return _Pools(
-        genres=_weighted_table(genre_weights),
-        statuses=_weighted_table(_STATUS_PER_MILLE),
-        titles=titles,
-        stanzas=stanzas,
-        prompts=prompts,
-        first_names=_FIRST_NAMES,
-        last_names=_LAST_NAMES,
-    )
 
 
 # --- writing rows -------------------------------------------------------------------------------------
@@ -273,7 +180,7 @@ class _Plan:
     """The fixed facts of one seed run that every batch of rows is built from."""
 
     rng: random.Random
-    pools: _Pools
+    pools: Pools
     writer: _Writer
     token: str
     now: float  # seconds since the epoch
@@ -327,6 +234,7 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
     songs: list[Row] = []
     jobs: list[Row] = []
     queue_id = plan.next_queue_id
+    audio_paths = {genre: demo_audio_path(genre) for genre in set(genres)}  # the shared files (demo_audio.py)
     for index in range(first_index, first_index + count):
         song_id = plan.first_song_id + index
         # Ids and creation times rise together, with jitter, as they do in a live table.
@@ -351,7 +259,7 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
             play_count = int(r * r * r * r * 5000)  # most songs played a little, a few a lot
             songs.append((
                 song_id, user_id, titles[int(rnd() * n_titles)], genre, prompts[int(rnd() * n_prompts)].format(
-                    genre=genre), lyrics, status, f"demo-{song_id}", f"songs/{song_id}.wav",
+                    genre=genre), lyrics, status, f"demo-{song_id}", audio_paths[genre],
                 f"videos/{song_id}.mp4" if rnd() < 0.3 else "", generation_time, play_count, created_at,
                 ts(finished),
             ))
@@ -362,7 +270,7 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
         ))
         if status == pending:
             retries = 0 if rnd() < 0.85 else 1 + int(rnd() * (_MAX_RETRIES - 1))
-            error = _ERRORS[int(rnd() * len(_ERRORS))] if retries else ""
+            error = ERRORS[int(rnd() * len(ERRORS))] if retries else ""
             priority = 0 if rnd() < 0.9 else 1 + int(rnd() * 10)
             jobs.append((queue_id, song_id, priority, retries, _MAX_RETRIES, queued, error, created_at, None, None))
         elif status == generating:
@@ -372,7 +280,7 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
         else:  # failed: every attempt used up
             started = min(created + rnd() * 60, now)
             jobs.append((queue_id, song_id, 0, _MAX_RETRIES, _MAX_RETRIES, job_failed,
-                         _ERRORS[int(rnd() * len(_ERRORS))], created_at, ts(started),
+                         ERRORS[int(rnd() * len(ERRORS))], created_at, ts(started),
                          ts(min(started + rnd() * 300, now))))
         queue_id += 1
     plan.next_queue_id = queue_id
@@ -411,7 +319,7 @@ def seed_demo_data(
     connection = connections[using]
     writer = _writer_for(connection)
     rng = random.Random(seed)
-    pools = _build_pools(rng)
+    pools = build_pools(rng)
     token = _fresh_token(using)
     first_user_id = _next_id(User, using)
     existing_user_ids: list[int] = []
@@ -439,6 +347,8 @@ def seed_demo_data(
             writer.reset_sequences((User, Song, GenerationQueue))
         if users or songs:
             writer.analyze()
+    if songs:
+        write_demo_audio()  # what the completed songs play
     return SeedResult(users=users, songs=songs, queue_entries=queue_entries, token=token,
                       seconds=time.perf_counter() - began)
 

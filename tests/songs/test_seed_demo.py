@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -21,6 +22,7 @@ from accounts.models import User
 from queueing.models import GenerationQueue
 from songs.admin import GENRES
 from songs.demo import DEMO_PASSWORD, HISTORY_DAYS, Progress, SeedError, seed_demo_data
+from songs.demo_audio import demo_audio_path
 from songs.models import Song
 from songs.services import song_request
 
@@ -40,6 +42,16 @@ def seed(*args: str) -> str:
     out = StringIO()
     call_command("seed_demo", *args, stdout=out)
     return out.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed writes the demo's audio files: into a temporary folder, never the work tree's data/.
+
+    One folder for the module: the seed renders each genre's file once and finds it there after.
+    """
+    settings.MEDIA_ROOT = tmp_path_factory.getbasetemp() / "seed-demo-media"
+    return settings.MEDIA_ROOT
 
 
 @pytest.fixture
@@ -76,7 +88,7 @@ def test_completed_songs_have_their_results(seeded: str) -> None:
     assert not completed.filter(suno_song_id__isnull=True).exists()
     assert completed.values("suno_song_id").distinct().count() == completed.count()
     for song in completed.only("id", "audio_file_path", "created_at", "completed_at", "generation_time")[:300]:
-        assert song.audio_file_path == f"songs/{song.pk}.wav"
+        assert song.audio_file_path == demo_audio_path(song.genre)
         assert song.completed_at >= song.created_at
         assert song.generation_time >= 0
 
@@ -86,6 +98,20 @@ def test_completed_songs_have_their_results(seeded: str) -> None:
     assert not unfinished.exclude(audio_file_path="").exists()
     assert not Song.objects.filter(play_count__lt=0).exists()
     assert not unfinished.exclude(play_count=0).exists()
+
+
+def test_every_completed_song_plays_a_wav_file_that_exists(seeded: str, media_root: Path) -> None:
+    # Completed demo songs share one short WAV per genre (songs/demo_audio.py), written by the seed.
+    paths = set(Song.objects.completed().values_list("audio_file_path", flat=True).distinct())
+    assert paths and all(path.startswith("demo/") for path in paths)
+    for path in paths:
+        with wave.open(str(media_root / path)) as audio:
+            assert audio.getnframes() / audio.getframerate() > 1  # seconds of real audio
+    assert len(list((media_root / "demo").iterdir())) == len(GENRES)
+    # A second seed renders nothing again.
+    before = {path: (media_root / path).stat().st_mtime_ns for path in paths}
+    seed("--users", "1", "--songs", "20", "--seed", "8")
+    assert {path: (media_root / path).stat().st_mtime_ns for path in paths} == before
 
 
 def test_content_is_long_and_varied(seeded: str) -> None:

@@ -1,21 +1,26 @@
-"""`make run`'s set-up step: an admin account from the environment and demo data in an empty database."""
+"""`make run`'s set-up: an admin account from the environment, demo data in an empty database, demo work."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from songs.demo_activity import DemoGenerator
 from songs.models import Song
+
+DEMO_GENERATOR = f"{DemoGenerator.__module__}.{DemoGenerator.__qualname__}"  # what `make run` names
 
 
 class Command(BaseCommand):
     help = (
         "Create an admin account from DJANGO_SUPERUSER_USERNAME/EMAIL/PASSWORD when given, and load a small "
-        "demo data set when the database holds no songs."
+        "demo data set when the database holds no songs; with make run's demo generator, queue a few demo "
+        "requests if none are waiting."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,6 +45,11 @@ class Command(BaseCommand):
             )
         if Song.objects.exists():
             self.stdout.write("Database holds songs; no demo data loaded.")
-            return
-        call_command("seed_demo", users=demo_users, songs=demo_songs, stdout=self.stdout)
-        self.stdout.write(self.style.SUCCESS(f"Loaded demo data: {demo_users} users, {demo_songs} songs."))
+        else:
+            call_command("seed_demo", users=demo_users, songs=demo_songs, stdout=self.stdout)
+            self.stdout.write(self.style.SUCCESS(f"Loaded demo data: {demo_users} users, {demo_songs} songs."))
+        if settings.SONGSGEN_GENERATOR == DEMO_GENERATOR:
+            # The demo generator tops its backlog up after each song: give it a first song to make.
+            requested = DemoGenerator().top_up()
+            if requested:
+                self.stdout.write(f"Requested {requested} demo songs for the demo generator.")
