@@ -280,25 +280,34 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
     stop = threading.Event()
     monitor: threading.Thread | None = None
     if meter.pg:
-        import psycopg
-
-        pid = meter._raw("SELECT pg_backend_pid()")[0][0]
-        watcher = psycopg.connect(**pgdump.connect_params(connection.settings_dict), autocommit=True)
-
-        def sample() -> None:
-            with suppress(psycopg.Error):
-                while not stop.wait(SAMPLE_SECONDS):
-                    found = watcher.execute(SAMPLED_LOCKS, [pid]).fetchall()
-                    meter.sampled(found, time.monotonic())
-
-        monitor = threading.Thread(target=sample, name="lockmeter-pg-locks", daemon=True)
-        monitor.start()
+        monitor = _monitor(connection, meter, stop)
     try:
         yield meter
     finally:
         stop.set()
         if monitor is not None:
             monitor.join()
-            watcher.close()
         connection.execute_wrappers.remove(meter.execute)
         del connection._commit, connection._rollback
+
+
+def _monitor(connection: BaseDatabaseWrapper, meter: LockMeter, stop: threading.Event) -> threading.Thread | None:
+    """Sample the connection's locks from a second connection until `stop`; None (no sampling, autocommit
+    statements unseen) when that connection cannot be made: a measurement never stops a migrate."""
+    import psycopg
+
+    pid = meter._raw("SELECT pg_backend_pid()")[0][0]
+    try:
+        watcher = psycopg.connect(**pgdump.connect_params(connection.settings_dict), autocommit=True)
+    except psycopg.Error:
+        return None
+
+    def sample() -> None:
+        with watcher, suppress(psycopg.Error):
+            while not stop.wait(SAMPLE_SECONDS):
+                found = watcher.execute(SAMPLED_LOCKS, [pid]).fetchall()
+                meter.sampled(found, time.monotonic())
+
+    monitor = threading.Thread(target=sample, name="lockmeter-pg-locks", daemon=True)
+    monitor.start()
+    return monitor

@@ -47,6 +47,10 @@ def test_failure_under_a_live_writer_keeps_every_row(migrate, writer, mode, atom
         assert report["guard"] == "transaction+reverse"
         assert report["unapplied"] == ["migrations_fixture.0002_touch_existing_rows",
                                        "migrations_fixture.0001_create_widget"]
+        touch = report["applied"][1]  # a batched backfill: it committed batch by batch, outside any group
+        assert touch["migration"] == "migrations_fixture.0002_touch_existing_rows" and touch["transaction"] is None
+        if connection.vendor == "sqlite":
+            assert 0 < touch["lock_seconds"] < touch["seconds"]  # one statement or batch at a time, never all
     assert Path(report["backup"]).is_file()  # the disaster-recovery copy is kept, not put back
     assert_writer_rows_kept(writer)
     assert state() == before
