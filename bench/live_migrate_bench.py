@@ -5,7 +5,9 @@
 
 For each migration of accounts, songs and queueing after their first, in dependency order: unapply it with
 Django's plain migrate (load paused; rows stay), start the load (bench/_load.py writer and reader,
-`manage.py runworker`), wait 2 s, apply it with our `manage.py migrate <app> <name>`, wait 2 s, stop the load;
+`manage.py runworker`), wait 2 s, rehearse it (`migrate <app> <name> --rehearse-only --json`: the predicted
+lock), wait 2 s, apply it with our `manage.py migrate <app> <name>` (its report's `lock_seconds` for the
+migration: the measured lock, next to the predicted one), wait 2 s, stop the load;
 with --plain the same again with Django's plain migrate. Then a plan that fails half-way under the same load
 (tests/migrations_fixture 0003) and an audit of every id the writer saw committed. Markdown on stdout, JSON
 in bench/results/.
@@ -35,6 +37,7 @@ RESULTS = REPO / "bench" / "results"
 SETTLE = 2.0  # seconds of load before and after each measured migrate
 NOOP_GENERATOR = "tests.queueing.generators.NoopGenerator"
 FIXTURE_SETTINGS = "tests.settings_fixture"
+FLOOR_S = 0.05  # locks both shorter than this: no ratio (timer and scheduling noise)
 
 
 def base_env(url: str, data_dir: Path) -> dict[str, str]:
@@ -64,14 +67,17 @@ def load_py(env: dict[str, str], *args: str) -> str:
 
 
 
-def predicted_lock_seconds(env: dict[str, str], app: str, name: str) -> float | None:
-    """The write-lock time `migrate --rehearse-only --json` predicts for this step (None if it could not tell)."""
-    proc = manage(env, "migrate", app, name, "--rehearse-only", "--noinput", "--json", check=False)
-    try:
-        steps = json.loads(proc.stdout)["rehearsal"]["steps"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return max((float(step["lock_seconds"]) for step in steps), default=None)
+def rehearsed(env: dict[str, str], app: str, name: str, timeout: float) -> dict[str, Any]:
+    """What `migrate <app> <name> --rehearse-only --json` predicts for this migration: its lock_seconds and
+    locks, the flags a refusal asked for, or why there is no prediction."""
+    run = run_migrate(env, [app, name, "--rehearse-only"], "ours", timeout)
+    report = _report(run["stdout"])
+    steps = (report.get("rehearsal") or {}).get("steps") or []
+    step = next((s for s in steps if s["migration"] == f"{app}.{name}"), None)
+    if step is None:
+        why = report.get("error") or (run["stderr"].strip().splitlines() or [f"exit {run['exit']}"])[-1]
+        return {"lock_s": None, "locks": [], "flags": run["flags"], "error": why[:200]}
+    return {"lock_s": step["lock_seconds"], "locks": step["locks"], "flags": run["flags"], "error": step["error"]}
 
 
 # --- databases ----------------------------------------------------------------------------------
@@ -188,7 +194,7 @@ def summarize(log: Path, start: float, end: float) -> dict[str, Any]:
     errors = [e for e in events if e["kind"] == "error"]
     # Touched by the window: scheduled (or begun) before it ended and committed (or answered) after it began.
     window = [e["lat"] for e in ok if e["due"] <= end and e["t"] >= start]
-    before = [e["lat"] for e in ok if e["t"] < start]
+    before = [e["lat"] for e in ok if start - SETTLE <= e["t"] < start]
     span = (events[-1]["t"] - events[0]["t"]) if len(events) > 2 else 0.0
     return {
         "per_s": round((len(ok) + len(errors)) / span, 1) if span else None,
@@ -213,12 +219,12 @@ def _refusal_flag(text: str) -> str | None:
     return None
 
 
-def run_migrate(env: dict[str, str], target: list[str], mode: str, timeout: float) -> dict[str, Any]:
-    """Apply under load, ours (again with the flag a refusal asks for) or --plain; killed as hung after `timeout`."""
+def run_migrate(env: dict[str, str], argv: list[str], mode: str, timeout: float) -> dict[str, Any]:
+    """`migrate <argv>`, ours (again with the flag a refusal asks for) or --plain; killed as hung after `timeout`."""
     flags: list[str] = []
     while True:
         extra = ["--plain"] if mode == "plain" else ["--json", *flags]
-        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", *target, "--noinput", *extra],
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", *argv, "--noinput", *extra],
                                 env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         start, hung = time.time(), False
@@ -244,10 +250,14 @@ def _report(stdout: str) -> dict[str, Any]:
 
 
 def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target: list[str],
-            mode: str) -> dict[str, Any]:
-    """Start the load, wait, apply `target` with `mode`, wait, stop; one row of the table."""
+            mode: str, rehearse: bool = False) -> dict[str, Any]:
+    """Start the load, wait, (rehearse `target` and wait,) apply it with `mode`, wait, stop; one row of the table."""
     load = Load(env, folder, args.rate, tag=folder.name)
     time.sleep(SETTLE)
+    rehearsal = None
+    if rehearse:  # as an operator's --rehearse runs: the application keeps running
+        rehearsal = rehearsed(env, target[0], target[1], args.migrate_timeout)
+        time.sleep(SETTLE)
     run = run_migrate(env, target, mode, args.migrate_timeout)
     time.sleep(SETTLE)
     worker = load.stop()
@@ -256,10 +266,16 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
     error = report.get("error") or (run["stderr"].strip().splitlines() or [""])[-1]
     if run["exit"] == "hung":
         error = f"still running after {args.migrate_timeout:g} s, killed; last output: {error}"
+    label = ".".join(target)  # "app.0002_name"; a short name ("0003") matches nothing
+    applied = report.get("applied", [])
     return {
         "target": " ".join(target), "mode": mode, "exit": run["exit"], "seconds": round(run["end"] - run["start"], 2),
         "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
-        "phases": report.get("seconds", {}), "applied": report.get("applied", []),
+        "phases": report.get("seconds", {}), "applied": applied,
+        "longest_lock_s": report.get("longest_lock_seconds"),
+        # The target's own lock, measured live as the rehearsal measures it (songsgen/db/lockmeter.py).
+        "measured_lock_s": next((a.get("lock_seconds") for a in applied if a["migration"] == label), None),
+        "rehearsal": rehearsal,
         "error": error[:300] if run["exit"] else "",
         "writer": summarize(load.writer_log, run["start"], run["end"]),
         "reader": summarize(load.reader_log, run["start"], run["end"]),
@@ -273,11 +289,8 @@ def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder:
     for app, name, prev in json.loads(load_py(env, "plan")):
         for mode in ("ours", "plain") if args.plain else ("ours",):
             manage(env, "migrate", app, prev, "--plain", "-v0")  # load paused; rows stay in place
-            predicted = predicted_lock_seconds(env, app, name) if mode == "ours" else None
             print(f"  {app} {name} ({mode}) …", file=sys.stderr, flush=True)
-            row = measure(env, folder / f"{app}_{name}_{mode}", args, [app, name], mode)
-            row["predicted_lock_s"] = predicted
-            rows.append(row)
+            rows.append(measure(env, folder / f"{app}_{name}_{mode}", args, [app, name], mode, mode == "ours"))
     manage(env, "migrate", "--plain", "-v0")  # whatever an unapply took along comes back
     return rows
 
@@ -310,12 +323,25 @@ def _row(cells: list[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _lock(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _ratio(predicted: float | None, measured: float | None) -> str:
+    """measured / predicted; both under 50 ms is noise, not a ratio."""
+    if predicted is None or measured is None:
+        return "—"
+    if max(predicted, measured) < FLOOR_S:
+        return "both < 0.05 s"
+    return "∞" if predicted == 0 else f"{measured / predicted:.2f}"
+
+
 def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]) -> str:
     """The markdown for one engine."""
     lines = [f"\n### {engine}\n", _row([
-        "migration", "migrate", "s", "predicted lock s", "writes/s", "writes in window", "max write wait ms",
-        "p99 write ms (before)", "writer errors before/during/after", "reader p99 ms", "reader errors b/d/a",
-        "worker", "notes"]), _row(["---"] * 2 + ["---:"] * 9 + ["---"] * 2)]
+        "migration", "migrate", "s", "predicted lock s", "measured lock s", "measured / predicted", "writes/s",
+        "writes in window", "max write wait ms", "p99 write ms (before)", "writer errors before/during/after",
+        "reader p99 ms", "reader errors b/d/a", "worker", "notes"]), _row(["---"] * 2 + ["---:"] * 11 + ["---"] * 2)]
     for row in rows:
         w, r = row["writer"], row["reader"]
         notes = " ".join(row["flags"])
@@ -325,25 +351,31 @@ def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]
             notes += " code ahead of schema until applied:"
         if w["first_error"]:
             notes += f" {w['first_error'][:70]}"
-        predicted = row.get("predicted_lock_s")
+        rehearsal = row.get("rehearsal") or {}
+        if rehearsal.get("error"):
+            notes += f" rehearsal: {rehearsal['error'][:80]}"
+        predicted, measured = rehearsal.get("lock_s"), row.get("measured_lock_s")
         lines.append(_row([
-            row["target"], row["mode"], f"{row['seconds']:.2f}", "—" if predicted is None else f"{predicted:.2f}",
+            row["target"], row["mode"], f"{row['seconds']:.2f}", _lock(predicted), _lock(measured),
+            _ratio(predicted, measured) if row["mode"] == "ours" else "—",
             w["per_s"], f"{w['window_ok']:,}", _ms(w["max_ms"]), f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])})",
             f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}", _ms(r["p99_ms"]),
             f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']}",
             "died" if row["worker_died"] else "ok", notes.strip()]))
-    lines += ["", _row(["failing plan", "status", "s", "writes/s", "max write wait ms", "writer errors b/d/a",
-                        "committed", "**rows lost**", "**ids reused**", "reader errors", "notes"]),
-              _row(["---", "---"] + ["---:"] * 8 + ["---"])]
+    lines += ["", _row(["failing plan", "status", "s", "longest lock s", "writes/s", "max write wait ms",
+                        "writer errors b/d/a", "committed", "**rows lost**", "**ids reused**", "reader errors",
+                        "notes"]),
+              _row(["---", "---"] + ["---:"] * 9 + ["---"])]
     for row in failing:
         w, a = row["writer"], row["audit"]
         lines.append(_row([
             f"migrations_fixture 0003 ({'atomic' if row['atomic'] else 'non-atomic'})",
-            f"{row['status'] or row['exit']} {' '.join(row['flags'])}".strip(), f"{row['seconds']:.2f}", w["per_s"],
-            _ms(w["max_ms"]), f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}",
+            f"{row['status'] or row['exit']} {' '.join(row['flags'])}".strip(), f"{row['seconds']:.2f}",
+            _lock(row["longest_lock_s"]), w["per_s"], _ms(w["max_ms"]),
+            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}",
             f"{row['writer']['ok']:,}", f"**{a['lost']}**", f"**{a['reused']}**",
             row["reader"]["errors_during"] + row["reader"]["errors_after"],
-            (row["error"][:100] if row["exit"] == "hung" or row["exit"] == 3 else "")]))
+            (row["error"][:100] if row["exit"] == "hung" or row["exit"] == 3 else w["first_error"][:70])]))
     return "\n".join(lines)
 
 

@@ -10,12 +10,16 @@ Two mechanisms, no file copied back:
   it goes, so the open transaction is committed before it starts. After a later failure, what this run
   committed is unapplied by Django's own backward migration (`undo_run`). A non-atomic migration that
   fails half-way stays half-done and unrecorded: running it again continues it.
+
+While `metered` runs, each migration's write lock is measured (songsgen/db/lockmeter.py): the live run
+reports it per migration, and the rehearsal, which applies the plan with this same `Applier`, predicts it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +27,8 @@ from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
+
+from songsgen.db.lockmeter import LockMeter, metered
 
 Key = tuple[str, str]
 
@@ -43,6 +49,9 @@ class Applier:
     committed: list[str] = field(default_factory=list)  # what this run committed, in order
     longest_lock: float = 0.0  # the longest one of our grouped transactions held the write lock, in seconds
     fk_tables: set[str] | None = None  # tables the plan changes, when its operations say (else: check all)
+    meter: LockMeter | None = None  # measures each migration's write lock while `metered` runs
+    transactions: int = 0  # grouped transactions opened so far
+    _measured: LockMeter | None = None  # the meter of the last `metered` run, read by `measure`
     _atomic: Any = None
     _opened: float = 0.0
     _in_group: list[str] = field(default_factory=list)
@@ -53,21 +62,32 @@ class Applier:
 
     def start(self, migration: Migration) -> None:
         """Before a migration: join (or open) the group if it is atomic, else commit the group first."""
+        fresh = True
         if migration.atomic and self.group and self.connection.features.can_rollback_ddl:
             if self._atomic is None:
                 self._open()
+            else:
+                fresh = False
         else:
             self.commit()
         self.current, self.started = f"{migration.app_label}.{migration.name}", time.monotonic()
+        if self.meter is not None:
+            self.meter.begin_step(fresh)
 
     def finish(self) -> None:
         """After a migration: record its time; outside a group it is already committed."""
         if self.current is None:
             return
         seconds = time.monotonic() - self.started
-        self.applied.append({"migration": self.current, "seconds": round(seconds, 3)})
+        entry: dict[str, Any] = {"migration": self.current, "seconds": round(seconds, 6),
+                                 "transaction": self.transactions if self._atomic is not None else None}
+        if self.meter is not None:
+            rows = self.meter.end_step()
+            if self.meter.count_rows:
+                entry["rows"] = rows
+        self.applied.append(entry)
         if self._atomic is None:
-            # Non-atomic: it committed as it went, in transactions of its own (the rehearsal times those).
+            # Non-atomic: it committed as it went, in transactions of its own (the meter times those).
             self.committed.append(self.current)
         else:
             self._in_group.append(self.current)
@@ -83,6 +103,7 @@ class Applier:
         atomic = transaction.atomic(using=self.connection.alias)
         atomic.__enter__()  # BEGIN IMMEDIATE on SQLite (settings): the write lock is ours from here
         self._atomic, self._opened = atomic, time.monotonic()
+        self.transactions += 1
 
     def commit(self, keys_checked: set[str] | None = frozenset()) -> None:  # noqa: B006 — never mutated
         """Commit the open group, after the foreign-key check on SQLite of what `keys_checked` (the tables the
@@ -147,6 +168,25 @@ class Applier:
     def reset(self) -> None:
         """Forget the timings of a failed attempt before a retry (what it committed stays)."""
         self.current, self.applied = None, []
+
+    @contextmanager
+    def metered(self, *, rows: bool = False) -> Iterator[LockMeter]:
+        """Measure each migration's write lock (songsgen/db/lockmeter.py) while the body runs."""
+        with metered(self.connection, rows=rows) as meter:
+            self.meter = meter
+            try:
+                yield meter
+            finally:
+                self.meter = None
+                self._measured = meter
+
+    def measure(self) -> None:
+        """Write each applied migration's `lock_seconds` and `locks` into its entry, once its transaction ended
+        (a hold still open counts up to now)."""
+        if self._measured is None:
+            return
+        for entry, (seconds, locks) in zip(self.applied, self._measured.measured(), strict=False):
+            entry.update(lock_seconds=round(seconds, 6), locks=locks)
 
 
 def _deferred(table_names: list[str] | None = None) -> None:

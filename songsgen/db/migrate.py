@@ -66,7 +66,9 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     rolled_back: list[str] = field(default_factory=list)  # undone by the transaction's rollback
     unapplied: list[str] = field(default_factory=list)  # undone by reverse operations
-    longest_lock_seconds: float = 0.0  # the longest any transaction of ours held the write lock
+    # The longest any grouped transaction of ours lasted (SQLite: held the write lock); each `applied` entry
+    # has its own measured `lock_seconds` and `locks` (songsgen/db/lockmeter.py) and its `transaction`.
+    longest_lock_seconds: float = 0.0
     attempts: int = 1
     lock_waits: list[dict[str, Any]] = field(default_factory=list)
     rehearsal: dict[str, Any] | None = None
@@ -323,14 +325,16 @@ def _apply(
         stage, tick = "apply", time.monotonic()
         watch = BlockerWatch(connection) if pg else None
         try:
-            if pg:
-                _set_pg_timeouts(connection)
-            with watch or nullcontext():
-                apply()
-            report.seconds["apply"] = round(time.monotonic() - tick, 3)
-            stage, tick = "verify", time.monotonic()
-            checked = _verify(connection, plan, report, log, warn)
-            applier.commit(keys_checked=checked)
+            with applier.metered():  # each migration's write lock, as the rehearsal measures it
+                if pg:
+                    _set_pg_timeouts(connection)
+                with watch or nullcontext():
+                    apply()
+                report.seconds["apply"] = round(time.monotonic() - tick, 3)
+                stage, tick = "verify", time.monotonic()
+                checked = _verify(connection, plan, report, log, warn)
+                applier.commit(keys_checked=checked)
+            applier.measure()
             if connection.vendor == "sqlite":  # read-only: outside the write lock, on the tables found above
                 _check_pages(connection, checked, report, warn)
             report.seconds["verify"] = round(time.monotonic() - tick, 3)
@@ -338,6 +342,7 @@ def _apply(
         except BaseException as exc:  # an error, a failed verification, Ctrl-C
             failed_in = applier.current
             report.rolled_back += applier.rollback(exc)
+            applier.measure()  # a hold the rollback ended counts up to now
             who = watch.describe() if watch else ""
             if attempt < attempts and is_lock_timeout(exc) and not isinstance(exc, KeyboardInterrupt):
                 delay = delays[attempt - 1]
@@ -352,11 +357,16 @@ def _apply(
     raise AssertionError("unreachable: the last attempt returns or fails")
 
 
+def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> list[schema.Problem]:
+    """SQLite's page integrity check of `tables` (None: all): read-only, so it runs after the commit."""
+    quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
+    return schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)
+
+
 def _check_pages(
     connection: BaseDatabaseWrapper, tables: set[str] | None, report: Report, warn: Callable[[str], None]
 ) -> None:
-    quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
-    problems = schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)
+    problems = page_problems(connection, tables)
     report.verification += [p.as_dict() for p in problems]
     for problem in problems:
         warn(str(problem))

@@ -1,8 +1,8 @@
 """`migrate --rehearse` machinery (songsgen/db/rehearse.py) on real snapshots, a real file or a real server.
 
 The plan rehearsed is the test-only app tests/migrations_fixture (installed in a subprocess only, through
-tests/settings_fixture.py): 0001 creates a table, 0002 adds a column to it and updates every song, 0003
-inserts one row and fails or hangs on demand. The live test database never gets those migrations.
+tests/settings_fixture.py): 0001 creates a table, 0002 adds a column to it and updates every song (the
+first 10,000), 0003 inserts one row and fails or hangs on demand. The live test database never gets those migrations.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def child(subprocess_env, snapshot):
 
 
 def run(child, extra_env: dict[str, str] | None = None, plan: list | None = None) -> dict:
-    """The Rehearsal the child printed, once it has checked that its scratch alias is gone."""
+    """The Rehearsal the child printed (and under "statements" its trace), once it has checked that its
+    scratch alias is gone."""
     proc = child(extra_env, plan)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     printed = json.loads(out)
     assert printed["aliases"] == ["default"]
-    return printed["rehearsal"]
+    return {**printed["rehearsal"], "statements": printed["statements"]}
 
 
 def live_state() -> object:
@@ -97,17 +98,23 @@ def test_each_migration_is_measured_on_a_copy(child, snapshot):
     assert all(step["seconds"] > 0 and step["error"] is None for step in steps.values())
     # 0001 creates an empty table; 0002 updates every song and inserts a widget; 0003 inserts a widget.
     assert [step["rows"] for step in steps.values()] == [0, SONGS + 1, 1]
+    # All three are atomic: one transaction, as the live migrate runs them, and each reports its hold.
+    assert {step["transaction"] for step in steps.values()} == {1}
+    assert len({step["lock_seconds"] for step in steps.values()}) == 1
+    assert result["longest_lock_seconds"] == steps["0001_create_widget"]["lock_seconds"]
     if connection.vendor == "sqlite":
-        for step in steps.values():  # atomic: one write transaction for the whole migration
+        for step in steps.values():
             assert step["locks"] == ["database write lock"]
-            assert 0 < step["lock_seconds"] <= step["seconds"]
+        # The write lock spans the three migrations and the verification after them, to the commit.
+        assert steps["0001_create_widget"]["lock_seconds"] >= sum(step["seconds"] for step in steps.values())
     else:
         created, altered = steps["0001_create_widget"], steps["0002_touch_existing_rows"]
         assert "migrations_fixture_widget: AccessExclusiveLock (new)" in created["locks"]
-        assert created["lock_seconds"] == 0  # nobody can wait for a table that does not exist yet
-        assert "migrations_fixture_widget: AccessExclusiveLock" in altered["locks"]
+        # The table 0001 created in this same transaction is new to 0002 too; the songs only get ROW EXCLUSIVE:
+        # no writer of a table that existed before waits for this plan.
+        assert "migrations_fixture_widget: AccessExclusiveLock (new)" in altered["locks"]
         assert "songs_song: RowExclusiveLock" in altered["locks"]
-        assert 0 < altered["lock_seconds"] <= altered["seconds"]
+        assert all(step["lock_seconds"] == 0 for step in steps.values())
 
 
 def test_non_atomic_migration_holds_the_lock_per_statement(child, snapshot):
@@ -163,8 +170,47 @@ def test_backwards_plan(child, snapshot):
     assert result["ok"], result
     [step] = result["steps"]
     assert step["migration"] == "songs.0005_add_song_genre_index" and step["rows"] == 0 and step["error"] is None
+    assert step["transaction"] is None  # non-atomic: its statements commit one by one
+    if connection.vendor == "sqlite":
+        assert step["locks"] == ["database write lock"] and step["lock_seconds"] > 0  # the DROP INDEX
+    else:
+        assert step["lock_seconds"] == 0  # DROP INDEX CONCURRENTLY blocks no writer
     assert live_state() == before
     assert leftovers(snapshot) == []
+
+
+# Atomic, and it changes a table that exists before the plan (SQLite rebuilds it; PostgreSQL drops its columns).
+ATOMIC_BACKWARDS = [["queueing", "0002_add_lease_and_backoff", True]]
+
+
+def test_the_lock_counts_to_the_commit_with_the_verification_inside(child, snapshot):
+    # As live: the migration's lock is held through the verification that runs before the commit.
+    result = run(child, {"REHEARSE_TRACE": "1"}, plan=ATOMIC_BACKWARDS)
+    assert result["ok"], result
+    [step] = result["steps"]
+    assert step["transaction"] == 1 and step["lock_seconds"] > 0
+    assert "database write lock" in step["locks"] or "queueing_generationqueue: AccessExclusiveLock" in step["locks"]
+    inside = [s for s in result["statements"] if s["atomic"]]
+    ddl = next(s for s in inside if s["sql"].lstrip().upper().startswith(("ALTER", "DROP", "CREATE")))
+    unrecorded = max(i for i, s in enumerate(inside) if s["sql"].startswith('DELETE FROM "django_migrations"'))
+    assert inside[unrecorded + 1:]  # verification's queries, after the migration, inside its transaction
+    assert step["lock_seconds"] >= inside[-1]["end"] - ddl["end"]
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's deferred foreign-key check")
+def test_the_lock_has_no_whole_database_foreign_key_check(child, snapshot):
+    # Django's SQLite schema editor checks every foreign key of the database after each migration; on a big
+    # database that is seconds under the write lock, which the live migrate never pays, so neither may the
+    # rehearsal: only the tables the plan changes (and small ones) are checked, once, before the commit.
+    env = {"REHEARSE_TRACE": "1", "SONGSGEN_MIGRATE_BIG_TABLE_ROWS": "1"}  # any table holding a row is big
+    result = run(child, env, plan=ATOMIC_BACKWARDS)
+    assert result["ok"], result
+    checks = [s for s in result["statements"] if "FOREIGN_KEY_CHECK" in s["sql"].upper()]
+    assert checks and all(s["atomic"] for s in checks)
+    assert "PRAGMA foreign_key_check" not in {s["sql"] for s in checks}  # the whole database: never
+    checked = {s["sql"].split("(", 1)[1].strip('")') for s in checks}
+    assert "queueing_generationqueue" in checked  # the table the plan changes
+    assert not checked & {"songs_song", "accounts_user", "auth_permission"}  # tables with rows it does not touch
 
 
 def test_format_report_is_a_table():

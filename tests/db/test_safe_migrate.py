@@ -47,6 +47,10 @@ def test_failure_under_a_live_writer_keeps_every_row(migrate, writer, mode, atom
         assert report["guard"] == "transaction+reverse"
         assert report["unapplied"] == ["migrations_fixture.0002_touch_existing_rows",
                                        "migrations_fixture.0001_create_widget"]
+        touch = report["applied"][1]  # a batched backfill: it committed batch by batch, outside any group
+        assert touch["migration"] == "migrations_fixture.0002_touch_existing_rows" and touch["transaction"] is None
+        if connection.vendor == "sqlite":
+            assert 0 < touch["lock_seconds"] < touch["seconds"]  # one statement or batch at a time, never all
     assert Path(report["backup"]).is_file()  # the disaster-recovery copy is kept, not put back
     assert_writer_rows_kept(writer)
     assert state() == before
@@ -68,6 +72,15 @@ def test_success_applies_verifies_and_reports(migrate, tmp_path, writer):
     assert backup.suffix == (".sqlite3" if connection.vendor == "sqlite" else ".pgdump")
     assert backup.parent == tmp_path / "backups" and backup.stat().st_mode & 0o777 == 0o600
     assert 0 < report["longest_lock_seconds"] < report["seconds"]["total"]
+    # Each migration's lock, measured as the rehearsal predicts it: the three share one transaction.
+    applied = report["applied"]
+    assert {a["transaction"] for a in applied} == {1}
+    assert len({a["lock_seconds"] for a in applied}) == 1
+    if connection.vendor == "sqlite":
+        assert all(a["locks"] == ["database write lock"] for a in applied)
+        assert applied[0]["lock_seconds"] >= sum(a["seconds"] for a in applied)  # all three, to the commit
+    else:
+        assert applied[0]["lock_seconds"] == 0  # a new table and row updates: no writer had to wait
     assert_writer_rows_kept(writer)
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM songs_song WHERE title LIKE '%(touched)'")
@@ -152,6 +165,24 @@ def test_check_safety_flags_the_unsafe_migration(migrate):
     assert "DROP_COLUMN in migrations_fixture.0004_drop_qty" in result.stderr
     unsafe_applied = migrate("migrations_fixture", "0004")
     assert unsafe_applied.returncode == 2 and "--allow-unsafe" in unsafe_applied.stderr
+
+
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_json_stdout_is_the_report_alone_when_a_migration_prints(migrate):
+    # songs 0003 and 0004 print their backfill's progress; with --json that goes to stderr.
+    assert migrate("songs", "0002", "--plain", "-v0").returncode == 0
+    try:
+        result = migrate("songs", "--json")
+        assert result.returncode == 0, result.stderr
+        assert "backfill songs_song: up to id" in result.stderr
+        report = json.loads(result.stdout)
+        assert report["status"] == "ok"
+        assert [a["migration"] for a in report["applied"]][:2] == [
+            "songs.0003_backfill_song_analytics_data", "songs.0004_create_song_search_index"]
+        assert all(a["transaction"] is None and "lock_seconds" in a for a in report["applied"])  # non-atomic
+    finally:
+        assert migrate("--plain", "-v0").returncode == 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from types import FrameType
 from typing import Any
 
@@ -55,6 +55,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _applied(entry: dict[str, Any]) -> str:
+    lock = f", lock {entry['lock_seconds']:.2f} s" if "lock_seconds" in entry else ""
+    return f"{entry['migration']} ({entry['seconds']:.2f} s{lock})"
 
 
 class Command(DjangoMigrateCommand):
@@ -149,7 +154,10 @@ class Command(DjangoMigrateCommand):
                         connection, from_snapshot=options["from_snapshot"], log=log
                     )
                 else:
-                    report = self._run_safe(connection, options, log, warn, args, report)
+                    # With --json stdout holds the report alone: what migrations print (a backfill's progress)
+                    # goes to stderr. self.stdout keeps the real stdout.
+                    with redirect_stdout(sys.stderr) if as_json else nullcontext():
+                        report = self._run_safe(connection, options, log, warn, args, report)
         except DatabaseBusy as exc:
             report.status, report.error = "refused", str(exc)
             self._finish(report, as_json)
@@ -214,7 +222,7 @@ class Command(DjangoMigrateCommand):
             return
         lines = [f"Result: {report.status}"]
         if report.applied:
-            lines.append("Applied: " + ", ".join(f"{a['migration']} ({a['seconds']:.2f} s)" for a in report.applied))
+            lines.append("Applied: " + ", ".join(_applied(a) for a in report.applied))
         if report.rolled_back or report.unapplied:
             lines.append("Rolled back: " + ", ".join(report.rolled_back + report.unapplied))
         if report.backup:
