@@ -68,13 +68,14 @@ def unpack(stream: IO[bytes], target: Path) -> str:
             return "zstd"
         if head.startswith(GZIP_MAGIC):
             try:
-                with gzip.GzipFile(fileobj=rest, mode="rb") as gz:  # type: ignore[arg-type]
+                # GzipFile reads forward only unless asked to seek, which _Prefixed cannot.
+                with gzip.GzipFile(fileobj=rest, mode="rb") as gz:  # type: ignore[call-overload]
                     shutil.copyfileobj(gz, out, CHUNK)
             except (OSError, EOFError) as exc:
                 raise BackupError(f"the gzip data is damaged or truncated ({exc})") from exc
             return "gzip"
         if head == SQLITE_MAGIC:
-            shutil.copyfileobj(rest, out, CHUNK)  # type: ignore[misc]
+            shutil.copyfileobj(rest, out, CHUNK)
             return "sqlite"
     raise BackupError("it is not a backup: neither zstd, gzip nor an SQLite database")
 

@@ -422,7 +422,7 @@ def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
                 if stale is not None:
                     drop_cache(stale, copied)
                 if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
-                    pending, run = None, pending
+                    run, pending = pending, None
                     run()
 
             src.backup(dst, pages=pages_per_step, progress=between_steps)
