@@ -1,6 +1,7 @@
 """Backup and restore on a big SQLite database: ours against `cp` and django-dbbackup's default, in one run.
 
     python bench/backup_bench.py [--songs 1000000] [--users 20000] [--runs 3] [--work /tmp/songsgen-backup-bench]
+                                 [--without direct,fadvise,sendfile,flush,threads]
 
 Seeds `<work>/seed.db` with `manage.py seed_demo` unless it is there already, then times each step as a
 separate process under `/usr/bin/time -v` (median wall time and peak resident memory over --runs):
@@ -13,6 +14,9 @@ separate process under `/usr/bin/time -v` (median wall time and peak resident me
 
 Then one restore of each while another process holds the database open and writes, and the
 `integrity_check` each process sees afterwards. Results: a table on stdout, JSON in bench/results/.
+
+--without runs our commands with those I/O tuning pieces off (SONGSGEN_IO_TUNING_OFF,
+songsgen/db/backup/live.py), to measure what each one pays.
 """
 
 from __future__ import annotations
@@ -75,6 +79,18 @@ print(result.splitlines()[0], errors)
 '''
 
 
+# The pieces songsgen/db/backup/live.py's tuned() knows.
+TUNING = ("direct", "fadvise", "sendfile", "flush", "threads", "threads:pack", "threads:safety", "threads:check",
+          "threads:verify")
+
+
+def tuning_pieces(value: str) -> str:
+    unknown = [piece for piece in value.split(",") if piece and piece not in TUNING]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown tuning {', '.join(unknown)}; known: {', '.join(TUNING)}")
+    return value
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run `cmd` under /usr/bin/time -v: wall seconds, peak RSS in MiB, the process."""
     os.sync()  # no step pays for writing back the previous step's dirty pages
@@ -117,6 +133,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/songsgen-backup-bench"))
+    parser.add_argument("--without", type=tuning_pieces, default="", metavar="PIECES",
+                        help=f"I/O tuning to turn off in our commands, comma-separated: {', '.join(TUNING)}")
     args = parser.parse_args()
     if not Path(TIME).exists():
         raise SystemExit("/usr/bin/time is missing: apt-get install -y time")
@@ -129,7 +147,7 @@ def main() -> None:
     (work / "stock_settings.py").write_text(STOCK_SETTINGS)
     base_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     base_env.update(DEBUG="1", SONGSGEN_DATA_DIR=str(data), PYTHONPATH=f"{REPO}:{work}")
-    ours_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(ours_dir))
+    ours_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(ours_dir), SONGSGEN_IO_TUNING_OFF=args.without)
     stock_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(stock_dir), DJANGO_SETTINGS_MODULE="stock_settings")
 
     def fresh_live() -> None:
@@ -195,7 +213,7 @@ def main() -> None:
     raw = summary["backup: raw backup API"]["median_s"]
     base = summary["restore: cp + integrity_check"]["median_s"]
     print(f"\nSQLite {size_mib:,.0f} MiB ({args.songs:,} songs, {args.users:,} users), {args.runs} runs, "
-          f"{os.cpu_count()} cores\n")
+          f"{os.cpu_count()} cores{f', without {args.without}' if args.without else ''}\n")
     print("| step | median s | peak MiB | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for name, row in summary.items():
@@ -205,8 +223,10 @@ def main() -> None:
         print(f"\nRestore under a writer, {name}: {text}")
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "backup_bench.json").write_text(json.dumps(
-        {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "steps": summary,
+    suffix = f"-without-{args.without.replace(',', '-').replace(':', '_')}" if args.without else ""
+    (out_dir / f"backup_bench{suffix}.json").write_text(json.dumps(
+        {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "without": args.without,
+         "steps": summary,
          "under_writer": safety}, indent=2))
 
 

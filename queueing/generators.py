@@ -11,10 +11,8 @@ from __future__ import annotations
 import array
 import hashlib
 import math
-import os
 import random
 import sys
-import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +20,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.utils.module_loading import import_string
+
+from songsgen.db.backup import replaced_when_complete
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,9 @@ def write_media_file(relative: str, write: Any) -> Path:
     """Write a file under MEDIA_ROOT atomically: `write(tmp_path)` fills a temporary file, then it is renamed."""
     target = media_file(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)  # readers see the old file or the whole new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Readers see the old file or the whole new one, never half.
+    with replaced_when_complete(target, suffix=".tmp", mode=0o644, durable=False) as tmp:
+        write(str(tmp))
     return target
 
 

@@ -236,7 +236,7 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- Backups (django-dbbackup) -------------------------------------------------------------------
 # `manage.py dbbackup --clean` from cron; docs/backups.md. On SQLite our connector and commands
-# (songsgen/db/backup.py) snapshot through SQLite's backup API and restore without writing over the
+# (songsgen/db/backup/) snapshot through SQLite's backup API and restore without writing over the
 # live file; on PostgreSQL django-dbbackup's pg_dump (custom format) runs as it ships.
 INSTALLED_APPS.append("dbbackup")  # after "songsgen", whose dbbackup/dbrestore commands take precedence
 BACKUP_KEEP = env_int("SONGSGEN_BACKUP_KEEP", 7)

@@ -20,7 +20,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
-from songsgen.db import safetycopies, schema
+from songsgen.db import schema
+from songsgen.db.backup import safetycopies
 from songsgen.db.safety import table_rows_at_least
 
 CHECKS = ("schema", "integrity", "plans", "sizes")

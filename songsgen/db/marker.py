@@ -23,6 +23,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import schema, snapshot
 from songsgen.db.apply import Key, UndoFailed, label, undo_run
+from songsgen.db.backup import replaced_when_complete
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused
 
 
@@ -52,12 +53,8 @@ def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], b
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": str(connection.settings_dict.get("NAME")), "applied_before": sorted(label(k) for k in before),
     }
-    tmp = where.with_name(where.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, where)
+    with replaced_when_complete(where, mode=0o644) as tmp:
+        tmp.write_text(json.dumps(data))
 
 
 def clear(connection: BaseDatabaseWrapper) -> None:

@@ -1,6 +1,6 @@
 """The snapshot the safe `migrate` takes before it changes anything, and puts back on failure.
 
-A small interface over the backup machinery (songsgen/db/backup.py), kept uncompressed so a failed
+A small interface over the backup machinery (songsgen/db/backup/), kept uncompressed so a failed
 migration is put back quickly:
 
 - `take_snapshot(connection, directory) -> Path`: a consistent copy of the live database.
@@ -15,7 +15,6 @@ PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.p
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -69,33 +68,21 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
     prepare_folder(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"{SNAPSHOT_PREFIX}{stem}-{stamp}{suffix}"
+    # The backup machinery's temporary name: created 0600 before anything writes it, and cleaned up by
+    # the next backup if this process dies before the rename.
     if connection.vendor == "postgresql":
-        partial = backup.temp_path(directory, suffix)
         try:
-            pgdump.dump(connection.settings_dict, partial)
-            os.replace(partial, final)
+            with backup.replaced_when_complete(final, suffix=suffix) as partial:
+                pgdump.dump(connection.settings_dict, partial)
         except pgdump.PgDumpError as exc:
-            backup.remove_file(partial)
             raise SnapshotError(str(exc)) from exc
-        except BaseException:
-            backup.remove_file(partial)
-            raise
         return final
     live = _sqlite_path(connection)
-    # The backup machinery's temporary name: created 0600 before SQLite opens it, and cleaned up by
-    # the next backup if this process dies before the rename.
-    partial = backup.temp_path(directory, ".sqlite3")
-    try:
+    with backup.replaced_when_complete(final, suffix=".sqlite3") as partial:
         backup.snapshot(live, partial, timeout=30)
         errors = backup.check_errors(partial, quick=True)
         if errors:
             raise SnapshotError(f"the snapshot fails quick_check: {'; '.join(errors[:5])}")
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, final)
-    except BaseException:
-        backup.remove_file(partial)
-        raise
     return final
 
 

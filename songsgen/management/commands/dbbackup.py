@@ -1,7 +1,7 @@
 """`manage.py dbbackup`: django-dbbackup's command, with errors that reach the user and our retention.
 
 Differences from django-dbbackup's own command (the connector does the SQLite work, see
-songsgen/db/backup.py):
+songsgen/db/backup/):
 - no error mail: a failure is a CommandError on stderr and a non-zero exit, which cron reports;
 - `--clean` keeps the newest SONGSGEN_BACKUP_KEEP backups of this database (by the name in the
   filename) and never the one just written; django-dbbackup's own clean matched on the database
@@ -26,11 +26,12 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import quiet_level
-from songsgen.db.backup import BackupError, atomic_write, database_label, prune_backups
+from songsgen.db.backup import BACKUP_FORMAT, BackupError, atomic_write, database_label, prune_backups
 
 
 class Command(dbbackup.Command):
-    help = "Back up the database into the backup folder (SQLite: a consistent snapshot, zstd). See docs/backups.md."
+    help = (f"Back up the database into the backup folder (SQLite: a consistent snapshot, {BACKUP_FORMAT}). "
+            "See docs/backups.md.")
 
     def _set_logger_level(self) -> None:
         super()._set_logger_level()
@@ -45,7 +46,7 @@ class Command(dbbackup.Command):
     def handle(self, **options: Any) -> None:
         self._written: list[str] = []
         if options.get("compress") and self._sqlite_selected(options):
-            raise CommandError("Drop -z: SQLite backups are zstd-compressed already.")
+            raise CommandError(f"Drop -z: SQLite backups are {BACKUP_FORMAT}-compressed already.")
         try:
             # django-dbbackup's handle without its error-mail decorator, which can hide the error.
             dbbackup.Command.handle.__wrapped__(self, **options)

@@ -1,7 +1,7 @@
 """`manage.py dbrestore`: django-dbbackup's command, restoring SQLite without writing over the live file.
 
 On SQLite the backup is unpacked beside the database, checked, and copied into the live database
-through SQLite's backup API (songsgen/db/backup.py); a safety copy is kept until the result is
+through SQLite's backup API (songsgen/db/backup/); a safety copy is kept until the result is
 verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
 CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
 commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
@@ -19,13 +19,15 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
-from songsgen.db import guards, safetycopies
+from songsgen.db import guards
 from songsgen.db.backup import (
+    READABLE_FORMATS,
     BackupError,
     RestoreUndone,
     RestoreUnverified,
     database_label,
     latest_backup,
+    safetycopies,
     sqlite_path,
 )
 from songsgen.db.dblock import database_lock
@@ -57,7 +59,7 @@ class Command(dbrestore.Command):
             self._discard_safety_copies(connections[alias].settings_dict, options)
             return
         if self._sqlite and options.get("uncompress"):
-            raise CommandError("Drop -z: the backup's format (zstd, gzip or plain SQLite) is detected.")
+            raise CommandError(f"Drop -z: the backup's format ({READABLE_FORMATS}) is detected.")
         try:
             # The migrate lock: a restore under a running migrate (or the reverse) would undo one of them.
             with database_lock(connections[alias].settings_dict, purpose="dbrestore", wait=options["lock_wait"]):

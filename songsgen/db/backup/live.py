@@ -1,0 +1,430 @@
+"""The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
+
+The only module of the package that does OS-level I/O (descriptors, page cache, O_DIRECT, sendfile,
+write-out threads). Each piece of machine-specific tuning sits behind one small function here, and the
+environment variable SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces
+off so that bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from songsgen.db.backup.errors import BackupError
+
+CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
+STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
+LOCK_WAIT = 2.0  # seconds frozen_file() waits for the write lock before it gives way
+TUNING_OFF = "SONGSGEN_IO_TUNING_OFF"  # benchmark switch: tuning pieces to run without
+
+T = TypeVar("T")
+
+
+def tuned(piece: str) -> bool:
+    """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
+
+    Pieces: direct, fadvise, sendfile, flush, and the four second threads threads:pack,
+    threads:safety, threads:check, threads:verify ("threads" names the four at once).
+    """
+    off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
+    return piece not in off and not (piece.startswith("threads:") and "threads" in off)
+
+
+def sqlite_path(settings_dict: dict[str, Any]) -> Path:
+    """The file of an SQLite database; in-memory databases cannot be backed up this way."""
+    name = str(settings_dict["NAME"])
+    if not name or name == ":memory:" or "mode=memory" in name:
+        raise BackupError(f"Database {name!r} lives in memory; there is no file to back up or restore.")
+    return Path(name.removeprefix("file:").split("?")[0]).resolve()
+
+
+def _connect(path: Path, timeout: float, **options: Any) -> sqlite3.Connection:
+    # Our own connection: no Django pragmas (a small default page cache keeps memory flat).
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, **options)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
+
+
+def snapshot(source: Path, target: Path, *, timeout: float) -> None:
+    """Copy the live database `source` into `target` in one backup-API step: one consistent instant."""
+    src = _connect(source, timeout)
+    try:
+        dst = sqlite3.connect(target, isolation_level=None)
+        try:
+            # The copy only has to be durable once compressed and stored, not page by page.
+            dst.execute("PRAGMA journal_mode = OFF")
+            dst.execute("PRAGMA synchronous = OFF")
+            src.backup(dst, pages=-1)
+            # A plain rollback-journal file: it opens anywhere, even read-only, with no -wal beside it.
+            dst.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def set_wal(live: Path, timeout: float) -> None:
+    """Put the database in WAL mode: one restored onto a missing file starts with a rollback journal."""
+    conn = _connect(live, timeout)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
+# --- holding the file still -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrozenFile:
+    """The live database file held still: a read transaction on it, a descriptor of it, its size in bytes."""
+
+    reader: sqlite3.Connection
+    fd: int
+    size: int
+
+
+@contextlib.contextmanager
+def frozen_file(live: Path, *, timeout: float, lock_wait: float = LOCK_WAIT) -> Iterator[FrozenFile | None]:
+    """The database file held still while the context lasts, its bytes the database as of one instant; or None.
+
+    In WAL mode a read transaction begun when every committed frame is in the file reads the file alone,
+    and no checkpoint may write into the file while it lasts. We checkpoint, then, holding the write
+    lock for a few milliseconds, checkpoint what is left and begin that read. None when a reader of an
+    older state keeps part of the WAL out of the file, a writer holds the lock longer than `lock_wait`
+    seconds, or the database is not in WAL mode.
+
+    The descriptor is opened before the connections and closed after them: closing any descriptor of
+    the file drops every POSIX lock the process holds on it, SQLite's included
+    (https://sqlite.org/howtocorrupt.html, 2.2). So the caller must not open and close descriptors of
+    the file meanwhile. The reader may be used from another thread.
+    """
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        reader = _connect(live, timeout, check_same_thread=False)
+        try:
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
+            if not _begin_reading_the_file(reader, live, min(timeout, lock_wait)):
+                yield None
+            else:
+                pages = reader.execute("PRAGMA page_count").fetchone()[0]
+                size = int(pages) * int(reader.execute("PRAGMA page_size").fetchone()[0])
+                yield FrozenFile(reader, fd, size)
+        finally:
+            reader.close()
+    finally:
+        os.close(fd)
+
+
+def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: float) -> bool:
+    """Begin a read transaction on `reader` that reads the file alone; False where it cannot be had."""
+    lock = _connect(live, lock_wait)
+    try:
+        try:
+            lock.execute("BEGIN IMMEDIATE")  # nothing commits between the checkpoint and the read
+        except sqlite3.OperationalError:  # a long write transaction: the caller takes another way
+            return False
+        try:
+            busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            # A frame is not in the file; or (-1, -1) not in WAL mode, where a reader would hold every
+            # writer's commit off for the whole read: the backup API's read is shorter.
+            if busy or frames != folded or frames < 0:
+                return False
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return True
+        finally:
+            lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+
+
+def safety_copy(live: Path, target: Path, *, timeout: float,
+                api_copy: Callable[..., None] = snapshot) -> None:
+    """Copy the live database over the existing file `target` as of one instant, without stopping writers.
+
+    From the file while frozen_file() holds it still; when it cannot, `api_copy` (the backup API) takes it.
+    """
+    with frozen_file(live, timeout=timeout) as frozen:
+        if frozen is not None:
+            copy_past_cache(frozen.fd, frozen.size, target)
+            return
+    api_copy(live, target, timeout=timeout)
+
+
+def read_pieces(fd: int, size: int, buffer: Any) -> Iterator[tuple[int, memoryview]]:
+    """The first `size` bytes of the file `fd`, read into `buffer` a piece at a time: (offset, piece).
+
+    Each piece is a view of `buffer`, valid until the next one is read. The file's position is left alone.
+    """
+    offset = 0
+    with memoryview(buffer) as view:
+        while offset < size:
+            got = os.preadv(fd, [view[:min(len(view), size - offset)]], offset)
+            if not got:
+                raise BackupError(f"the database file ended after {offset} of {size} bytes")
+            yield offset, view[:got]
+            offset += got
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` to `fd`."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# --- machine-specific tuning: one function each -----------------------------------------------------
+
+
+def copy_file(in_fd: int, out_fd: int, size: int) -> None:
+    """Copy the first `size` bytes of `in_fd` into `out_fd`; in the kernel (sendfile): no buffer in this process."""
+    if not tuned("sendfile"):
+        for _, piece in read_pieces(in_fd, size, bytearray(CHUNK)):
+            with piece:
+                write_all(out_fd, piece)
+        return
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(out_fd, in_fd, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            break
+        offset += sent
+
+
+def copy_past_cache(in_fd: int, size: int, target: Path) -> None:
+    """Copy the first `size` bytes of `in_fd` over the existing file `target`, past the page cache where allowed.
+
+    O_DIRECT: nobody reads a safety copy unless the restore fails, and its dirty pages would make the kernel
+    write them back while the unpacked backup competes for the same memory.
+    """
+    direct = tuned("direct")
+    buffer: Any = mmap.mmap(-1, 8 * CHUNK) if direct else bytearray(8 * CHUNK)  # mmap: page-aligned, as O_DIRECT wants
+    try:
+        out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+        try:
+            _direct_io(out_fd, direct)
+            for offset, chunk in read_pieces(in_fd, size, buffer):
+                with chunk:
+                    try:
+                        _write_all_at(out_fd, chunk, offset)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
+                        _write_all_at(out_fd, chunk, offset)
+        finally:
+            os.close(out_fd)
+    finally:
+        if direct:
+            buffer.close()
+
+
+def _direct_io(fd: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    direct = getattr(os, "O_DIRECT", 0)
+    with contextlib.suppress(OSError):  # EINVAL: this file system has no O_DIRECT
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct if on else flags & ~direct)
+
+
+def _write_all_at(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def drop_cache(file: IO[bytes], length: int) -> None:
+    """Drop the clean pages of the first `length` bytes of `file` from the page cache (a hint).
+
+    On a VM, memory the guest has not touched lately costs far more than memory just freed: pages the copy
+    is done with make room for the next step's.
+    """
+    if not tuned("fadvise"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
+        if length:  # (a length of 0 would mean the whole file)
+            os.posix_fadvise(file.fileno(), 0, length, os.POSIX_FADV_DONTNEED)
+
+
+@contextlib.contextmanager
+def flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
+    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s.
+
+    The disk is idle while a copy runs: written out as they come, the pages leave the fsync that follows
+    little to do. An error writing them out is raised when the context ends.
+    """
+    if fd is None or not tuned("flush"):
+        yield
+        return
+    stop = threading.Event()
+    failed: list[OSError] = []
+
+    def flush() -> None:
+        while not failed and not stop.wait(every):
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:  # reported once by the kernel: it must not get lost here
+                failed.append(exc)
+
+    thread = threading.Thread(target=flush, name="songsgen-flush", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+@contextlib.contextmanager
+def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
+    """`work` run in a second thread while the caller goes on, as a Future; joined when the context ends.
+
+    Two cores: a check reads on one while a copy or the compression runs on the other. With the tuning
+    `piece` off, `work` runs first, in this thread.
+    """
+    if tuned(piece):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            yield pool.submit(work)
+        return
+    done: Future[T] = Future()
+    try:
+        done.set_result(work())
+    except Exception as exc:
+        done.set_exception(exc)
+    yield done
+
+
+# --- copying into the live database -----------------------------------------------------------------
+
+
+def copy_into_live(
+    source: Path,
+    live: Path,
+    *,
+    timeout: float,
+    step: int = STEP,
+    before_commit: Callable[[], None] | None = None,
+    alongside: Callable[[], list[str]] = list,
+    after_commit: Callable[[], None] = lambda: None,
+) -> tuple[bool, list[str]]:
+    """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
+
+    `before_commit` runs before the copy's last step, which commits: if it raises, the transaction is
+    rolled back and nothing of the copy is ever visible. `alongside` (the check of the result) runs in a
+    second thread from the commit on; meanwhile this thread runs `after_commit`, then a checkpoint that
+    folds the WAL into the database file. Returns whether the WAL was folded in and truncated, and what
+    `alongside` returned. `step`: bytes copied per backup-API step.
+    """
+    with contextlib.ExitStack() as stack:
+        # Opened before this process connects to the file and closed after: closing a descriptor of it
+        # drops every POSIX lock this process holds on it (https://sqlite.org/howtocorrupt.html, 2.2).
+        stale = stack.enter_context(open(live, "rb")) if live.exists() else None
+        dst = stack.enter_context(contextlib.closing(_connect(live, timeout)))
+        # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The checkpoint
+        # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced by
+        # hand when a reader of an older state keeps that checkpoint from running to its end.
+        # A rollback journal is power-safe only with FULL, and no checkpoint follows.
+        wal_mode = dst.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        dst.execute(f"PRAGMA synchronous = {'NORMAL' if wal_mode else 'FULL'}")
+        # Our own descriptor of the -wal (there now that the connection has read the database), which
+        # SQLite does not lock: closing it is harmless.
+        wal = stack.enter_context(_opened(Path(f"{live}-wal")))
+        committed = False
+        try:
+            with flushing(wal):  # the checkpoint's fsync of the WAL after the commit finds little left
+                _backup_in_steps(source, dst, step, before_commit, stale)
+                committed = True
+        except BaseException as exc:
+            if committed:  # the WAL could not be written out: the caller puts the safety copy back
+                raise
+            # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
+            # unless a reader is in the middle of a transaction (best effort, a second at most).
+            with contextlib.suppress(sqlite3.Error):
+                dst.execute("PRAGMA busy_timeout = 1000")
+                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
+            raise
+        return _checkpoint(dst, stale, wal, alongside, after_commit)
+
+
+def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | None,
+                alongside: Callable[[], list[str]], after_commit: Callable[[], None]) -> tuple[bool, list[str]]:
+    """Fold the committed copy into the database file, durably, while `alongside` checks it."""
+    with beside("threads:verify", alongside) as checked:  # reads the committed pages, from the WAL or the file
+        after_commit()
+        # Every page into the database file, which is fsynced (written out as the checkpoint goes,
+        # through the descriptor held since before this connection). A reader of the newest state
+        # does not hold this up; TRUNCATE waits for the check's read transaction to end.
+        with flushing(stale.fileno() if stale is not None else None):
+            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        if (busy or frames != folded) and wal is not None:
+            os.fsync(wal)  # the commit is durable before anything else happens
+        result = checked.result()
+    busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy, result
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[int | None]:
+    """A read-only descriptor of `path`, or None if there is no such file; closed afterwards."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
+                     before_commit: Callable[[], None] | None, stale: IO[bytes] | None) -> None:
+    """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
+
+    One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
+    from the first step to the last, which commits): readers of `dst` see the old database or the new
+    one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
+    backup, and SQLite rolls the transaction back. After each step the pages of `dst`'s own file
+    (`stale`) that the checkpoint will rewrite, and, unless `before_commit` reads them beside the copy,
+    the pages of `source` just copied, leave the page cache (drop_cache()).
+    """
+    src = sqlite3.connect(source, isolation_level=None)
+    try:
+        size = int(src.execute("PRAGMA page_size").fetchone()[0])
+        pages_per_step = max(1, step // size)
+        pending = before_commit
+        drop_behind = before_commit is None  # a check reading the source beside the copy needs its pages
+        if pending is not None and int(src.execute("PRAGMA page_count").fetchone()[0]) <= pages_per_step:
+            pending()  # the first step is the last
+            pending = None
+        with open(source, "rb") as pages:
+
+            def between_steps(status: int, remaining: int, total: int) -> None:
+                nonlocal pending
+                copied = (total - remaining) * size
+                if drop_behind:
+                    drop_cache(pages, copied)
+                if stale is not None:
+                    drop_cache(stale, copied)
+                if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
+                    run, pending = pending, None
+                    run()
+
+            src.backup(dst, pages=pages_per_step, progress=between_steps)
+    finally:
+        src.close()
