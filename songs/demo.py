@@ -33,6 +33,7 @@ from queueing.models import GenerationQueue
 from songs.demo_audio import demo_audio_path, write_demo_audio
 from songs.demo_content import ERRORS, Pools, build_pools
 from songs.models import Song
+from songsgen.progress import Progress
 
 DEMO_PASSWORD = "demo-password"  # every seeded user's password; they are demo accounts
 HISTORY_DAYS = 730  # songs and users are spread over the two years before now
@@ -43,16 +44,6 @@ Row = tuple[Any, ...]
 
 class SeedError(Exception):
     """The seed cannot run as asked (for example songs but no user to own them)."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a running seed stands; handed to the progress callback after each batch."""
-
-    phase: str  # "users" or "songs"
-    done: int
-    total: int
-    elapsed: float  # seconds since the seed started
 
 
 @dataclass(frozen=True)

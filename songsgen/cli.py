@@ -36,6 +36,17 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def positive_hours(value: str) -> float:
+    """A number of hours > 0 (backupcheck's --max-age)."""
+    try:
+        hours = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
+    if not hours > 0 or hours == float("inf"):
+        raise argparse.ArgumentTypeError("--max-age must be more than 0 hours")
+    return hours
+
+
 def add_database_pair(parser: argparse.ArgumentParser, *, source_help: str, target_help: str) -> None:
     """`--from URL --to URL` (dest `source`, `target`): the two databases of transferdb and dbcompare."""
     parser.add_argument("--from", dest="source", required=True, metavar="URL", help=source_help)

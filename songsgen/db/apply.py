@@ -28,6 +28,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
+from songsgen.db.exceptions import UndoFailed
 from songsgen.db.lockmeter import LockMeter, metered
 
 Key = tuple[str, str]
@@ -191,10 +192,6 @@ class Applier:
 
 def _deferred(table_names: list[str] | None = None) -> None:
     """Stands in for the connection's foreign-key check while a group is open."""
-
-
-class UndoFailed(Exception):
-    """A migration this run committed could not be unapplied (irreversible, or its reverse failed)."""
 
 
 @dataclass

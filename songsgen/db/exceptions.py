@@ -1,4 +1,9 @@
-"""The errors of the database tools, under one base that commands map to `CommandError`."""
+"""Every error of the database tools, under one base: `DatabaseToolError`.
+
+A command catches the base (or a subclass it words in its own terms) and raises `CommandError`; one that
+escapes a command is turned into one line and exit code 1 by the command-line boundary (songsgen/boundary.py).
+Each error's message says what is wrong and what to do. The modules that raise them re-export their own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ class DatabaseToolError(Exception):
     """Something a database command could not do; the message says what and what to do."""
 
 
+# --- migrate ----------------------------------------------------------------------------------------
 class DatabaseBusy(DatabaseToolError):
     """Another schema-changing command holds the database."""
 
@@ -23,5 +29,59 @@ class MigrateFailed(DatabaseToolError):
         self.restored = restored
 
 
+class VerificationFailed(DatabaseToolError):
+    """The live schema or the data's integrity does not match the applied migrations."""
+
+
+class UndoFailed(DatabaseToolError):
+    """A migration this run committed could not be unapplied (irreversible, or its reverse failed)."""
+
+
+class RehearsalError(DatabaseToolError):
+    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing tool)."""
+
+
+class SquawkError(DatabaseToolError):
+    """squawk is missing, or ran but gave no report we can read."""
+
+
 class DatabaseNotReady(DatabaseToolError):
     """The database cannot take a long-running writer yet: missing, read-only, or not migrated."""
+
+
+# --- backups, snapshots, restores -------------------------------------------------------------------
+class BackupError(DatabaseToolError):
+    """A backup, restore or check cannot go on; the message says why and what to do."""
+
+
+class RestoreUndone(BackupError):
+    """The restored database failed its check and the live database was put back from the safety copy."""
+
+
+class RestoreUnverified(BackupError):
+    """The restored database failed its check and could not be put back: the operator must act."""
+
+
+class SnapshotError(DatabaseToolError):
+    """A snapshot could not be taken, checked or restored."""
+
+
+class SnapshotUnsupported(SnapshotError):
+    """This database vendor has no snapshot support."""
+
+
+class PgDumpError(DatabaseToolError):
+    """pg_dump, pg_restore or psql failed, or is missing."""
+
+
+# --- moving between databases ------------------------------------------------------------------------
+class DatabaseUnavailable(DatabaseToolError):
+    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no connection."""
+
+
+class TransferError(DatabaseToolError):
+    """The transfer cannot run as asked; the message says what to do."""
+
+
+class DependencyCycle(DatabaseToolError):
+    """Tables reference each other in a cycle; no order copies one before the other."""

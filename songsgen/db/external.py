@@ -26,12 +26,10 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from songsgen.db.exceptions import DatabaseUnavailable
+
 SQLITE = "django.db.backends.sqlite3"
 POSTGRESQL = "django.db.backends.postgresql"
-
-
-class DatabaseUnavailable(Exception):
-    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no connection."""
 
 
 def mask_url(url: str) -> str:

@@ -32,7 +32,7 @@ from django.db.migrations.state import ProjectState
 
 from songsgen.db import marker, rehearse, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
-from songsgen.db.exceptions import MigrateFailed, MigrateRefused
+from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.safety import Finding, check_plan
 
@@ -178,10 +178,6 @@ class Options:
     lock_retries: int = 5
     rehearse: str = ""  # "" | "yes" (then ask, unless confirm is None) | "only"
     confirm: Callable[[str], bool] | None = None
-
-
-class VerificationFailed(Exception):
-    """The live schema or the data's integrity does not match the applied migrations."""
 
 
 def _set_pg_timeouts(connection: BaseDatabaseWrapper) -> None:

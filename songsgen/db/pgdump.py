@@ -18,11 +18,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from songsgen.db.exceptions import PgDumpError
+
 CHUNK = 1 << 20
-
-
-class PgDumpError(Exception):
-    """pg_dump, pg_restore or psql failed, or is missing."""
 
 
 def tool(name: str) -> str:

@@ -38,12 +38,9 @@ from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db import backup, pgdump, schema
 from songsgen.db.apply import Applier
+from songsgen.db.exceptions import RehearsalError
 
 SCRATCH_PREFIX = "songsgen_rehearse_"
-
-
-class RehearsalError(Exception):
-    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing tool)."""
 
 
 @dataclass

@@ -24,17 +24,9 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
-from songsgen.db.exceptions import MigrateRefused
+from songsgen.db.exceptions import MigrateRefused, SnapshotError, SnapshotUnsupported
 
 SNAPSHOT_PREFIX = "pre-migrate-"
-
-
-class SnapshotError(Exception):
-    """A snapshot could not be taken, checked or restored."""
-
-
-class SnapshotUnsupported(SnapshotError):
-    """This database vendor has no snapshot support."""
 
 
 def _sqlite_path(connection: BaseDatabaseWrapper) -> Path:

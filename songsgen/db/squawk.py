@@ -26,6 +26,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.migration import Migration
 from django.db.migrations.state import ProjectState
 
+from songsgen.db.exceptions import SquawkError
+
 DOCS = "https://squawkhq.com/docs/"
 TIMEOUT_SECONDS = 60
 
@@ -71,10 +73,6 @@ FIXES = {
 }
 
 _TABLE = re.compile(r'\b(?:ON|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?)\s+"?([^"\s(;]+)"?', re.IGNORECASE)
-
-
-class SquawkError(Exception):
-    """squawk is missing, or ran but gave no report we can read."""
 
 
 @dataclass(frozen=True)

@@ -42,30 +42,13 @@ from songsgen.db.compare import (
     read_batches,
 )
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy
+from songsgen.db.exceptions import DatabaseBusy, TransferError
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
+from songsgen.progress import Progress
 
 DEFAULT_BATCH_SIZE = 5_000
 PROGRESS_TABLE = "songsgen_transfer_progress"
-
-
-class TransferError(Exception):
-    """The transfer cannot run as asked; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a transfer stands, after each committed batch (and at phase changes)."""
-
-    phase: str  # "copy" or "verify"
-    table: str
-    table_done: int
-    table_total: int
-    done: int  # rows done over all tables in this phase
-    total: int
-    rate: float  # rows per second in this phase so far
-    eta: float | None  # seconds left in this phase, when known
 
 
 @dataclass
@@ -262,27 +245,41 @@ class _Meter:
         if self.report is None:
             return
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else None
-        self.report(Progress(self.phase, table, table_done, table_total, self.done, self.total, rate, eta))
+        self.report(Progress(self.phase, self.done, self.total, elapsed, table, table_done, table_total))
+
+
+def _copy_batches(
+    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
+    own_transactions: bool = True, digest: TableDigest | None = None,
+    then: Callable[[list[tuple[Any, ...]], int], None] = lambda batch, written: None,
+) -> int:
+    """The table copy: `table` read from `source` after `after` in key order and written to `target` batch by
+    batch (each in a transaction of its own, with `then(batch, rows written so far)` inside it, unless the
+    caller holds one); return the rows written."""
+    preparers = _value_preparers(table, target)
+    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
+    written = 0
+    for batch in read_batches(source, table, batch_size=batch_size, after=after):
+        with transaction.atomic(using=target.alias) if own_transactions else nullcontext():
+            _insert(target, table, _prepare(batch, preparers))
+            then(batch, written + len(batch))
+        if digest is not None:
+            digest.add(batch, hasher, integer_pk)
+        written += len(batch)
+    return written
 
 
 def _copy_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any,
     copied: int, total: int, source_label: str, meter: _Meter, digest: TableDigest | None,
 ) -> int:
-    """Copy one table from `after` on, one transaction per batch; return the rows written."""
-    preparers = _value_preparers(table, target)
-    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
-    written = 0
-    for batch in read_batches(source, table, batch_size=batch_size, after=after):
-        with transaction.atomic(using=target.alias):
-            _insert(target, table, _prepare(batch, preparers))
-            _record_progress(target, table.name, batch[-1][0], copied + written + len(batch), False, source_label)
-        if digest is not None:
-            digest.add(batch, hasher, integer_pk)
-        written += len(batch)
+    """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written."""
+
+    def then(batch: list[tuple[Any, ...]], written: int) -> None:
+        _record_progress(target, table.name, batch[-1][0], copied + written, False, source_label)
         meter.batch(table.name, copied + written, total, len(batch))
+
+    written = _copy_batches(source, target, table, batch_size=batch_size, after=after, digest=digest, then=then)
     with transaction.atomic(using=target.alias):
         _record_progress(target, table.name, None, copied + written, True, source_label)
     return written
@@ -412,13 +409,10 @@ def _copy_all(
                     cursor.execute(f"DELETE FROM {target.ops.quote_name(table.name)}")
             for table in first:
                 digest = TableDigest(table.name)
-                written = 0
-                preparers = _value_preparers(table, target)
-                for batch in read_batches(source, table, batch_size=batch_size):
-                    _insert(target, table, _prepare(batch, preparers))
-                    digest.add(batch, RowHasher(table), has_integer_pk(table))
-                    written += len(batch)
-                    meter.batch(table.name, written, totals[table.name], len(batch))
+                written = _copy_batches(
+                    source, target, table, batch_size=batch_size, own_transactions=False, digest=digest,
+                    then=lambda batch, done, name=table.name: meter.batch(name, done, totals[name], len(batch)),
+                )
                 _record_progress(target, table.name, None, written, True, source_label)
                 digests[table.name] = digest
                 copied += written

@@ -19,17 +19,8 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from songsgen.cli import positive_hours
 from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup
-
-
-def positive_hours(value: str) -> float:
-    try:
-        hours = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
-    if hours <= 0:
-        raise argparse.ArgumentTypeError("--max-age must be more than 0 hours")
-    return hours
 
 
 class Command(BaseCommand):
