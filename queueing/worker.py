@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
@@ -27,6 +26,8 @@ from django.db import IntegrityError, close_old_connections, connections, transa
 
 from queueing.config import worker_config
 from queueing.generation import (
+    Done,
+    End,
     GenerationError,
     GenerationFailed,
     GeneratorUnavailable,
@@ -66,12 +67,18 @@ class _WorkerFailed(Exception):
 
 @dataclass
 class Batch:
-    """The jobs of one claim: those not started yet, and outcomes not yet recorded."""
+    """The jobs of one claim, their timeouts, the outcomes not yet recorded; jobs[end:] were released."""
 
-    waiting: deque[GenerationQueue]
+    jobs: list[GenerationQueue]
+    timeouts: list[float]
     claimed: float
+    last_settle: float
     outcomes: list[Outcome] = field(default_factory=list)
-    last_settle: float = 0.0
+    end: int = 0
+    stopped: bool = False  # no job starts after the one in progress
+
+    def __post_init__(self) -> None:
+        self.end = len(self.jobs)
 
 
 def new_worker_id() -> str:
@@ -101,7 +108,8 @@ class Heartbeat(threading.Thread):
 
     def generating(self, job_id: int, deadline: float) -> None:
         with self._lock:
-            self._held[job_id] = deadline
+            if job_id in self._held:
+                self._held[job_id] = deadline
 
     def drop(self, job_id: int) -> None:
         with self._lock:
@@ -264,23 +272,26 @@ class Worker:
             return 0
         self.heartbeat.hold([job.pk for job in jobs])
         now = time.monotonic()
-        batch = self._batch = Batch(waiting=deque(jobs), claimed=now, last_settle=now)
+        batch = self._batch = Batch(jobs=jobs, timeouts=[float(job.timeout_seconds or self.config.generation_timeout)
+                                                         for job in jobs], claimed=now, last_settle=now)
         try:
-            while batch.waiting:
-                job = batch.waiting.popleft()
-                outcome = self.generate(job)
-                if outcome is None:  # interrupted by the worker's own signal: not an attempt
-                    self._release([job])
-                    continue
-                batch.outcomes.append(outcome)
-                self._tick()
+            self.runner.submit([job.song for job in jobs], batch.timeouts)
         except GeneratorUnavailable:
-            self.settle(batch.outcomes)
-            self._release([job, *batch.waiting])
+            self._batch = None
+            self._release(jobs)
             raise
+        try:
+            while not isinstance(event := self.runner.next(self._tick_between), End):
+                outcome = self._outcome(jobs[event.index], event)
+                if outcome is None:  # interrupted by the worker's own signal: not an attempt
+                    self._release([jobs[event.index]])
+                else:
+                    batch.outcomes.append(outcome)
+                self._tick()
         finally:
             self._batch = None
         self.settle(batch.outcomes)
+        self._release(jobs[event.first_unstarted:batch.end])  # never started: after a timeout, a crash
         return len(jobs)
 
     def _tick(self) -> None:
@@ -294,52 +305,44 @@ class Worker:
             outcomes, batch.outcomes = batch.outcomes, []
             self.settle(outcomes)
             batch.last_settle = time.monotonic()
-        if batch.waiting and (self._stopping or now - batch.claimed > FAIR_WINDOW):
-            waiting = list(batch.waiting)
-            batch.waiting.clear()
-            self._release(waiting)
+        if not batch.stopped and (self._stopping or now - batch.claimed > FAIR_WINDOW):
+            batch.stopped = True
+            first = self.runner.stop_after_current()
+            self._release(batch.jobs[first:batch.end])
+            batch.end = first
 
     def _tick_between(self) -> None:
+        """While a generation runs: _tick, and no lease renewal for the job in progress past its deadline."""
         try:
             self._tick()
+            batch = self._batch
+            index, started = self.runner.current()
+            if batch is not None and index >= 0:
+                self.heartbeat.generating(batch.jobs[index].pk, started + batch.timeouts[index])
         except Exception as exc:
             raise _WorkerFailed from exc
 
-    def process(self, job: GenerationQueue) -> None:
-        """Generate one claimed job's song and record the outcome."""
-        outcome = self.generate(job)
-        if outcome is None:
-            self._release([job])
-        else:
-            self.settle([outcome])
-
-    def generate(self, job: GenerationQueue) -> Outcome | None:
-        """Run the generator for a job, outside any transaction; a failure is the job's, not the worker's.
+    def _outcome(self, job: GenerationQueue, done: Done) -> Outcome | None:
+        """The attempt's outcome: the result, if the song's fields accept it, or the error that failed it.
 
         None when the generator was interrupted (KeyboardInterrupt, SystemExit) because this worker
         itself was signalled: the job goes back untouched, as the rest of a stopping worker's batch.
         """
-        timeout = float(job.timeout_seconds or self.config.generation_timeout)
-        started = time.monotonic()
-        self.heartbeat.generating(job.pk, started + timeout)
-        try:
-            result = check_result(job.song, self.runner.generate(job.song, timeout=timeout, tick=self._tick_between))
-        except _WorkerFailed as exc:  # the worker's own work failed while it waited: not the job's failure
-            raise exc.__cause__ from None  # type: ignore[misc]
-        except GenerationFailed as exc:
-            if exc.interrupt and self._stopping:
-                return None
-            error = str(exc)
-        except GenerationError as exc:
-            error = str(exc)
-        except GeneratorUnavailable:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            return Outcome(job, result, "", time.monotonic() - started)
+        exc = done.error
+        if exc is None:
+            try:
+                return Outcome(job, check_result(job.song, done.result), "", done.seconds)
+            except Exception as invalid:
+                exc = invalid
+        if isinstance(exc, GenerationFailed) and exc.interrupt and self._stopping:
+            return None
+        error = str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
         logger.warning("Job %s failed: %s", job.pk, error)
-        return Outcome(job, None, error, time.monotonic() - started)
+        if isinstance(exc, GenerationFailed) and exc.details:
+            logger.debug("Job %s: the generator's traceback:\n%s", job.pk, exc.details)
+        elif not isinstance(exc, GenerationError):
+            logger.debug("Job %s failed:", job.pk, exc_info=exc)
+        return Outcome(job, None, error, done.seconds)
 
     def settle(self, outcomes: list[Outcome]) -> None:
         """Record finished and failed attempts, all in one transaction (each job and its song together).
@@ -427,4 +430,5 @@ class Worker:
             if not job.release(worker_id=self.worker_id):
                 self._lost(job)
             self.heartbeat.drop(job.pk)
-        self.batch_size = 1
+        if jobs:
+            self.batch_size = 1

@@ -64,7 +64,8 @@ class FailingGenerator:
 class ScriptedGenerator:
     """Does what the song's title says, to show how the worker copes; any other title is quick.
 
-    "hang": never returns. "keyboard-interrupt", "system-exit": raise them. "interrupt-later": raise
+    "hang": never returns. "keyboard-interrupt", "system-exit": raise them. "crash": ends its process.
+    "interrupt-later": raise
     KeyboardInterrupt after SONGSGEN_TEST_SLOW_SECONDS. "long-path", "long-id": return a 5,010-character
     audio path or external id.
     """
@@ -77,6 +78,8 @@ class ScriptedGenerator:
             raise KeyboardInterrupt
         if song.title == "system-exit":
             raise SystemExit(3)
+        if song.title == "crash":
+            os._exit(7)  # as a segfault or the OOM killer would end it: no exception, no reply
         if song.title == "interrupt-later":
             time.sleep(float(os.environ.get("SONGSGEN_TEST_SLOW_SECONDS", "3")))
             raise KeyboardInterrupt

@@ -17,7 +17,7 @@ SCRIPTED = {"SONGSGEN_GENERATOR": GEN + "ScriptedGenerator"}
 
 
 def stop(proc) -> tuple[str, str]:
-    """SIGTERM a worker still running and collect its output."""
+    """SIGTERM a worker still running and collect its output; SIGKILL it if it does not stop."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
@@ -25,6 +25,7 @@ def stop(proc) -> tuple[str, str]:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
 
 
 def test_hung_generation_times_out_while_a_second_worker_takes_the_rest_of_its_batch(subprocess_env):
@@ -68,9 +69,11 @@ def test_hung_generation_times_out_while_a_second_worker_takes_the_rest_of_its_b
         assert later.queue_entries.get().worker_id == holder
         assert first.poll() is None
     finally:
-        out, err = stop(first)
-        if second is not None and second.returncode is None:
-            stop(second)
+        try:
+            out, err = stop(first)
+        finally:
+            if second is not None and second.returncode is None:
+                stop(second)
     assert first.returncode == 0, err
     assert f"Job {hung.queue_entries.get().pk} failed: TimeoutError" in err
 
@@ -132,17 +135,19 @@ def test_generator_that_cannot_be_made_stops_the_worker_before_any_claim(manage,
 
 def test_generator_raising_keyboardinterrupt_or_systemexit_fails_its_attempt_and_the_worker_goes_on(manage,
                                                                                                     subprocess_env):
-    interrupting = make_song(priority=2, title="keyboard-interrupt")
-    exiting = make_song(priority=1, title="system-exit")
+    interrupting = make_song(priority=3, title="keyboard-interrupt")
+    exiting = make_song(priority=2, title="system-exit")
+    crashing = make_song(priority=1, title="crash")
     after = make_song(title="quick")
-    GenerationQueue.objects.filter(song__in=[interrupting, exiting]).update(max_retries=0)
+    GenerationQueue.objects.filter(song__in=[interrupting, exiting, crashing]).update(max_retries=0)
     result = manage("runworker", "--burst", env={**subprocess_env, **SCRIPTED}, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "stopped after 3 job(s)" in result.stdout
+    assert "stopped after 4 job(s)" in result.stdout
     assert interrupting.queue_entries.get().status == "failed"
     assert interrupting.queue_entries.get().error_message == "KeyboardInterrupt"
     assert exiting.queue_entries.get().error_message == "SystemExit: 3"
     assert Song.objects.get(pk=exiting.pk).status == "failed"
+    assert crashing.queue_entries.get().error_message == "GeneratorCrashed: the generator process exited with code 7."
     assert after.queue_entries.get().status == "done"
 
 
