@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
 from songsgen.db.backup import replaced_when_complete
@@ -50,6 +51,34 @@ def check_media_path(relative: str) -> str:
     if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/") or ".." in parts:
         raise ValueError(f"{relative!r} is not a file path inside the media root.")
     return relative
+
+
+# Where the worker stores each part of a result: the song's fields mark_completed() writes.
+RESULT_FIELDS = {"audio_path": "audio_file_path", "external_id": "suno_song_id"}
+
+
+def check_result(song: Any, result: object) -> GenerationResult:
+    """Refuse a result the song's fields would not store as given (type, length, media path).
+
+    Checked by the fields' own validation before the finishing transaction: SQLite does not enforce
+    a column's length, and PostgreSQL would refuse the row only inside it.
+    """
+    if not isinstance(result, GenerationResult):
+        raise TypeError(f"generate() returned {result!r:.200}, not a GenerationResult.")
+    for attr, name in RESULT_FIELDS.items():
+        value = getattr(result, attr)
+        if value is None and attr == "external_id":
+            continue
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValueError(f"GenerationResult.{attr} must be text without NUL characters, got {value!r:.80}.")
+        field = song._meta.get_field(name)
+        try:
+            field.clean(value, song)
+        except ValidationError as exc:
+            raise ValueError(f"GenerationResult.{attr} {value!r:.80} does not fit "
+                             f"{song._meta.object_name}.{name}: {' '.join(exc.messages)}") from None
+    check_media_path(result.audio_path)  # a path that would leave the media root fails the attempt
+    return result
 
 
 def media_file(relative: str) -> Path:

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, connections, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+
+from queueing.config import MAX_GENERATION_TIMEOUT
 
 # The order in which workers take jobs: highest priority first, then oldest, then by id so the
 # order is total. Kept in one place; the partial index queue_claim follows it column for column.
@@ -309,6 +312,12 @@ class GenerationQueue(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, help_text="The worker's hold ends here.")
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="Not claimed before this time (a retry's backoff); empty: at once."
+    )
+    # Nullable, so adding it is a plain ADD COLUMN; its type's CHECK (>= 0) comes with the column, and
+    # the worker reads 0 (only writable around the model) as "the default", never as "no limit".
+    timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(int(MAX_GENERATION_TIMEOUT))],
+        help_text="Seconds one generation of this job may take; empty: SONGSGEN_GENERATION_TIMEOUT.",
     )
 
     objects = GenerationQueueQuerySet.as_manager()

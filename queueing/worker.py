@@ -1,6 +1,7 @@
-"""The worker loop: claim, hold a lease, generate, finish or retry; and a supervisor for N of them.
+"""The worker loop: claim, hold a lease, generate, finish or retry (its supervisor: queueing/supervisor.py).
 
-Only the claim and the finish touch the database; generation runs outside any transaction. A
+Only the claim and the finish touch the database; generation runs outside any transaction, in a
+generator process the worker kills when it runs past its timeout (queueing/generation.py). A
 heartbeat thread renews the lease of the jobs a worker holds, so a job whose worker dies (SIGKILL,
 power loss) becomes claimable again once its lease expires, and any worker returns it to the queue.
 """
@@ -11,27 +12,37 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, connections, transaction
 
-from queueing.generators import GenerationResult, Generator, check_media_path, get_generator
+from queueing.config import worker_config
+from queueing.generation import (
+    Done,
+    End,
+    GenerationError,
+    GenerationFailed,
+    GeneratorUnavailable,
+    InlineRunner,
+    ProcessRunner,
+    Runner,
+)
+from queueing.generators import GenerationResult, Generator, check_result
 from queueing.models import GenerationQueue
 
 logger = logging.getLogger("queueing.worker")
 
-# Jobs claimed together must all start within this many seconds, or the rest go back to the
-# queue for other workers: batching serves throughput on quick jobs, never holds slow ones back.
+# Jobs claimed together must all start within this many seconds, or the rest go back to the queue
+# for other workers (at once, even while a job of the batch still generates): batching serves
+# throughput on quick jobs, never holds slow ones back.
 FAIR_WINDOW = 0.2
 # Outcomes of quick jobs are written together once this many seconds have passed (group commit).
 SETTLE_WINDOW = 0.05
@@ -50,34 +61,65 @@ class Outcome(NamedTuple):
     seconds: float
 
 
+class _WorkerFailed(Exception):
+    """Recording or releasing failed while a generation ran: raised again as the worker's own error."""
+
+
+@dataclass
+class Batch:
+    """The jobs of one claim, their timeouts, the outcomes not yet recorded; jobs[end:] were released."""
+
+    jobs: list[GenerationQueue]
+    timeouts: list[float]
+    claimed: float
+    last_settle: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    end: int = 0
+    stopped: bool = False  # no job starts after the one in progress
+
+    def __post_init__(self) -> None:
+        self.end = len(self.jobs)
+
+
 def new_worker_id() -> str:
     """host:pid:random, unique across machines and restarts."""
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease of the jobs the worker holds, every third of the lease, on its own connection."""
+    """Renews the lease of the jobs the worker holds, every `interval` seconds, on its own connection.
 
-    def __init__(self, *, worker_id: str, lease_seconds: float) -> None:
+    A job past its generation deadline is no longer renewed: should the worker itself be stuck, its
+    lease runs out and another worker reclaims the job.
+    """
+
+    def __init__(self, *, worker_id: str, lease_seconds: float, interval: float) -> None:
         super().__init__(name="lease-heartbeat", daemon=True)
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
-        self.interval = max(0.05, lease_seconds / 3)
-        self._held: set[int] = set()
+        self.interval = interval
+        self._held: dict[int, float | None] = {}  # job id -> generation deadline (monotonic), once started
         self._lock = threading.Lock()
         self._done = threading.Event()
 
     def hold(self, ids: list[int]) -> None:
         with self._lock:
-            self._held.update(ids)
+            self._held.update(dict.fromkeys(ids))
+
+    def generating(self, job_id: int, deadline: float) -> None:
+        with self._lock:
+            if job_id in self._held:
+                self._held[job_id] = deadline
 
     def drop(self, job_id: int) -> None:
         with self._lock:
-            self._held.discard(job_id)
+            self._held.pop(job_id, None)
 
     def held(self) -> list[int]:
+        """The jobs to renew: held, and not past their generation deadline."""
+        now = time.monotonic()
         with self._lock:
-            return sorted(self._held)
+            return sorted(pk for pk, deadline in self._held.items() if deadline is None or deadline > now)
 
     def run(self) -> None:
         try:
@@ -104,6 +146,8 @@ class Heartbeat(threading.Thread):
 class Worker:
     """One worker: a loop on one persistent database connection. `run()` returns the jobs processed.
 
+    Without `generator`, generations run in a generator process (SONGSGEN_GENERATOR) that is killed
+    when one outlives its timeout; a generator instance runs in this thread (tests), unstoppable.
     `own_process=False` runs it inside someone else's process (tests): no signal handlers, and the
     caller's connection and transaction are left as they are.
     """
@@ -121,12 +165,14 @@ class Worker:
         own_process: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        self.config = worker_config(lease_seconds=lease_seconds, claim_batch=batch)  # before anything is claimed
         self.burst = burst
         self.max_jobs = max_jobs
         self.queue_poll = queue_poll
-        self.max_batch = max(1, batch if batch is not None else settings.SONGSGEN_CLAIM_BATCH)
-        self.lease_seconds = float(lease_seconds if lease_seconds is not None else settings.SONGSGEN_LEASE_SECONDS)
-        self.generator = generator if generator is not None else get_generator()
+        self.max_batch = self.config.claim_batch
+        self.lease_seconds = self.config.lease_seconds
+        self.runner: Runner = (ProcessRunner(settings.SONGSGEN_GENERATOR) if generator is None
+                               else InlineRunner(generator, catch_interrupts=own_process))
         self.worker_id = worker_id or new_worker_id()
         self.own_process = own_process
         self.log = log or logger.info
@@ -136,9 +182,11 @@ class Worker:
         self._stopping = False
         self._wake = threading.Event()
         self._last_reclaim = 0.0
+        self._batch: Batch | None = None
         parent = os.environ.get(PARENT_ENV)
         self._parent_pid = int(parent) if parent and parent.isdigit() else None
-        self.heartbeat = Heartbeat(worker_id=self.worker_id, lease_seconds=self.lease_seconds)
+        self.heartbeat = Heartbeat(worker_id=self.worker_id, lease_seconds=self.lease_seconds,
+                                   interval=self.config.heartbeat_seconds)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -149,8 +197,10 @@ class Worker:
             # then only drops a connection that broke, instead of reconnecting (and re-applying pragmas).
             for alias in connections:
                 connections[alias].settings_dict["CONN_MAX_AGE"] = None
+        self.runner.start()  # GeneratorUnavailable here, before any claim
         self.heartbeat.start()
-        self.log(f"Worker {self.worker_id} started (lease {self.lease_seconds:g}s, batch up to {self.max_batch}).")
+        self.log(f"Worker {self.worker_id} started (lease {self.lease_seconds:g}s, batch up to {self.max_batch}, "
+                 f"generation timeout {self.config.generation_timeout:g}s).")
         try:
             while not self._stopping:
                 if self.own_process:
@@ -172,6 +222,7 @@ class Worker:
                 self._wake.clear()
         finally:
             self.heartbeat.stop()
+            self.runner.stop()
             if self.own_process:
                 connections.close_all()
         self.log(f"Worker {self.worker_id} stopped after {self.processed} job(s).")
@@ -186,6 +237,7 @@ class Worker:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self._stopping:
                 # Second signal: leave at once. The leases cover whatever was in flight.
+                self.runner.kill()
                 os._exit(128 + signum)
             self.log(f"Received {signal.Signals(signum).name}; finishing the current job, then exiting.")
             self.stop()
@@ -219,40 +271,78 @@ class Worker:
         if not jobs:
             return 0
         self.heartbeat.hold([job.pk for job in jobs])
-        claimed = last_settle = time.monotonic()
-        outcomes: list[Outcome] = []
-        for index, job in enumerate(jobs):
-            if index and (self._stopping or time.monotonic() - claimed > FAIR_WINDOW):
-                self.settle(outcomes)
-                outcomes = []
-                self._release(jobs[index:])
-                break
-            outcomes.append(self.generate(job))
-            # Quick jobs are recorded together, in one transaction; a slow one at once.
-            if time.monotonic() - last_settle > SETTLE_WINDOW:
-                self.settle(outcomes)
-                outcomes = []
-                last_settle = time.monotonic()
-        self.settle(outcomes)
+        now = time.monotonic()
+        batch = self._batch = Batch(jobs=jobs, timeouts=[float(job.timeout_seconds or self.config.generation_timeout)
+                                                         for job in jobs], claimed=now, last_settle=now)
+        try:
+            self.runner.submit([job.song for job in jobs], batch.timeouts)
+        except GeneratorUnavailable:
+            self._batch = None
+            self._release(jobs)
+            raise
+        try:
+            while not isinstance(event := self.runner.next(self._tick_between), End):
+                outcome = self._outcome(jobs[event.index], event)
+                if outcome is None:  # interrupted by the worker's own signal: not an attempt
+                    self._release([jobs[event.index]])
+                else:
+                    batch.outcomes.append(outcome)
+                self._tick()
+        finally:
+            self._batch = None
+        self.settle(batch.outcomes)
+        self._release(jobs[event.first_unstarted:batch.end])  # never started: after a timeout, a crash
         return len(jobs)
 
-    def process(self, job: GenerationQueue) -> None:
-        """Generate one claimed job's song and record the outcome."""
-        self.settle([self.generate(job)])
+    def _tick(self) -> None:
+        """Between jobs, and while one generates: record quick outcomes, release jobs whose turn is late."""
+        batch = self._batch
+        if batch is None:
+            return
+        now = time.monotonic()
+        # Quick jobs are recorded together, in one transaction; a slow one at once.
+        if batch.outcomes and now - batch.last_settle > SETTLE_WINDOW:
+            outcomes, batch.outcomes = batch.outcomes, []
+            self.settle(outcomes)
+            batch.last_settle = time.monotonic()
+        if not batch.stopped and (self._stopping or now - batch.claimed > FAIR_WINDOW):
+            batch.stopped = True
+            first = self.runner.stop_after_current()
+            self._release(batch.jobs[first:batch.end])
+            batch.end = first
 
-    def generate(self, job: GenerationQueue) -> Outcome:
-        """Run the generator for a job, outside any transaction; a failure is the job's, not the worker's."""
-        started = time.monotonic()
+    def _tick_between(self) -> None:
+        """While a generation runs: _tick, and no lease renewal for the job in progress past its deadline."""
         try:
-            result = self.generator.generate(job.song)
-            if not isinstance(result, GenerationResult):
-                raise TypeError(f"{type(self.generator).__name__}.generate() returned {result!r}, "
-                                "not a GenerationResult.")
-            check_media_path(result.audio_path)  # a path that would leave the media root fails the attempt
+            self._tick()
+            batch = self._batch
+            index, started = self.runner.current()
+            if batch is not None and index >= 0:
+                self.heartbeat.generating(batch.jobs[index].pk, started + batch.timeouts[index])
         except Exception as exc:
-            logger.warning("Job %s failed: %s", job.pk, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-            return Outcome(job, None, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
-        return Outcome(job, result, "", time.monotonic() - started)
+            raise _WorkerFailed from exc
+
+    def _outcome(self, job: GenerationQueue, done: Done) -> Outcome | None:
+        """The attempt's outcome: the result, if the song's fields accept it, or the error that failed it.
+
+        None when the generator was interrupted (KeyboardInterrupt, SystemExit) because this worker
+        itself was signalled: the job goes back untouched, as the rest of a stopping worker's batch.
+        """
+        exc = done.error
+        if exc is None:
+            try:
+                return Outcome(job, check_result(job.song, done.result), "", done.seconds)
+            except Exception as invalid:
+                exc = invalid
+        if isinstance(exc, GenerationFailed) and exc.interrupt and self._stopping:
+            return None
+        error = str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
+        logger.warning("Job %s failed: %s", job.pk, error)
+        if isinstance(exc, GenerationFailed) and exc.details:
+            logger.debug("Job %s: the generator's traceback:\n%s", job.pk, exc.details)
+        elif not isinstance(exc, GenerationError):
+            logger.debug("Job %s failed:", job.pk, exc_info=exc)
+        return Outcome(job, None, error, done.seconds)
 
     def settle(self, outcomes: list[Outcome]) -> None:
         """Record finished and failed attempts, all in one transaction (each job and its song together).
@@ -289,7 +379,7 @@ class Worker:
                                                                           finished=finished)}
             for job, *_ in finished:
                 if job.pk not in held:
-                    logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
+                    self._lost(job)
             outcomes = [o for o in outcomes if o.result is None]
         for job, result, error, elapsed in outcomes:
             held = True
@@ -305,7 +395,28 @@ class Worker:
             if result is None:
                 held = job.fail_attempt(worker_id=self.worker_id, error=error, savepoint=savepoint)
             if not held:
-                logger.warning("Job %s: lease lost to another worker; its outcome was discarded.", job.pk)
+                self._lost(job)
+
+    def _lost(self, job: GenerationQueue) -> None:
+        """Say why a job's outcome could not be recorded: what became of the row this worker held."""
+        row = GenerationQueue.objects.filter(pk=job.pk).values("status", "worker_id", "started_at",
+                                                               "error_message").first()
+        if row is None:
+            song_model = job._meta.get_field("song").related_model
+            if song_model._default_manager.filter(pk=job.song_id).exists():
+                why = "the job was deleted (or the database was restored to a point before it existed)"
+            else:
+                why = (f"its song {job.song_id} was deleted while it was generating (or the database was "
+                       "restored to a point before the song existed)")
+        elif row["error_message"].startswith(f"Lease expired: worker {self.worker_id} "):
+            why = f"this worker's lease expired and the job was reclaimed (it is {row['status']} now)"
+        elif row["started_at"] is not None and job.started_at is not None and row["started_at"] > job.started_at:
+            why = (f"this worker's lease expired and the job was claimed again since (it is {row['status']} "
+                   f"now, held by {row['worker_id'] or 'no worker'})")
+        else:
+            why = (f"the job is no longer held by this worker (it is {row['status']}, held by "
+                   f"{row['worker_id'] or 'no worker'}): the database was restored to an earlier state")
+        logger.warning("Job %s: %s; its outcome was discarded.", job.pk, why)
 
     def _adapt_batch(self, seconds: float) -> None:
         """Claim as many jobs at once as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""
@@ -314,72 +425,10 @@ class Worker:
         self.batch_size = max(1, min(self.max_batch, int(FAIR_WINDOW / max(avg, 1e-6))))
 
     def _release(self, jobs: list[GenerationQueue]) -> None:
+        """Give claimed jobs back to the queue untouched, for any worker to take."""
         for job in jobs:
-            job.release(worker_id=self.worker_id)
+            if not job.release(worker_id=self.worker_id):
+                self._lost(job)
             self.heartbeat.drop(job.pk)
-        self.batch_size = 1
-
-
-class Supervisor:
-    """Runs N worker processes (`manage.py runworker --concurrency 1 …`), each with its own connection.
-
-    Each worker runs in its own session so a terminal's Ctrl-C reaches only the supervisor, which
-    passes SIGTERM/SIGINT on once (a second one too, for an immediate exit). Without --burst or
-    --max-jobs, a worker that dies is started again.
-    """
-
-    def __init__(self, *, concurrency: int, worker_args: list[str], log: Callable[[str], None]) -> None:
-        self.concurrency = concurrency
-        self.worker_args = worker_args
-        self.log = log
-        self.restart = "--burst" not in worker_args and "--max-jobs" not in worker_args
-        self._signals = 0
-        self._procs: list[subprocess.Popen[bytes]] = []
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        manage = Path(settings.BASE_DIR) / "manage.py"
-        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
-        return subprocess.Popen([sys.executable, str(manage), "runworker", "--concurrency", "1", *self.worker_args],
-                                env=env, start_new_session=True)
-
-    def run(self) -> int:
-        """Start the workers and wait for them; returns 0 when every worker exited cleanly."""
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self._signals += 1
-            for proc in self._procs:
-                if proc.poll() is None:
-                    proc.send_signal(signum)
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-        connections.close_all()  # the supervisor itself needs no connection
-        self._procs = [self._spawn() for _ in range(self.concurrency)]
-        self.log(f"Started {self.concurrency} worker processes: {', '.join(str(p.pid) for p in self._procs)}.")
-        failed = 0
-        while self._procs:
-            time.sleep(0.2)
-            alive = []
-            for proc in self._procs:
-                code = proc.poll()
-                if code is None:
-                    alive.append(proc)
-                elif code != 0 and self.restart and not self._signals:
-                    self.log(f"Worker {proc.pid} exited with {code}; starting another.")
-                    time.sleep(1)  # a worker that cannot start at all must not spin
-                    alive.append(self._spawn())
-                else:
-                    failed += code != 0
-            self._procs = alive
-        return 1 if failed else 0
-
-
-def worker_args(**options: Any) -> list[str]:
-    """Command-line flags for a supervised worker, from the supervisor's own options."""
-    args = ["--queue-poll", str(options["queue_poll"]), "--verbosity", str(options.get("verbosity", 1))]
-    if options.get("burst"):
-        args.append("--burst")
-    if options.get("max_jobs") is not None:
-        args += ["--max-jobs", str(options["max_jobs"])]
-    if options.get("batch") is not None:
-        args += ["--batch", str(options["batch"])]
-    return args
+        if jobs:
+            self.batch_size = 1

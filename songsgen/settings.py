@@ -206,8 +206,14 @@ def _env_seconds(name: str, default: float) -> float:
 
 # Dotted path of the generator class, instantiated without arguments (queueing/generators.py).
 SONGSGEN_GENERATOR = os.environ.get("SONGSGEN_GENERATOR") or "queueing.generators.LocalWavGenerator"
-# How long a claimed job stays a worker's without a renewal; the worker renews every third of it.
+# How long a claimed job stays a worker's without a renewal; the worker renews it every
+# HEARTBEAT seconds (default: a third of the lease). queueing/config.py checks both at start.
 SONGSGEN_LEASE_SECONDS = _env_seconds("SONGSGEN_LEASE_SECONDS", 60)
+SONGSGEN_HEARTBEAT_SECONDS = (_env_seconds("SONGSGEN_HEARTBEAT_SECONDS", 0)
+                              if os.environ.get("SONGSGEN_HEARTBEAT_SECONDS", "").strip() else None)
+# Longest one generation may take before it is stopped and counted as a failed attempt; a job's
+# own timeout_seconds wins.
+SONGSGEN_GENERATION_TIMEOUT = _env_seconds("SONGSGEN_GENERATION_TIMEOUT", 600)
 # Retry n waits about BACKOFF * 2**(n-1) seconds (with jitter), at most BACKOFF_MAX.
 SONGSGEN_RETRY_BACKOFF_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_SECONDS", 10)
 SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SECONDS", 3600)

@@ -59,3 +59,42 @@ class FailingGenerator:
 
     def generate(self, song: Any) -> GenerationResult:
         raise RuntimeError(f"the generator is down (song {song.pk})")
+
+
+class ScriptedGenerator:
+    """Does what the song's title says, to show how the worker copes; any other title is quick.
+
+    "hang": never returns. "keyboard-interrupt", "system-exit": raise them. "crash": ends its process.
+    "interrupt-later": raise
+    KeyboardInterrupt after SONGSGEN_TEST_SLOW_SECONDS. "long-path", "long-id": return a 5,010-character
+    audio path or external id.
+    """
+
+    def generate(self, song: Any) -> GenerationResult:
+        if song.title == "hang":
+            while True:
+                time.sleep(3600)
+        if song.title == "keyboard-interrupt":
+            raise KeyboardInterrupt
+        if song.title == "system-exit":
+            raise SystemExit(3)
+        if song.title == "crash":
+            os._exit(7)  # as a segfault or the OOM killer would end it: no exception, no reply
+        if song.title == "interrupt-later":
+            time.sleep(float(os.environ.get("SONGSGEN_TEST_SLOW_SECONDS", "3")))
+            raise KeyboardInterrupt
+        if song.title == "long-path":
+            return GenerationResult(audio_path="songs/" + "p" * 5000 + ".wav", duration=1.0)
+        if song.title == "long-id":
+            return GenerationResult(audio_path=f"songs/test/{song.pk}.wav", duration=1.0, external_id="x" * 5010)
+        return _result(song)
+
+
+class BrokenGenerator:
+    """Cannot even be made: its constructor fails, as one missing its credentials."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("SUNO_API_KEY is not set")
+
+    def generate(self, song: Any) -> GenerationResult:
+        raise AssertionError("never made")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from queueing.models import GenerationQueue, TransitionError
@@ -101,3 +103,43 @@ def test_next_job_query_never_sorts():
     assert "TEMP B-TREE" not in plan.upper(), plan
     assert "Sort" not in plan, plan
 
+
+
+@pytest.mark.parametrize("seconds", [0, -5, 86_401])
+def test_job_timeout_must_be_a_positive_number_of_seconds(seconds):
+    job = make_song().queue_entries.get()
+    job.timeout_seconds = seconds
+    with pytest.raises(ValidationError) as caught:
+        job.full_clean()
+    assert "timeout_seconds" in caught.value.message_dict
+    if seconds < 0:  # the column's own CHECK, for writes around the model
+        with pytest.raises(IntegrityError), transaction.atomic():
+            GenerationQueue.objects.filter(pk=job.pk).update(timeout_seconds=seconds)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_timeout_migration_reverses_and_reapplies_with_rows():
+    with_timeout, without = make_song(), make_song()
+    GenerationQueue.objects.filter(song=with_timeout).update(timeout_seconds=5, status="running", worker_id="w")
+    table = GenerationQueue._meta.db_table
+
+    def columns() -> set[str]:
+        with connection.cursor() as cursor:
+            return {c.name for c in connection.introspection.get_table_description(cursor, table)}
+
+    def rows() -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, song_id, status, worker_id FROM {table} ORDER BY id")
+            return cursor.fetchall()
+
+    before = rows()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("queueing", "0002_add_lease_and_backoff")])
+    assert "timeout_seconds" not in columns()
+    assert rows() == before
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("queueing"))  # 0003 and whatever follows it
+    assert "timeout_seconds" in columns()
+    assert rows() == before
+    assert list(GenerationQueue.objects.order_by("id").values_list("song_id", "timeout_seconds")) == [
+        (with_timeout.pk, None), (without.pk, None)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from queueing.generators import GenerationResult
 from queueing.models import GenerationQueue, retry_delay
-from queueing.worker import Worker
+from queueing.worker import Heartbeat, Worker
 from songs.models import Song
 from tests.factories import make_song
 from tests.queueing.generators import FailingGenerator
@@ -279,3 +280,91 @@ def test_batch_finish_skips_jobs_whose_lease_was_lost():
     lost.refresh_from_db()
     assert (lost.status, lost.worker_id) == ("running", "other")
     assert by_song[lost.song_id].status == "generating"
+
+
+# --- results checked against the song's fields before the finishing transaction -----------------
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        (GenerationResult(audio_path="songs/" + "p" * 5000 + ".wav", duration=1.0),
+         "does not fit Song.audio_file_path: Ensure this value has at most 500 characters (it has 5010)."),
+        (GenerationResult(audio_path="songs/ok.wav", duration=1.0, external_id="x" * 5010),
+         "does not fit Song.suno_song_id: Ensure this value has at most 100 characters (it has 5010)."),
+        (GenerationResult(audio_path="songs/ok.wav", duration=1.0, external_id="a\x00b"), "without NUL characters"),
+        (GenerationResult(audio_path=42, duration=1.0), "GenerationResult.audio_path must be text"),  # type: ignore[arg-type]
+        ({"audio_path": "songs/ok.wav"}, "not a GenerationResult"),
+    ],
+)
+def test_result_the_song_cannot_store_fails_the_attempt_and_nothing_is_stored(settings, result, message):
+    settings.SONGSGEN_RETRY_BACKOFF_SECONDS = 30
+    bad, good = make_song(priority=1), make_song()
+
+    class Returns:
+        def generate(self, song):
+            return result if song.pk == bad.pk else GenerationResult(audio_path=f"songs/{song.pk}.wav", duration=1.0)
+
+    w = worker(Returns(), batch=2)
+    w.batch_size = 2
+    assert w.run_once() == 2
+    job = bad.queue_entries.get()
+    assert (job.status, job.retry_count) == ("queued", 1)  # a failed attempt, retried after its backoff
+    assert message in job.error_message
+    song = Song.objects.get(pk=bad.pk)
+    assert (song.status, song.audio_file_path, song.suno_song_id) == ("pending", "", None)
+    assert good.queue_entries.get().status == "done"  # the rest of the batch is recorded as usual
+    assert Song.objects.get(pk=good.pk).audio_file_path == f"songs/{good.pk}.wav"
+
+
+# --- an outcome that cannot be recorded says why ---------------------------------------------------
+def test_song_deleted_while_generating_is_reported_as_deleted(caplog):
+    song = make_song()
+
+    class DeletesItsSong(ListGenerator):
+        def generate(self, song):
+            Song.objects.filter(pk=song.pk).delete()  # an operator deletes the song meanwhile
+            return super().generate(song)
+
+    worker(DeletesItsSong()).run()
+    assert f"its song {song.pk} was deleted while it was generating" in caplog.text
+    assert "another worker" not in caplog.text
+    assert not GenerationQueue.objects.exists()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_job_row_restored_from_a_backup_is_reported_as_a_restore(caplog, fails):
+    song = make_song()
+    before_claim = GenerationQueue.objects.values().get(song=song)
+
+    class RestoredMeanwhile(ListGenerator):
+        def generate(self, song):
+            # dbrestore puts back the row as the backup had it: queued, no worker.
+            GenerationQueue.objects.filter(pk=before_claim["id"]).update(
+                **{k: v for k, v in before_claim.items() if k != "id"})
+            return super().generate(song)
+
+    worker(RestoredMeanwhile(fail=1 if fails else 0), max_jobs=1).run()
+    job = song.queue_entries.get()
+    assert "no longer held by this worker (it is queued, held by no worker): the database was restored" in caplog.text
+    assert (job.status, job.retry_count, job.error_message) == ("queued", 0, "")
+
+
+def test_job_reclaimed_after_its_lease_expired_is_reported_as_reclaimed(caplog):
+    song = make_song()
+
+    class OutlivesItsLease(ListGenerator):
+        def generate(self, song):
+            GenerationQueue.objects.reclaim_expired(now=timezone.now() + timedelta(seconds=LEASE + 1))
+            return super().generate(song)
+
+    worker(OutlivesItsLease(), burst=True, max_jobs=1).run()
+    assert "this worker's lease expired and the job was reclaimed (it is queued now)" in caplog.text
+    job = song.queue_entries.get()
+    assert (job.status, job.retry_count) == ("queued", 1)
+
+
+def test_heartbeat_stops_renewing_a_job_past_its_generation_deadline():
+    beat = Heartbeat(worker_id="w", lease_seconds=LEASE, interval=LEASE / 3)
+    beat.hold([1, 2, 3])
+    beat.generating(1, time.monotonic() - 0.1)  # its generation ran out of time: the worker may be stuck
+    beat.generating(2, time.monotonic() + 60)
+    assert beat.held() == [2, 3]

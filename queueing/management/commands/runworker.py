@@ -10,8 +10,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils.module_loading import import_string
 
+from queueing.config import worker_config
+from queueing.generation import GeneratorUnavailable
 from queueing.models import GenerationQueue
-from queueing.worker import Supervisor, Worker, worker_args
+from queueing.supervisor import Supervisor, worker_args
+from queueing.worker import Worker
 from songsgen.cli import positive_int
 from songsgen.db.exceptions import DatabaseNotReady
 from songsgen.db.preflight import check_ready_for_writer, pending_note
@@ -59,6 +62,7 @@ class Command(BaseCommand):
         if pending and verbosity >= 1:
             self.stderr.write(pending_note(pending))
         log = self.stdout.write if verbosity >= 1 else (lambda message: None)
+        worker_config(claim_batch=batch)  # ImproperlyConfigured before any worker starts or any job is claimed
         if concurrency > 1:
             code = Supervisor(
                 concurrency=concurrency, log=log,
@@ -69,11 +73,13 @@ class Command(BaseCommand):
                 raise CommandError("A worker process failed; see its output above.", returncode=code)
             return
         try:
-            generator = import_string(settings.SONGSGEN_GENERATOR)()
+            import_string(settings.SONGSGEN_GENERATOR)  # made in the generator process; named here if it is wrong
         except ImportError as exc:
             raise CommandError(
                 f"SONGSGEN_GENERATOR={settings.SONGSGEN_GENERATOR!r} cannot be imported ({exc}). Set it to the "
                 "dotted path of a generator class, e.g. queueing.generators.LocalWavGenerator."
             ) from exc
-        Worker(burst=burst, max_jobs=max_jobs, queue_poll=queue_poll, batch=batch, generator=generator,
-               log=log).run()
+        try:
+            Worker(burst=burst, max_jobs=max_jobs, queue_poll=queue_poll, batch=batch, log=log).run()
+        except GeneratorUnavailable as exc:
+            raise CommandError(f"{exc}. Fix the generator or SONGSGEN_GENERATOR, then start the worker again.") from exc

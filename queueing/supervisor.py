@@ -1,0 +1,83 @@
+"""The supervisor of `runworker --concurrency N`: N worker processes, signals passed on, the dead restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from queueing.worker import PARENT_ENV
+
+
+class Supervisor:
+    """Runs N worker processes (`manage.py runworker --concurrency 1 …`), each with its own connection.
+
+    Each worker runs in its own session so a terminal's Ctrl-C reaches only the supervisor, which
+    passes SIGTERM/SIGINT on once (a second one too, for an immediate exit). Without --burst or
+    --max-jobs, a worker that dies is started again.
+    """
+
+    def __init__(self, *, concurrency: int, worker_args: list[str], log: Callable[[str], None]) -> None:
+        self.concurrency = concurrency
+        self.worker_args = worker_args
+        self.log = log
+        self.restart = "--burst" not in worker_args and "--max-jobs" not in worker_args
+        self._signals = 0
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        manage = Path(settings.BASE_DIR) / "manage.py"
+        env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
+        return subprocess.Popen([sys.executable, str(manage), "runworker", "--concurrency", "1", *self.worker_args],
+                                env=env, start_new_session=True)
+
+    def run(self) -> int:
+        """Start the workers and wait for them; returns 0 when every worker exited cleanly."""
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        connections.close_all()  # the supervisor itself needs no connection
+        self._procs = [self._spawn() for _ in range(self.concurrency)]
+        self.log(f"Started {self.concurrency} worker processes: {', '.join(str(p.pid) for p in self._procs)}.")
+        failed = 0
+        while self._procs:
+            time.sleep(0.2)
+            alive = []
+            for proc in self._procs:
+                code = proc.poll()
+                if code is None:
+                    alive.append(proc)
+                elif code != 0 and self.restart and not self._signals:
+                    self.log(f"Worker {proc.pid} exited with {code}; starting another.")
+                    time.sleep(1)  # a worker that cannot start at all must not spin
+                    alive.append(self._spawn())
+                else:
+                    failed += code != 0
+            self._procs = alive
+        return 1 if failed else 0
+
+
+def worker_args(**options: Any) -> list[str]:
+    """Command-line flags for a supervised worker, from the supervisor's own options."""
+    args = ["--queue-poll", str(options["queue_poll"]), "--verbosity", str(options.get("verbosity", 1))]
+    if options.get("burst"):
+        args.append("--burst")
+    if options.get("max_jobs") is not None:
+        args += ["--max-jobs", str(options["max_jobs"])]
+    if options.get("batch") is not None:
+        args += ["--batch", str(options["batch"])]
+    return args
