@@ -1,8 +1,8 @@
 """The generation queue: one row per attempt-series of generating one song.
 
-`queueing` knows a song only through `job.song` and the song's own transitions (`mark_pending`,
-`mark_generating`, `mark_completed`, `mark_failed`), so it could serve another kind of job. Every
-transition of a job that a song follows happens in one transaction with the song's.
+This is the song-generation queue: a job holds a foreign key to `songs.Song` and drives the song's own
+transitions (`mark_pending`, `mark_generating`, `mark_completed`, `mark_failed`), each in one transaction
+with the job's. A second kind of job would get a queue of its own rather than a generic one here.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         return self.running().filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
 
     # --- the worker's side ---------------------------------------------------------------------------
-    def claim_sql(self, *, limit_placeholder: str = "%s") -> str:
+    def claim_sql(self) -> str:
         """The claim: one UPDATE of the best ready jobs, returning their ids (see claim())."""
         connection = connections[self.db]
         qn = connection.ops.quote_name
@@ -136,7 +136,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             f"{qn('lease_expires_at')} = %s "
             f"FROM (SELECT {qn('id')} AS picked_id FROM {table} WHERE {qn('status')} = %s "
             f"AND ({qn('next_attempt_at')} IS NULL OR {qn('next_attempt_at')} <= %s) "
-            f"ORDER BY {qn('priority')} DESC, {qn('queued_at')} ASC, {qn('id')} ASC LIMIT {limit_placeholder}{lock}"
+            f"ORDER BY {qn('priority')} DESC, {qn('queued_at')} ASC, {qn('id')} ASC LIMIT %s{lock}"
             f") AS picked WHERE {table}.{qn('id')} = picked.picked_id "
             f"RETURNING {table}.{qn('id')}, {table}.{qn('song_id')}"
         )
@@ -484,7 +484,3 @@ class GenerationQueue(models.Model):
             if updated:
                 self.song.mark_failed()
         return updated
-
-def hot_query_next_job() -> GenerationQueueQuerySet:
-    """The worker's next-job query, by name for `manage.py dbcheck` (queue_claim)."""
-    return GenerationQueue.objects.next_job()[:1]

@@ -116,10 +116,6 @@ class SongQuerySet(models.QuerySet["Song"]):
         """Workers started generating these songs (a claimed batch); returns how many."""
         return self.update(status=Song.Status.GENERATING)
 
-    def mark_completed_each(self, completions: Iterable[tuple[Song, str, float, str | None]]) -> None:
-        """Song.mark_completed for a batch: (song, audio_file_path, generation_time, suno_song_id) each."""
-        self.prepare_completions(completions).run()
-
     def prepare_completions(self, completions: Iterable[tuple[Song, str, float, str | None]]) -> Completions:
         """Validate a batch of completions and prepare its statement; `.run()` writes it.
 
@@ -326,20 +322,3 @@ class Song(models.Model):
         """The song is waiting in the queue again (a failed job was retried)."""
         self.status = self.Status.PENDING
         self.save(update_fields=["status"])
-
-
-# --- the hot queries, by name: settings.SONGSGEN_HOT_QUERIES lists them and `manage.py dbcheck`
-# explains each one, failing if it reads a big table without its index.
-def hot_query_songs_by_user_status() -> SongQuerySet:
-    """A user's songs of one status, newest first (songs_user_status_created)."""
-    return Song.objects.filter(user_id=1).with_status(Song.Status.COMPLETED).newest()[:50]
-
-
-def hot_query_newest_songs() -> SongQuerySet:
-    """The newest songs (songs_created)."""
-    return Song.objects.newest()[:50]
-
-
-def hot_query_pending_songs() -> SongQuerySet:
-    """Songs waiting for generation, oldest first (songs_pending)."""
-    return Song.objects.pending()[:50]

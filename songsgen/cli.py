@@ -36,6 +36,17 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def poll_seconds(value: str) -> float:
+    """Seconds between looks at an empty queue: more than 0 and at most an hour (runworker's --queue-poll)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {value}")
+    return seconds
+
+
 def positive_hours(value: str) -> float:
     """A number of hours > 0 (backupcheck's --max-age)."""
     try:

@@ -184,10 +184,10 @@ DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_
 SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*"]  # the SQLite FTS5 search table and its shadow tables
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
-    "songs by user and status": "songs.models.hot_query_songs_by_user_status",
-    "newest songs": "songs.models.hot_query_newest_songs",
-    "pending songs": "songs.models.hot_query_pending_songs",
-    "next job": "queueing.models.hot_query_next_job",
+    "songs by user and status": "songsgen.hot_queries.songs_by_user_status",
+    "newest songs": "songsgen.hot_queries.newest_songs",
+    "pending songs": "songsgen.hot_queries.pending_songs",
+    "next job": "songsgen.hot_queries.next_job",
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,8 +1,7 @@
 """`dbcheck` and `dbmaintain`: is the database sound and fast, and keep it so.
 
 The hot queries come from settings.SONGSGEN_HOT_QUERIES (name -> dotted path of a callable returning a
-QuerySet), so this module never imports an app's models: each app names its own hot queries next to its
-QuerySet, and the setting lists them.
+QuerySet; the project's are in songsgen/hot_queries.py), so this module never imports an app's models.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_transitions_keep_constraints():
 def test_batch_completion_validates_every_path_before_writing():
     good, bad = make_song(), make_song()
     with pytest.raises(ValidationError):
-        Song.objects.mark_completed_each([(good, "songs/good.wav", 1.0, None), (bad, "/etc/passwd", 1.0, None)])
+        Song.objects.prepare_completions([(good, "songs/good.wav", 1.0, None), (bad, "/etc/passwd", 1.0, None)]).run()
     assert set(Song.objects.values_list("status", "audio_file_path")) == {("pending", "")}
 
 
@@ -85,7 +85,7 @@ def test_batch_completion_keeps_an_existing_external_id():
     song = make_song()
     Song.objects.filter(pk=song.pk).update(suno_song_id="kept")
     song.refresh_from_db()
-    Song.objects.mark_completed_each([(song, "songs/a.wav", -1.0, None)])
+    Song.objects.prepare_completions([(song, "songs/a.wav", -1.0, None)]).run()
     song.refresh_from_db()
     assert (song.status, song.suno_song_id, song.generation_time) == ("completed", "kept", 0.0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.conf import settings
@@ -15,20 +14,9 @@ from queueing.generation import GeneratorUnavailable
 from queueing.models import GenerationQueue
 from queueing.supervisor import Supervisor, worker_args
 from queueing.worker import Worker
-from songsgen.cli import positive_int
+from songsgen.cli import poll_seconds, positive_int
 from songsgen.db.exceptions import DatabaseNotReady
 from songsgen.db.preflight import check_ready_for_writer, pending_note
-
-
-def poll_seconds(value: str) -> float:
-    """argparse type: seconds between looks at an empty queue, more than 0 and at most an hour."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {value}")
-    return seconds
 
 
 class Command(BaseCommand):
