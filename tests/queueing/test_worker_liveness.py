@@ -32,7 +32,7 @@ def test_hung_generation_times_out_while_a_second_worker_takes_the_rest_of_its_b
     quick = make_song(priority=10, title="quick")  # done first: the worker's batch then grows
     hung = make_song(priority=5, title="hang")
     rest = [make_song(title=f"rest {i}") for i in range(6)]
-    timeout = 10  # the job's own timeout; the workers' default stays 600 s
+    timeout = 30  # the job's own timeout (long enough for a second worker to start on a busy machine)
     GenerationQueue.objects.filter(song=hung).update(timeout_seconds=timeout, max_retries=0)
     first = start_worker(subprocess_env, "--queue-poll", "0.1", "--batch", "8", **SCRIPTED)
     second = None
