@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUFF ?= $(VENV)/bin/ruff
+MYPY ?= $(VENV)/bin/mypy
 
 .PHONY: run serve worker test test-sqlite test-postgres lint venv clean FORCE
 
@@ -29,9 +30,11 @@ $(RUN_FILE): venv FORCE
 	DEBUG=$${DEBUG:-1} $(PY) -m songsgen.devrun --port $(PORT) --while-exists $@
 FORCE:
 
+# mypy loads the settings (django-stubs), so it gets the same throwaway data folder as the commands.
 lint: venv
 	$(RUFF) check .
 	tmp=$$(mktemp -d) && export SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp && \
+	$(MYPY) && \
 	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 

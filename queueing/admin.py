@@ -8,11 +8,12 @@ transition skipped are counted with the reason.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -24,6 +25,9 @@ from django.utils.safestring import SafeString
 from queueing.models import CLAIM_ORDER, GenerationQueue, TransitionError
 from songsgen.admin_display import EMPTY, badge, clipped, relative_time
 from songsgen.db.pagination import LargeTableAdminMixin
+
+if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices
 
 ALL = "all"
 Status = GenerationQueue.Status
@@ -40,13 +44,13 @@ class QueueStatusFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return list(Status.choices) + [(ALL, "All")]
 
     def value(self) -> str:
         return super().value() or Status.QUEUED
 
-    def choices(self, changelist: Any) -> Any:
+    def choices(self, changelist: ChangeList) -> Iterator[_ListFilterChoices]:
         # No "All" entry of Django's (it would mean "queued" here); ours is an explicit value.
         for lookup, title in self.lookup_choices:
             yield {
@@ -93,7 +97,8 @@ class JobColumns:
 
 
 # Why a job was skipped, by the status it turned out to be in: (one job, several jobs).
-_SKIPPED = {
+# By transition, then by the status that made a job skip it: what the message says, for 1 and for n.
+_SKIPPED: dict[str, dict[str, tuple[str, str]]] = {
     "cancel": {
         Status.RUNNING: ("1 job was already claimed by a worker", "{n} jobs were already claimed by a worker"),
         Status.DONE: ("1 job was already done", "{n} jobs were already done"),
@@ -142,7 +147,7 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
     class Media:
         css = {"all": ("songsgen/admin.css",)}
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """The list, with the queue at a glance above it (GenerationQueueQuerySet.stats: one query)."""
         extra_context = {
             **(extra_context or {}),
@@ -153,7 +158,7 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> Any:
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """The job's page, with Retry or Cancel buttons when the job allows them and the user may."""
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
         return super().change_view(request, object_id, form_url, extra_context)
@@ -175,11 +180,11 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: GenerationQueue | None = None) -> bool:
         # The page is a view; changes go through the transitions.
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: GenerationQueue | None = None) -> bool:
         # A job disappears only with its song (songs.admin lets that cascade).
         return False
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from queueing.admin import JobColumns
 from queueing.models import GenerationQueue
-from songs.models import Song
+from songs.models import Song, SongQuerySet
 from songs.services import song_request
 from songsgen.admin_display import EMPTY, badge, clipped, exact_time, relative_time
 from songsgen.db.pagination import LargeTableAdminMixin
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import InlineModelAdmin, _FieldsetSpec
+    from django.utils.datastructures import _ListOrTuple
 
 # The genres the service offers. The filter lists these rather than asking the database for
 # SELECT DISTINCT genre, which reads every row of the table; the song form offers the same.
@@ -26,6 +31,7 @@ GENRES = (
     "ambient", "blues", "classical", "country", "electronic", "folk", "funk", "hip-hop",
     "jazz", "latin", "metal", "pop", "punk", "r&b", "reggae", "rock", "soul",
 )
+GENRE_CHOICES = [(genre, genre) for genre in GENRES]
 
 
 class GenreFilter(admin.SimpleListFilter):
@@ -34,7 +40,7 @@ class GenreFilter(admin.SimpleListFilter):
     title = "genre"
     parameter_name = "genre"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         choices = [(genre, genre) for genre in GENRES]
         current = self.value()
         if current and current not in GENRES:
@@ -49,14 +55,15 @@ class GenreFilter(admin.SimpleListFilter):
 class SongForm(forms.ModelForm):
     """The song's page: the genre is one of the service's (an older song keeps its own)."""
 
-    genre = forms.ChoiceField(choices=[(genre, genre) for genre in GENRES])
+    genre = forms.ChoiceField(choices=GENRE_CHOICES)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = self.instance.genre
         if current and current not in GENRES:
             field = self.fields["genre"]
-            field.choices = [*field.choices, (current, f"{current} (no longer offered)")]
+            assert isinstance(field, forms.ChoiceField)  # declared above
+            field.choices = [*GENRE_CHOICES, (current, f"{current} (no longer offered)")]
 
 
 class SongRequestForm(SongForm):
@@ -79,10 +86,10 @@ class QueueEntryInline(JobColumns, admin.TabularInline):
     class Media:
         css = {"all": ("songsgen/admin.css",)}
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Song | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Song | None = None) -> bool:
         return False
 
 
@@ -113,7 +120,7 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
                                "play_count", "created_at", "completed_at")}),
     )
     # "Add song" asks only for what a request is; the service sets the rest.
-    add_fieldsets = (
+    add_fieldsets: _FieldsetSpec = (
         (None, {"fields": ("user", "title", "genre", "priority")}),
         ("Content", {"fields": ("style_prompt", "lyrics")}),
     )
@@ -126,9 +133,10 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     ) -> tuple[QuerySet[Song], bool]:
         if not search_term.strip():
             return queryset, False
+        assert isinstance(queryset, SongQuerySet)  # the list's rows come from Song.objects
         return queryset.search(search_term), False  # IN subqueries, no join: never duplicates
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # The table takes the whole width at 1366 px; Home lists the apps.
         return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
 
@@ -177,15 +185,17 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         return format_html('<audio controls preload="metadata" src="{}"></audio>',
                            default_storage.url(song.audio_file_path))
 
-    def get_fieldsets(self, request: HttpRequest, obj: Song | None = None) -> Any:
+    def get_fieldsets(self, request: HttpRequest, obj: Song | None = None) -> _FieldsetSpec:
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
 
-    def get_form(self, request: HttpRequest, obj: Song | None = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Song | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Song]]:
         if obj is None:
             kwargs["form"] = SongRequestForm
         return super().get_form(request, obj, change, **kwargs)
 
-    def get_inlines(self, request: HttpRequest, obj: Song | None) -> Any:
+    def get_inlines(self, request: HttpRequest, obj: Song | None) -> _ListOrTuple[type[InlineModelAdmin]]:
         return () if obj is None else super().get_inlines(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Song, form: forms.ModelForm, change: bool) -> None:
@@ -200,9 +210,11 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             setattr(obj, field.attname, getattr(song, field.attname))
         obj._state.adding, obj._state.db = False, song._state.db
 
-    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+    def get_deleted_objects(
+        self, objs: Sequence[Song] | QuerySet[Song], request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
         # A song's jobs go with it: deleting the song is the song's permission, though the queue
         # admin lets no one delete a job on its own.
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        perms_needed.discard(GenerationQueue._meta.verbose_name)
+        perms_needed.discard(str(GenerationQueue._meta.verbose_name))
         return deleted, model_count, perms_needed, protected

@@ -33,6 +33,7 @@ from queueing.models import GenerationQueue
 from songs.demo_audio import demo_audio_path, write_demo_audio
 from songs.demo_content import ERRORS, Pools, build_pools
 from songs.models import Song
+from songsgen.db.fields import column_of
 from songsgen.progress import Progress
 
 DEMO_PASSWORD = "demo-password"  # every seeded user's password; they are demo accounts
@@ -64,8 +65,7 @@ _EPOCH = datetime(1970, 1, 1)  # naive UTC: timestamps are computed as seconds s
 
 def _columns(model: type[models.Model], fields: Sequence[str]) -> tuple[str, list[str]]:
     """The table and column names of `fields`, from the model's _meta."""
-    opts = model._meta
-    return opts.db_table, [opts.get_field(name).column for name in fields]  # type: ignore[union-attr]
+    return model._meta.db_table, [column_of(model, name) for name in fields]
 
 
 class _Writer:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import random
 import time
 from functools import cached_property
-from typing import Any
 
 from accounts.models import User
 from queueing.generators import GenerationResult, LocalWavGenerator
 from queueing.models import GenerationQueue
 from songs.demo_content import Pools, build_pools, request_fields
+from songs.models import Song
 from songs.services import song_request
 
 DEMO_EMAIL_DOMAIN = "@example.com"  # seed_demo's users
@@ -37,7 +37,7 @@ class DemoGenerator(LocalWavGenerator):
     def pools(self) -> Pools:
         return build_pools(random.Random(0))
 
-    def generate(self, song: Any) -> GenerationResult:
+    def generate(self, song: Song) -> GenerationResult:
         time.sleep(self.pace_seconds * self.rng.uniform(0.5, 1.5))
         result = super().generate(song)
         self.top_up()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypedDict
 
 from songs.admin import GENRES
 from songs.models import Song
@@ -105,7 +106,16 @@ def build_pools(rng: random.Random) -> Pools:
     )
 
 
-def request_fields(pools: Pools, rng: random.Random) -> dict[str, str]:
+class RequestFields(TypedDict):
+    """The song_request() arguments of one demo request, all but the user."""
+
+    title: str
+    genre: str
+    style_prompt: str
+    lyrics: str
+
+
+def request_fields(pools: Pools, rng: random.Random) -> RequestFields:
     """Title, genre, style prompt and lyrics of one new demo song request, drawn from the pools."""
     genre = rng.choice(pools.genres)
     verse1, verse2, chorus = rng.choice(pools.stanzas), rng.choice(pools.stanzas), rng.choice(pools.stanzas)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -14,6 +15,8 @@ from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.text import smart_split, unescape_string_literal
+
+from songsgen.db.fields import column_of, concrete_field
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -128,13 +131,20 @@ class SongQuerySet(models.QuerySet["Song"]):
             validate_media_path(path)
         now = timezone.now()
         connection = connections[self.db]
-        fields = [Song._meta.get_field(name) for name in Completions.FIELDS]
-        rows = {}
+        fields = [concrete_field(Song, name) for name in Completions.FIELDS]
+        rows: dict[int, CompletionRow] = {}
         for song, path, seconds, external_id in completions:
-            values = (Song.Status.COMPLETED, path, max(0.0, seconds), max(now, song.created_at))
+            values: CompletedValues = (Song.Status.COMPLETED, path, max(0.0, seconds), max(now, song.created_at))
             prepared = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
             rows[song.pk] = (song, values, external_id or None, prepared)
         return Completions(self.db, rows)
+
+
+# Completions.FIELDS as set on the instance: status, audio_file_path, generation_time, completed_at.
+CompletedValues = tuple["Song.Status", str, float, datetime]
+# song, its values, its external id, and the values converted for the driver (Field.get_db_prep_save,
+# which may return a driver's adapter object, hence Any).
+CompletionRow = tuple["Song", CompletedValues, str | None, list[Any]]
 
 
 @dataclass
@@ -150,7 +160,7 @@ class Completions:
     FIELDS: ClassVar[tuple[str, ...]] = ("status", "audio_file_path", "generation_time", "completed_at")
 
     using: str
-    rows: dict[int, tuple[Song, tuple[object, ...], str | None, list[object]]]
+    rows: dict[int, CompletionRow]
 
     def run(self, song_ids: Iterable[int] | None = None) -> None:
         """Write the completions (only of `song_ids` when given) and set the fields on the instances."""
@@ -160,7 +170,7 @@ class Completions:
         connection = connections[self.using]
         qn = connection.ops.quote_name
         meta = Song._meta
-        sets = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in self.FIELDS)
+        sets = ", ".join(f"{qn(column_of(Song, name))} = %s" for name in self.FIELDS)
         table, where = qn(meta.db_table), f" WHERE {qn(meta.pk.column)} = %s"
         plain = [[*prepared, song.pk] for song, _, external_id, prepared in chosen if not external_id]
         with_external = [[*prepared, external_id, song.pk] for song, _, external_id, prepared in chosen if external_id]
@@ -168,8 +178,8 @@ class Completions:
             if plain:
                 cursor.executemany(f"UPDATE {table} SET {sets}{where}", plain)
             if with_external:
-                column = qn(meta.get_field("suno_song_id").column)
-                cursor.executemany(f"UPDATE {table} SET {sets}, {column} = %s{where}", with_external)
+                external = qn(column_of(Song, "suno_song_id"))
+                cursor.executemany(f"UPDATE {table} SET {sets}, {external} = %s{where}", with_external)
         for song, values, external_id, _ in chosen:
             for name, value in zip(self.FIELDS, values, strict=True):
                 setattr(song, name, value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,7 @@ class Applier:
     meter: LockMeter | None = None  # measures each migration's write lock while `metered` runs
     transactions: int = 0  # grouped transactions opened so far
     _measured: LockMeter | None = None  # the meter of the last `metered` run, read by `measure`
-    _atomic: Any = None
+    _atomic: transaction.Atomic | None = None
     _opened: float = 0.0
     _in_group: list[str] = field(default_factory=list)
 
@@ -106,7 +107,7 @@ class Applier:
         self._atomic, self._opened = atomic, time.monotonic()
         self.transactions += 1
 
-    def commit(self, keys_checked: set[str] | None = frozenset()) -> None:  # noqa: B006 — never mutated
+    def commit(self, keys_checked: AbstractSet[str] | None = frozenset()) -> None:
         """Commit the open group, after the foreign-key check on SQLite of what `keys_checked` (the tables the
         caller already checked; None: all) leaves."""
         if self._atomic is None:

@@ -31,6 +31,7 @@ from django.db import DatabaseError, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db.external import DatabaseUnavailable, identity, open_database
+from songsgen.db.fields import storage_field
 from songsgen.db.tables import Table, dependency_order, existing_tables
 
 DEFAULT_BATCH_SIZE = 5_000
@@ -110,9 +111,7 @@ _INTEGER_TYPES = {
 
 
 def _column_text(field: models.Field) -> Callable[[Any], str]:
-    while field.is_relation:
-        field = field.target_field
-    kind = field.get_internal_type()
+    kind = storage_field(field).get_internal_type()
     if kind in _TEXT_TYPES:
         return _text
     if kind in _INTEGER_TYPES:
@@ -172,8 +171,7 @@ def count_rows(connection: BaseDatabaseWrapper, table: Table) -> int:
 
 def has_integer_pk(table: Table) -> bool:
     """True when the primary key is an integer (then checksums are kept per id range)."""
-    pk = table.pk.target_field if table.pk.is_relation else table.pk
-    return isinstance(pk, models.IntegerField)
+    return isinstance(storage_field(table.pk), models.IntegerField)
 
 
 @dataclass

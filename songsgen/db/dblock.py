@@ -17,10 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from songsgen.db import pgdump
 from songsgen.db.exceptions import DatabaseBusy
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 # "songsgen" in ASCII: the advisory-lock key every songsgen process agrees on (per database).
 PG_LOCK_KEY = 0x736F6E677367656E
@@ -91,14 +95,14 @@ def _read_holder(fd: int) -> Holder:
     return Holder(data.get("pid"), data.get("started", "unknown"), data.get("purpose", "migrate"))
 
 
-def _pg_connect(settings_dict: dict[str, Any], application_name: str) -> Any:
+def _pg_connect(settings_dict: dict[str, Any], application_name: str) -> psycopg.Connection[TupleRow]:
     import psycopg
 
     params = {"connect_timeout": 10, **pgdump.connect_params(settings_dict)}
     return psycopg.connect(autocommit=True, application_name=application_name, **params)
 
 
-def _pg_holder(conn: Any) -> Holder:
+def _pg_holder(conn: psycopg.Connection[TupleRow]) -> Holder:
     row = conn.execute(
         "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
@@ -115,13 +119,18 @@ def _pg_holder(conn: Any) -> Holder:
     return Holder(None, row[1].strftime("%Y-%m-%dT%H:%M:%SZ"), "command")
 
 
+def _pg_try_lock(conn: psycopg.Connection[TupleRow]) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [PG_LOCK_KEY]).fetchone()
+    return row is not None and bool(row[0])
+
+
 @contextmanager
 def _pg_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
     name = f"{APPLICATION_PREFIX} {os.getpid()} {_now()} {purpose}"
     conn = _pg_connect(settings_dict, name)
     try:
         deadline = time.monotonic() + wait
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", [PG_LOCK_KEY]).fetchone()[0]:
+        while not _pg_try_lock(conn):
             if time.monotonic() >= deadline:
                 raise _refusal(_pg_holder(conn), wait)
             time.sleep(0.1)

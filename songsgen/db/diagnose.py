@@ -95,7 +95,7 @@ def _pg_where(settings_dict: dict[str, Any]) -> str:
     return f"the PostgreSQL database {settings_dict.get('NAME')!r} on {host}:{port}"
 
 
-def _explain_postgres(error: Any, settings_dict: dict[str, Any]) -> str | None:
+def _explain_postgres(error: BaseException, settings_dict: dict[str, Any]) -> str | None:
     import psycopg
 
     where = _pg_where(settings_dict)

@@ -59,7 +59,7 @@ def settings_for_url(url: str) -> dict[str, Any]:
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")
     db["CONN_MAX_AGE"] = 0  # one command's connection, closed at the end of the block
-    return db
+    return dict(db)  # a settings dict like any other (Django types them dict[str, Any])
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from songsgen.db import schema
@@ -68,19 +69,19 @@ def sizes(connection: BaseDatabaseWrapper) -> dict[str, int | float]:
     return {"database_bytes": db_bytes, "wal_bytes": wal_bytes}
 
 
-def hot_queries() -> dict[str, Callable[[], Any]]:
+def hot_queries() -> dict[str, Callable[[], QuerySet[Any]]]:
     """The named hot queries from settings."""
     return {name: import_string(path) for name, path in getattr(settings, "SONGSGEN_HOT_QUERIES", {}).items()}
 
 
-def explain(connection: BaseDatabaseWrapper, queryset: Any) -> tuple[list[str], list[str]]:
+def explain(connection: BaseDatabaseWrapper, queryset: QuerySet[Any]) -> tuple[list[str], list[str]]:
     """(plan lines, tables read by a full scan) for a QuerySet on this connection."""
     sql, params = queryset.using(connection.alias).query.sql_with_params()
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
             details = [row[3] for row in cursor.fetchall()]
-        scans = []
+        scans: list[str] = []
         for detail in details:
             match = re.match(r"SCAN (\S+)", detail)
             if match and "USING" not in detail:
@@ -94,7 +95,7 @@ def explain(connection: BaseDatabaseWrapper, queryset: Any) -> tuple[list[str], 
         raw = cursor.fetchone()[0]
     tree = json.loads(raw) if isinstance(raw, str) else raw
     lines: list[str] = []
-    scans: list[str] = []
+    scans = []
 
     def walk(node: dict[str, Any], depth: int) -> None:
         relation = node.get("Relation Name")
@@ -136,12 +137,12 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
             return report  # a damaged file makes every other answer unreliable
     expected = None
     if "schema" in checks:
-        state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
+        state = schema.applied_state(MigrationExecutor(connection))
         expected = schema.expected_schema(state, connection)
         report.problems += schema.compare_schema(expected, connection)
     if "integrity" in checks and connection.vendor == "postgresql":
         if expected is None:
-            state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
+            state = schema.applied_state(MigrationExecutor(connection))
             expected = schema.expected_schema(state, connection)
         report.problems += schema.orphan_problems(connection, expected)
     if "plans" in checks:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -260,6 +260,13 @@ class LockMeter:
                 self.spans.append((key, first, last))
 
 
+class _TransactionEnds(Protocol):
+    """The private methods every COMMIT and ROLLBACK of a Django connection runs (not in django-stubs)."""
+
+    _commit: Callable[[], None]
+    _rollback: Callable[[], None]
+
+
 @contextmanager
 def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[LockMeter]:
     """Install a meter on the connection; on PostgreSQL run the pg_locks monitor beside it."""
@@ -275,7 +282,8 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
 
         return wrapped
 
-    connection._commit, connection._rollback = ending(connection._commit), ending(connection._rollback)  # type: ignore[method-assign]
+    ends = cast(_TransactionEnds, connection)
+    ends._commit, ends._rollback = ending(ends._commit), ending(ends._rollback)
     connection.execute_wrappers.append(meter.execute)
     stop = threading.Event()
     monitor: threading.Thread | None = None
@@ -288,7 +296,7 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
         if monitor is not None:
             monitor.join()
         connection.execute_wrappers.remove(meter.execute)
-        del connection._commit, connection._rollback
+        del ends._commit, ends._rollback
 
 
 def _monitor(connection: BaseDatabaseWrapper, meter: LockMeter, stop: threading.Event) -> threading.Thread | None:

@@ -64,7 +64,7 @@ def clear(connection: BaseDatabaseWrapper) -> None:
 def _before(data: dict[str, Any]) -> set[Key] | None:
     if "applied_before" not in data:
         return None
-    return {tuple(item.split(".", 1)) for item in data["applied_before"]}  # type: ignore[misc]
+    return {tuple(item.split(".", 1)) for item in data["applied_before"]}
 
 
 def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str], None]) -> None:

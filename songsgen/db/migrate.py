@@ -35,6 +35,7 @@ from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.safety import Finding, check_plan
+from songsgen.db.schema import applied_state
 
 Plan = list[tuple[Migration, bool]]
 __all__ = ["MigrateFailed", "MigrateRefused", "Options", "Report", "run"]
@@ -108,18 +109,6 @@ def describe_plan(plan: Plan) -> list[PlanStep]:
         )
         for m, backwards in plan
     ]
-
-
-def applied_state(executor: MigrationExecutor) -> ProjectState:
-    """The project state of the migrations applied now (django_migrations as the executor's loader read it).
-
-    The migration graph's own state of its applied nodes and their dependencies, through the loader's
-    public `project_state()`; a recorded migration whose file is gone is not part of the graph and
-    is left out, as Django's executor does.
-    """
-    loader = executor.loader
-    applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
-    return loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
 
 
 def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Finding]:

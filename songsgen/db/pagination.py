@@ -15,13 +15,15 @@ cap is bounded, so no LIMIT overflows the database's integers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.views.main import IS_POPUP_VAR, PAGE_VAR, ChangeList
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.paginator import EmptyPage, Page, Paginator
+from django.db import models
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -39,8 +41,13 @@ MAX_CAP = 10**12
 class CappedCountPaginator(Paginator):
     """A Paginator whose count stops at `cap` rows; `more` says whether rows lie beyond."""
 
-    def __init__(self, object_list: Any, per_page: int, *args: Any, cap: int, **kwargs: Any) -> None:
-        super().__init__(object_list, per_page, *args, **kwargs)
+    object_list: models.QuerySet[models.Model]
+
+    def __init__(
+        self, object_list: models.QuerySet[models.Model], per_page: int, orphans: int = 0,
+        allow_empty_first_page: bool = True, *, cap: int,
+    ) -> None:
+        super().__init__(object_list, per_page, orphans, allow_empty_first_page)
         self.cap = cap
         self.more = False
 
@@ -59,7 +66,7 @@ class CappedCountPaginator(Paginator):
         except EmptyPage:
             return 1 if int(number) < 1 else self.num_pages
 
-    def page(self, number: int | str) -> Page:
+    def page(self, number: int | str) -> Page[models.Model]:
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         if bottom < DEFERRED_JOIN_FROM_OFFSET:
@@ -69,7 +76,7 @@ class CappedCountPaginator(Paginator):
             top = self.count
         ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
         # The ordering stays on the queryset, so the rows come back in page order.
-        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
+        return Page(self.object_list.filter(pk__in=ids), number, self)
 
 
 class CappedChangeList(ChangeList):
@@ -83,9 +90,16 @@ class CappedChangeList(ChangeList):
         self.page_num = self.paginator.validate_number(self.page_num)
 
     @property
+    def large_table_admin(self) -> LargeTableAdminMixin:
+        """The admin that chose this ChangeList (LargeTableAdminMixin.get_changelist)."""
+        assert isinstance(self.model_admin, LargeTableAdminMixin)
+        return self.model_admin
+
+    @property
     def count_text(self) -> str:
         """'More than 1100 songs', '56 jobs', '1 job': what the list's counts say, top and bottom."""
-        singular, plural = self.model_admin.count_nouns or (self.opts.verbose_name, self.opts.verbose_name_plural)
+        nouns = self.large_table_admin.count_nouns
+        singular, plural = nouns or (self.opts.verbose_name, self.opts.verbose_name_plural)
         noun = singular if self.result_count == 1 and not self.paginator.more else plural
         return f"{'More than ' if self.paginator.more else ''}{self.result_count} {noun}"
 
@@ -93,7 +107,7 @@ class CappedChangeList(ChangeList):
     def everything_url(self) -> str:
         """Where the search bar's "Show all" goes: every row, whatever the admin's default filter."""
         params = {IS_POPUP_VAR: 1} if self.is_popup else {}
-        return "?" + urlencode({**params, **self.model_admin.everything_params})
+        return "?" + urlencode({**params, **self.large_table_admin.everything_params})
 
 
 class LargeTableAdminMixin:
@@ -102,17 +116,17 @@ class LargeTableAdminMixin:
     show_full_result_count = False
     # Facet counts would COUNT every filter choice over the whole table on each page view.
     show_facets = admin.ShowFacets.NEVER
-    paginator = CappedCountPaginator
+    paginator: ClassVar[type] = CappedCountPaginator
     # What the counts call one row and many; the model's verbose names when None.
-    count_nouns: tuple[str, str] | None = None
+    count_nouns: ClassVar[tuple[str, str] | None] = None
     # The query that lists every row (a default filter otherwise hides some).
-    everything_params: dict[str, str] = {}
+    everything_params: ClassVar[dict[str, str]] = {}
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return CappedChangeList
 
     def get_paginator(
-        self, request: HttpRequest, queryset: Any, per_page: int, orphans: int = 0,
+        self, request: HttpRequest, queryset: models.QuerySet[models.Model], per_page: int, orphans: int = 0,
         allow_empty_first_page: bool = True,
     ) -> CappedCountPaginator:
         try:
@@ -122,7 +136,7 @@ class LargeTableAdminMixin:
         cap = min((page + PAGES_AHEAD) * per_page, MAX_CAP)
         return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
 
-    def action_checkbox(self, obj: Any) -> SafeString:
+    def action_checkbox(self, obj: models.Model) -> SafeString:
         # Django's markup, written directly: rendering a CheckboxInput through the form renderer's
         # templates for each of 100 rows was about a quarter of a list page's time.
         return format_html(

@@ -30,15 +30,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.migration import Migration
 
 from songsgen.db import backup, pgdump, schema
 from songsgen.db.apply import Applier
 from songsgen.db.exceptions import RehearsalError
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 SCRATCH_PREFIX = "songsgen_rehearse_"
 
@@ -80,7 +85,7 @@ def _scratch_sqlite(snapshot: Path) -> Iterator[str]:
         backup.remove_file(Path(name))
 
 
-def _maintenance_connection(settings_dict: dict[str, Any]) -> Any:
+def _maintenance_connection(settings_dict: dict[str, Any]) -> psycopg.Connection[TupleRow]:
     """An autocommit connection to a database other than the live one, for CREATE/DROP DATABASE."""
     import psycopg
 
@@ -153,7 +158,7 @@ def rehearse(
     log: Callable[[str], None] = lambda s: None,
 ) -> Rehearsal:
     """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each migration."""
-    from songsgen.db.migrate import applied_state, touched_tables  # migrate imports this module
+    from songsgen.db.migrate import touched_tables  # migrate imports this module
 
     clock = time.monotonic()
     if connection.vendor == "sqlite":
@@ -168,8 +173,8 @@ def rehearse(
         log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}) ...")
         applier = Applier(scratch)
 
-        def progress(action: str, migration: Any = None, fake: bool = False) -> None:
-            if action in ("apply_start", "unapply_start"):
+        def progress(action: str, migration: Migration | None = None, fake: bool | None = False, /) -> None:
+            if action in ("apply_start", "unapply_start") and migration is not None:
                 applier.start(migration)
             elif action in ("apply_success", "unapply_success"):
                 applier.finish()
@@ -179,7 +184,7 @@ def rehearse(
         executor = MigrationExecutor(scratch, progress)
         plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
         if scratch.vendor == "sqlite":  # as migrate.run: only SQLite defers its foreign-key check to the commit
-            applier.fk_tables = touched_tables(plan, applied_state(executor))
+            applier.fk_tables = touched_tables(plan, schema.applied_state(executor))
         with applier.metered(rows=True):
             try:
                 executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)

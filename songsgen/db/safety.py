@@ -27,6 +27,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations import operations as ops
 from django.db.migrations.migration import Migration
 from django.db.migrations.state import ProjectState
+from django.db.models.constraints import BaseConstraint
 from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
 
 from songsgen.db import squawk
@@ -156,14 +157,16 @@ class _Checker:
                 found.append(("NOT_NULL", f"adds NOT NULL column {op.model_name}.{op.name} without db_default"))
             if field.unique and self._big(app_label, op.model_name):
                 found.append(("ADD_UNIQUE", f"adds unique column {op.model_name}.{op.name} to a big table"))
-            if self.pg and (field.db_index or field.unique) and self._big(app_label, op.model_name):
+            # Field.db_index is set in Field.__init__ but missing from django-stubs.
+            indexed = field.db_index or field.unique  # type: ignore[attr-defined]
+            if self.pg and indexed and self._big(app_label, op.model_name):
                 found.append(("INDEX_NOT_CONCURRENT", f"indexes new column {op.model_name}.{op.name} under lock"))
             if self.pg and field.remote_field is not None and getattr(field, "db_constraint", False) \
                     and self._big(app_label, op.model_name):
                 found.append(("CONSTRAINT_NOT_VALID", f"adds a validated foreign key {op.model_name}.{op.name}"))
         elif isinstance(op, ops.AlterField) and self._existing(app_label, op.model_name):
             old = self.state.apps.get_model(app_label, op.model_name)._meta.get_field(op.name)
-            new = op.field.clone()
+            new = op.field.clone()  # type: ignore[attr-defined]  # Field.clone(): missing from django-stubs
             new.set_attributes_from_name(op.name)
             new.model = old.model
             if old.null and not new.null:
@@ -177,12 +180,15 @@ class _Checker:
                     f"changes {op.model_name}.{op.name} from {old.db_type(self.connection)} to "
                     f"{new.db_type(self.connection)}: the table is rewritten under an exclusive lock",
                 ))
-        elif isinstance(op, ops.AddConstraint) and self._existing(app_label, op.model_name):
-            big = self._big(app_label, op.model_name)
-            if isinstance(op.constraint, models.UniqueConstraint) and big:
-                found.append(("ADD_UNIQUE", f"adds unique constraint {op.constraint.name} on a big table"))
+        elif isinstance(op, ops.AddConstraint):
+            # AddConstraint's model_name and constraint are set in its __init__ but missing from django-stubs.
+            model_name: str = op.model_name  # type: ignore[attr-defined]
+            constraint: BaseConstraint = op.constraint  # type: ignore[attr-defined]
+            big = self._big(app_label, model_name)  # False for a model created in this plan
+            if isinstance(constraint, models.UniqueConstraint) and big:
+                found.append(("ADD_UNIQUE", f"adds unique constraint {constraint.name} on a big table"))
             elif self.pg and big and not isinstance(op, AddConstraintNotValid):
-                found.append(("CONSTRAINT_NOT_VALID", f"adds constraint {op.constraint.name} validated under lock"))
+                found.append(("CONSTRAINT_NOT_VALID", f"adds constraint {constraint.name} validated under lock"))
         elif isinstance(op, ops.AlterUniqueTogether) and self._big(app_label, op.name):
             found.append(("ADD_UNIQUE", f"changes unique_together of {op.name} on a big table"))
         elif isinstance(op, ops.AddIndex) and not isinstance(op, AddIndexConcurrently):

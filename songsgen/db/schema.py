@@ -17,9 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import router
+from django.db import models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.state import ProjectState
+
+from songsgen.db.fields import column_of
 
 ERROR, WARNING = "error", "warning"
 
@@ -65,6 +68,18 @@ def _normalize_type(db_type: str, vendor: str) -> str:
     return text
 
 
+def applied_state(executor: MigrationExecutor) -> ProjectState:
+    """The project state of the migrations applied now (django_migrations as the executor's loader read it).
+
+    The migration graph's own state of its applied nodes and their dependencies, through the loader's
+    public `project_state()`; a recorded migration whose file is gone is not part of the graph and
+    is left out, as Django's executor does.
+    """
+    loader = executor.loader
+    applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
+    return loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
+
+
 def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dict[str, TableSpec]:
     """The tables the migration state says this database holds, keyed by table name."""
     tables: dict[str, TableSpec] = {}
@@ -83,13 +98,13 @@ def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dic
                 spec.primary_key = f.column
             elif f.unique:
                 spec.unique_columns.append((f.column,))
-            elif f.db_index:
+            elif f.db_index:  # type: ignore[attr-defined]  # set in Field.__init__, missing from django-stubs
                 spec.index_columns.append((f.column,))
-            if f.remote_field is not None and getattr(f, "db_constraint", False):
+            if isinstance(f, models.ForeignKey) and getattr(f, "db_constraint", False):  # not in django-stubs
                 target = f.target_field
                 spec.foreign_keys[f.column] = (target.model._meta.db_table, target.column)
         for fields in meta.unique_together:
-            spec.unique_columns.append(tuple(meta.get_field(name).column for name in fields))
+            spec.unique_columns.append(tuple(column_of(model, name) for name in fields))
         spec.named.update(index.name for index in meta.indexes)
         spec.named.update(constraint.name for constraint in meta.constraints)
     return tables

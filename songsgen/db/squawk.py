@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -146,7 +147,7 @@ def run(sql: str, *, pg_version: str | None = None, config: Path | None = None) 
     return report
 
 
-def _statement(lines: list[str], item: dict[str, object]) -> str:
+def _statement(lines: list[str], item: dict[str, Any]) -> str:
     start = int(item.get("line") or 0)  # squawk counts lines from 0
     end = max(start, int(item.get("line_end") or start))
     text = " ".join(line.strip() for line in lines[start:end + 1]).strip()

@@ -73,7 +73,7 @@ def dependency_order() -> list[Table]:
         targets = {
             f.related_model._meta.db_table
             for f in model._meta.concrete_fields
-            if f.is_relation and f.related_model is not None
+            if isinstance(f.related_model, type)  # a relation, resolved to its model class
         }
         depends[table] = {t for t in targets if t != table and t in models_by_table}
     ordered: list[str] = []

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.core.management.color import no_style
@@ -44,6 +45,7 @@ from songsgen.db.compare import (
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, TransferError
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
+from songsgen.db.fields import storage_field
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
 from songsgen.progress import Progress
 
@@ -173,13 +175,11 @@ def _value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Callable
     allowed = _PASS_THROUGH_POSTGRESQL if target.vendor == "postgresql" else _PASS_THROUGH
     preparers: list[Callable[[Any], Any] | None] = []
     for f in table.fields:
-        kind = f.target_field if f.is_relation else f
-        while kind.is_relation:  # a foreign key to a foreign key (e.g. a one-to-one primary key)
-            kind = kind.target_field
+        kind = storage_field(f)
         if type(kind) in allowed and (not f.is_relation or type(f) in (models.ForeignKey, models.OneToOneField)):
             preparers.append(None)
         else:
-            preparers.append(lambda value, _f=f: _f.get_db_prep_save(value, connection=target))
+            preparers.append(partial(f.get_db_prep_save, connection=target))
     return preparers
 
 
@@ -422,13 +422,13 @@ def _copy_all(
         if done:
             continue
         after = table.pk.to_python(last_text) if last_text is not None else None
-        digest = TableDigest(table.name) if after is None else None
+        whole = TableDigest(table.name) if after is None else None  # only a table read from its start
         copied += _copy_table(
             source, target, table, batch_size=batch_size, after=after, copied=done_rows, total=totals[table.name],
-            source_label=source_label, meter=meter, digest=digest,
+            source_label=source_label, meter=meter, digest=whole,
         )
-        if digest is not None:
-            digests[table.name] = digest
+        if whole is not None:
+            digests[table.name] = whole
     return copied, digests
 
 

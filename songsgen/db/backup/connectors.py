@@ -86,7 +86,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
             raise
         packed.flush()
         packed.seek(0)
-        return packed  # type: ignore[return-value]
+        return packed
 
     def _pack(self, source: Path, packed: IO[bytes], *, timeout: float) -> list[str]:
         """Compress a consistent snapshot of `source` into `packed`; return what quick_check found wrong with it.

@@ -28,6 +28,7 @@ from django.core.management.commands.migrate import Command as DjangoMigrateComm
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.migration import Migration
 
 from songsgen.cli import non_negative_float, non_negative_int
 from songsgen.db import guards, marker
@@ -67,6 +68,9 @@ class Command(DjangoMigrateCommand):
         " Guarded: safety checks, a backup, verification of the live schema, and a restore on failure "
         "(docs/migrations.md)."
     )
+    _typed = False  # run from the command line (run_from_argv), not call_command
+    _foreign: str | None = None  # why the database is not this project's (guards.foreign_database)
+    _applier: Applier | None = None  # steered by the progress callback while the safe path applies
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
@@ -116,13 +120,15 @@ class Command(DjangoMigrateCommand):
         none of Django's own read-only modes."""
         safe = options.get("safe")
         if safe is None:
-            safe = getattr(self, "_typed", False) or settings.MIGRATE_SAFE_BY_DEFAULT
+            safe = self._typed or settings.MIGRATE_SAFE_BY_DEFAULT
         return bool(safe) and not any(options.get(name) for name in ("plain", "plan", "check_unapplied", "prune"))
 
-    def migration_progress_callback(self, action: str, migration: Any = None, fake: bool = False) -> None:
-        applier = getattr(self, "_applier", None)
+    def migration_progress_callback(
+        self, action: str, migration: Migration | None = None, fake: bool = False
+    ) -> None:
+        applier = self._applier
         if applier is not None:
-            if action == "apply_start" or action == "unapply_start":
+            if action in ("apply_start", "unapply_start") and migration is not None:
                 applier.start(migration)
             elif action in ("apply_success", "unapply_success"):
                 applier.finish()
@@ -130,7 +136,8 @@ class Command(DjangoMigrateCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not self._guarded(options):
-            return super().handle(*args, **options)
+            super().handle(*args, **options)
+            return
 
         self.verbosity = options["verbosity"]
         connection = connections[options["database"]]
@@ -145,7 +152,7 @@ class Command(DjangoMigrateCommand):
             self.stderr.write(text)
 
         try:
-            if getattr(self, "_foreign", None):  # refused before the lock, which would leave its file beside it
+            if self._foreign:  # refused before the lock, which would leave its file beside it
                 raise safe_migrate.MigrateRefused(self._foreign)
             with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]), \
                     _sigterm_as_interrupt():
