@@ -60,9 +60,9 @@ class GeneratorUnavailable(Exception):
 
 
 class Done(NamedTuple):
-    """Job `index` of the batch finished: its result, or the error that failed it, and its seconds."""
+    """Job `position` of the batch finished: its result, or the error that failed it, and its seconds."""
 
-    index: int
+    position: int  # the job's place in the batch
     result: Any
     error: BaseException | None
     seconds: float
@@ -119,8 +119,9 @@ class InlineRunner:
         self._current = (index, time.monotonic())
         tick()  # the worker sees the job begin: its lease is renewed only until its deadline
         started = time.monotonic()
+        error: BaseException | None = None
         try:
-            result, error = self.generator.generate(self._songs[index]), None
+            result = self.generator.generate(self._songs[index])
         except (KeyboardInterrupt, SystemExit) as exc:
             if not self.catch_interrupts:
                 raise
@@ -345,6 +346,8 @@ class ProcessRunner:
             return
         if proc.is_alive():
             try:
+                if proc.pid is None:
+                    raise OSError("not started")
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:  # not yet the leader of its own group
                 proc.kill()
@@ -405,6 +408,7 @@ def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid:
                 break
             song = model.from_db(using, None, values)
             started = time.monotonic()
+            payload: Any
             try:
                 ok, payload = True, generator.generate(song)
             except BaseException as exc:  # noqa: B036 - a generator's KeyboardInterrupt/SystemExit fails its attempt

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from queueing.config import MAX_GENERATION_TIMEOUT
+from songsgen.db.fields import concrete_field
 
 # The order in which workers take jobs: highest priority first, then oldest, then by id so the
 # order is total. Kept in one place; the partial index queue_claim follows it column for column.
@@ -84,6 +86,18 @@ class QueueStats:
             "done_last_minute": self.done_last_minute,
             "throughput_per_second_last_minute": round(self.per_second_last_minute, 2),
         }
+
+
+def song_model() -> type[models.Model]:
+    """The song model, reached through the job's foreign key: queueing does not import songs."""
+    related = GenerationQueue._meta.get_field("song").related_model
+    assert isinstance(related, type), related
+    return related
+
+
+def songs(using: str) -> Any:
+    """The song model's QuerySet on database `using`, with the song's own bulk transitions."""
+    return song_model()._default_manager.using(using).all()
 
 
 class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
@@ -167,8 +181,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             if not claimed:
                 return []
             # The songs' own transition, in bulk: one statement for the batch instead of one per song.
-            song_model = self.model._meta.get_field("song").related_model
-            song_model._default_manager.using(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
+            songs(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
         # The jobs are this worker's until its lease runs out: reading them after the commit is safe.
         jobs = self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed])
         return list(jobs.order_by(*CLAIM_ORDER))
@@ -190,8 +203,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         table = qn(self.model._meta.db_table)
         now = timezone.now()
         by_id = {job.pk: job for job, *_ in finished}
-        song_model = self.model._meta.get_field("song").related_model
-        completions = song_model._default_manager.using(self.db).prepare_completions(
+        completions = songs(self.db).prepare_completions(
             (job.song, path, seconds, external_id) for job, path, seconds, external_id in finished
         )
         marks = ", ".join(["%s"] * len(by_id))
@@ -262,7 +274,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
 
         status, completed = qn("status"), qn("completed_at")
         parts = [count(f"{status} = %s") for _ in statuses]
-        params: list[object] = list(statuses)
+        params: list[Any] = list(statuses)
         parts.append(f"(SELECT MIN({qn('queued_at')}) FROM {table} WHERE {status} = %s)")
         params.append(GenerationQueue.Status.QUEUED)
         for state, since in (("failed", timedelta(hours=1)), ("done", timedelta(hours=1)),
@@ -400,7 +412,7 @@ class GenerationQueue(models.Model):
         qn = connection.ops.quote_name
         sets, params = [], []
         for name, value in fields.items():
-            field = self._meta.get_field(name)
+            field = concrete_field(type(self), name)
             sets.append(f"{qn(field.column)} = %s")
             params.append(field.get_db_prep_save(value, connection))
         sql = (f"UPDATE {qn(self._meta.db_table)} SET {', '.join(sets)} "

@@ -36,7 +36,7 @@ from queueing.generation import (
     Runner,
 )
 from queueing.generators import GenerationResult, Generator, check_result
-from queueing.models import GenerationQueue
+from queueing.models import GenerationQueue, song_model
 
 logger = logging.getLogger("queueing.worker")
 
@@ -282,9 +282,9 @@ class Worker:
             raise
         try:
             while not isinstance(event := self.runner.next(self._tick_between), End):
-                outcome = self._outcome(jobs[event.index], event)
+                outcome = self._outcome(jobs[event.position], event)
                 if outcome is None:  # interrupted by the worker's own signal: not an attempt
-                    self._release([jobs[event.index]])
+                    self._release([jobs[event.position]])
                 else:
                     batch.outcomes.append(outcome)
                 self._tick()
@@ -375,10 +375,10 @@ class Worker:
             # The common case, in bulk: every generated job in one UPDATE, their songs in one more.
             finished = [(o.job, o.result.audio_path, o.seconds, o.result.external_id)
                         for o in outcomes if o.result is not None]
-            held = {job.pk for job in GenerationQueue.objects.finish_held(worker_id=self.worker_id,
+            kept = {job.pk for job in GenerationQueue.objects.finish_held(worker_id=self.worker_id,
                                                                           finished=finished)}
             for job, *_ in finished:
-                if job.pk not in held:
+                if job.pk not in kept:
                     self._lost(job)
             outcomes = [o for o in outcomes if o.result is None]
         for job, result, error, elapsed in outcomes:
@@ -402,8 +402,7 @@ class Worker:
         row = GenerationQueue.objects.filter(pk=job.pk).values("status", "worker_id", "started_at",
                                                                "error_message").first()
         if row is None:
-            song_model = job._meta.get_field("song").related_model
-            if song_model._default_manager.filter(pk=job.song_id).exists():
+            if song_model()._default_manager.filter(pk=job.song_id).exists():
                 why = "the job was deleted (or the database was restored to a point before it existed)"
             else:
                 why = (f"its song {job.song_id} was deleted while it was generating (or the database was "

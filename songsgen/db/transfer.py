@@ -409,9 +409,12 @@ def _copy_all(
                     cursor.execute(f"DELETE FROM {target.ops.quote_name(table.name)}")
             for table in first:
                 digest = TableDigest(table.name)
+
+                def then(batch: list[tuple[Any, ...]], done: int, name: str = table.name) -> None:
+                    meter.batch(name, done, totals[name], len(batch))
+
                 written = _copy_batches(
-                    source, target, table, batch_size=batch_size, own_transactions=False, digest=digest,
-                    then=lambda batch, done, name=table.name: meter.batch(name, done, totals[name], len(batch)),
+                    source, target, table, batch_size=batch_size, own_transactions=False, digest=digest, then=then,
                 )
                 _record_progress(target, table.name, None, written, True, source_label)
                 digests[table.name] = digest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -11,12 +12,16 @@ from django.utils.module_loading import import_string
 
 from queueing.config import worker_config
 from queueing.generation import GeneratorUnavailable
-from queueing.models import GenerationQueue
+from queueing.models import GenerationQueue, song_model
 from queueing.supervisor import Supervisor, worker_args
 from queueing.worker import Worker
 from songsgen.cli import poll_seconds, positive_int
 from songsgen.db.exceptions import DatabaseNotReady
 from songsgen.db.preflight import check_ready_for_writer, pending_note
+
+
+def _silent(message: str) -> None:
+    """The log at -v0."""
 
 
 class Command(BaseCommand):
@@ -41,15 +46,14 @@ class Command(BaseCommand):
         batch: int | None, verbosity: int, **options: Any,
     ) -> None:
         # Before any worker starts: a supervisor would restart workers that fail at once.
-        song_model = GenerationQueue._meta.get_field("song").related_model
         try:
             pending = check_ready_for_writer(connections[DEFAULT_DB_ALIAS],
-                                             tables=[GenerationQueue._meta.db_table, song_model._meta.db_table])
+                                             tables=[GenerationQueue._meta.db_table, song_model()._meta.db_table])
         except DatabaseNotReady as exc:
             raise CommandError(str(exc), returncode=2) from None  # 2: refused, nothing done
         if pending and verbosity >= 1:
             self.stderr.write(pending_note(pending))
-        log = self.stdout.write if verbosity >= 1 else (lambda message: None)
+        log: Callable[[str], None] = self.stdout.write if verbosity >= 1 else _silent
         worker_config(claim_batch=batch)  # ImproperlyConfigured before any worker starts or any job is claimed
         if concurrency > 1:
             code = Supervisor(

@@ -35,6 +35,8 @@ from songsgen.db.exceptions import DatabaseBusy
 
 
 class Command(dbrestore.Command):
+    filename: str | None  # set by django-dbbackup's handle() from -i / -I
+    path: str | None
     help = "Restore a backup (SQLite: checked first, then copied in as one transaction). See docs/backups.md."
 
     def add_arguments(self, parser: Any) -> None:
