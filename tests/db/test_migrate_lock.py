@@ -105,7 +105,20 @@ def test_postgres_lock_held_for_3_s_is_retried_and_succeeds(migrate):
     holder = psycopg.connect(database_url_for(connection.settings_dict))
     # 0002's RunSQL (an UPDATE of songs_song) meets the lock: the timeout covers RunSQL too.
     holder.execute("LOCK TABLE songs_song IN SHARE MODE")
-    release = threading.Timer(3.0, holder.rollback)
+    url = database_url_for(connection.settings_dict)
+
+    def release_3_s_after_the_migrate_waits() -> None:
+        # Timed from the migrate's first wait, not from its start: a slow start must not find the lock gone.
+        with psycopg.connect(url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'songs_song'::regclass"
+            ).fetchone()[0]:
+                time.sleep(0.05)
+        time.sleep(3.0)
+        holder.rollback()
+
+    release = threading.Thread(target=release_3_s_after_the_migrate_waits)
     release.start()
     try:
         ours = migrate("migrations_fixture", "0002", "--json",
