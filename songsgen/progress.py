@@ -35,3 +35,15 @@ class Progress:
     def share(self) -> float:
         """The part of the phase done, 0 to 1."""
         return self.done / self.total if self.total else 1.0
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human time: 42s, 3m05s, 1h02m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -47,7 +47,7 @@ from songsgen.db.exceptions import DatabaseBusy, TransferError
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
 from songsgen.db.fields import storage_field
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
-from songsgen.progress import Progress
+from songsgen.progress import Progress, duration
 
 DEFAULT_BATCH_SIZE = 5_000
 PROGRESS_TABLE = "songsgen_transfer_progress"
@@ -448,7 +448,7 @@ def _finish(target: BaseDatabaseWrapper, tables: Sequence[Table]) -> None:
 
 def describe(progress: Progress) -> str:
     """One progress line: the table's share, the phase's speed, and time left overall."""
-    eta = "?" if progress.eta is None else _duration(progress.eta)
+    eta = "?" if progress.eta is None else duration(progress.eta)
     if progress.phase == "verify":
         return f"verify: {progress.done:,}/{progress.total:,} rows read, {progress.rate:,.0f} rows/s, ETA {eta}"
     share = progress.table_done / progress.table_total if progress.table_total else 1.0
@@ -456,14 +456,3 @@ def describe(progress: Progress) -> str:
         f"{progress.table}: {progress.table_done:,}/{progress.table_total:,} rows ({share:.0%}) | "
         f"all tables {progress.done:,}/{progress.total:,}, {progress.rate:,.0f} rows/s, ETA {eta}"
     )
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
