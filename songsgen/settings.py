@@ -13,6 +13,7 @@ Environment variables (all optional in development, see README.md):
   SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
   SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
   SONGSGEN_BEHIND_TLS_PROXY   HTTPS hardening; all on (except the proxy header) when DEBUG is off.
+  SONGSGEN_METRICS_TOKEN, SONGSGEN_HEALTH_*, SONGSGEN_REPLICA_URL   /health and /metrics (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -272,6 +273,36 @@ DBBACKUP_SEND_EMAIL = False
 # imported for this purpose, so gpg is not asked to check the web of trust.
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
+
+# --- Monitoring: /health and /metrics (songsgen/monitoring/, docs/monitoring.md) --------------
+INSTALLED_APPS.append("health_check")  # django-health-check: its checks' framework and status page
+# The bearer token Prometheus and uptime checks send (staff may log in instead). Without one, and with
+# DEBUG off, both endpoints answer 404 to everyone but staff.
+METRICS_TOKEN = os.environ.get("SONGSGEN_METRICS_TOKEN", "")
+
+
+def _env_hours(name: str, default: float) -> float:
+    """Read a non-negative number of hours from the environment."""
+    value = os.environ.get(name, "").strip()
+    try:
+        hours = float(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of hours, got {value!r}.") from None
+    if hours < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}.")
+    return hours
+
+
+# /health fails past these limits; docs/alerts.yml alerts on the same figures from /metrics.
+HEALTH_BACKUP_MAX_AGE_HOURS = _env_hours("SONGSGEN_HEALTH_BACKUP_MAX_AGE_HOURS", 26)  # 0: no backup check
+HEALTH_QUEUE_MAX_WAIT_SECONDS = _env_seconds("SONGSGEN_HEALTH_QUEUE_MAX_WAIT_SECONDS", 900)
+HEALTH_LEASE_GRACE_SECONDS = _env_seconds("SONGSGEN_HEALTH_LEASE_GRACE_SECONDS", 60)  # past a lease, stuck
+HEALTH_REPLICATION_MAX_LAG_SECONDS = _env_seconds("SONGSGEN_HEALTH_REPLICATION_MAX_LAG_SECONDS", 60)
+# Continuous replication (Litestream, issue 14) is not built yet: with SONGSGEN_REPLICA_URL unset the
+# replication check says "not configured" and /metrics has no replication lag. REPLICATION_STATUS is the
+# seam: the dotted path of a callable(connection) returning songsgen.monitoring.probes.Replication.
+REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL", "")
+REPLICATION_STATUS = ""
 
 # --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) -------------------
 SESSION_COOKIE_SECURE = env_bool("SONGSGEN_SECURE_COOKIES", default=not DEBUG)

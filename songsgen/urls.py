@@ -4,9 +4,13 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from songsgen.monitoring import views as monitoring
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("health", monitoring.HealthView.as_view(), name="health"),
+    path("metrics", monitoring.metrics, name="metrics"),
 ]
 
 # The generated audio, served by runserver while DEBUG is on (static() adds nothing otherwise): in

@@ -124,12 +124,17 @@ def database_size(connection: BaseDatabaseWrapper) -> int:
         return int(cursor.fetchone()[0])
 
 
+def room_needed(connection: BaseDatabaseWrapper) -> int:
+    """Bytes a backup of this database needs in its folder: its size x factor + margin (settings)."""
+    return int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
+        settings.MIGRATE_BACKUP_MARGIN_BYTES
+    )
+
+
 def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, int]:
     """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room."""
     prepare_folder(directory)
-    needed = int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
-        settings.MIGRATE_BACKUP_MARGIN_BYTES
-    )
+    needed = room_needed(connection)
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise MigrateRefused(

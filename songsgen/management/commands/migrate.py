@@ -31,7 +31,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
 from songsgen.cli import non_negative_float, non_negative_int
-from songsgen.db import guards, marker
+from songsgen.db import guards, lastrun, marker
 from songsgen.db import migrate as safe_migrate
 from songsgen.db.apply import Applier
 from songsgen.db.dblock import database_lock
@@ -176,8 +176,10 @@ class Command(DjangoMigrateCommand):
         except safe_migrate.MigrateFailed as exc:
             report.status = "restored" if exc.restored else "failed"
             report.error = report.error or str(exc)
+            lastrun.record(connection, report)
             self._finish(report, as_json)
             raise CommandError(str(exc), returncode=EXIT_RESTORED if exc.restored else EXIT_BROKEN) from None
+        lastrun.record(connection, report)
         self._finish(report, as_json)
 
     def _run_safe(

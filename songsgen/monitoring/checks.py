@@ -1,0 +1,174 @@
+"""django-health-check plugins for the database machinery: each fails naming what is wrong and what to do.
+
+A check runs in a thread of the health view's pool (songsgen/monitoring/views.py) on that thread's own
+database connection, closed when the check ends. Database and file-system errors become one line
+(songsgen/db/diagnose.py), never "unknown error".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.recorder import MigrationRecorder
+from health_check.base import HealthCheck  # type: ignore[import-untyped]
+from health_check.exceptions import ServiceUnavailable  # type: ignore[import-untyped]
+
+from songsgen.db import diagnose, guards
+from songsgen.db.backup import BackupError
+from songsgen.monitoring import probes
+
+SHOWN = 3  # names a message lists before "and N more"
+WRITE_WAIT_SECONDS = 2  # the write probe gives up on the write lock after this long (a check has 5 s)
+MiB = 2**20
+
+
+def names(items: list[str]) -> str:
+    """`a, b, c and N more`: a message stays one readable line."""
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+@dataclasses.dataclass(repr=False)
+class SongsgenCheck(HealthCheck):
+    """A check of one database alias; its `name` is how /health lists it."""
+
+    alias: str = "default"
+    name: ClassVar[str] = ""
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def run(self) -> None:
+        connection = connections[self.alias]
+        try:
+            self.check(connection)
+        except (DatabaseError, sqlite3.Error) as exc:
+            raise ServiceUnavailable(diagnose.explain(exc) or _first_line(exc)) from exc
+        except (OSError, BackupError) as exc:
+            raise ServiceUnavailable(_first_line(exc)) from exc
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        """Raise ServiceUnavailable saying what is wrong."""
+        raise NotImplementedError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class DatabaseCheck(SongsgenCheck):
+    """Reachable and writable: a write that rolls back (the write lock taken, a row rewritten)."""
+
+    name = "database"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        connection.ensure_connection()
+        table = connection.ops.quote_name(MigrationRecorder.Migration._meta.db_table)
+        sqlite = connection.vendor == "sqlite"
+        previous = None
+        with connection.cursor() as cursor:
+            if sqlite:  # a long writer (a migrate) holds the write lock: say so instead of waiting 10 s
+                previous = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+                cursor.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_SECONDS * 1000}")
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                if not sqlite:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{WRITE_WAIT_SECONDS}s'")
+                    cursor.execute(f"SET LOCAL statement_timeout = '{WRITE_WAIT_SECONDS * 2}s'")
+                cursor.execute(f"UPDATE {table} SET app = app WHERE id = (SELECT MIN(id) FROM {table})")
+                transaction.set_rollback(True, using=connection.alias)
+        except DatabaseError as exc:
+            if "locked" in str(exc) or "lock timeout" in str(exc):
+                raise ServiceUnavailable(f"no write within {WRITE_WAIT_SECONDS} s: another transaction holds "
+                                         "the write lock (a migrate or a restore?)") from exc
+            raise
+        finally:
+            if previous is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute(f"PRAGMA busy_timeout = {int(previous)}")
+
+
+class MigrationsCheck(SongsgenCheck):
+    """The database's migration history matches the code: nothing unapplied, nothing unknown."""
+
+    name = "migrations"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        gap = guards.history_gap(MigrationRecorder(connection).applied_migrations())
+        if gap.behind:
+            raise ServiceUnavailable(f"{len(gap.behind)} migration(s) not applied: {names(gap.behind)}. "
+                                     "Run `manage.py migrate` (docs/migrations.md).")
+        if gap.ahead:
+            raise ServiceUnavailable(f"the database has migrations this code does not know: {names(gap.ahead)} "
+                                     "(a newer release migrated it). Deploy that release again.")
+
+
+class MigrateCheck(SongsgenCheck):
+    """No migrate died half-way: its crash marker is left and nobody holds the migrate lock."""
+
+    name = "migrate"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        state = probes.migrate_state(connection)
+        if state.state == probes.INTERRUPTED:
+            raise ServiceUnavailable(f"{state.describe()} was interrupted. Run `manage.py migrate`: it carries on "
+                                     "if the dead run committed nothing, else it says to roll back with "
+                                     "--resume-restore (docs/migrations.md).")
+
+
+class BackupCheck(SongsgenCheck):
+    """The newest backup is younger than HEALTH_BACKUP_MAX_AGE_HOURS (0: not checked)."""
+
+    name = "backup"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        limit = float(settings.HEALTH_BACKUP_MAX_AGE_HOURS)
+        if not limit:
+            return
+        found = probes.backups(connection)
+        if found.newest is None:
+            raise ServiceUnavailable("no backup of this database yet. Schedule `manage.py dbbackup --clean` "
+                                     "(docs/backups.md).")
+        hours = (found.age_seconds or 0) / 3600
+        if hours > limit:
+            raise ServiceUnavailable(f"the newest backup, {found.newest.name}, is {hours:.1f} h old (limit "
+                                     f"{limit:g} h). Check the dbbackup cron job (docs/backups.md).")
+
+
+class ReplicationCheck(SongsgenCheck):
+    """The replica is at most HEALTH_REPLICATION_MAX_LAG_SECONDS behind; listed as not configured until it is."""
+
+    name = "replication"
+
+    def __repr__(self) -> str:
+        return "replication" if getattr(settings, "REPLICA_URL", "") else "replication (not configured)"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        status = probes.replication(connection)
+        if not status.configured:
+            return
+        if status.problem or status.lag_seconds is None:
+            raise ServiceUnavailable(status.problem or "the replica's position is unknown")
+        limit = float(settings.HEALTH_REPLICATION_MAX_LAG_SECONDS)
+        if status.lag_seconds > limit:
+            raise ServiceUnavailable(f"the replica is {status.lag_seconds:.0f} s behind (limit {limit:g} s).")
+
+
+class DiskCheck(SongsgenCheck):
+    """The backup folder has room for the next backup (database size x factor + margin, as migrate needs)."""
+
+    name = "disk"
+
+    def check(self, connection: BaseDatabaseWrapper) -> None:
+        room = probes.backup_room(connection)
+        if not room.enough:
+            raise ServiceUnavailable(
+                f"{room.free / MiB:,.0f} MiB free in the backup folder; the next backup needs about "
+                f"{room.needed / MiB:,.0f} MiB. Free space or point SONGSGEN_BACKUP_DIR at a bigger disk."
+            )
