@@ -1,26 +1,30 @@
 """/metrics and /health at 1M songs: each scrape query's time and plan, against the naive queries they replace.
 
     python bench/monitoring_bench.py [--db PATH] [--songs 1000000] [--users 20000] [--finished 1000000]
+    python -m tests.pgserver -- .venv/bin/python bench/monitoring_bench.py     # the same on PostgreSQL
 
-Seeds a scratch SQLite file with `seed_demo` (once), adds `--finished` done and failed jobs spread over two
-years (3,000 of them within the last hour), then requests /metrics and /health with Django's test client and
-times every query a scrape runs (median of 7) with its EXPLAIN QUERY PLAN. Baseline, same run: the unbounded
-queries a naive exporter would run (COUNT(*) over the songs and the done jobs, MIN(queued_at) of the queue).
+Seeds a scratch SQLite file (or the PostgreSQL database DATABASE_URL names) with `seed_demo` (once), adds
+`--finished` done and failed jobs spread over two years (3,000 of them within the last hour), then requests
+/metrics and /health with Django's test client and times every query a scrape runs (median of 7) with its
+plan. Baseline, same run: the unbounded queries a naive exporter would run (COUNT(*) over the songs and the
+done jobs, MIN(queued_at) of the queue).
 Exits 1 when a scrape query takes more than 10 ms, or reads songs_song.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import seeded, setup_django  # noqa: E402
+from _common import BASE_DIR, seeded, setup_django  # noqa: E402
 
 TARGET_MS = 10.0
 NAIVE = {
@@ -35,8 +39,8 @@ def add_finished(count: int) -> None:
     from django.db import connection, transaction
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM (SELECT 1 FROM queueing_generationqueue WHERE status = 'done' LIMIT 1)")
-        if cursor.fetchone()[0]:
+        cursor.execute("SELECT 1 FROM queueing_generationqueue WHERE status = 'done' LIMIT 1")
+        if cursor.fetchone():
             return
         cursor.execute("SELECT COALESCE(MAX(id), 0), (SELECT MAX(id) FROM songs_song) FROM queueing_generationqueue")
         first, songs = cursor.fetchone()
@@ -74,8 +78,22 @@ def plan(sql: str) -> list[str]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}" if connection.vendor == "sqlite" else f"EXPLAIN {sql}")
         return [row[-1] for row in cursor.fetchall()]
+
+
+def postgres_seeded(songs: int, users: int) -> None:
+    """Migrate and seed the PostgreSQL database DATABASE_URL names, unless it holds songs already."""
+    env = dict(os.environ, SECRET_KEY=os.environ.get("SECRET_KEY", "bench-only"), DEBUG="1")
+
+    def manage(*args: str) -> str:
+        return subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, cwd=BASE_DIR,
+                              check=True, capture_output=True, text=True).stdout
+
+    manage("migrate", "--plain", "-v0")
+    count = "from songs.models import Song; print(Song.objects.exists())"
+    if manage("shell", "-v0", "-c", count).strip() != "True":
+        manage("seed_demo", "--users", str(users), "--songs", str(songs), "--seed", "7", "-v0")
 
 
 def main() -> int:
@@ -85,8 +103,17 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--finished", type=int, default=1_000_000)
     args = parser.parse_args()
-    seeded(args.db, args.songs, args.users)
-    setup_django(args.db)
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        postgres_seeded(args.songs, args.users)
+        os.environ.update(DJANGO_SETTINGS_MODULE="songsgen.settings", DEBUG="1",
+                          SONGSGEN_DATA_DIR=str(args.db.parent), SECRET_KEY=os.environ.get("SECRET_KEY", "bench-only"))
+        sys.path.insert(0, str(BASE_DIR))
+        import django
+
+        django.setup()
+    else:
+        seeded(args.db, args.songs, args.users)
+        setup_django(args.db)
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -107,8 +134,8 @@ def main() -> int:
     print(f"\n{'ms':>8}  query (a /metrics scrape, {len(captured.captured_queries)} queries)")
     for query in captured.captured_queries:
         sql = query["sql"]
-        if sql.startswith("PRAGMA"):
-            continue
+        if not sql.startswith(("SELECT", "WITH")) or "pg_" in sql:
+            continue  # PRAGMAs, the catalogue's sizes, BEGIN/COMMIT around them
         ms = timed(sql)
         print(f"{ms:8.2f}  {sql[:140]}")
         for line in plan(sql):
