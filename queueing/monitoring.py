@@ -98,14 +98,17 @@ def figures(connection: BaseDatabaseWrapper, now: datetime | None = None) -> Que
     jobs = _jobs(connection)
     finished = {(outcome, label): _capped(jobs.filter(status=outcome, completed_at__gte=now - span))
                 for outcome in FINISHED for label, span in WINDOWS.items()}
-    done = (jobs.filter(status=GenerationQueue.Status.DONE, completed_at__gte=now - DURATION_WINDOW,
-                        started_at__isnull=False)
-            .order_by("-completed_at").values_list("started_at", "completed_at")[:DURATION_SAMPLE])
+    # The newest done jobs by walking queue_status_completed backwards, then only those of the last hour:
+    # a lower bound in SQL lets PostgreSQL misjudge the range and sort it instead.
+    done = (jobs.filter(status=GenerationQueue.Status.DONE, completed_at__isnull=False).order_by("-completed_at")
+            .values_list("started_at", "completed_at")[:DURATION_SAMPLE])
+    since = now - DURATION_WINDOW
     return QueueFigures(
         counts={status: _capped(jobs.filter(status=status)) for status in GenerationQueue.Status.values},
         oldest_queued_at=oldest_queued_at(connection), finished=finished,
         stuck=sum(_capped(part) for part in stuck(connection, now)),
-        durations=[max(0.0, (end - start).total_seconds()) for start, end in done if start and end], now=now,
+        durations=[max(0.0, (end - start).total_seconds()) for start, end in done if start and end and end >= since],
+        now=now,
     )
 
 
@@ -169,9 +172,10 @@ class StuckJobsCheck(SongsgenCheck):
         ids = sorted({pk for part in parts for pk in part.values_list("pk", flat=True)[:SHOWN]})
         if ids:
             count = sum(_capped(part) for part in parts)
-            more = f" and {count - SHOWN} more" if count > SHOWN else ""
+            plus = "+" if count >= COUNT_CAP else ""  # the count stopped at the cap
+            more = f" and {count - SHOWN}{plus} more" if count > SHOWN else ""
             raise ServiceUnavailable(
-                f"{count} running job(s) past their lease by more than {settings.HEALTH_LEASE_GRACE_SECONDS:g} s "
+                f"{count}{plus} running job(s) past their lease by more than {settings.HEALTH_LEASE_GRACE_SECONDS:g} s "
                 f"(job {', '.join(str(pk) for pk in ids[:SHOWN])}{more}): no worker reclaims them. Start "
                 "`manage.py runworker` (docs/queue.md)."
             )
