@@ -25,7 +25,7 @@ from songsgen.monitoring.metrics import ProbeResults, gauge
 
 COUNT_CAP = 10_000
 # Job durations: the newest jobs done within the last hour, at most this many (a bounded read).
-DURATION_SAMPLE = 1_000
+DURATION_SAMPLE = 500
 DURATION_WINDOW = timedelta(hours=1)
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 # Finished jobs are counted over these windows, by outcome.
