@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from health_check.exceptions import ServiceUnavailable  # type: ignore[import-untyped]
+from health_check.exceptions import ServiceUnavailable
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from queueing.models import GenerationQueue, GenerationQueueQuerySet

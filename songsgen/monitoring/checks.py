@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.recorder import MigrationRecorder
-from health_check.base import HealthCheck  # type: ignore[import-untyped]
-from health_check.exceptions import ServiceUnavailable  # type: ignore[import-untyped]
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
 
 from songsgen.db import diagnose, guards
 from songsgen.db.backup import BackupError

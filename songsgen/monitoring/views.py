@@ -20,7 +20,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.http import require_safe
-from health_check.views import HealthCheckView  # type: ignore[import-untyped]
+from health_check.views import HealthCheckView
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
