@@ -9,6 +9,7 @@ Environment variables (all optional in development, see README.md):
   SONGSGEN_BACKUP_DIR      default <data dir>/backups.
   SONGSGEN_BACKUP_KEEP     backups kept by `dbbackup --clean` (default 7).
   SONGSGEN_BACKUP_ZSTD_LEVEL, SONGSGEN_BACKUP_GPG_RECIPIENT   backups (docs/backups.md).
+  SONGSGEN_REPLICA_URL, SONGSGEN_REPLICA_SYNC_INTERVAL   continuous replication (`replicate`, docs/backups.md).
   SONGSGEN_SQLITE_CACHE_SIZE, SONGSGEN_SQLITE_BUSY_TIMEOUT   SQLite pragmas (see songsgen/db/sqlite.py).
   SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
   SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
@@ -181,7 +182,8 @@ DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
 # dbmaintain: VACUUM when free pages exceed this share of the file.
 DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
 # Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
-SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*"]  # the SQLite FTS5 search table and its shadow tables
+# The SQLite FTS5 search table and its shadow tables; Litestream's own two tables (`replicate`).
+SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*", "_litestream_*"]
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
     "songs by user and status": "songs.models.hot_query_songs_by_user_status",
@@ -266,6 +268,17 @@ DBBACKUP_SEND_EMAIL = False
 # imported for this purpose, so gpg is not asked to check the web of trust.
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
+
+# --- Continuous replication (`manage.py replicate`, Litestream; songsgen/db/replica.py) -------------
+# Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path), its credentials from
+# Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset: <data dir>/replica/<database file>.
+REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL") or ""
+# Seconds between Litestream's looks at the WAL and its uploads: about the most a lost disk costs.
+REPLICA_SYNC_INTERVAL = _env_seconds("SONGSGEN_REPLICA_SYNC_INTERVAL", 0.1)
+if not 0.01 <= REPLICA_SYNC_INTERVAL <= 3600:
+    raise ImproperlyConfigured(
+        f"SONGSGEN_REPLICA_SYNC_INTERVAL must be between 0.01 and 3600 seconds, got {REPLICA_SYNC_INTERVAL:g}."
+    )
 
 # --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) -------------------
 SESSION_COOKIE_SECURE = env_bool("SONGSGEN_SECURE_COOKIES", default=not DEBUG)

@@ -54,7 +54,7 @@ from dbbackup.db.postgresql import PgDumpBinaryConnector
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 
-from songsgen.db import guards, pgdump, safetycopies
+from songsgen.db import guards, pgdump, replica, safetycopies
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
@@ -750,7 +750,9 @@ def copy_into_live(
         # Our own descriptor of the -wal (there now that the connection has read the database), which
         # SQLite does not lock: closing it is harmless.
         wal = stack.enter_context(_opened(Path(f"{live}-wal")))
-        return _copy_and_checkpoint(source, dst, stale, wal, before_commit, alongside, after_commit)
+        done = _copy_and_checkpoint(source, dst, stale, wal, before_commit, alongside, after_commit)
+        replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
+        return done
 
 
 def _copy_and_checkpoint(
@@ -776,7 +778,7 @@ def _copy_and_checkpoint(
         # unless a reader is in the middle of a transaction (best effort, a second at most).
         with contextlib.suppress(sqlite3.Error):
             dst.execute("PRAGMA busy_timeout = 1000")
-            dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            replica.checkpoint(dst, "TRUNCATE")
         if isinstance(exc, (sqlite3.Error, OSError)):
             raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
         raise
@@ -787,11 +789,11 @@ def _copy_and_checkpoint(
         # through the descriptor held since before this connection). A reader of the newest state
         # does not hold this up; TRUNCATE waits for the check's read transaction to end.
         with _flushing(stale.fileno() if stale is not None else None):
-            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            busy, frames, folded = replica.checkpoint(dst, "FULL")
         if (busy or frames != folded) and wal is not None:
             os.fsync(wal)  # the commit is durable before anything else happens
         result = checked.result()
-    busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    busy, _, _ = replica.checkpoint(dst, "TRUNCATE")
     return not busy, result
 
 

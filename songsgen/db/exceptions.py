@@ -25,3 +25,11 @@ class MigrateFailed(DatabaseToolError):
 
 class DatabaseNotReady(DatabaseToolError):
     """The database cannot take a long-running writer yet: missing, read-only, or not migrated."""
+
+
+class ReplicaError(DatabaseToolError):
+    """Replication (Litestream) cannot run, or a replica cannot be read or restored as asked."""
+
+
+class ReplicaBusy(ReplicaError):
+    """Another `replicate` already replicates the database."""

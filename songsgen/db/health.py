@@ -20,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
-from songsgen.db import safetycopies, schema
+from songsgen.db import replica, safetycopies, schema
 from songsgen.db.safety import table_rows_at_least
 
 CHECKS = ("schema", "integrity", "plans", "sizes")
@@ -173,7 +173,8 @@ def maintain(connection: BaseDatabaseWrapper, *, dry_run: bool, log: Callable[[s
 
     if connection.vendor == "sqlite":
         step("PRAGMA optimize", "refresh planner statistics where they are stale")
-        result = step("PRAGMA wal_checkpoint(TRUNCATE)", "copy the WAL into the database and truncate it")
+        mode = replica.checkpoint_mode(Path(connection.settings_dict["NAME"]), "TRUNCATE")  # PASSIVE if replicating
+        result = step(f"PRAGMA wal_checkpoint({mode})", "copy the WAL into the database and truncate it")
         if result and result[0][0]:
             log("checkpoint was busy: a reader held the WAL; run again later")
         info = sizes(connection)
