@@ -71,13 +71,13 @@ class RestorePoints:
         """The listing `dbrestore --list-restore-points` prints."""
         if self.latest is None or self.earliest is None:
             return [f"No restore points in {self.url} yet: is `manage.py replicate` running?"]
-        lines = [f"Restore points in {self.url}: any moment from {_stamp(self.earliest)} to {_stamp(self.latest)} "
-                 "(the newest state before the moment asked for).",
+        lines = [f"Restore points in {self.url}: any moment since {_stamp(self.earliest)}; the newest commit was "
+                 f"shipped at {_stamp(self.latest)}.",
                  f"  {'level':<6} {'from':<21} {'to':<21} {'files':>7}  step"]
         for lv in self.levels:
             lines.append(f"  {lv.level:<6} {_stamp(lv.first):<21} {_stamp(lv.last):<21} {lv.files:>7}  {lv.step}")
-        lines.append("Each sync's own point stays for Litestream's L0 retention (5 min); older moments come to the "
-                     "nearest compaction step.")
+        lines.append("A restore gives the newest state shipped before the time asked for: to the sync for the last "
+                     "5 minutes, to the nearest compaction step before that.")
         return lines
 
 
@@ -130,9 +130,13 @@ def fetch(rep: Replication, when: datetime | None, log: backup.Log) -> tuple[Pat
         try:
             litestream.restore(rep.url, target, asked)
         except ReplicaError as exc:
-            # Listed times are cut to the second: a moment within the newest point's second may be past it.
-            if asked is None or "timestamp does not exist" not in str(exc) or asked < points.latest:  # type: ignore[operator]
+            # Listed times are cut to the second: a moment within the first point's second may be before it,
+            # one within the newest point's second past it (then the newest state is the answer).
+            if asked is None or points.latest is None or "timestamp does not exist" not in str(exc):
                 raise
+            if asked < points.latest:
+                raise ReplicaError(f"--to-time {_stamp(asked)} is before the first restore point "
+                                   "(`manage.py dbrestore --list-restore-points` lists them)") from None
             litestream.restore(rep.url, target)
     except BaseException:
         backup.remove_file(target)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from django.conf import settings
 
@@ -59,7 +59,7 @@ class Replication:
     def folder(self) -> Path | None:
         """The replica's folder when it is a file replica, else None."""
         parts = urlsplit(self.url)
-        return Path(parts.path) if parts.scheme == "file" else None
+        return Path(unquote(parts.path)) if parts.scheme == "file" else None
 
     @property
     def shown_url(self) -> str:
@@ -137,7 +137,7 @@ def is_replicating(database: Path) -> bool:
     """Whether a `replicate` process holds the database's lock now."""
     try:
         fd = os.open(lock_path(database), os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # never started here, or another user's: not ours to tell
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

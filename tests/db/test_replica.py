@@ -249,6 +249,33 @@ def test_a_later_point_in_time_includes_an_earlier_restore_and_what_followed(liv
     assert kept <= present and since and set(since) <= present
 
 
+@sqlite_only
+def test_a_restore_while_replication_is_stopped_is_picked_up_when_it_starts_again(live, env, tmp_path, processes):
+    (tmp_path / "w0").mkdir()
+    (tmp_path / "w1").mkdir()
+    processes += [rep := Replicate(env, live), writer := Writer(env, tmp_path / "w0")]
+    writer.wait_for(30)
+    assert manage(env, "dbbackup").returncode == 0
+    writer.wait_for(len(writer.commits()) + 30)
+    writer.stop()
+    assert rep.stop() == 0
+    assert manage(env, "dbrestore", "--noinput").returncode == 0  # a plain restore: TRUNCATE, nobody replicating
+    kept = writer_ids(live)
+    processes.append(rep := Replicate(env, live))
+    restarted = time.time()
+    processes.append(later := Writer(env, tmp_path / "w1"))
+    later.wait_for(60)
+    rep.catch_up()
+    moment = time.time()
+    since = [c.id for c in later.stop() if c.started > restarted and c.committed <= moment - 1]
+
+    result = manage(env, "dbrestore", "--from-replica", "--to-time", stamp(moment), "--noinput")
+
+    assert result.returncode == 0, result.stderr
+    present = writer_ids(live)
+    assert kept <= present and since and set(since) <= present
+
+
 # --- the replicate process ------------------------------------------------------------------------------
 
 
@@ -303,6 +330,18 @@ def test_other_processes_tell_that_replication_runs_from_its_lock_not_a_file(liv
     assert replica.checkpoint_mode(live, "PASSIVE") == "PASSIVE"
 
 
+@sqlite_only
+@pytest.mark.parametrize(("url", "words"), [
+    ("ftp://backup.example/songs", "the scheme 'ftp://', which Litestream does not know"),
+    ("replica/songs", "is a relative path"),
+])
+def test_a_bad_replica_url_is_one_line_and_starts_nothing(live, env, url, words):
+    result = manage(dict(env, SONGSGEN_REPLICA_URL=url), "replicate")
+    assert result.returncode == 1 and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not replica.lock_path(live).exists() and not (live.parent / "replica").exists()
+
+
 def test_replication_is_refused_on_postgresql(subprocess_env, tmp_path):
     url = subprocess_env["DATABASE_URL"]
     if connection.vendor != "postgresql":  # never connected to: the refusal comes from the settings alone
@@ -333,7 +372,7 @@ def test_restore_points_are_listed_and_a_bad_time_is_refused_with_one_line(live,
     listed = manage(env, "dbrestore", "--list-restore-points")
 
     assert listed.returncode == 0, listed.stderr
-    assert "any moment from" in listed.stdout and "each sync" in listed.stdout and "snapshot" in listed.stdout
+    assert "any moment since" in listed.stdout and "each sync" in listed.stdout and "snapshot" in listed.stdout
     before = checksum(live)
     future = stamp(time.time() + 86400)
     for args, code, words in [

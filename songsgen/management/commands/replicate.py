@@ -50,4 +50,7 @@ class Command(BaseCommand):
             self.stdout.flush()
         for conn in connections.all(initialized_only=True):
             conn.close()
-        litestream.exec_replicate(rep, lock)
+        try:
+            litestream.exec_replicate(rep, lock)
+        except OSError as exc:  # the binary could not be started at all
+            raise CommandError(f"Replication failed to start Litestream: {exc}.") from exc
