@@ -25,6 +25,7 @@ from songsgen.db import backup, litestream
 from songsgen.db.exceptions import ReplicaError
 from songsgen.db.replica import Replication, replication
 
+Log = Callable[[str], None]
 FUTURE_SLACK = timedelta(seconds=1)  # a --to-time this close to now is "now", not the future
 LEVEL_STEPS = {0: "each sync", 1: "30 s", 2: "5 min", 3: "1 h", litestream.SNAPSHOT_LEVEL: "snapshot"}
 
@@ -109,7 +110,7 @@ def _check_moment(points: RestorePoints, when: datetime) -> bool:
     return when >= points.latest + timedelta(seconds=1)
 
 
-def fetch(rep: Replication, when: datetime | None, log: backup.Log) -> tuple[Path, datetime | None]:
+def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, datetime | None]:
     """Have Litestream restore the replica (as of `when`) into a new temporary file beside the database.
 
     Returns the file, which the caller removes, and the time of the replica's newest restore point.
@@ -126,7 +127,8 @@ def fetch(rep: Replication, when: datetime | None, log: backup.Log) -> tuple[Pat
     backup.remove_stale_temp_files(folder)
     target = backup.temp_path(folder, ".sqlite3")
     try:
-        log(f"Restoring {rep.shown_url} {'as of ' + _stamp(when) if when else '(newest state)'} with Litestream.")
+        asof = f"as of {when.isoformat(timespec='milliseconds').replace('+00:00', 'Z')}" if when else "(newest state)"
+        log(f"Restoring {rep.shown_url} {asof} with Litestream.")
         try:
             litestream.restore(rep.url, target, asked)
         except ReplicaError as exc:
@@ -146,7 +148,7 @@ def fetch(rep: Replication, when: datetime | None, log: backup.Log) -> tuple[Pat
 
 
 def restore_from_replica(
-    settings_dict: dict[str, Any], when: datetime | None, *, log: backup.Log, confirm: Callable[[], None] = lambda: None
+    settings_dict: dict[str, Any], when: datetime | None, *, log: Log, confirm: Callable[[], None] = lambda: None
 ) -> backup.RestoreResult:
     """Restore the live SQLite database from its replica (as of `when`) through restore_sqlite's gate.
 
@@ -163,7 +165,7 @@ def restore_from_replica(
         backup.remove_file(target)
 
 
-def check_replica(settings_dict: dict[str, Any], *, log: backup.Log = lambda _: None) -> backup.BackupReport:
+def check_replica(settings_dict: dict[str, Any], *, log: Log = lambda _: None) -> backup.BackupReport:
     """Restore the replica's newest state into a temporary file and check it like a backup (`backupcheck --replica`).
 
     Its age is the age of the newest transaction the replica holds.
