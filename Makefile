@@ -17,8 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 # Development server on 127.0.0.1:$(PORT) with the admin, after migrating and loading demo data, and a
-# queue worker beside it, generating with the paced demo generator unless SONGSGEN_GENERATOR is set.
-# Ctrl-C, or SIGTERM/SIGINT sent to make, stops both within seconds (songsgen/devrun.py). $(RUN_FILE) is a file on purpose: make deletes it when interrupted, which is how a
+# queue worker beside it, generating with the paced demo generator unless SONGSGEN_GENERATOR is set, and on
+# SQLite `manage.py replicate` (Litestream, to data/replica/).
+# Ctrl-C, or SIGTERM/SIGINT sent to make, stops them all within seconds (songsgen/devrun.py). $(RUN_FILE) is a file on purpose: make deletes it when interrupted, which is how a
 # SIGINT sent to make alone (make does not pass it on) reaches the supervisor.
 PORT ?= 8000
 RUN_FILE ?= .make-run

@@ -1,10 +1,11 @@
-"""`make run`'s supervisor: the development server and a queue worker, started and stopped together.
+"""`make run`'s supervisor: the development server, a queue worker and (on SQLite) `replicate`, started and
+stopped together.
 
     python -m songsgen.devrun --port 8000 [--while-exists FILE]
 
-Both run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches them
+They run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches them
 only through here, in order: SIGTERM, a grace period for the worker to finish its job, then SIGKILL.
-It stops on SIGTERM, SIGINT or SIGHUP, when either child exits, and when FILE disappears: GNU make passes
+It stops on SIGTERM, SIGINT or SIGHUP, when any child exits, and when FILE disappears: GNU make passes
 SIGTERM on to a recipe but not SIGINT (it expects the terminal to have sent that to every process), and
 on either it deletes the target file its recipe was making; that deletion is how a `kill -INT` sent to
 make alone reaches us.
@@ -53,8 +54,14 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
+def _sqlite() -> bool:
+    """Whether the settings will name an SQLite database (DATABASE_URL unset, or sqlite://): replicate runs then."""
+    url = os.environ.get("DATABASE_URL", "").strip().lower()
+    return not url or url.startswith("sqlite")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run server and worker until a signal, a child's exit or the file's removal; 0 when asked to stop."""
+    """Run server, worker and replicate until a signal, a child's exit or the file's removal; 0 when asked to stop."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--while-exists", type=Path, metavar="FILE",
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
+        if _sqlite():  # continuous replication beside the writers (docs/backups.md)
+            procs["replicate"] = _start("replicate")
         procs["worker"] = _start("runworker")
         procs["server"] = _start("runserver", f"127.0.0.1:{args.port}")
         while not asked:

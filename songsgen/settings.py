@@ -9,6 +9,7 @@ Environment variables (all optional in development, see README.md):
   SONGSGEN_BACKUP_DIR      default <data dir>/backups.
   SONGSGEN_BACKUP_KEEP     backups kept by `dbbackup --clean` (default 7).
   SONGSGEN_BACKUP_ZSTD_LEVEL, SONGSGEN_BACKUP_GPG_RECIPIENT   backups (docs/backups.md).
+  SONGSGEN_REPLICA_URL, SONGSGEN_REPLICA_SYNC_INTERVAL   continuous replication (`replicate`, docs/backups.md).
   SONGSGEN_SQLITE_CACHE_SIZE, SONGSGEN_SQLITE_BUSY_TIMEOUT   SQLite pragmas (see songsgen/db/sqlite.py).
   SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
   SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
@@ -182,7 +183,8 @@ DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
 # dbmaintain: VACUUM when free pages exceed this share of the file.
 DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
 # Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
-SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*"]  # the SQLite FTS5 search table and its shadow tables
+# The SQLite FTS5 search table and its shadow tables; Litestream's own two tables (`replicate`).
+SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*", "_litestream_*"]
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
     "songs by user and status": "songsgen.hot_queries.songs_by_user_status",
@@ -274,6 +276,17 @@ DBBACKUP_SEND_EMAIL = False
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
 
+# --- Continuous replication (`manage.py replicate`, Litestream; songsgen/db/replica.py) -------------
+# Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path), its credentials from
+# Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset: <data dir>/replica/<database file>.
+REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL") or ""
+# Seconds between Litestream's looks at the WAL and its uploads: about the most a lost disk costs.
+REPLICA_SYNC_INTERVAL = _env_seconds("SONGSGEN_REPLICA_SYNC_INTERVAL", 0.1)
+if not 0.01 <= REPLICA_SYNC_INTERVAL <= 3600:
+    raise ImproperlyConfigured(
+        f"SONGSGEN_REPLICA_SYNC_INTERVAL must be between 0.01 and 3600 seconds, got {REPLICA_SYNC_INTERVAL:g}."
+    )
+
 # --- Monitoring: /health and /metrics (songsgen/monitoring/, docs/monitoring.md) --------------
 INSTALLED_APPS.append("health_check")  # django-health-check: its checks' framework and status page
 # The bearer token Prometheus and uptime checks send (staff may log in instead). Without one, and with
@@ -298,10 +311,8 @@ HEALTH_BACKUP_MAX_AGE_HOURS = _env_hours("SONGSGEN_HEALTH_BACKUP_MAX_AGE_HOURS",
 HEALTH_QUEUE_MAX_WAIT_SECONDS = _env_seconds("SONGSGEN_HEALTH_QUEUE_MAX_WAIT_SECONDS", 900)
 HEALTH_LEASE_GRACE_SECONDS = _env_seconds("SONGSGEN_HEALTH_LEASE_GRACE_SECONDS", 60)  # past a lease, stuck
 HEALTH_REPLICATION_MAX_LAG_SECONDS = _env_seconds("SONGSGEN_HEALTH_REPLICATION_MAX_LAG_SECONDS", 60)
-# Continuous replication (Litestream, issue 14) is not built yet: with SONGSGEN_REPLICA_URL unset the
-# replication check says "not configured" and /metrics has no replication lag. REPLICATION_STATUS is the
-# seam: the dotted path of a callable(connection) returning songsgen.monitoring.probes.Replication.
-REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL", "")
+# Empty: Litestream's position from `manage.py replicate`; else the dotted path of another reader, a
+# callable(connection) returning songsgen.monitoring.probes.Replication.
 REPLICATION_STATUS = ""
 
 # --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) -------------------

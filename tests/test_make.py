@@ -47,7 +47,7 @@ def _processes_with(marker: str) -> list[str]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_make_run_stops_server_and_worker_when_make_is_signalled(tmp_path, signum):
+def test_make_run_stops_server_worker_and_replication_when_make_is_signalled(tmp_path, signum):
     marker, port = f"{signum.name}-{os.getpid()}", _free_port()
     make = subprocess.Popen(
         ["make", "--no-print-directory", "-o", STAMP, "run", f"PORT={port}", f"RUN_FILE={tmp_path / 'running'}"],
@@ -64,6 +64,10 @@ def test_make_run_stops_server_and_worker_when_make_is_signalled(tmp_path, signu
             except OSError:
                 time.sleep(0.3)
         assert any("runworker" in line for line in _processes_with(marker))
+        deadline = time.monotonic() + 30  # `manage.py replicate` becomes Litestream once its checks pass
+        while not any("litestream replicate" in line for line in _processes_with(marker)):
+            assert time.monotonic() < deadline, f"no Litestream among {_processes_with(marker)}"
+            time.sleep(0.2)
         make.send_signal(signum)  # to make alone, as `kill` or a process manager sends it
         make.wait(timeout=30)
         deadline = time.monotonic() + 15

@@ -225,7 +225,9 @@ def test_a_songs_db_that_is_not_a_database_is_one_line_and_left_alone(data_dir, 
     ({"SONGSGEN_SQLITE_BUSY_TIMEOUT": "ten"}, ["migrate"],
      ["SONGSGEN_SQLITE_BUSY_TIMEOUT must be a whole number, got 'ten'", "unset it for the default (10000)"]),
     ({"SONGSGEN_LEASE_SECONDS": "-30"}, ["runworker", "--burst"], ["SONGSGEN_LEASE_SECONDS must not be negative"]),
-], ids=["garbage-url", "mysql-url", "busy-timeout", "negative-lease"])
+    ({"SONGSGEN_REPLICA_SYNC_INTERVAL": "0"}, ["replicate"],
+     ["SONGSGEN_REPLICA_SYNC_INTERVAL must be between 0.01 and 3600 seconds, got 0"]),
+], ids=["garbage-url", "mysql-url", "busy-timeout", "negative-lease", "replica-interval"])
 def test_a_settings_error_is_one_line_and_creates_no_data_dir(tmp_path, variables, command, needles):
     data_dir = tmp_path / "data"
     result = run(command, operator_env(data_dir, **variables))

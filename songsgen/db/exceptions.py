@@ -85,3 +85,12 @@ class TransferError(DatabaseToolError):
 
 class DependencyCycle(DatabaseToolError):
     """Tables reference each other in a cycle; no order copies one before the other."""
+
+
+# --- replication ---------------------------------------------------------------------------------------
+class ReplicaError(DatabaseToolError):
+    """Replication (Litestream) cannot run, or a replica cannot be read or restored as asked."""
+
+
+class ReplicaBusy(ReplicaError):
+    """Another `replicate` already replicates the database."""

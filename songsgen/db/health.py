@@ -20,7 +20,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from songsgen.db import schema
+from songsgen.db import replica, schema
 from songsgen.db.backup import safetycopies
 from songsgen.db.safety import table_rows_at_least
 
@@ -174,7 +174,8 @@ def maintain(connection: BaseDatabaseWrapper, *, dry_run: bool, log: Callable[[s
 
     if connection.vendor == "sqlite":
         step("PRAGMA optimize", "refresh planner statistics where they are stale")
-        result = step("PRAGMA wal_checkpoint(TRUNCATE)", "copy the WAL into the database and truncate it")
+        mode = replica.checkpoint_mode(Path(connection.settings_dict["NAME"]), "TRUNCATE")  # PASSIVE if replicating
+        result = step(f"PRAGMA wal_checkpoint({mode})", "copy the WAL into the database and truncate it")
         if result and result[0][0]:
             log("checkpoint was busy: a reader held the WAL; run again later")
         info = sizes(connection)

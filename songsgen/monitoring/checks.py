@@ -147,7 +147,7 @@ class ReplicationCheck(SongsgenCheck):
     name = "replication"
 
     def __repr__(self) -> str:
-        return "replication" if getattr(settings, "REPLICA_URL", "") else "replication (not configured)"
+        return "replication" if probes.replication_configured() else "replication (not configured)"
 
     def check(self, connection: BaseDatabaseWrapper) -> None:
         status = probes.replication(connection)

@@ -139,7 +139,7 @@ def database_sizes(connection: BaseDatabaseWrapper) -> dict[str, int]:
 # --- replication ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Replication:
-    """Continuous replication's position; `configured` False until SONGSGEN_REPLICA_URL is set."""
+    """Continuous replication's position; `configured` False unless SONGSGEN_REPLICA_URL is set or replicate runs."""
 
     configured: bool
     lag_seconds: float | None = None
@@ -147,13 +147,27 @@ class Replication:
     problem: str = ""  # why the position is unknown, when it is
 
 
+def replication_configured() -> bool:
+    """Whether replication is asked for (SONGSGEN_REPLICA_URL, or another reader named)."""
+    return bool(getattr(settings, "REPLICA_URL", "") or getattr(settings, "REPLICATION_STATUS", ""))
+
+
 def replication(connection: BaseDatabaseWrapper) -> Replication:
-    """Where replication stands. The seam for Litestream: settings.REPLICATION_STATUS names the reader."""
-    if not getattr(settings, "REPLICA_URL", ""):
-        return Replication(configured=False)
+    """Where replication stands: Litestream's, read from `manage.py replicate` (songsgen/db/replica.py), unless
+    settings.REPLICATION_STATUS names another reader (a callable(connection) returning Replication)."""
     reader = getattr(settings, "REPLICATION_STATUS", "")
-    if not reader:
-        return Replication(configured=True, problem="SONGSGEN_REPLICA_URL is set, but nothing reports the "
-                                                    "replica's position yet (`manage.py replicate` is not built)")
-    status: Replication = import_string(reader)(connection)
-    return status
+    if reader:
+        status: Replication = import_string(reader)(connection)
+        return status
+    if connection.vendor != "sqlite":
+        return Replication(configured=False)
+    from songsgen.db import replica
+
+    found = replica.replication_status(connection.settings_dict)
+    if not (getattr(settings, "REPLICA_URL", "") or found.running):
+        return Replication(configured=False)
+    if not found.running:
+        return Replication(configured=True, problem="SONGSGEN_REPLICA_URL is set but `manage.py replicate` is not "
+                                                    "running (docs/backups.md)")
+    return Replication(configured=True, lag_seconds=found.lag_seconds, last_sync=found.last_sync,
+                       problem="" if found.lag_seconds is not None else "Litestream has not confirmed a sync yet")

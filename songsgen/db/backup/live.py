@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from songsgen.db import replica
 from songsgen.db.backup.errors import BackupError
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
@@ -354,11 +355,13 @@ def copy_into_live(
             # unless a reader is in the middle of a transaction (best effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
                 dst.execute("PRAGMA busy_timeout = 1000")
-                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                replica.checkpoint(dst, "TRUNCATE")
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
-        return _checkpoint(dst, stale, wal, alongside, after_commit)
+        done = _checkpoint(dst, stale, wal, alongside, after_commit)
+        replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
+        return done
 
 
 def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | None,
@@ -370,11 +373,11 @@ def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | Non
         # through the descriptor held since before this connection). A reader of the newest state
         # does not hold this up; TRUNCATE waits for the check's read transaction to end.
         with flushing(stale.fileno() if stale is not None else None):
-            busy, frames, folded = dst.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            busy, frames, folded = replica.checkpoint(dst, "FULL")
         if (busy or frames != folded) and wal is not None:
             os.fsync(wal)  # the commit is durable before anything else happens
         result = checked.result()
-    busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    busy, _, _ = replica.checkpoint(dst, "TRUNCATE")
     return not busy, result
 
 

@@ -3,6 +3,8 @@
 Unpacks the newest backup of this database (or `-i NAME` from the backup folder, `-I PATH`) into a
 temporary file, runs `PRAGMA integrity_check` and the songsgen-database check, and reports its size,
 age and rows per table. Exits non-zero when the backup is damaged, missing, or older than `--max-age`.
+`--replica` checks the Litestream replica instead: its newest state, restored into a temporary file, whose
+age is that of the newest transaction it holds (songsgen/db/pitr.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from songsgen.cli import positive_hours
+from songsgen.db import pitr
 from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup
+from songsgen.db.exceptions import ReplicaError
 
 
 class Command(BaseCommand):
@@ -31,14 +35,16 @@ class Command(BaseCommand):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("-i", "--input-filename", help="A backup's name in the backup folder (default: newest).")
         source.add_argument("-I", "--input-path", help="A backup file anywhere on disk.")
+        source.add_argument("--replica", action="store_true",
+                            help="Check the replica `manage.py replicate` keeps: its newest state, restored.")
         parser.add_argument("--max-age", type=positive_hours, metavar="HOURS",
                             help="Fail when the backup is older than this many hours.")
         parser.add_argument("--decrypt", action="store_true", help="The backup is GPG-encrypted (.gpg).")
         parser.add_argument("--passphrase", help="Passphrase of the GPG key, if it has one.")
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the report as JSON.")
 
-    def handle(self, *, database: str, input_filename: str | None, input_path: str | None, max_age: float | None,
-               decrypt: bool, passphrase: str | None, as_json: bool, **options: Any) -> None:
+    def handle(self, *, database: str, input_filename: str | None, input_path: str | None, replica: bool,
+               max_age: float | None, decrypt: bool, passphrase: str | None, as_json: bool, **options: Any) -> None:
         if database not in connections:
             raise CommandError(f"Database {database} does not exist.")
         conn = connections[database]
@@ -47,6 +53,13 @@ class Command(BaseCommand):
                 f"backupcheck restores SQLite backups; {database!r} is {conn.vendor}. For a pg_dump backup, "
                 "`pg_restore --list FILE` reads its table of contents (docs/backups.md)."
             )
+        if replica:
+            try:
+                report = pitr.check_replica(conn.settings_dict)
+            except (ReplicaError, BackupError) as exc:
+                raise CommandError(f"Replica check failed: {exc}.") from exc
+            self._conclude(report, max_age, as_json, options["verbosity"], "Replica")
+            return
         storage = get_storage()
         if input_path:
             path = Path(input_path)
@@ -80,6 +93,9 @@ class Command(BaseCommand):
             report = check_backup(stream, name, size, Path(settings.BACKUP_DIR), created)
         finally:
             stream.close()
+        self._conclude(report, max_age, as_json, options["verbosity"], "Backup")
+
+    def _conclude(self, report: Any, max_age: float | None, as_json: bool, verbosity: int, what: str) -> None:
         too_old = max_age is not None and (report.age_seconds is None or report.age_seconds > max_age * 3600)
         if too_old:
             report.errors.append(f"older than {max_age:g} hours" if report.age_seconds is not None
@@ -87,10 +103,10 @@ class Command(BaseCommand):
             report.ok = False
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
-        elif options["verbosity"] >= 2 or not report.ok:  # silent on success for cron; -v2 shows the report
+        elif verbosity >= 2 or not report.ok:  # silent on success for cron; -v2 shows the report
             self._print(report)
         if not report.ok:
-            raise CommandError(f"Backup {name} is NOT usable: {'; '.join(report.errors)}")
+            raise CommandError(f"{what} {report.name} is NOT usable: {'; '.join(report.errors)}")
 
     def _print(self, report: Any) -> None:
         age = f"{report.age_seconds / 3600:.1f} h" if report.age_seconds is not None else "unknown"

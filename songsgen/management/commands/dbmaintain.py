@@ -12,8 +12,9 @@ from songsgen.db import health
 
 class Command(BaseCommand):
     help = (
-        "Routine upkeep: ANALYZE / PRAGMA optimize, a WAL checkpoint (TRUNCATE), and VACUUM when free pages "
-        "exceed SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO. Safe to run from cron: silent on success unless -v2."
+        "Routine upkeep: ANALYZE / PRAGMA optimize, a WAL checkpoint (TRUNCATE; PASSIVE while replicate runs), "
+        "and VACUUM when free pages exceed SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO. Safe to run from cron: silent "
+        "on success unless -v2."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -5,6 +5,8 @@ through SQLite's backup API (songsgen/db/backup/); a safety copy is kept until t
 verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
 CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
 commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
+`--from-replica [--to-time T]` restores from the Litestream replica through the same gate
+(songsgen/db/pitr.py); `--list-restore-points` lists what it can restore.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
-from songsgen.db import guards
+from songsgen.db import guards, pitr, replica
 from songsgen.db.backup import (
     READABLE_FORMATS,
     BackupError,
@@ -31,7 +33,7 @@ from songsgen.db.backup import (
     sqlite_path,
 )
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy
+from songsgen.db.exceptions import DatabaseBusy, ReplicaError
 
 
 class Command(dbrestore.Command):
@@ -46,6 +48,13 @@ class Command(dbrestore.Command):
         parser.add_argument("--discard-safety-copies", action="store_true",
                             help="Restore nothing: remove the safety copies (<db>.pre-restore-*) that restores "
                                  "which did not finish left beside a SQLite database.")
+        parser.add_argument("--from-replica", action="store_true",
+                            help="Restore from the replica `manage.py replicate` keeps (SONGSGEN_REPLICA_URL), "
+                                 "through the same checks as a backup.")
+        parser.add_argument("--to-time", type=pitr.moment, metavar="TIME",
+                            help="With --from-replica: the newest state before TIME, e.g. 2026-11-30T14:02:00Z.")
+        parser.add_argument("--list-restore-points", action="store_true",
+                            help="Restore nothing: list the moments the replica can restore.")
 
     def _set_logger_level(self) -> None:
         super()._set_logger_level()
@@ -59,6 +68,9 @@ class Command(dbrestore.Command):
         self._sqlite = connections[alias].vendor == "sqlite"
         if options["discard_safety_copies"]:
             self._discard_safety_copies(connections[alias].settings_dict, options)
+            return
+        if options["from_replica"] or options["to_time"] or options["list_restore_points"]:
+            self._from_replica(connections[alias].settings_dict, options)
             return
         if self._sqlite and options.get("uncompress"):
             raise CommandError(f"Drop -z: the backup's format ({READABLE_FORMATS}) is detected.")
@@ -91,6 +103,29 @@ class Command(dbrestore.Command):
             raise CommandError(f"Refused: {exc}") from exc
         if not found and options["verbosity"] >= 1:
             self.stdout.write(f"No safety copies beside {live}.")
+
+    def _from_replica(self, settings_dict: dict[str, Any], options: dict[str, Any]) -> None:
+        if options["to_time"] and not options["from_replica"]:
+            raise CommandError("--to-time goes with --from-replica.")
+        self.verbosity, self.quiet = int(options["verbosity"]), bool(options.get("quiet"))
+        self._set_logger_level()
+        try:
+            rep = replica.replication(settings_dict)  # SQLite only: refused before any lock or connection
+            if options["list_restore_points"]:
+                for line in pitr.restore_points(rep).describe():
+                    self.stdout.write(line)
+                return
+            confirm = self._ask_confirmation if options.get("interactive") else (lambda: None)
+            with database_lock(settings_dict, purpose="dbrestore", wait=options["lock_wait"]):
+                result = pitr.restore_from_replica(settings_dict, options["to_time"], log=self.logger.info,
+                                                   confirm=confirm)
+        except DatabaseBusy as exc:
+            raise CommandError(f"Restore refused: {exc}") from exc
+        except (RestoreUndone, RestoreUnverified) as exc:
+            raise CommandError(f"Restore failed: {exc}.") from exc
+        except (BackupError, ReplicaError) as exc:
+            raise CommandError(f"Restore refused: {exc}. The live database was not changed.") from exc
+        self._report(result, result.pending)
 
     def _get_backup_file(self, database: str | None = None, servername: str | None = None) -> Any:
         self._check_input()
@@ -129,12 +164,13 @@ class Command(dbrestore.Command):
 
     def _restore_backup(self) -> None:
         super()._restore_backup()
-        result = getattr(self.connector, "result", None)
+        self._report(getattr(self.connector, "result", None), getattr(self.connector, "pending", None))
+
+    def _report(self, result: Any, pending: list[str] | None) -> None:
         if result is not None:
             tables = ", ".join(f"{t} {n:,}" for t, n in result.tables.items() if not t.startswith("django_"))
             self.stdout.write(f"Restored {result.database} in {result.seconds:.1f} s, integrity ok; rows: {tables}.")
             for note in result.notes:
                 self.stdout.write(f"Note: {note}.")
-        pending = getattr(self.connector, "pending", None)
         if pending:
             self.stdout.write(f"Note: {guards.pending_note(pending)}.")
