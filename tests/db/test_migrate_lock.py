@@ -22,7 +22,7 @@ pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreS
 def test_two_migrates_at_once_one_runs_the_other_refuses(migrate, fixture_env, tmp_path, rows):
     # The first hangs in its non-atomic 0003: it holds the migrate lock but not SQLite's write lock, so the
     # second starts up (Django's own start-up checks open a write transaction on SQLite) and meets the lock.
-    first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, "--json", hang=10,
+    first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, "--json", hang=30,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         second = migrate("migrations_fixture", "0003")
@@ -198,7 +198,7 @@ def test_rehearse_then_apply_with_noinput(migrate):
 def test_dbrestore_and_transferdb_refuse_while_a_migrate_runs(migrate, fixture_env, tmp_path, manage):
     from tests.conftest import database_url_for
 
-    first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, hang=15, stdout=subprocess.DEVNULL,
+    first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, hang=40, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         restore = manage("dbrestore", "--noinput", env=fixture_env)
