@@ -3,7 +3,7 @@
     python bench/pitr_bench.py [--songs 1000000] [--users 20000] [--runs 5] [--rates 100,2000] [--seconds 30]
                                [--interval 0.1] [--work /tmp/songsgen-pitr-bench]
 
-Seeds `<work>/seed.db` with `manage.py seed_demo` unless it is there already. Then, for each writer rate and
+Seeds `<work>/seed-<songs>.db` with `manage.py seed_demo` unless it is there already. Then, for each writer rate and
 run, on a fresh copy of the seed with an empty replica:
 
   1. `manage.py replicate` starts; its first sync ships the whole database, then its first snapshot and first
@@ -63,7 +63,7 @@ with open(out, "a", buffering=1) as log:
 
 
 def seed(work: Path, users: int, songs: int) -> Path:
-    target = work / "seed.db"
+    target = work / f"seed-{songs}.db"  # by size: a run at another size never reuses it
     if target.exists():
         return target
     data = work / "seed-data"

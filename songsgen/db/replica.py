@@ -221,12 +221,14 @@ def restored(conn: sqlite3.Connection) -> None:
     path = _main_file(conn)
     if path is None or not is_replicating(path.resolve()):
         return
-    have = {row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')")}
-    if "_litestream_seq" not in have:
-        conn.execute("CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);")
-    if "_litestream_lock" not in have:
-        conn.execute("CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);")
+    # Never a reason to undo a verified restore: if this fails, Litestream says so in its log, and its lag grows.
+    with contextlib.suppress(sqlite3.Error):
+        have = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')")}
+        if "_litestream_seq" not in have:
+            conn.execute("CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);")
+        if "_litestream_lock" not in have:
+            conn.execute("CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);")
 
 
 # --- Litestream's control socket: lag ---------------------------------------------------------------
