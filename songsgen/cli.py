@@ -25,12 +25,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def _number(value: str, not_a_number: str) -> float:
+    """`value` as a float, or argparse's error with the message `not_a_number` ({value!r} filled in)."""
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(not_a_number.format(value=value)) from None
+
+
 def non_negative_float(value: str) -> float:
     """A number >= 0 (seconds)."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    number = _number(value, "expected a number of seconds, got {value!r}")
     if not number >= 0 or number == float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return number
@@ -38,10 +43,7 @@ def non_negative_float(value: str) -> float:
 
 def poll_seconds(value: str) -> float:
     """Seconds between looks at an empty queue: more than 0 and at most an hour (runworker's --queue-poll)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    seconds = _number(value, "{value!r} is not a number of seconds")
     if not 0 < seconds <= 3600:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {value}")
     return seconds
@@ -49,10 +51,7 @@ def poll_seconds(value: str) -> float:
 
 def positive_hours(value: str) -> float:
     """A number of hours > 0 (backupcheck's --max-age)."""
-    try:
-        hours = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours") from None
+    hours = _number(value, "{value!r} is not a number of hours")
     if not hours > 0 or hours == float("inf"):
         raise argparse.ArgumentTypeError("--max-age must be more than 0 hours")
     return hours

@@ -195,16 +195,20 @@ SONGSGEN_HOT_QUERIES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Generation queue (queueing/, docs/queue.md) ----------------------------------------------------
-def _env_seconds(name: str, default: float) -> float:
-    """Read a non-negative number of seconds from the environment."""
+def _env_number(name: str, default: float, unit: str) -> float:
+    """Read a non-negative number of `unit` (seconds, hours) from the environment."""
     value = os.environ.get(name, "").strip()
     try:
-        seconds = float(value) if value else default
+        number = float(value) if value else default
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {value!r}.") from None
-    if seconds < 0:
+        raise ImproperlyConfigured(f"{name} must be a number of {unit}, got {value!r}.") from None
+    if number < 0:
         raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}.")
-    return seconds
+    return number
+
+
+def _env_seconds(name: str, default: float) -> float:
+    return _env_number(name, default, "seconds")
 
 
 # Dotted path of the generator class, instantiated without arguments (queueing/generators.py).
@@ -295,15 +299,7 @@ METRICS_TOKEN = os.environ.get("SONGSGEN_METRICS_TOKEN", "")
 
 
 def _env_hours(name: str, default: float) -> float:
-    """Read a non-negative number of hours from the environment."""
-    value = os.environ.get(name, "").strip()
-    try:
-        hours = float(value) if value else default
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number of hours, got {value!r}.") from None
-    if hours < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}.")
-    return hours
+    return _env_number(name, default, "hours")
 
 
 # /health fails past these limits; docs/alerts.yml alerts on the same figures from /metrics.
