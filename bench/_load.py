@@ -2,7 +2,16 @@
 
     python bench/_load.py writer OUT STOP [--rate 200] [--tag NAME]
     python bench/_load.py reader OUT STOP
-    python bench/_load.py plan | prepare | audit LOG...
+    python bench/_load.py plan | prepare | fits | audit LOG...
+
+The load is the release that runs while a migration applies. Where today's models fit the schema the
+database is at (the same columns in the three tables the load touches), that is today's code: the writer
+calls `song_request`, the reader requests the songs admin list. Where they do not (songs 0002-0004 and
+queueing 0002-0003 unapplied), it is the previous release: the models of the migration state the database
+is at, as Django's migrations build them, doing what `song_request` does (a song and its queued job in one
+transaction) and reading a page of the newest songs with their users; the harness runs that release's worker
+if it had one. Either way the load keeps running after the migration applies, as an old release does until
+the new one is deployed: a migration that breaks the previous release's writes shows as writer errors "after".
 
 Django is configured from the environment (DATABASE_URL, DJANGO_SETTINGS_MODULE), so every process sees
 the database the harness migrates. Results go to OUT as JSON lines, one per event, wall-clock seconds
@@ -23,6 +32,7 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_USER = "bench-live-admin"
 APPS = ("accounts", "songs", "queueing")
+LOAD_MODELS = (("accounts", "User"), ("songs", "Song"), ("queueing", "GenerationQueue"))
 
 
 def _django() -> None:
@@ -50,17 +60,57 @@ def _recover() -> None:
             pass
 
 
+def _state_apps() -> Any:
+    """The models of the migration state the database is at: what the release before its next migration ran on."""
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connection)
+    applied = set(loader.applied_migrations or {})
+    latest = [node for node in applied if node[0] in APPS
+              and not any(child.key in applied for child in loader.graph.node_map[node].children)]
+    return loader.project_state(latest, at_end=True).apps
+
+
+def _fits() -> bool:
+    """Whether today's models have exactly the columns the database has in the tables the load touches."""
+    from django.apps import apps as today
+
+    state = _state_apps()
+    return all({f.column for f in today.get_model(app, name)._meta.concrete_fields}
+               == {f.column for f in state.get_model(app, name)._meta.concrete_fields}
+               for app, name in LOAD_MODELS)
+
+
+def _previous_release_request() -> Any:
+    """song_request as the previous release's models do it: the song and its queued job, one transaction."""
+    from django.db import transaction
+
+    state = _state_apps()
+    song_model, job_model = state.get_model("songs", "Song"), state.get_model("queueing", "GenerationQueue")
+
+    def request(*, user: Any, title: str, genre: str) -> Any:
+        with transaction.atomic():
+            song = song_model.objects.create(user_id=user.pk, title=title, genre=genre)
+            job_model.objects.create(song_id=song.pk)
+        return song
+
+    return request
+
+
 def writer(out_path: Path, stop: Path, rate: float, tag: str) -> None:
     """Call song_request at `rate` per second on a fixed schedule; one line per commit or error."""
     _django()
     from accounts.models import User
     from songs.services import song_request
 
-    user = User.objects.order_by("pk").first()
+    release = "today" if _fits() else "previous"
+    request = song_request if release == "today" else _previous_release_request()
+    user = User.objects.order_by("pk").only("pk").first()
     assert user is not None, "the database has no user to request songs for"
     interval, start = 1.0 / rate, time.time()
     with out_path.open("w", buffering=1) as out:
-        _emit(out, kind="start", t=start, pid=os.getpid(), rate=rate)
+        _emit(out, kind="start", t=start, pid=os.getpid(), rate=rate, release=release)
         i = 0
         while not stop.exists():
             due = start + i * interval  # the schedule: a slow commit delays the next ones, never skips them
@@ -69,7 +119,7 @@ def writer(out_path: Path, stop: Path, rate: float, tag: str) -> None:
                 time.sleep(due - now)
             title = f"live {tag} {os.getpid()} {i}"
             try:
-                song = song_request(user=user, title=title, genre="pop")
+                song = request(user=user, title=title, genre="pop")
             except Exception as exc:  # noqa: BLE001 - every failure is a data point
                 _emit(out, kind="error", due=due, t=time.time(), error=f"{type(exc).__name__}: {exc}"[:300])
                 _recover()
@@ -81,7 +131,7 @@ def writer(out_path: Path, stop: Path, rate: float, tag: str) -> None:
 
 
 def reader(out_path: Path, stop: Path) -> None:
-    """Request the songs changelist as a superuser, back to back; one line per request."""
+    """Request the songs changelist as a superuser (the previous release: its newest songs), back to back."""
     _django()
     from django.test import Client
     from django.test.utils import setup_test_environment
@@ -92,13 +142,22 @@ def reader(out_path: Path, stop: Path) -> None:
     admin = User.objects.get(username=ADMIN_USER)
     client = Client(raise_request_exception=False)
     client.force_login(admin)
+    release = "today" if _fits() else "previous"
+    songs = _state_apps().get_model("songs", "Song").objects.select_related("user").order_by("-pk")
+
+    def page() -> str:
+        if release == "previous":
+            list(songs[:100])  # the admin's page size
+            return ""
+        status = client.get("/admin/songs/song/").status_code
+        return "" if status == 200 else f"HTTP {status}"
+
     with out_path.open("w", buffering=1) as out:
-        _emit(out, kind="start", t=time.time(), pid=os.getpid())
+        _emit(out, kind="start", t=time.time(), pid=os.getpid(), release=release)
         while not stop.exists():
             began = time.time()
             try:
-                status = client.get("/admin/songs/song/").status_code
-                error = "" if status == 200 else f"HTTP {status}"
+                error = page()
             except Exception as exc:  # noqa: BLE001
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 _recover()
@@ -136,6 +195,12 @@ def prepare() -> None:
         User.objects.create_superuser(username=ADMIN_USER, email="bench-live@example.com", password="x" * 20)
 
 
+def fits() -> None:
+    """Print whether today's code fits the schema the database is at (JSON true/false)."""
+    _django()
+    print(json.dumps(_fits()))
+
+
 def audit(logs: list[Path]) -> None:
     """Check every commit the writers saw: still there with its title, its id given once? Print JSON counts."""
     _django()
@@ -167,7 +232,7 @@ def audit(logs: list[Path]) -> None:
 def main() -> None:
     """Parse the command line and run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["writer", "reader", "plan", "prepare", "audit"])
+    parser.add_argument("mode", choices=["writer", "reader", "plan", "prepare", "fits", "audit"])
     parser.add_argument("paths", nargs="*", type=Path)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--tag", default="w")
@@ -180,6 +245,8 @@ def main() -> None:
         plan()
     elif args.mode == "prepare":
         prepare()
+    elif args.mode == "fits":
+        fits()
     else:
         audit(args.paths)
 

@@ -1,7 +1,7 @@
 """Backup and restore on a big SQLite database: ours against `cp` and django-dbbackup's default, in one run.
 
     python bench/backup_bench.py [--songs 1000000] [--users 20000] [--runs 3] [--work /tmp/songsgen-backup-bench]
-                                 [--without direct,fadvise,sendfile,flush,threads]
+                                 [--without direct,fadvise,sendfile,flush,threads] [--compare PIECES]
 
 Seeds `<work>/seed.db` with `manage.py seed_demo` unless it is there already, then times each step as a
 separate process under `/usr/bin/time -v` (median wall time and peak resident memory over --runs):
@@ -16,7 +16,9 @@ Then one restore of each while another process holds the database open and write
 `integrity_check` each process sees afterwards. Results: a table on stdout, JSON in bench/results/.
 
 --without runs our commands with those I/O tuning pieces off (SONGSGEN_IO_TUNING_OFF,
-songsgen/db/backup/live.py), to measure what each one pays.
+songsgen/db/backup/live.py). --compare times, in every run, our backup and restore all on and with each
+listed piece off, one after the other in an order rotated per run: what each piece pays, in one run
+(the ratio column is then off against all on).
 """
 
 from __future__ import annotations
@@ -135,6 +137,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/songsgen-backup-bench"))
     parser.add_argument("--without", type=tuning_pieces, default="", metavar="PIECES",
                         help=f"I/O tuning to turn off in our commands, comma-separated: {', '.join(TUNING)}")
+    parser.add_argument("--compare", type=tuning_pieces, default="", metavar="PIECES",
+                        help="also time our backup and restore with each of these pieces off, interleaved with "
+                             "all on, in every run: what each pays, measured in one run")
     args = parser.parse_args()
     if not Path(TIME).exists():
         raise SystemExit("/usr/bin/time is missing: apt-get install -y time")
@@ -160,6 +165,18 @@ def main() -> None:
         results.setdefault(name, []).append((wall, rss))
         print(f"  {name:<34} {wall:7.2f} s {rss:6d} MiB", flush=True)
 
+    variants = ["", *[piece for piece in args.compare.split(",") if piece]] if args.compare else []
+
+    def compare(run: int) -> None:
+        """Our backup then restore, all tuning on and with each compared piece off, in an order rotated per run."""
+        shift = run % len(variants) if variants else 0
+        for off in variants[shift:] + variants[:shift]:
+            env, name = dict(ours_env, SONGSGEN_IO_TUNING_OFF=off), f"without {off}" if off else "all on"
+            clear(ours_dir)
+            record(f"compare backup: {name}", *timed([PY, "manage.py", "dbbackup"], env)[:2])
+            record(f"compare restore: {name}", *timed([PY, "manage.py", "dbrestore", "--noinput"], env)[:2])
+            assert integrity(live) == "ok"
+
     fresh_live()
     for run in range(args.runs):
         print(f"run {run + 1}/{args.runs}", flush=True)
@@ -183,6 +200,7 @@ def main() -> None:
         record("restore: django-dbbackup default", *timed(
             [PY, "-c", STOCK_COMMAND.format("dbrestore"), "--noinput", "-I", str(stock_file)], stock_env)[:2])
         assert integrity(live) == "ok"
+        compare(run)
 
     # Never corrupt: one restore of each while another process holds the database open and writes.
     safety: dict[str, str] = {}
@@ -217,7 +235,10 @@ def main() -> None:
     print("| step | median s | peak MiB | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for name, row in summary.items():
-        ref = raw if name.startswith("backup") else base
+        if name.startswith("compare"):
+            ref = summary[name.split(":")[0] + ": all on"]["median_s"]  # the piece's change: off against on
+        else:
+            ref = raw if name.startswith("backup") else base
         print(f"| {name} | {row['median_s']:.2f} | {row['peak_mib']} | {row['median_s'] / ref:.2f}x |")
     for name, text in safety.items():
         print(f"\nRestore under a writer, {name}: {text}")
@@ -226,6 +247,7 @@ def main() -> None:
     suffix = f"-without-{args.without.replace(',', '-').replace(':', '_')}" if args.without else ""
     (out_dir / f"backup_bench{suffix}.json").write_text(json.dumps(
         {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "without": args.without,
+         "compare": args.compare,
          "steps": summary,
          "under_writer": safety}, indent=2))
 

@@ -129,22 +129,26 @@ def postgres_database(args: argparse.Namespace) -> Iterator[dict[str, str]]:
 class Load:
     """The three load processes of one measured step, each writing JSON lines (or its output) under `folder`."""
 
-    def __init__(self, env: dict[str, str], folder: Path, rate: float, tag: str) -> None:
+    def __init__(self, env: dict[str, str], folder: Path, rate: float, tag: str,
+                 worker_code: Path | None = REPO) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.stop_file = folder, folder / "STOP"
         self.stop_file.unlink(missing_ok=True)
         self.writer_log, self.reader_log = folder / "writer.jsonl", folder / "reader.jsonl"
         self.worker_out = (folder / "worker.log").open("w")
         self.stderr = (folder / "load.stderr").open("w")  # tracebacks the load processes log
-        worker_env = dict(env, SONGSGEN_GENERATOR=NOOP_GENERATOR)
+        self.worker_code = worker_code
+        worker_env = dict(env, SONGSGEN_GENERATOR=NOOP_GENERATOR, PYTHONPATH=str(worker_code or REPO))
+        worker = ([sys.executable, str(worker_code / "manage.py"), "runworker", "--queue-poll", "0.1"]
+                  if worker_code else [sys.executable, "-c", "import time; time.sleep(1e9)"])  # no worker: a stand-in
         self.procs = {
             "writer": subprocess.Popen([sys.executable, str(LOAD), "writer", str(self.writer_log),
                                         str(self.stop_file), "--rate", str(rate), "--tag", tag], env=env, cwd=REPO,
                                        stderr=self.stderr),
             "reader": subprocess.Popen([sys.executable, str(LOAD), "reader", str(self.reader_log),
                                         str(self.stop_file)], env=env, cwd=REPO, stderr=self.stderr),
-            "worker": subprocess.Popen([sys.executable, str(REPO / "manage.py"), "runworker", "--queue-poll", "0.1"],
-                                       env=worker_env, cwd=REPO, stdout=self.worker_out, stderr=subprocess.STDOUT),
+            "worker": subprocess.Popen(worker, env=worker_env, cwd=worker_code or REPO, stdout=self.worker_out,
+                                       stderr=subprocess.STDOUT),
         }
         deadline = time.monotonic() + 60
         while not (_started(self.writer_log) and _started(self.reader_log)):  # Django set up in both
@@ -166,8 +170,42 @@ class Load:
         self.worker_out.close()
         self.stderr.close()
         lines = (self.folder / "worker.log").read_text().strip().splitlines()
-        return {"worker_died": died is not None, "worker_exit": died,
+        return {"worker_died": died is not None, "worker_exit": died, "worker_code": _release_name(self.worker_code),
                 "worker_last": lines[-1][:200] if died is not None and lines else ""}
+
+
+def _release_name(code: Path | None) -> str:
+    return "none" if code is None else "today" if code == REPO else code.name
+
+
+def previous_release(app: str, name: str) -> Path | None:
+    """The tree of the commit before the one that added this migration (unpacked once), or None outside git."""
+    found = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", f"{app}/migrations/{name}.py"],
+                           cwd=REPO, capture_output=True, text=True)
+    commits = found.stdout.split()
+    if found.returncode or not commits:
+        return None
+    parent = subprocess.run(["git", "rev-parse", "--verify", "-q", commits[-1] + "^"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    if not parent:
+        return None
+    tree = RESULTS / "live_migrate" / "releases" / parent[:12]
+    if not tree.exists():
+        partial = tree.with_name(tree.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", parent], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+        partial.rename(tree)
+    return tree
+
+
+def worker_code(env: dict[str, str], app: str, name: str) -> Path | None:
+    """Today's worker where today's models fit the schema; else the previous release's, if it had one."""
+    if json.loads(load_py(env, "fits")):
+        return REPO
+    tree = previous_release(app, name)
+    return tree if tree and (tree / "queueing" / "management" / "commands" / "runworker.py").exists() else None
 
 
 def _started(log: Path) -> bool:
@@ -252,7 +290,7 @@ def _report(stdout: str) -> dict[str, Any]:
 def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target: list[str],
             mode: str, rehearse: bool = False) -> dict[str, Any]:
     """Start the load, wait, (rehearse `target` and wait,) apply it with `mode`, wait, stop; one row of the table."""
-    load = Load(env, folder, args.rate, tag=folder.name)
+    load = Load(env, folder, args.rate, tag=folder.name, worker_code=worker_code(env, target[0], target[1]))
     time.sleep(SETTLE)
     rehearsal = None
     if rehearse:  # as an operator's --rehearse runs: the application keeps running
@@ -279,6 +317,7 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
         "error": error[:300] if run["exit"] else "",
         "writer": summarize(load.writer_log, run["start"], run["end"]),
         "reader": summarize(load.reader_log, run["start"], run["end"]),
+        "release": next((e.get("release") for e in _events(load.writer_log) if e["kind"] == "start"), None),
         **worker,
     }
 
@@ -347,8 +386,10 @@ def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]
         notes = " ".join(row["flags"])
         if row["exit"]:
             notes += f" exit {row['exit']}: {row['error'][:80]}"
+        if row.get("release") == "previous":
+            notes += f" load: previous release (worker: {row.get('worker_code')})"
         if w["errors_before"]:
-            notes += " code ahead of schema until applied:"
+            notes += " errors before the window:"
         if w["first_error"]:
             notes += f" {w['first_error'][:70]}"
         rehearsal = row.get("rehearsal") or {}
@@ -361,7 +402,7 @@ def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]
             w["per_s"], f"{w['window_ok']:,}", _ms(w["max_ms"]), f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])})",
             f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}", _ms(r["p99_ms"]),
             f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']}",
-            "died" if row["worker_died"] else "ok", notes.strip()]))
+            "died" if row["worker_died"] else "none" if row.get("worker_code") == "none" else "ok", notes.strip()]))
     lines += ["", _row(["failing plan", "status", "s", "longest lock s", "writes/s", "max write wait ms",
                         "writer errors b/d/a", "committed", "**rows lost**", "**ids reused**", "reader errors",
                         "notes"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -50,3 +51,19 @@ def manage(subprocess_env):
         )
 
     return run
+
+
+@pytest.fixture
+def empty_pg_database() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL test server; its DATABASE_URL. Dropped afterwards."""
+    import psycopg
+
+    name = f"songsgen_empty_{os.getpid()}"
+    server = database_url_for(connection.settings_dict).rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,13 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.conftest import REPO, database_url_for
+from tests.conftest import REPO
 from tests.pgserver import free_port
 
 pg_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="needs the PostgreSQL server")
@@ -134,29 +133,13 @@ def test_runworker_on_a_database_behind_the_code_starts_and_names_the_pending_mi
     assert f"Note: 1 migration(s) of this code are not applied yet (songs.{last[1]})" in result.stderr
 
 
-@pytest.fixture
-def scratch_pg() -> Iterator[str]:
-    """A new, empty database on the test server; its URL. Dropped afterwards."""
-    import psycopg
-
-    name = f"songsgen_unmigrated_{os.getpid()}"
-    server = database_url_for(connection.settings_dict).rsplit("/", 1)[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pg_only
-def test_runworker_on_a_never_migrated_postgresql_database_says_run_migrate(scratch_pg, data_dir):
+def test_runworker_on_a_never_migrated_postgresql_database_says_run_migrate(empty_pg_database, data_dir):
     import psycopg
 
-    result = run(["runworker", "--burst"], operator_env(data_dir, DATABASE_URL=scratch_pg))
+    result = run(["runworker", "--burst"], operator_env(data_dir, DATABASE_URL=empty_pg_database))
     one_line(result, 2, "has not been migrated", "Run `manage.py migrate` first.")
-    with psycopg.connect(scratch_pg) as conn:
+    with psycopg.connect(empty_pg_database) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
     assert tables == 0
     assert snapshot(data_dir) == {}

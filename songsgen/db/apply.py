@@ -50,7 +50,8 @@ class Applier:
     applied: list[dict[str, Any]] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)  # what this run committed, in order
     longest_lock: float = 0.0  # the longest one of our grouped transactions held the write lock, in seconds
-    fk_tables: set[str] | None = None  # tables the plan changes, when its operations say (else: check all)
+    # The tables the named migrations change (None: any table); unset: every table is checked.
+    tables_of: Callable[[list[str]], set[str] | None] | None = None
     meter: LockMeter | None = None  # measures each migration's write lock while `metered` runs
     transactions: int = 0  # grouped transactions opened so far
     _measured: LockMeter | None = None  # the meter of the last `metered` run, read by `measure`
@@ -61,6 +62,11 @@ class Applier:
     @property
     def in_transaction(self) -> bool:
         return self._atomic is not None
+
+    @property
+    def grouped(self) -> list[str]:
+        """The migrations the open transaction holds (labels), in order."""
+        return list(self._in_group)
 
     def start(self, migration: Migration) -> None:
         """Before a migration: join (or open) the group if it is atomic, else commit the group first."""
@@ -156,16 +162,18 @@ class Applier:
         self.connection.__dict__.pop("check_constraints", None)
 
     def _fk_tables(self) -> list[str] | None:
-        """The tables whose foreign keys the group may have broken: None (all) unless the plan's operations
-        name their tables. Only this transaction wrote with enforcement off, so beside the plan's tables only
-        the small ones need a look (post_migrate fills content types and permissions)."""
-        if self.fk_tables is None:
+        """The tables whose foreign keys the group may have broken: None (all) unless its migrations' operations
+        name their tables. Only this transaction wrote with enforcement off, so beside its tables only the small
+        ones need a look (post_migrate fills content types and permissions) — not a 1M-row table a later
+        non-atomic migration of the plan backfills in transactions of its own."""
+        changed = None if self.tables_of is None else self.tables_of(self._in_group)
+        if changed is None:
             return None
         from songsgen.db.safety import big_table_rows, table_rows_at_least
 
         names = self.connection.introspection.django_table_names(only_existing=True, include_views=False)
         limit = big_table_rows()
-        return sorted(t for t in names if t in self.fk_tables or not table_rows_at_least(self.connection, t, limit))
+        return sorted(t for t in names if t in changed or not table_rows_at_least(self.connection, t, limit))
 
     def reset(self) -> None:
         """Forget the timings of a failed attempt before a retry (what it committed stays)."""

@@ -132,6 +132,31 @@ def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
     return tables
 
 
+def tables_changed_by(plan: Plan, state: ProjectState) -> Callable[[list[str]], set[str] | None]:
+    """For the applier: the tables the named migrations of the plan change (None: any)."""
+    return lambda labels: touched_tables([(m, b) for m, b in plan if f"{m.app_label}.{m.name}" in labels], state)
+
+
+def in_transaction(plan: Plan, applier: Applier) -> Plan:
+    """The part of the plan the applier's open transaction holds; the whole plan when none is open."""
+    if not applier.in_transaction:
+        return plan
+    return [(m, b) for m, b in plan if f"{m.app_label}.{m.name}" in applier.grouped]
+
+
+def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None
+                          ) -> list[schema.Problem]:
+    """SQLite's checks that need no lock, after the commit: the pages of the tables the plan changed, and the
+    foreign keys of those the transaction's own check (`checked`; None: all) left out."""
+    tables = touched_tables(plan, applied_state(MigrationExecutor(connection)))
+    problems = page_problems(connection, tables)
+    rest = set() if checked is None else None if tables is None else tables - checked
+    if rest is None or rest:
+        quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
+        problems += schema.integrity_problems(connection, quick=quick, tables=rest, pages=False, keys=True)
+    return problems
+
+
 def verify(
     connection: BaseDatabaseWrapper, plan: Plan | None = None, *, structure: bool = True, pages: bool = True
 ) -> tuple[list[schema.Problem], set[str] | None]:
@@ -259,7 +284,7 @@ def run(
             return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
-        applier.fk_tables = touched_tables(plan, applied_state(executor))
+        applier.tables_of = tables_changed_by(plan, applied_state(executor))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
@@ -317,11 +342,12 @@ def _apply(
                     apply()
                 report.seconds["apply"] = round(time.monotonic() - tick, 3)
                 stage, tick = "verify", time.monotonic()
-                checked = _verify(connection, plan, report, log, warn)
+                # Under the lock only what the open transaction changed; the rest of the plan committed already.
+                checked = _verify(connection, in_transaction(plan, applier), report, log, warn)
                 applier.commit(keys_checked=checked)
             applier.measure()
-            if connection.vendor == "sqlite":  # read-only: outside the write lock, on the tables found above
-                _check_pages(connection, checked, report, warn)
+            if connection.vendor == "sqlite":  # read-only: outside the write lock
+                _check_after_commit(connection, plan, checked, report, warn)
             report.seconds["verify"] = round(time.monotonic() - tick, 3)
             return attempt
         except BaseException as exc:  # an error, a failed verification, Ctrl-C
@@ -348,10 +374,11 @@ def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> l
     return schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)
 
 
-def _check_pages(
-    connection: BaseDatabaseWrapper, tables: set[str] | None, report: Report, warn: Callable[[str], None]
+def _check_after_commit(
+    connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None, report: Report,
+    warn: Callable[[str], None],
 ) -> None:
-    problems = page_problems(connection, tables)
+    problems = after_commit_problems(connection, plan, checked)
     report.verification += [p.as_dict() for p in problems]
     for problem in problems:
         warn(str(problem))

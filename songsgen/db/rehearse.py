@@ -158,7 +158,7 @@ def rehearse(
     log: Callable[[str], None] = lambda s: None,
 ) -> Rehearsal:
     """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each migration."""
-    from songsgen.db.migrate import touched_tables  # migrate imports this module
+    from songsgen.db.migrate import tables_changed_by  # migrate imports this module
 
     clock = time.monotonic()
     if connection.vendor == "sqlite":
@@ -184,7 +184,7 @@ def rehearse(
         executor = MigrationExecutor(scratch, progress)
         plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
         if scratch.vendor == "sqlite":  # as migrate.run: only SQLite defers its foreign-key check to the commit
-            applier.fk_tables = touched_tables(plan, schema.applied_state(executor))
+            applier.tables_of = tables_changed_by(plan, schema.applied_state(executor))
         with applier.metered(rows=True):
             try:
                 executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
@@ -212,16 +212,16 @@ def rehearse(
 def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[dict[str, str]]:
     """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the foreign-key check of
     what verification left), then SQLite's page check outside the lock; the problems found."""
-    from songsgen.db.migrate import page_problems, verify
+    from songsgen.db.migrate import after_commit_problems, in_transaction, verify
 
     try:
-        problems, tables = verify(scratch, plan, pages=False)
+        problems, tables = verify(scratch, in_transaction(plan, applier), pages=False)
         if any(p.severity == schema.ERROR for p in problems):
             applier.rollback(RuntimeError("verification failed"))
             return [p.as_dict() for p in problems]
         applier.commit(keys_checked=tables)
         if scratch.vendor == "sqlite":
-            problems += page_problems(scratch, tables)
+            problems += after_commit_problems(scratch, plan, tables)
     except Exception as exc:  # noqa: BLE001 — a check that cannot run, or the check at commit, is a failed check
         applier.rollback(exc)
         detail = f"{type(exc).__name__}: {exc}"

@@ -10,13 +10,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.conftest import REPO, database_url_for
+from tests.conftest import REPO
 from tests.db.dbstate import database_state
 from tests.factories import make_song, make_user
 
@@ -112,22 +111,6 @@ def test_migrate_accepts_an_empty_database_and_makes_the_backup_folder_owner_onl
     assert list((tmp_path / "data" / "backups").glob("pre-migrate-songs-*"))
 
 
-@pytest.fixture
-def scratch_pg() -> Iterator[str]:
-    """A new, empty PostgreSQL database on the test server; its DATABASE_URL. Dropped afterwards."""
-    import psycopg
-
-    name = f"songsgen_guard_{os.getpid()}"
-    url = database_url_for(connection.settings_dict).rsplit("/", 1)[0]
-    with psycopg.connect(f"{url}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{url}/{name}"
-    finally:
-        with psycopg.connect(f"{url}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _pg_tables(url: str) -> list[str]:
     import psycopg
 
@@ -138,23 +121,23 @@ def _pg_tables(url: str) -> list[str]:
 
 @pg_only
 @pytest.mark.django_db
-def test_migrate_refuses_a_foreign_postgres_database(scratch_pg, own_env):
+def test_migrate_refuses_a_foreign_postgres_database(empty_pg_database, own_env):
     import psycopg
 
-    with psycopg.connect(scratch_pg) as conn:
+    with psycopg.connect(empty_pg_database) as conn:
         conn.execute("CREATE TABLE invoices (id int PRIMARY KEY, total numeric)")
         conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
-    env = dict(own_env, DATABASE_URL=scratch_pg)
+    env = dict(own_env, DATABASE_URL=empty_pg_database)
 
     refused = manage_in(env, "migrate")
 
     _assert_clean_refusal(refused, "holds 1 table(s) (invoices) but no migration history of this project",
-                          f"'{scratch_pg.rsplit('/', 1)[1]}'", FOREIGN_ADVICE)
-    assert _pg_tables(scratch_pg) == ["invoices"]  # no django_migrations either
+                          f"'{empty_pg_database.rsplit('/', 1)[1]}'", FOREIGN_ADVICE)
+    assert _pg_tables(empty_pg_database) == ["invoices"]  # no django_migrations either
 
     adopted = manage_in(env, "migrate", "--adopt", "-v0")
     assert adopted.returncode == 0, adopted.stderr
-    assert {"invoices", "django_migrations", "songs_song"} <= set(_pg_tables(scratch_pg))
+    assert {"invoices", "django_migrations", "songs_song"} <= set(_pg_tables(empty_pg_database))
 
 
 # --- dbrestore and the backup's migration history -------------------------------------------------

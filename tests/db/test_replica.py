@@ -242,18 +242,23 @@ def test_a_later_point_in_time_includes_an_earlier_restore_and_what_followed(liv
     back_to = told[len(told) // 2].committed + 0.05
     assert manage(env, "dbrestore", "--from-replica", "--to-time", stamp(back_to), "--noinput").returncode == 0
     kept = writer_ids(live)
-    restored = time.time()
-    processes.append(later := Writer(env, tmp_path / "w1"))
-    later.wait_for(100)
+
+    since, present = write_then_restore_to_now(env, live, rep, tmp_path / "w1", processes, 100)
+
+    assert kept <= present and since and set(since) <= present
+
+
+def write_then_restore_to_now(env, live, rep, folder, processes, commits: int) -> tuple[list[int], set[int]]:
+    """A new writer commits `commits` rows, then a point-in-time restore to now: (its ids a second old, ids there)."""
+    began = time.time()
+    processes.append(later := Writer(env, folder))
+    later.wait_for(commits)
     rep.catch_up()
     moment = time.time()
-    since = [c.id for c in later.stop() if c.started > restored and c.committed <= moment - 1]
-
+    written = [c.id for c in later.stop() if c.started > began and c.committed <= moment - 1]
     result = manage(env, "dbrestore", "--from-replica", "--to-time", stamp(moment), "--noinput")
-
     assert result.returncode == 0, result.stderr
-    present = writer_ids(live)
-    assert kept <= present and since and set(since) <= present
+    return written, writer_ids(live)
 
 
 @sqlite_only
@@ -269,17 +274,9 @@ def test_a_restore_while_replication_is_stopped_is_picked_up_when_it_starts_agai
     assert manage(env, "dbrestore", "--noinput").returncode == 0  # a plain restore: TRUNCATE, nobody replicating
     kept = writer_ids(live)
     processes.append(rep := Replicate(env, live))
-    restarted = time.time()
-    processes.append(later := Writer(env, tmp_path / "w1"))
-    later.wait_for(60)
-    rep.catch_up()
-    moment = time.time()
-    since = [c.id for c in later.stop() if c.started > restarted and c.committed <= moment - 1]
 
-    result = manage(env, "dbrestore", "--from-replica", "--to-time", stamp(moment), "--noinput")
+    since, present = write_then_restore_to_now(env, live, rep, tmp_path / "w1", processes, 60)
 
-    assert result.returncode == 0, result.stderr
-    present = writer_ids(live)
     assert kept <= present and since and set(since) <= present
 
 

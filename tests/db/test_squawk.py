@@ -7,7 +7,6 @@ tests/settings_unsafe.py in the subprocess only).
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db import squawk
 from songsgen.db.safety import Finding, _merge_squawk, check_plan
-from tests.conftest import REPO, database_url_for
+from tests.conftest import REPO
 from tests.factories import make_song, make_user
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="squawk judges PostgreSQL SQL")
@@ -101,17 +100,6 @@ def test_project_migrations_pass_squawk_one_by_one():
     assert blocking == []
 
 
-@pytest.fixture
-def empty_database_url(transactional_db):
-    """A second, empty database on the test server (dropped afterwards)."""
-    name = f"songsgen_empty_{os.getpid()}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield database_url_for({**connection.settings_dict, "NAME": name})
-    with connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _check_safety(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), "migrate", "--check-safety", *args],
@@ -120,8 +108,8 @@ def _check_safety(env: dict[str, str], *args: str) -> subprocess.CompletedProces
 
 
 @postgres_only
-def test_project_migrations_pass_both_judges_from_zero(subprocess_env, empty_database_url, tmp_path):
-    env = dict(subprocess_env, DATABASE_URL=empty_database_url, SONGSGEN_DATA_DIR=str(tmp_path))
+def test_project_migrations_pass_both_judges_from_zero(subprocess_env, empty_pg_database, tmp_path):
+    env = dict(subprocess_env, DATABASE_URL=empty_pg_database, SONGSGEN_DATA_DIR=str(tmp_path))
     result = _check_safety(env, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
