@@ -15,11 +15,12 @@ import mmap
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 from songsgen.db import replica
 from songsgen.db.backup.errors import BackupError
@@ -311,6 +312,14 @@ def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
 # --- copying into the live database -----------------------------------------------------------------
 
 
+class Copied(NamedTuple):
+    """What copy_into_live did: WAL folded in, the check's findings, how long writers were kept waiting."""
+
+    folded: bool
+    errors: list[str]
+    lock_seconds: float  # the copy's write transaction, first step to commit
+
+
 def copy_into_live(
     source: Path,
     live: Path,
@@ -320,14 +329,14 @@ def copy_into_live(
     before_commit: Callable[[], None] | None = None,
     alongside: Callable[[], list[str]] = list,
     after_commit: Callable[[], None] = lambda: None,
-) -> tuple[bool, list[str]]:
+) -> Copied:
     """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
 
     `before_commit` runs before the copy's last step, which commits: if it raises, the transaction is
     rolled back and nothing of the copy is ever visible. `alongside` (the check of the result) runs in a
     second thread from the commit on; meanwhile this thread runs `after_commit`, then a checkpoint that
-    folds the WAL into the database file. Returns whether the WAL was folded in and truncated, and what
-    `alongside` returned. `step`: bytes copied per backup-API step.
+    folds the WAL into the database file. Returns whether the WAL was folded in and truncated, what
+    `alongside` returned, and how long the copy held the write lock. `step`: bytes copied per backup-API step.
     """
     with contextlib.ExitStack() as stack:
         # Opened before this process connects to the file and closed after: closing a descriptor of it
@@ -343,11 +352,11 @@ def copy_into_live(
         # Our own descriptor of the -wal (there now that the connection has read the database), which
         # SQLite does not lock: closing it is harmless.
         wal = stack.enter_context(_opened(Path(f"{live}-wal")))
-        committed = False
+        committed, began = False, time.monotonic()
         try:
             with flushing(wal):  # the checkpoint's fsync of the WAL after the commit finds little left
                 _backup_in_steps(source, dst, step, before_commit, stale)
-                committed = True
+                committed, held = True, time.monotonic() - began
         except BaseException as exc:
             if committed:  # the WAL could not be written out: the caller puts the safety copy back
                 raise
@@ -359,9 +368,9 @@ def copy_into_live(
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
-        done = _checkpoint(dst, stale, wal, alongside, after_commit)
+        folded, errors = _checkpoint(dst, stale, wal, alongside, after_commit)
         replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
-        return done
+        return Copied(folded, errors, held)
 
 
 def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | None,

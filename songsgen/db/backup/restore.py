@@ -37,6 +37,7 @@ class RestoreResult:
     tables: dict[str, int]
     checkpointed: bool
     seconds: float
+    lock_seconds: float = 0.0  # how long writers had to wait: the copy into the live database
     notes: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # migrations the code has and the backup lacks
 
@@ -89,7 +90,7 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
                 f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
                 "WAL database cannot change; stop the application and replace the file"
             )
-        checkpointed, errors, expected = _copy_and_verify(candidate, target, timeout=timeout, steps=steps)
+        checkpointed, errors, expected, held = _copy_and_verify(candidate, target, timeout=timeout, steps=steps)
         if errors and safety is not None:
             keep_safety = True
             try:
@@ -123,14 +124,15 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
         live.set_wal(target, timeout)
     except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)
         notes.append(f"the restored database is not in WAL mode yet ({exc})")
-    return RestoreResult(target, expected, checkpointed, time.monotonic() - started, notes, pending)
+    return RestoreResult(target, expected, checkpointed, time.monotonic() - started, held, notes, pending)
 
 
 def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
-                     steps: RestoreSteps) -> tuple[bool, list[str], dict[str, int]]:
+                     steps: RestoreSteps) -> tuple[bool, list[str], dict[str, int], float]:
     """Check `candidate` while copying it into `target`, committed only if it passes integrity_check.
 
-    Returns whether the WAL was folded in, what is wrong with the result, and the backup's row counts.
+    Returns whether the WAL was folded in, what is wrong with the result, the backup's row counts, and how
+    long the copy held the write lock.
     A backup that fails its integrity_check, or a copy that fails before it commits, raises BackupError:
     the copy was rolled back, the live database is as it was.
     """
@@ -154,15 +156,15 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
     # The copy's last step, which commits, waits for the backup's check and is rolled back if it fails.
     with live.beside("threads:check", check_backup) as checked:
         try:
-            checkpointed, errors = live.copy_into_live(
+            checkpointed, errors, held = live.copy_into_live(
                 candidate, target, timeout=timeout, step=steps.step, before_commit=checked.result,
                 alongside=check_result,
                 # Its pages are in the live database now; the memory they held takes the checkpoint's.
                 after_commit=lambda: remove_file(candidate),
             )
         except (sqlite3.Error, OSError) as exc:  # after the commit: what failed before it raised BackupError
-            return False, [str(exc)], counts
-    return checkpointed, errors, counts
+            return False, [str(exc)], counts, 0.0
+    return checkpointed, errors, counts, held
 
 
 def need_space(folder: Path, needed: int) -> None:

@@ -170,6 +170,7 @@ class Command(dbrestore.Command):
         if result is not None:
             tables = ", ".join(f"{t} {n:,}" for t, n in result.tables.items() if not t.startswith("django_"))
             self.stdout.write(f"Restored {result.database} in {result.seconds:.1f} s, integrity ok; rows: {tables}.")
+            self.stdout.write(f"Writes waited at most {result.lock_seconds:.2f} s (the copy's write lock).")
             for note in result.notes:
                 self.stdout.write(f"Note: {note}.")
         if pending:

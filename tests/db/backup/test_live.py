@@ -91,10 +91,11 @@ def test_the_io_tuning_changes_no_byte(off, tmp_path, monkeypatch):
     conn.commit()
     conn.close()
     checked: list[str] = []
-    checkpointed, errors = copy_into_live(other, live, timeout=5, step=64 * 1024,
-                                          before_commit=lambda: checked.append("before the commit"),
-                                          alongside=lambda: check_errors(live, quick=True))
+    checkpointed, errors, held = copy_into_live(other, live, timeout=5, step=64 * 1024,
+                                                before_commit=lambda: checked.append("before the commit"),
+                                                alongside=lambda: check_errors(live, quick=True))
     assert (checkpointed, errors, checked) == (True, [], ["before the commit"])
+    assert held > 0  # what writers waited: the copy's transaction, from its first step to the commit
     assert table_checksums(live) == table_checksums(other)
     reader.close()
     writer.close()
