@@ -197,7 +197,8 @@ class _Checker:
         return found
 
 
-def _linter_findings(migration: Migration, database: str) -> list[Finding]:
+def linter_findings(migration: Migration, database: str) -> list[Finding]:
+    """django-migration-linter's findings for one migration, in our shape (the first judge beside ours)."""
     from django_migration_linter import MigrationLinter
     from django_migration_linter.sql_analyser import analyse_sql_statements
 
@@ -221,7 +222,7 @@ def _linter_findings(migration: Migration, database: str) -> list[Finding]:
     return findings
 
 
-def _merge_squawk(found: list[Finding], violations: list[squawk.Violation], label: str) -> list[Finding]:
+def merge_squawk(found: list[Finding], violations: list[squawk.Violation], label: str) -> list[Finding]:
     """`found` (ours and the linter's for one migration) with squawk's added; a problem said twice is kept once."""
     merged = list(found)
     for v in violations:
@@ -247,7 +248,7 @@ def _squawk_findings(
     except squawk.SquawkError as exc:
         detail = f"{exc}: squawk did not judge the PostgreSQL SQL of this migration"
         return [*found, Finding("SQUAWK_FAILED", label, detail, "squawk", hint=squawk.FIXES["SQUAWK_FAILED"])]
-    return _merge_squawk(found, violations, label)
+    return merge_squawk(found, violations, label)
 
 
 def check_plan(
@@ -284,7 +285,7 @@ def check_plan(
             op.state_forwards(migration.app_label, state)
         if use_linter and judged:
             seen = {f.code for f in own}
-            own.extend(f for f in _linter_findings(migration, connection.alias) if f.code not in seen)
+            own.extend(f for f in linter_findings(migration, connection.alias) if f.code not in seen)
         if before is not None:
             own = _squawk_findings(checker, migration, before, own)
         elif judged and missing and not told:

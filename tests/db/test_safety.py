@@ -8,7 +8,7 @@ from django.db import connection, models
 from django.db.migrations import Migration, operations
 from django.db.migrations.executor import MigrationExecutor
 
-from songsgen.db.safety import _linter_findings, check_plan
+from songsgen.db.safety import check_plan, linter_findings
 from tests.factories import make_song
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL locking checks")
@@ -89,6 +89,6 @@ def test_project_migrations_pass():
         migration = executor.loader.get_migration(*key)
         state = executor.loader.project_state(key, at_end=False)
         own = check_plan(connection, [(migration, False)], state, use_linter=False, use_squawk=False)
-        linted = [] if migration.initial else _linter_findings(migration, connection.alias)
+        linted = [] if migration.initial else linter_findings(migration, connection.alias)
         blocking += [f for f in own + linted if f.blocking]
     assert blocking == []
