@@ -1,6 +1,6 @@
 """The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, page cache, O_DIRECT, sendfile,
+The only module of the package that does OS-level I/O (descriptors, page cache, O_DIRECT,
 write-out threads). Each piece of machine-specific tuning sits behind one small function here, and the
 environment variable SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces
 off so that bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
@@ -36,7 +36,7 @@ T = TypeVar("T")
 def tuned(piece: str) -> bool:
     """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
 
-    Pieces: direct, fadvise, sendfile, flush, and the four second threads threads:pack,
+    Pieces: direct, fadvise, flush, and the four second threads threads:pack,
     threads:safety, threads:check, threads:verify ("threads" names the four at once).
     """
     off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
@@ -187,22 +187,14 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-# --- machine-specific tuning: one function each -----------------------------------------------------
-
-
 def copy_file(in_fd: int, out_fd: int, size: int) -> None:
-    """Copy the first `size` bytes of `in_fd` into `out_fd`; in the kernel (sendfile): no buffer in this process."""
-    if not tuned("sendfile"):
-        for _, piece in read_pieces(in_fd, size, bytearray(CHUNK)):
-            with piece:
-                write_all(out_fd, piece)
-        return
-    offset = 0
-    while offset < size:
-        sent = os.sendfile(out_fd, in_fd, offset, min(size - offset, 1 << 30))
-        if sent == 0:
-            break
-        offset += sent
+    """Copy the first `size` bytes of `in_fd` into `out_fd`, a megabyte at a time (flat memory)."""
+    for _, piece in read_pieces(in_fd, size, bytearray(CHUNK)):
+        with piece:
+            write_all(out_fd, piece)
+
+
+# --- machine-specific tuning: one function each -----------------------------------------------------
 
 
 def copy_past_cache(in_fd: int, size: int, target: Path) -> None:
