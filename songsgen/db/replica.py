@@ -101,6 +101,11 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def asked_for() -> bool:
+    """Whether the operator asked for replication (SONGSGEN_REPLICA_URL set): the one place that decides it."""
+    return bool(str(getattr(settings, "REPLICA_URL", "") or "").strip())
+
+
 def replica_url(database: Path) -> str:
     """SONGSGEN_REPLICA_URL, a bare path read as a file replica; unset: `<data folder>/replica/<database file>`."""
     url = str(getattr(settings, "REPLICA_URL", "") or "").strip()

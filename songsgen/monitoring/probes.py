@@ -149,7 +149,9 @@ class Replication:
 
 def replication_configured() -> bool:
     """Whether replication is asked for (SONGSGEN_REPLICA_URL, or another reader named)."""
-    return bool(getattr(settings, "REPLICA_URL", "") or getattr(settings, "REPLICATION_STATUS", ""))
+    from songsgen.db import replica
+
+    return replica.asked_for() or bool(getattr(settings, "REPLICATION_STATUS", ""))
 
 
 def replication(connection: BaseDatabaseWrapper) -> Replication:
@@ -164,7 +166,7 @@ def replication(connection: BaseDatabaseWrapper) -> Replication:
     from songsgen.db import replica
 
     found = replica.replication_status(connection.settings_dict)
-    if not (getattr(settings, "REPLICA_URL", "") or found.running):
+    if not (replica.asked_for() or found.running):
         return Replication(configured=False)
     if not found.running:
         return Replication(configured=True, problem="SONGSGEN_REPLICA_URL is set but `manage.py replicate` is not "
