@@ -26,6 +26,7 @@ RUN_FILE ?= .make-run
 run: export SONGSGEN_GENERATOR ?= songs.demo_activity.DemoGenerator
 run: $(RUN_FILE)
 $(RUN_FILE): venv FORCE
+	$(PY) -m songsgen.devrun --while-exists $@ --check
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate
 	DEBUG=$${DEBUG:-1} $(PY) manage.py bootstrap_dev
 	DEBUG=$${DEBUG:-1} $(PY) -m songsgen.devrun --port $(PORT) --while-exists $@

@@ -1,7 +1,7 @@
 """`make run`'s supervisor: the development server, a queue worker and (on SQLite) `replicate`, started and
 stopped together.
 
-    python -m songsgen.devrun --port 8000 [--while-exists FILE]
+    python -m songsgen.devrun --port 8000 [--while-exists FILE] [--check]
 
 They run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches them
 only through here, in order: SIGTERM, a grace period for the worker to finish its job, then SIGKILL.
@@ -9,11 +9,16 @@ It stops on SIGTERM, SIGINT or SIGHUP, when any child exits, and when FILE disap
 SIGTERM on to a recipe but not SIGINT (it expects the terminal to have sent that to every process), and
 on either it deletes the target file its recipe was making; that deletion is how a `kill -INT` sent to
 make alone reaches us.
+
+FILE is also the lock of one `make run` per checkout: a second one (`--check`, the recipe's first step,
+then the supervisor itself) is refused with the first one's pid and never deletes FILE, which would stop
+the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import signal
 import subprocess
@@ -21,9 +26,26 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 POLL = 0.2  # seconds between looks at the children and the file
+
+
+def _hold(path: Path) -> IO[str] | str:
+    """The lock of one `make run`: FILE opened and locked, our pid in it; or the holder's pid if another has it."""
+    handle = open(path, "a+")  # noqa: SIM115 — held open for the whole run: closing it releases the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        return holder
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _start(*args: str) -> subprocess.Popen[bytes]:
@@ -67,7 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--while-exists", type=Path, metavar="FILE",
                         help="Created at start; stop when it is removed (make deletes it when interrupted).")
     parser.add_argument("--grace", type=float, default=10.0, help="Seconds the worker gets to finish (10).")
+    parser.add_argument("--check", action="store_true", help="Only say whether another `make run` holds FILE.")
     args = parser.parse_args(argv)
+    lock = _hold(args.while_exists) if args.while_exists is not None else None
+    if isinstance(lock, str):
+        print(f"devrun: `make run` is already running in this checkout (pid {lock}); stop it first (Ctrl-C in "
+              "its terminal), or give this one another RUN_FILE and SONGSGEN_DATA_DIR.", file=sys.stderr)
+        return 1
+    if args.check:
+        if lock is not None:
+            lock.close()
+        return 0
 
     asked: list[int] = []
 
@@ -76,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handler)
-    if args.while_exists is not None:
-        args.while_exists.touch()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
@@ -101,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop(procs, args.grace)
         if args.while_exists is not None:
             args.while_exists.unlink(missing_ok=True)
+        if lock is not None:
+            lock.close()
     return code
 
 

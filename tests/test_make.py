@@ -48,6 +48,7 @@ def _processes_with(marker: str) -> list[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_make_run_stops_server_worker_and_replication_when_make_is_signalled(tmp_path, signum):
+    """And a second `make run` meanwhile is refused without stopping the first."""
     marker, port = f"{signum.name}-{os.getpid()}", _free_port()
     make = subprocess.Popen(
         ["make", "--no-print-directory", "-o", STAMP, "run", f"PORT={port}", f"RUN_FILE={tmp_path / 'running'}"],
@@ -68,6 +69,17 @@ def test_make_run_stops_server_worker_and_replication_when_make_is_signalled(tmp
         while not any("litestream replicate" in line for line in _processes_with(marker)):
             assert time.monotonic() < deadline, f"no Litestream among {_processes_with(marker)}"
             time.sleep(0.2)
+        # A second `make run` in the same checkout is refused in one line and leaves the first one running.
+        second = subprocess.run(
+            ["make", "--no-print-directory", "-o", STAMP, "run", f"PORT={port}", f"RUN_FILE={tmp_path / 'running'}"],
+            cwd=REPO, env=_env(tmp_path / "data", marker + "-second"), capture_output=True, text=True, timeout=120,
+        )
+        assert second.returncode != 0
+        assert "`make run` is already running in this checkout (pid " in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr and (tmp_path / "running").exists()
+        time.sleep(1)  # the first one's supervisor looks at its file every 0.2 s
+        assert make.poll() is None
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
         make.send_signal(signum)  # to make alone, as `kill` or a process manager sends it
         make.wait(timeout=30)
         deadline = time.monotonic() + 15
