@@ -85,6 +85,8 @@ def seed_file(args: argparse.Namespace) -> Path:
     """The seeded SQLite file for this size, created once (seed_demo) and kept under --work."""
     seed = args.work.resolve() / f"seed_{args.songs}_{args.users}.db"
     seeded(seed, args.songs, args.users)
+    # A seed made by older code gets today's schema: every step starts from the code's newest state.
+    manage(base_env(f"sqlite:///{seed}", seed.parent / "seed-data"), "migrate", "--plain", "-v0")
     return seed
 
 
