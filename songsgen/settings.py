@@ -292,7 +292,9 @@ if not 0.01 <= REPLICA_SYNC_INTERVAL <= 3600:
     )
 
 # --- Monitoring: /health and /metrics (songsgen/monitoring/, docs/monitoring.md) --------------
-INSTALLED_APPS.append("health_check")  # django-health-check: its checks' framework and status page
+# django-health-check is used as a library (its view and check classes, songsgen/monitoring/), not installed
+# as an app: its package imports dnspython for a DNS check we do not run, 6 MiB in every manage.py process,
+# which put `dbbackup` over its 64 MiB budget. The status page is our own template.
 # The bearer token Prometheus and uptime checks send (staff may log in instead). Without one, and with
 # DEBUG off, both endpoints answer 404 to everyone but staff.
 METRICS_TOKEN = os.environ.get("SONGSGEN_METRICS_TOKEN", "")

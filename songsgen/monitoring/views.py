@@ -92,6 +92,7 @@ class HealthView(HealthCheckView):
     """
 
     checks = HEALTH_CHECKS
+    template_name = "monitoring/health.html"  # ours: the package is not an installed app (settings.py)
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         denied = refusal(request, await request.auser())
