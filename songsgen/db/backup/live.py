@@ -1,6 +1,6 @@
 """The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, page cache, O_DIRECT,
+The only module of the package that does OS-level I/O (descriptors, page cache,
 write-out threads). Each piece of machine-specific tuning sits behind one small function here, and the
 environment variable SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces
 off so that bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
@@ -9,9 +9,6 @@ off so that bench/backup_bench.py can measure each with and without; bench/READM
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import mmap
 import os
 import sqlite3
 import threading
@@ -36,7 +33,7 @@ T = TypeVar("T")
 def tuned(piece: str) -> bool:
     """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
 
-    Pieces: direct, fadvise, flush, and the four second threads threads:pack,
+    Pieces: fadvise, flush, and the four second threads threads:pack,
     threads:safety, threads:check, threads:verify ("threads" names the four at once).
     """
     off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
@@ -160,7 +157,11 @@ def safety_copy(live: Path, target: Path, *, timeout: float,
     """
     with frozen_file(live, timeout=timeout) as frozen:
         if frozen is not None:
-            copy_past_cache(frozen.fd, frozen.size, target)
+            out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+            try:
+                copy_file(frozen.fd, out_fd, frozen.size)
+            finally:
+                os.close(out_fd)
             return
     api_copy(live, target, timeout=timeout)
 
@@ -195,47 +196,6 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 
 
 # --- machine-specific tuning: one function each -----------------------------------------------------
-
-
-def copy_past_cache(in_fd: int, size: int, target: Path) -> None:
-    """Copy the first `size` bytes of `in_fd` over the existing file `target`, past the page cache where allowed.
-
-    O_DIRECT: nobody reads a safety copy unless the restore fails, and its dirty pages would make the kernel
-    write them back while the unpacked backup competes for the same memory.
-    """
-    direct = tuned("direct")
-    buffer: Any = mmap.mmap(-1, 8 * CHUNK) if direct else bytearray(8 * CHUNK)  # mmap: page-aligned, as O_DIRECT wants
-    try:
-        out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
-        try:
-            _direct_io(out_fd, direct)
-            for offset, chunk in read_pieces(in_fd, size, buffer):
-                with chunk:
-                    try:
-                        _write_all_at(out_fd, chunk, offset)
-                    except OSError as exc:
-                        if exc.errno != errno.EINVAL:
-                            raise
-                        _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
-                        _write_all_at(out_fd, chunk, offset)
-        finally:
-            os.close(out_fd)
-    finally:
-        if direct:
-            buffer.close()
-
-
-def _direct_io(fd: int, on: bool) -> None:
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    direct = getattr(os, "O_DIRECT", 0)
-    with contextlib.suppress(OSError):  # EINVAL: this file system has no O_DIRECT
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct if on else flags & ~direct)
-
-
-def _write_all_at(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
 
 
 def drop_cache(file: IO[bytes], length: int) -> None:
