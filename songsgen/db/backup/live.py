@@ -1,9 +1,9 @@
 """The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, page cache,
-write-out threads). Each piece of machine-specific tuning sits behind one small function here, and the
-environment variable SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces
-off so that bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
+The only module of the package that does OS-level I/O (descriptors, write-out threads). Each piece of
+machine-specific tuning sits behind one small function here, and the environment variable
+SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces off so that
+bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ T = TypeVar("T")
 def tuned(piece: str) -> bool:
     """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
 
-    Pieces: fadvise, flush, and the four second threads threads:pack,
+    Pieces: flush, and the four second threads threads:pack,
     threads:safety, threads:check, threads:verify ("threads" names the four at once).
     """
     off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
@@ -198,19 +198,6 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 # --- machine-specific tuning: one function each -----------------------------------------------------
 
 
-def drop_cache(file: IO[bytes], length: int) -> None:
-    """Drop the clean pages of the first `length` bytes of `file` from the page cache (a hint).
-
-    On a VM, memory the guest has not touched lately costs far more than memory just freed: pages the copy
-    is done with make room for the next step's.
-    """
-    if not tuned("fadvise"):
-        return
-    with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
-        if length:  # (a length of 0 would mean the whole file)
-            os.posix_fadvise(file.fileno(), 0, length, os.POSIX_FADV_DONTNEED)
-
-
 @contextlib.contextmanager
 def flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
     """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s.
@@ -307,7 +294,7 @@ def copy_into_live(
         committed, began = False, time.monotonic()
         try:
             with flushing(wal):  # the checkpoint's fsync of the WAL after the commit finds little left
-                _backup_in_steps(source, dst, step, before_commit, stale)
+                _backup_in_steps(source, dst, step, before_commit)
                 committed, held = True, time.monotonic() - began
         except BaseException as exc:
             if committed:  # the WAL could not be written out: the caller puts the safety copy back
@@ -357,38 +344,29 @@ def _opened(path: Path) -> Iterator[int | None]:
 
 
 def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
-                     before_commit: Callable[[], None] | None, stale: IO[bytes] | None) -> None:
+                     before_commit: Callable[[], None] | None) -> None:
     """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
 
     One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
     from the first step to the last, which commits): readers of `dst` see the old database or the new
     one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
-    backup, and SQLite rolls the transaction back. After each step the pages of `dst`'s own file
-    (`stale`) that the checkpoint will rewrite, and, unless `before_commit` reads them beside the copy,
-    the pages of `source` just copied, leave the page cache (drop_cache()).
+    backup, and SQLite rolls the transaction back.
     """
     src = sqlite3.connect(source, isolation_level=None)
     try:
         size = int(src.execute("PRAGMA page_size").fetchone()[0])
         pages_per_step = max(1, step // size)
         pending = before_commit
-        drop_behind = before_commit is None  # a check reading the source beside the copy needs its pages
         if pending is not None and int(src.execute("PRAGMA page_count").fetchone()[0]) <= pages_per_step:
             pending()  # the first step is the last
             pending = None
-        with open(source, "rb") as pages:
 
-            def between_steps(status: int, remaining: int, total: int) -> None:
-                nonlocal pending
-                copied = (total - remaining) * size
-                if drop_behind:
-                    drop_cache(pages, copied)
-                if stale is not None:
-                    drop_cache(stale, copied)
-                if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
-                    run, pending = pending, None
-                    run()
+        def between_steps(status: int, remaining: int, total: int) -> None:
+            nonlocal pending
+            if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
+                run, pending = pending, None
+                run()
 
-            src.backup(dst, pages=pages_per_step, progress=between_steps)
+        src.backup(dst, pages=pages_per_step, progress=between_steps)
     finally:
         src.close()
