@@ -1,9 +1,9 @@
 """The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, write-out threads). Each piece of
-machine-specific tuning sits behind one small function here, and the environment variable
-SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces off so that
-bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
+The only module of the package that does OS-level I/O (descriptors, fsync). The one machine-specific
+tuning left, a second thread beside each long step (`beside`), can be turned off with the environment
+variable SONGSGEN_IO_TUNING_OFF (see `tuned()`) so that bench/backup_bench.py measures it with and
+without; bench/README.md has the figures, and why the other pieces went.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from songsgen.db import replica
 from songsgen.db.backup.errors import BackupError
@@ -33,8 +32,8 @@ T = TypeVar("T")
 def tuned(piece: str) -> bool:
     """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
 
-    Pieces: flush, and the four second threads threads:pack,
-    threads:safety, threads:check, threads:verify ("threads" names the four at once).
+    Pieces: the four second threads threads:pack, threads:safety, threads:check, threads:verify
+    ("threads" names the four at once).
     """
     off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
     return piece not in off and not (piece.startswith("threads:") and "threads" in off)
@@ -199,37 +198,6 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 
 
 @contextlib.contextmanager
-def flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
-    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s.
-
-    The disk is idle while a copy runs: written out as they come, the pages leave the fsync that follows
-    little to do. An error writing them out is raised when the context ends.
-    """
-    if fd is None or not tuned("flush"):
-        yield
-        return
-    stop = threading.Event()
-    failed: list[OSError] = []
-
-    def flush() -> None:
-        while not failed and not stop.wait(every):
-            try:
-                os.fdatasync(fd)
-            except OSError as exc:  # reported once by the kernel: it must not get lost here
-                failed.append(exc)
-
-    thread = threading.Thread(target=flush, name="songsgen-flush", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-    if failed:
-        raise failed[0]
-
-
-@contextlib.contextmanager
 def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
     """`work` run in a second thread while the caller goes on, as a Future; joined when the context ends.
 
@@ -278,9 +246,6 @@ def copy_into_live(
     `alongside` returned, and how long the copy held the write lock. `step`: bytes copied per backup-API step.
     """
     with contextlib.ExitStack() as stack:
-        # Opened before this process connects to the file and closed after: closing a descriptor of it
-        # drops every POSIX lock this process holds on it (https://sqlite.org/howtocorrupt.html, 2.2).
-        stale = stack.enter_context(open(live, "rb")) if live.exists() else None
         dst = stack.enter_context(contextlib.closing(_connect(live, timeout)))
         # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The checkpoint
         # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced by
@@ -291,14 +256,11 @@ def copy_into_live(
         # Our own descriptor of the -wal (there now that the connection has read the database), which
         # SQLite does not lock: closing it is harmless.
         wal = stack.enter_context(_opened(Path(f"{live}-wal")))
-        committed, began = False, time.monotonic()
+        began = time.monotonic()
         try:
-            with flushing(wal):  # the checkpoint's fsync of the WAL after the commit finds little left
-                _backup_in_steps(source, dst, step, before_commit)
-                committed, held = True, time.monotonic() - began
+            _backup_in_steps(source, dst, step, before_commit)
+            held = time.monotonic() - began
         except BaseException as exc:
-            if committed:  # the WAL could not be written out: the caller puts the safety copy back
-                raise
             # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
             # unless a reader is in the middle of a transaction (best effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
@@ -307,21 +269,19 @@ def copy_into_live(
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
-        folded, errors = _checkpoint(dst, stale, wal, alongside, after_commit)
+        folded, errors = _checkpoint(dst, wal, alongside, after_commit)
         replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
         return Copied(folded, errors, held)
 
 
-def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | None,
+def _checkpoint(dst: sqlite3.Connection, wal: int | None,
                 alongside: Callable[[], list[str]], after_commit: Callable[[], None]) -> tuple[bool, list[str]]:
     """Fold the committed copy into the database file, durably, while `alongside` checks it."""
     with beside("threads:verify", alongside) as checked:  # reads the committed pages, from the WAL or the file
         after_commit()
-        # Every page into the database file, which is fsynced (written out as the checkpoint goes,
-        # through the descriptor held since before this connection). A reader of the newest state
-        # does not hold this up; TRUNCATE waits for the check's read transaction to end.
-        with flushing(stale.fileno() if stale is not None else None):
-            busy, frames, folded = replica.checkpoint(dst, "FULL")
+        # Every page into the database file, which is fsynced. A reader of the newest state does not hold
+        # this up; TRUNCATE waits for the check's read transaction to end.
+        busy, frames, folded = replica.checkpoint(dst, "FULL")
         if (busy or frames != folded) and wal is not None:
             os.fsync(wal)  # the commit is durable before anything else happens
         result = checked.result()
