@@ -1,7 +1,7 @@
 """Backup and restore on a big SQLite database: ours against `cp` and django-dbbackup's default, in one run.
 
     python bench/backup_bench.py [--songs 1000000] [--users 20000] [--runs 3] [--work /tmp/songsgen-backup-bench]
-                                 [--without direct,fadvise,flush,threads] [--compare PIECES]
+                                 [--without threads] [--compare PIECES]
 
 Seeds `<work>/seed.db` with `manage.py seed_demo` unless it is there already, then times each step as a
 separate process under `/usr/bin/time -v` (median wall time and peak resident memory over --runs):
@@ -82,7 +82,7 @@ print(result.splitlines()[0], errors)
 
 
 # The pieces songsgen/db/backup/live.py's tuned() knows.
-TUNING = ("direct", "fadvise", "flush", "threads", "threads:pack", "threads:safety", "threads:check",
+TUNING = ("threads", "threads:pack", "threads:safety", "threads:check",
           "threads:verify")
 
 

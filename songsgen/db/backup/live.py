@@ -1,26 +1,22 @@
 """The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, page cache, O_DIRECT,
-write-out threads). Each piece of machine-specific tuning sits behind one small function here, and the
-environment variable SONGSGEN_IO_TUNING_OFF (comma-separated piece names, see `tuned()`) turns pieces
-off so that bench/backup_bench.py can measure each with and without; bench/README.md has the figures.
+The only module of the package that does OS-level I/O (descriptors, fsync). The one machine-specific
+tuning left, a second thread beside each long step (`beside`), can be turned off with the environment
+variable SONGSGEN_IO_TUNING_OFF (see `tuned()`) so that bench/backup_bench.py measures it with and
+without; bench/README.md has the figures, and why the other pieces went.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import mmap
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from songsgen.db import replica
 from songsgen.db.backup.errors import BackupError
@@ -36,8 +32,8 @@ T = TypeVar("T")
 def tuned(piece: str) -> bool:
     """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
 
-    Pieces: direct, fadvise, flush, and the four second threads threads:pack,
-    threads:safety, threads:check, threads:verify ("threads" names the four at once).
+    Pieces: the four second threads threads:pack, threads:safety, threads:check, threads:verify
+    ("threads" names the four at once).
     """
     off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
     return piece not in off and not (piece.startswith("threads:") and "threads" in off)
@@ -160,7 +156,11 @@ def safety_copy(live: Path, target: Path, *, timeout: float,
     """
     with frozen_file(live, timeout=timeout) as frozen:
         if frozen is not None:
-            copy_past_cache(frozen.fd, frozen.size, target)
+            out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+            try:
+                copy_file(frozen.fd, out_fd, frozen.size)
+            finally:
+                os.close(out_fd)
             return
     api_copy(live, target, timeout=timeout)
 
@@ -195,91 +195,6 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 
 
 # --- machine-specific tuning: one function each -----------------------------------------------------
-
-
-def copy_past_cache(in_fd: int, size: int, target: Path) -> None:
-    """Copy the first `size` bytes of `in_fd` over the existing file `target`, past the page cache where allowed.
-
-    O_DIRECT: nobody reads a safety copy unless the restore fails, and its dirty pages would make the kernel
-    write them back while the unpacked backup competes for the same memory.
-    """
-    direct = tuned("direct")
-    buffer: Any = mmap.mmap(-1, 8 * CHUNK) if direct else bytearray(8 * CHUNK)  # mmap: page-aligned, as O_DIRECT wants
-    try:
-        out_fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
-        try:
-            _direct_io(out_fd, direct)
-            for offset, chunk in read_pieces(in_fd, size, buffer):
-                with chunk:
-                    try:
-                        _write_all_at(out_fd, chunk, offset)
-                    except OSError as exc:
-                        if exc.errno != errno.EINVAL:
-                            raise
-                        _direct_io(out_fd, False)  # a file system, or a tail, that O_DIRECT refuses
-                        _write_all_at(out_fd, chunk, offset)
-        finally:
-            os.close(out_fd)
-    finally:
-        if direct:
-            buffer.close()
-
-
-def _direct_io(fd: int, on: bool) -> None:
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    direct = getattr(os, "O_DIRECT", 0)
-    with contextlib.suppress(OSError):  # EINVAL: this file system has no O_DIRECT
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct if on else flags & ~direct)
-
-
-def _write_all_at(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
-def drop_cache(file: IO[bytes], length: int) -> None:
-    """Drop the clean pages of the first `length` bytes of `file` from the page cache (a hint).
-
-    On a VM, memory the guest has not touched lately costs far more than memory just freed: pages the copy
-    is done with make room for the next step's.
-    """
-    if not tuned("fadvise"):
-        return
-    with contextlib.suppress(OSError, AttributeError):  # a hint: no platform must honour it
-        if length:  # (a length of 0 would mean the whole file)
-            os.posix_fadvise(file.fileno(), 0, length, os.POSIX_FADV_DONTNEED)
-
-
-@contextlib.contextmanager
-def flushing(fd: int | None, every: float = 0.2) -> Iterator[None]:
-    """While the context lasts, a thread writes the dirty pages of the open file `fd` to disk every `every` s.
-
-    The disk is idle while a copy runs: written out as they come, the pages leave the fsync that follows
-    little to do. An error writing them out is raised when the context ends.
-    """
-    if fd is None or not tuned("flush"):
-        yield
-        return
-    stop = threading.Event()
-    failed: list[OSError] = []
-
-    def flush() -> None:
-        while not failed and not stop.wait(every):
-            try:
-                os.fdatasync(fd)
-            except OSError as exc:  # reported once by the kernel: it must not get lost here
-                failed.append(exc)
-
-    thread = threading.Thread(target=flush, name="songsgen-flush", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-    if failed:
-        raise failed[0]
 
 
 @contextlib.contextmanager
@@ -331,9 +246,6 @@ def copy_into_live(
     `alongside` returned, and how long the copy held the write lock. `step`: bytes copied per backup-API step.
     """
     with contextlib.ExitStack() as stack:
-        # Opened before this process connects to the file and closed after: closing a descriptor of it
-        # drops every POSIX lock this process holds on it (https://sqlite.org/howtocorrupt.html, 2.2).
-        stale = stack.enter_context(open(live, "rb")) if live.exists() else None
         dst = stack.enter_context(contextlib.closing(_connect(live, timeout)))
         # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The checkpoint
         # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced by
@@ -344,14 +256,11 @@ def copy_into_live(
         # Our own descriptor of the -wal (there now that the connection has read the database), which
         # SQLite does not lock: closing it is harmless.
         wal = stack.enter_context(_opened(Path(f"{live}-wal")))
-        committed, began = False, time.monotonic()
+        began = time.monotonic()
         try:
-            with flushing(wal):  # the checkpoint's fsync of the WAL after the commit finds little left
-                _backup_in_steps(source, dst, step, before_commit, stale)
-                committed, held = True, time.monotonic() - began
+            _backup_in_steps(source, dst, step, before_commit)
+            held = time.monotonic() - began
         except BaseException as exc:
-            if committed:  # the WAL could not be written out: the caller puts the safety copy back
-                raise
             # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
             # unless a reader is in the middle of a transaction (best effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
@@ -360,21 +269,19 @@ def copy_into_live(
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
-        folded, errors = _checkpoint(dst, stale, wal, alongside, after_commit)
+        folded, errors = _checkpoint(dst, wal, alongside, after_commit)
         replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
         return Copied(folded, errors, held)
 
 
-def _checkpoint(dst: sqlite3.Connection, stale: IO[bytes] | None, wal: int | None,
+def _checkpoint(dst: sqlite3.Connection, wal: int | None,
                 alongside: Callable[[], list[str]], after_commit: Callable[[], None]) -> tuple[bool, list[str]]:
     """Fold the committed copy into the database file, durably, while `alongside` checks it."""
     with beside("threads:verify", alongside) as checked:  # reads the committed pages, from the WAL or the file
         after_commit()
-        # Every page into the database file, which is fsynced (written out as the checkpoint goes,
-        # through the descriptor held since before this connection). A reader of the newest state
-        # does not hold this up; TRUNCATE waits for the check's read transaction to end.
-        with flushing(stale.fileno() if stale is not None else None):
-            busy, frames, folded = replica.checkpoint(dst, "FULL")
+        # Every page into the database file, which is fsynced. A reader of the newest state does not hold
+        # this up; TRUNCATE waits for the check's read transaction to end.
+        busy, frames, folded = replica.checkpoint(dst, "FULL")
         if (busy or frames != folded) and wal is not None:
             os.fsync(wal)  # the commit is durable before anything else happens
         result = checked.result()
@@ -397,38 +304,29 @@ def _opened(path: Path) -> Iterator[int | None]:
 
 
 def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
-                     before_commit: Callable[[], None] | None, stale: IO[bytes] | None) -> None:
+                     before_commit: Callable[[], None] | None) -> None:
     """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
 
     One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
     from the first step to the last, which commits): readers of `dst` see the old database or the new
     one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
-    backup, and SQLite rolls the transaction back. After each step the pages of `dst`'s own file
-    (`stale`) that the checkpoint will rewrite, and, unless `before_commit` reads them beside the copy,
-    the pages of `source` just copied, leave the page cache (drop_cache()).
+    backup, and SQLite rolls the transaction back.
     """
     src = sqlite3.connect(source, isolation_level=None)
     try:
         size = int(src.execute("PRAGMA page_size").fetchone()[0])
         pages_per_step = max(1, step // size)
         pending = before_commit
-        drop_behind = before_commit is None  # a check reading the source beside the copy needs its pages
         if pending is not None and int(src.execute("PRAGMA page_count").fetchone()[0]) <= pages_per_step:
             pending()  # the first step is the last
             pending = None
-        with open(source, "rb") as pages:
 
-            def between_steps(status: int, remaining: int, total: int) -> None:
-                nonlocal pending
-                copied = (total - remaining) * size
-                if drop_behind:
-                    drop_cache(pages, copied)
-                if stale is not None:
-                    drop_cache(stale, copied)
-                if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
-                    run, pending = pending, None
-                    run()
+        def between_steps(status: int, remaining: int, total: int) -> None:
+            nonlocal pending
+            if pending is not None and 0 < remaining <= pages_per_step:  # the next step is the last
+                run, pending = pending, None
+                run()
 
-            src.backup(dst, pages=pages_per_step, progress=between_steps)
+        src.backup(dst, pages=pages_per_step, progress=between_steps)
     finally:
         src.close()

@@ -75,7 +75,7 @@ def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_
     writer.close()
 
 
-@pytest.mark.parametrize("off", ["", "direct,fadvise,flush,threads"])
+@pytest.mark.parametrize("off", ["", "threads"])
 def test_the_io_tuning_changes_no_byte(off, tmp_path, monkeypatch):
     """With the machine-specific tuning off (bench/backup_bench.py --without), the same copies come out."""
     monkeypatch.setenv("SONGSGEN_IO_TUNING_OFF", off)
