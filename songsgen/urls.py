@@ -1,16 +1,35 @@
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import path
 from django.views.generic import RedirectView
 
-from songsgen.monitoring import views as monitoring
+
+# The monitoring views are imported on their first request, not with this URLconf: every manage.py command
+# loads it for Django's system checks, and django-health-check and prometheus-client added 8 MiB to each
+# (`dbbackup` went over its 64 MiB budget).
+async def health(request: HttpRequest) -> HttpResponseBase:
+    """/health: songsgen.monitoring.views.HealthView (async, as django-health-check's view is)."""
+    from songsgen.monitoring.views import health_view
+
+    response: HttpResponseBase = await health_view(request)
+    return response
+
+
+def metrics(request: HttpRequest) -> HttpResponseBase:
+    """/metrics: songsgen.monitoring.views.metrics."""
+    from songsgen.monitoring.views import metrics as view
+
+    return view(request)
+
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
-    path("health", monitoring.HealthView.as_view(), name="health"),
-    path("metrics", monitoring.metrics, name="metrics"),
+    path("health", health, name="health"),
+    path("metrics", metrics, name="metrics"),
 ]
 
 # The generated audio, served by runserver while DEBUG is on (static() adds nothing otherwise): in

@@ -104,6 +104,9 @@ class HealthView(HealthCheckView):
         return ClosingExecutor(max_workers=len(self.checks), thread_name_prefix="health")
 
 
+health_view = HealthView.as_view()
+
+
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponseBase:
     """The Prometheus text format (OpenMetrics when the scraper asks for it), read now."""
