@@ -57,7 +57,7 @@ test-sqlite: venv
 # The whole suite again on a real PostgreSQL server that the run starts itself. Without the
 # binaries the leg is skipped with a message, except under CI=true, where that fails.
 test-postgres: venv pgmajors
-	@$(PY) -m tests.pgserver -- $(VENV)/bin/pytest; rc=$$?; \
+	@$(PY) -m tests.pgserver --logical -- $(VENV)/bin/pytest; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
 	  if [ "$$CI" = "true" ]; then echo "PostgreSQL leg FAILED: PostgreSQL 15 binaries are missing (CI=true)"; exit 1; fi; \
 	  echo "PostgreSQL leg SKIPPED: PostgreSQL binaries not found (install postgresql-15)"; exit 0; \

@@ -1,0 +1,181 @@
+"""`manage.py pgupgrade --from URL --to URL [--cutover]`: move to a new PostgreSQL major by logical replication."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from songsgen.cli import add_database_pair, non_negative_float, poll_seconds
+from songsgen.db import pgupgrade as up
+from songsgen.db.compare import TableComparison, render
+from songsgen.db.cutover import Bouncer, Cutover, cut_over
+from songsgen.db.exceptions import DatabaseUnavailable, UpgradeError
+from songsgen.db.external import mask_url
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+class Command(BaseCommand):
+    help = (
+        "Upgrade to a new PostgreSQL major without downtime: the schema on the target from our migrations, then "
+        "logical replication from the source (progress per table, then the lag). With --cutover it switches once "
+        "the lag is below --max-lag: through PgBouncer (PAUSE, repoint, RESUME) or, without it, by making the "
+        "source read-only; then proves the copy. Ctrl-C before the switch drops what it created on both sides. "
+        "See docs/postgres.md."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_database_pair(parser, source_help="The database on the old server (wal_level=logical).",
+                          target_help="An empty database on the new server.")
+        parser.add_argument("--cutover", action="store_true", help="Switch to the target once the lag is small.")
+        parser.add_argument("--max-lag", type=non_negative_float, default=1.0, metavar="SECONDS",
+                            help="Cut over once the replication lag is below this (default 1 s).")
+        parser.add_argument("--pgbouncer", metavar="ADMIN_URL",
+                            help="PgBouncer's admin console (postgres://user:pw@host:6432/pgbouncer).")
+        parser.add_argument("--pgbouncer-config", type=Path, metavar="PATH",
+                            help="PgBouncer's ini file, whose [databases] entry is repointed to the target.")
+        parser.add_argument("--pgbouncer-db", metavar="NAME",
+                            help="The [databases] entry the application uses (default: the source's database name).")
+        parser.add_argument("--pause-timeout", type=non_negative_float, default=5.0, metavar="SECONDS",
+                            help="Give up the cutover (and resume the source) if the target has not caught up "
+                                 "within this while writes are paused (default 5 s).")
+        parser.add_argument("--interval", type=poll_seconds, default=1.0, metavar="SECONDS",
+                            help="Seconds between progress and lag lines (default 1).")
+        parser.add_argument("--json", dest="as_json", action="store_true", help="Print the report as JSON.")
+
+    def handle(
+        self, *args: Any, source: str, target: str, cutover: bool, max_lag: float, pgbouncer: str | None,
+        pgbouncer_config: Path | None, pgbouncer_db: str | None, pause_timeout: float, interval: float,
+        as_json: bool, verbosity: int, **options: Any,
+    ) -> None:
+        if bool(pgbouncer) != bool(pgbouncer_config):
+            raise CommandError("Give --pgbouncer and --pgbouncer-config together (the admin console and its ini file).")
+        if pgbouncer_config is not None and not pgbouncer_config.is_file():
+            raise CommandError(f"PgBouncer's config {pgbouncer_config} does not exist.")
+        self.verbosity = verbosity
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            src, dst = self._checked(source, target)
+            bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname) if pgbouncer else None
+            if bouncer is not None and pgbouncer_config is not None:
+                bouncer.command("SHOW VERSION")  # reachable before anything is created
+            result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag, timeout=pause_timeout,
+                                     interval=interval)
+        except (UpgradeError, DatabaseUnavailable) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        self._report(src, dst, result, as_json=as_json)
+
+    def _say(self, line: str) -> None:
+        if self.verbosity:
+            self.stderr.write(line)
+            self.stderr.flush()
+
+    def _checked(self, source: str, target: str) -> tuple[up.Side, up.Side]:
+        """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written before."""
+        src, dst = up.open_sides(source, target)
+        on_source, on_target = up.find_leftovers(src, dst)
+        up.check_source(src)
+        migrated = up.check_target(dst, src, ours=on_target)
+        if on_source or on_target:
+            self._say("pgupgrade: dropping what an interrupted earlier run left on both sides")
+            up.release_source(src)
+            up.drop_replication(src, dst, empty_target=True)
+        self._migrated = migrated
+        return src, dst
+
+    def _replicate(
+        self, src: up.Side, dst: up.Side, bouncer: Bouncer | None, *, cutover: bool, max_lag: float, timeout: float,
+        interval: float,
+    ) -> tuple[dict[str, int], float, Cutover | None]:
+        """Set up, copy, follow the lag, cut over; everything dropped again unless the switch happened."""
+        switched = False
+
+        def committed() -> None:
+            nonlocal switched
+            switched = True
+
+        try:
+            if not self._migrated:
+                self._say(f"pgupgrade: migrating the target {dst.label} (PostgreSQL {dst.major})")
+                up.migrate_target(dst)
+            tables = up.start_replication(src, dst)
+            self._say(f"pgupgrade: replicating {len(tables)} tables from PostgreSQL {src.major} to {dst.major}")
+            totals, copy_seconds = up.wait_for_copy(src, dst, tables, report=self._say, interval=interval)
+            self._say(f"pgupgrade: initial copy done in {copy_seconds:.1f}s")
+            while True:
+                lag = up.lag(src)
+                self._say(f"pgupgrade: {lag}")
+                if cutover and lag.seconds <= max_lag:
+                    break
+                time.sleep(interval)
+            result = cut_over(src, dst, tables, bouncer=bouncer, timeout=timeout, report=self._say,
+                              on_table=self._proved if self.verbosity > 1 else None, committed=committed)
+        except KeyboardInterrupt:
+            if switched:
+                raise CommandError(
+                    "Interrupted after the cutover: the application uses the target now; rerun "
+                    f"`manage.py dbcompare --from {src.label} --to {dst.label}` for the proof."
+                ) from None
+            self._undo(src, dst)
+            raise CommandError("Interrupted: the publication, subscription and copied rows were dropped on both "
+                               "sides; the source is untouched.") from None
+        except BaseException:
+            if not switched:
+                self._undo(src, dst)
+            raise
+        if result.comparison is not None and not result.comparison.equal:
+            raise CommandError(
+                "PROOF FAILED after the cutover: the target differs from the source in "
+                + "; ".join(f"{t.table} ({t.describe()})" for t in result.comparison.differences)
+                + ". Both sides and the replication objects are kept for repair; the application uses the target."
+            )
+        up.drop_replication(src, dst, empty_target=False)
+        with up.connect(dst, role="target") as conn:
+            conn.execute("ANALYZE")
+        return totals, copy_seconds, result
+
+    def _undo(self, src: up.Side, dst: up.Side) -> None:
+        self._say("pgupgrade: dropping the publication, subscription and copied rows")
+        up.release_source(src)
+        up.drop_replication(src, dst, empty_target=True)
+
+    def _proved(self, table: TableComparison) -> None:
+        self._say(f"proved {table.table}: {'ok' if table.equal else table.describe()}")
+
+    def _report(self, src: up.Side, dst: up.Side, result: tuple[dict[str, int], float, Cutover | None], *,
+                as_json: bool) -> None:
+        totals, copy_seconds, cut = result
+        if cut is None:
+            return
+        report = {
+            "source": src.label, "target": dst.label, "from_major": src.major, "to_major": dst.major,
+            "mode": cut.mode, "initial_copy_seconds": round(copy_seconds, 3),
+            "lag_at_cutover": {"bytes": cut.lag.bytes, "seconds": cut.lag.seconds},
+            "writes_paused_ms": round(cut.paused * 1000, 1),
+            "proof": "equal" if cut.comparison is not None and cut.comparison.equal else "differs",
+            "rows": cut.rows,
+        }
+        if cut.mode == "read-only":
+            report["database_url"] = mask_url(dst.url)
+        if as_json:
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        if cut.comparison is not None and self.verbosity:
+            self.stdout.write("\n".join(render(cut.comparison)))
+        self.stdout.write(self.style.SUCCESS(
+            f"Upgraded PostgreSQL {src.major} -> {dst.major}: {sum(cut.rows.values()):,} rows in {len(cut.rows)} "
+            f"tables, writes paused {cut.paused * 1000:.0f} ms, {cut.lag} at cutover, proof equal."
+        ))
+        if cut.mode == "read-only":
+            self.stdout.write(f"The source is now read-only. Deploy DATABASE_URL={mask_url(dst.url)} (with its real "
+                              "password) and restart the application.")
