@@ -27,7 +27,7 @@ from django.db import transaction
 from songsgen.db.compare import Comparison, compare_connections, has_integer_pk
 from songsgen.db.exceptions import UpgradeError
 from songsgen.db.external import open_database
-from songsgen.db.pgupgrade import NAME, Lag, Side, connect, lag, quote
+from songsgen.db.pgupgrade import NAME, Lag, Side, connect, lag, one, quote
 from songsgen.db.tables import Table
 
 
@@ -70,6 +70,13 @@ class Cutover:
     rows: dict[str, int] = field(default_factory=dict)
     comparison: Comparison | None = None
     mode: str = "pgbouncer"
+    steps: dict[str, float] = field(default_factory=dict)  # seconds each step inside the pause took
+
+    def step(self, name: str, since: float) -> float:
+        """Record a step that started at `since`; returns now."""
+        now = time.monotonic()
+        self.steps[name] = now - since
+        return now
 
 
 class _Frozen:
@@ -177,14 +184,20 @@ def cut_over(
         started = time.monotonic()
         frozen.freeze()
         try:
+            at = result.step("freeze", started)
             _await_marker(src, dst, timeout)
+            at = result.step("caught up", at)
             _sync_sequences(src, dst)
+            at = result.step("sequences", at)
             result.rows = _compare_tallies(src, dst, tables)
-            (snapshot,) = snap.execute("SELECT pg_export_snapshot()").fetchone()
+            at = result.step("counts", at)
+            (snapshot,) = one(snap, "SELECT pg_export_snapshot()")
+            at = result.step("snapshot", at)
             if bouncer is not None:
                 bouncer.repoint(target)
                 for command in ("RELOAD", f"RECONNECT {bouncer.database}", f"RESUME {bouncer.database}"):
                     bouncer.command(command, admin)
+                result.step("repoint", at)
             result.paused = time.monotonic() - started
         except BaseException as exc:
             frozen.thaw()  # still inside the pause: the source goes on as before
@@ -192,6 +205,7 @@ def cut_over(
                 raise UpgradeError(f"Cutover abandoned, the source resumed and stays the truth: {exc}") from exc
             raise
         committed()
-        report(f"cutover: writes paused {result.paused * 1000:.0f} ms; proving the copy")
+        steps = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in result.steps.items())
+        report(f"cutover: writes paused {result.paused * 1000:.0f} ms ({steps} ms); proving the copy")
         result.comparison = prove(source, target, tables, snapshot, on_table)
     return result

@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +87,14 @@ def _params(url: str) -> dict[str, Any]:
     return connect_params(db)
 
 
+def one(conn: psycopg.Connection, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """The single row a query returns (a catalog read that always has one)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise UpgradeError(f"No row from: {query}")
+    return tuple(row)
+
+
 def conninfo(side: Side) -> str:
     """The libpq connection string the target's subscription uses to reach the source."""
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in side.params.items()})
@@ -111,10 +119,9 @@ def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
     for url, role in ((source_url, "source"), (target_url, "target")):
         side = Side(url, _params(url), 0, "")
         with connect(side, role=role) as conn:
-            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
-            dbname, oid = conn.execute(
-                "SELECT datname, oid FROM pg_database WHERE datname = current_database()").fetchone()
-            start, port = conn.execute("SELECT pg_postmaster_start_time(), inet_server_port()").fetchone()
+            major = int(one(conn, "SHOW server_version_num")[0]) // 10000
+            dbname, oid = one(conn, "SELECT datname, oid FROM pg_database WHERE datname = current_database()")
+            start, port = one(conn, "SELECT pg_postmaster_start_time(), inet_server_port()")
         sides.append((Side(url, side.params, major, dbname, int(oid)), (start, port, dbname)))
     (source, src_id), (target, dst_id) = sides
     if src_id == dst_id:
@@ -130,9 +137,8 @@ def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
 def check_source(source: Side) -> None:
     """wal_level=logical and migrated to this code's state, or an UpgradeError saying how."""
     with connect(source, role="source") as conn:
-        (wal_level,) = conn.execute("SHOW wal_level").fetchone()
-        superuser = conn.execute("SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user")
-        can_replicate = bool(superuser.fetchone()[0])
+        (wal_level,) = one(conn, "SHOW wal_level")
+        (can_replicate,) = one(conn, "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user")
     if wal_level != "logical":
         raise UpgradeError(
             f"The source's wal_level is {wal_level}, not logical: logical replication needs it. Set it with "
@@ -197,18 +203,55 @@ def check_target(target: Side, source: Side, *, ours: bool) -> bool:
 def find_leftovers(source: Side, target: Side) -> tuple[bool, bool]:
     """(on the source, on the target): an earlier run's marker table, publication, slot or subscription."""
     with connect(target, role="target") as conn:
-        on_target = conn.execute(
-            f"SELECT (SELECT count(*) FROM pg_subscription WHERE {MY_SUBSCRIPTION}) + "
+        (on_target,) = one(
+            conn, f"SELECT (SELECT count(*) FROM pg_subscription WHERE {MY_SUBSCRIPTION}) + "
             "(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = %s)", (NAME, NAME),
-        ).fetchone()[0]
+        )
     with connect(source, role="source") as conn:
-        on_source = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = %s) + "
+        (on_source,) = one(
+            conn, "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = %s) + "
             "(SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s) + "
             "(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = %s)",
             (NAME, source.slot, NAME),
-        ).fetchone()[0]
+        )
     return bool(on_source), bool(on_target)
+
+
+# --- one run at a time, and a cutover asked for from another shell ----------------------------------------------
+
+
+@contextmanager
+def run_lock(source: Side) -> Iterator[bool]:
+    """Hold the source's pgupgrade lock (a session advisory lock) while the block runs; yields False, holding
+    nothing, when another pgupgrade holds it. A killed run's lock goes with its connection."""
+    with connect(source, role="source") as conn:
+        (got,) = one(conn, "SELECT pg_try_advisory_lock(hashtext(%s))", (NAME,))
+        yield bool(got)
+
+
+def request_cutover(source: Side) -> None:
+    """Ask the running pgupgrade to cut over (a row in its marker table on the source, which it polls)."""
+    with connect(source, role="source") as conn:
+        try:
+            conn.execute(f"INSERT INTO {NAME} (id, token) VALUES (0, 'cutover') ON CONFLICT (id) DO NOTHING")
+        except psycopg.errors.UndefinedTable:
+            raise UpgradeError("The running pgupgrade has not started replicating yet; ask again shortly.") from None
+
+
+def cutover_requested(source: Side) -> bool:
+    """True once another shell's `pgupgrade --cutover` asked for the switch."""
+    with connect(source, role="source") as conn:
+        return conn.execute(f"SELECT 1 FROM {NAME} WHERE id = 0").fetchone() is not None
+
+
+def wait_for_lock(source: Side, *, interval: float) -> None:
+    """Until the running pgupgrade has finished (its lock is free again)."""
+    while True:
+        with connect(source, role="source") as conn:
+            (free,) = one(conn, "SELECT pg_try_advisory_lock(hashtext(%s))", (NAME,))
+        if free:  # the session ends with the block: the lock goes with it
+            return
+        time.sleep(interval)
 
 
 # --- 2. clean-up ---------------------------------------------------------------------------------------------
@@ -363,7 +406,7 @@ def wait_for_copy(
 ) -> tuple[dict[str, int], float]:
     """Report the initial copy until every table is synchronized; (rows per table at the start, seconds)."""
     with connect(source, role="source") as conn:
-        totals = {t.name: int(conn.execute(f"SELECT count(*) FROM {quote(t.name)}").fetchone()[0]) for t in tables}
+        totals = {t.name: int(one(conn, f"SELECT count(*) FROM {quote(t.name)}")[0]) for t in tables}
     started = time.monotonic()
     reported: set[str] = set()
     while True:
@@ -379,9 +422,8 @@ def wait_for_copy(
         if state.done:
             return totals, state.elapsed
         with connect(target, role="target") as conn:
-            worker = conn.execute(
-                "SELECT count(pid) FROM pg_stat_subscription WHERE subid = "
-                f"(SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION})", (NAME,)).fetchone()[0]
+            (worker,) = one(conn, "SELECT count(pid) FROM pg_stat_subscription WHERE subid = "
+                            f"(SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION})", (NAME,))
         if not worker and state.elapsed > 30:
             raise UpgradeError("The subscription has no worker running on the target: see the target's server log.")
         time.sleep(interval)

@@ -279,6 +279,43 @@ def test_ctrl_c_drops_everything_and_leaves_the_source_writable(pg15, seeded, ne
     assert sql(target, "SELECT count(*) FROM songs_song") == [(0,)] and not source_read_only(seeded)
 
 
+def test_cutover_from_another_shell_resumes_the_source_when_a_check_in_the_pause_fails(
+    pg15, seeded, new_db, tmp_path
+):
+    """A row written on the target behind the replication's back: the counts inside the pause differ, so the
+    cutover is abandoned, PgBouncer resumed on the source, and the writer never saw an error."""
+    target = new_db(pg15)
+    with pgbouncer_for(pg15, seeded.rsplit("/", 1)[1]) as bouncer:
+        writer = Writer(bouncer.url, tmp_path)
+        running = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "pgupgrade", "--from", seeded, "--to", target, "--interval",
+             "0.2", "--pgbouncer", bouncer.admin_url, "--pgbouncer-config", str(bouncer.config)],
+            env=_env(seeded, tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            _wait_for(lambda: subscribed(target) and sql(target, "SELECT count(*) FROM songs_song")[0][0] > 0,
+                      timeout=120)
+            refused(pgupgrade(source=seeded, target=target, data_dir=tmp_path), "Another pgupgrade is already")
+            sql(target, "INSERT INTO auth_group (id, name) VALUES (99999, 'written on the target')")
+            asked = ok(pgupgrade("--cutover", source=seeded, target=target, data_dir=tmp_path, timeout=120))
+            assert "has finished" in asked.stdout
+            _, err = running.communicate(timeout=60)
+        finally:
+            if running.poll() is None:
+                running.kill()
+                running.wait()
+        before = len(writer.commits())
+        _wait_for(lambda: len(writer.commits()) >= before + 5)  # PgBouncer resumed, still on the source
+        ids, errors = writer.finish()
+        config = bouncer.config.read_text()
+    assert running.returncode != 0 and "Traceback" not in err, err
+    assert "Cutover abandoned, the source resumed and stays the truth" in err and "auth_group" in err
+    assert errors == [] and set(ids) <= {r[0] for r in sql(seeded, "SELECT id FROM songs_song")}
+    assert f"dbname={seeded.rsplit('/', 1)[1]}" in config and not source_read_only(seeded)
+    left = objects(seeded, target)
+    assert (left["publication"], left["slot"], left["source marker"], left["subscription"]) == ([], [], [], [])
+
+
 def _env(url: str, data_dir: Path) -> dict[str, str]:
     from tests.db.test_transfer import env_for
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair, non_negative_float, poll_seconds
@@ -63,12 +64,18 @@ class Command(BaseCommand):
         self.verbosity = verbosity
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            src, dst = self._checked(source, target)
-            bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname) if pgbouncer else None
-            if bouncer is not None and pgbouncer_config is not None:
-                bouncer.command("SHOW VERSION")  # reachable before anything is created
-            result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag, timeout=pause_timeout,
-                                     interval=interval)
+            src, dst = up.open_sides(source, target)
+            with up.run_lock(src) as alone:
+                if not alone:
+                    self._ask_for_cutover(src, cutover=cutover, interval=interval)
+                    return
+                bouncer = None
+                if pgbouncer and pgbouncer_config is not None:
+                    bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname)
+                    bouncer.command("SHOW VERSION")  # reachable before anything is created
+                self._check(src, dst, bouncer)
+                result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
+                                         timeout=pause_timeout, interval=interval)
         except (UpgradeError, DatabaseUnavailable) as exc:
             raise CommandError(str(exc)) from exc
         finally:
@@ -80,18 +87,32 @@ class Command(BaseCommand):
             self.stderr.write(line)
             self.stderr.flush()
 
-    def _checked(self, source: str, target: str) -> tuple[up.Side, up.Side]:
+    def _ask_for_cutover(self, src: up.Side, *, cutover: bool, interval: float) -> None:
+        """Another pgupgrade replicates this source: ask it to cut over (--cutover), else refuse."""
+        if not cutover:
+            raise UpgradeError(
+                "Another pgupgrade is already replicating this source. Run `pgupgrade --cutover` with the same "
+                "--from/--to to make it switch, or stop it with Ctrl-C."
+            )
+        up.request_cutover(src)
+        self._say("pgupgrade: asked the running pgupgrade to cut over; waiting for it to finish")
+        up.wait_for_lock(src, interval=interval)
+        self.stdout.write("The running pgupgrade has finished: its output has the report.")
+
+    def _check(self, src: up.Side, dst: up.Side, bouncer: Bouncer | None) -> None:
         """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written before."""
-        src, dst = up.open_sides(source, target)
         on_source, on_target = up.find_leftovers(src, dst)
         up.check_source(src)
-        migrated = up.check_target(dst, src, ours=on_target)
+        self._migrated = up.check_target(dst, src, ours=on_target)
         if on_source or on_target:
             self._say("pgupgrade: dropping what an interrupted earlier run left on both sides")
+            if bouncer is not None:  # it may have died with PgBouncer paused
+                try:
+                    bouncer.command(f"RESUME {bouncer.database}")
+                except psycopg.Error:
+                    pass  # not paused
             up.release_source(src)
             up.drop_replication(src, dst, empty_target=True)
-        self._migrated = migrated
-        return src, dst
 
     def _replicate(
         self, src: up.Side, dst: up.Side, bouncer: Bouncer | None, *, cutover: bool, max_lag: float, timeout: float,
@@ -115,7 +136,7 @@ class Command(BaseCommand):
             while True:
                 lag = up.lag(src)
                 self._say(f"pgupgrade: {lag}")
-                if cutover and lag.seconds <= max_lag:
+                if (cutover or up.cutover_requested(src)) and lag.seconds <= max_lag:
                     break
                 time.sleep(interval)
             result = cut_over(src, dst, tables, bouncer=bouncer, timeout=timeout, report=self._say,
@@ -162,6 +183,7 @@ class Command(BaseCommand):
             "mode": cut.mode, "initial_copy_seconds": round(copy_seconds, 3),
             "lag_at_cutover": {"bytes": cut.lag.bytes, "seconds": cut.lag.seconds},
             "writes_paused_ms": round(cut.paused * 1000, 1),
+            "pause_steps_ms": {name: round(seconds * 1000, 1) for name, seconds in cut.steps.items()},
             "proof": "equal" if cut.comparison is not None and cut.comparison.equal else "differs",
             "rows": cut.rows,
         }
