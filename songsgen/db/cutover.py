@@ -47,11 +47,19 @@ class Bouncer:
         with connect(self.admin_url, role="PgBouncer admin") as own:
             own.execute(sql)
 
+    def check(self) -> None:
+        """The admin console answers and the config names the database: before anything is created."""
+        self.command("SHOW VERSION")
+        if self._entry(self.config.read_text()) is None:
+            raise UpgradeError(f"{self.config} has no [databases] entry {self.database}: name it with --pgbouncer-db.")
+
+    def _entry(self, text: str) -> re.Match[str] | None:
+        return re.compile(rf"^(\s*{re.escape(self.database)}\s*=)(.*)$", re.MULTILINE).search(text)
+
     def repoint(self, target: Side) -> None:
         """The [databases] entry rewritten to the target's host, port and database name (other keys kept)."""
         text = self.config.read_text()
-        pattern = re.compile(rf"^(\s*{re.escape(self.database)}\s*=)(.*)$", re.MULTILINE)
-        found = pattern.search(text)
+        found = self._entry(text)
         if found is None:
             raise UpgradeError(f"{self.config} has no [databases] entry {self.database}: name it with --pgbouncer-db.")
         keys = dict(pair.split("=", 1) for pair in found.group(2).split() if "=" in pair)
@@ -120,7 +128,8 @@ def _await_marker(source: psycopg.Connection, target: psycopg.Connection, timeou
 def _sync_sequences(source: psycopg.Connection, target: psycopg.Connection) -> None:
     """Every sequence on the target set to the source's last value: new ids there come after the copied ones."""
     values = source.execute(
-        "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL"
+        "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL "
+        "AND schemaname = 'public'"
     ).fetchall()
     for schema, name, value in values:
         target.execute("SELECT setval(%s, %s, true)", (f"{quote(schema)}.{quote(name)}", value))

@@ -351,7 +351,8 @@ class CopyState:
     def lines(self) -> list[str]:
         """A progress line per table still copying or just finished: rows, rate, ETA."""
         out = []
-        for name, copied, total, finished in self.tables:
+        for name, copied, counted, finished in self.tables:
+            total = max(counted, copied)  # rows written since the count are copied too
             rate = copied / self.elapsed if self.elapsed > 0 else 0.0
             eta = "done" if finished else (f"ETA {duration((total - copied) / rate)}" if rate > 0 else "ETA ?")
             out.append(f"copy {name}: {copied:,}/{total:,} rows, {rate:,.0f} rows/s, {eta}")

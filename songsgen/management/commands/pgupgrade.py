@@ -72,7 +72,7 @@ class Command(BaseCommand):
                 bouncer = None
                 if pgbouncer and pgbouncer_config is not None:
                     bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname)
-                    bouncer.command("SHOW VERSION")  # reachable before anything is created
+                    bouncer.check()
                 self._check(src, dst, bouncer)
                 result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
                                          timeout=pause_timeout, interval=interval)
@@ -166,9 +166,13 @@ class Command(BaseCommand):
         return totals, copy_seconds, result
 
     def _undo(self, src: up.Side, dst: up.Side) -> None:
+        """Best effort: a failure here must not hide the error that brought us here."""
         self._say("pgupgrade: dropping the publication, subscription and copied rows")
-        up.release_source(src)
-        up.drop_replication(src, dst, empty_target=True)
+        try:
+            up.release_source(src)
+            up.drop_replication(src, dst, empty_target=True)
+        except Exception as exc:  # noqa: BLE001 — reported, and the next run drops the leftovers
+            self._say(f"pgupgrade: could not clean up ({exc}); run pgupgrade again to drop the leftovers")
 
     def _proved(self, table: TableComparison) -> None:
         self._say(f"proved {table.table}: {'ok' if table.equal else table.describe()}")
