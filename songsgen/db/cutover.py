@@ -27,7 +27,7 @@ from django.db import transaction
 from songsgen.db.compare import Comparison, compare_connections, has_integer_pk
 from songsgen.db.exceptions import UpgradeError
 from songsgen.db.external import open_database
-from songsgen.db.pgupgrade import NAME, Lag, Side, connect, lag, one, quote
+from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote
 from songsgen.db.tables import Table
 
 
@@ -214,6 +214,8 @@ def cut_over(
                 raise UpgradeError(f"Cutover abandoned, the source resumed and stays the truth: {exc}") from exc
             raise
         committed()
+        # Should the proof fail or be interrupted, a later run must know the target is live (never emptied).
+        dst.execute(f"INSERT INTO {NAME} (id, token) VALUES ({SWITCHED}, 'switched') ON CONFLICT (id) DO NOTHING")
         steps = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in result.steps.items())
         report(f"cutover: writes paused {result.paused * 1000:.0f} ms ({steps} ms); proving the copy")
         result.comparison = prove(source, target, tables, snapshot, on_table)

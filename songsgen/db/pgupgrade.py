@@ -41,6 +41,7 @@ NAME = "songsgen_pgupgrade"  # publication, subscription, replication slot and m
 # pg_subscription is shared by the server's databases: ours is the one of this database.
 MY_SUBSCRIPTION = "subname = %s AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 REQUIRED_EXTENSIONS = ("pg_trgm",)  # what our migrations create on PostgreSQL (songs 0004)
+SWITCHED = 2  # the id of the marker row written on the target once the application uses it
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,14 @@ def wait_for_lock(source: Side, *, interval: float) -> None:
         if free:  # the session ends with the block: the lock goes with it
             return
         time.sleep(interval)
+
+
+def switched(target: Side) -> bool:
+    """True when an earlier run cut over to this target (its marker row 2): its data is the application's now."""
+    with connect(target, role="target") as conn:
+        if conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() in (None, (None,)):
+            return False
+        return conn.execute(f"SELECT 1 FROM {NAME} WHERE id = {SWITCHED}").fetchone() is not None
 
 
 # --- 2. clean-up ---------------------------------------------------------------------------------------------

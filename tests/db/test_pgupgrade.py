@@ -316,6 +316,38 @@ def test_cutover_from_another_shell_resumes_the_source_when_a_check_in_the_pause
     assert (left["publication"], left["slot"], left["source marker"], left["subscription"]) == ([], [], [], [])
 
 
+def test_failed_proof_keeps_both_sides_and_finish_drops_only_the_replication(pg15, seeded, new_db, tmp_path):
+    """A row changed on the target behind the replication's back: counts and highest ids agree, so the switch
+    happens, but the checksums do not: the command says so naming table and key, keeps everything, and a
+    later run refuses to start over on the live target until --finish drops the replication objects."""
+    target = new_db(pg15)
+    running = subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), "pgupgrade", "--from", seeded, "--to", target, "--interval", "0.2"],
+        env=_env(seeded, tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: subscribed(target) and sql(
+            target, "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')")[0][0]
+            and sql(target, "SELECT count(*) FROM pg_subscription_rel")[0][0] > 0, timeout=120)
+        (changed,), = sql(target, "SELECT min(id) FROM songs_song")
+        sql(target, "UPDATE songs_song SET title = 'changed behind its back' WHERE id = %s", (changed,))
+        ok(pgupgrade("--cutover", source=seeded, target=target, data_dir=tmp_path, timeout=120))
+        _, err = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode != 0 and "Traceback" not in err, err
+    assert "PROOF FAILED" in err and "songs_song" in err and str(changed) in err
+    assert objects(seeded, target)["publication"] == [(NAME,)] and subscribed(target)  # kept for repair
+    refused(pgupgrade(source=seeded, target=target, data_dir=tmp_path), "already cut over to this target")
+    assert sql(target, "SELECT title FROM songs_song WHERE id = %s", (changed,)) == [("changed behind its back",)]
+    ok(pgupgrade("--finish", source=seeded, target=target, data_dir=tmp_path))
+    left = objects(seeded, target)
+    assert (left["publication"], left["slot"], left["source marker"], left["subscription"]) == ([], [], [], [])
+    assert sql(target, "SELECT count(*) FROM songs_song") == sql(seeded, "SELECT count(*) FROM songs_song")
+
+
 def _env(url: str, data_dir: Path) -> dict[str, str]:
     from tests.db.test_transfer import env_for
 

@@ -50,12 +50,15 @@ class Command(BaseCommand):
                                  "within this while writes are paused (default 5 s).")
         parser.add_argument("--interval", type=poll_seconds, default=1.0, metavar="SECONDS",
                             help="Seconds between progress and lag lines (default 1).")
+        parser.add_argument("--finish", action="store_true",
+                            help="After a cutover whose proof failed or was interrupted: drop the replication "
+                                 "objects on both sides and keep all data.")
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the report as JSON.")
 
     def handle(
         self, *args: Any, source: str, target: str, cutover: bool, max_lag: float, pgbouncer: str | None,
         pgbouncer_config: Path | None, pgbouncer_db: str | None, pause_timeout: float, interval: float,
-        as_json: bool, verbosity: int, **options: Any,
+        finish: bool, as_json: bool, verbosity: int, **options: Any,
     ) -> None:
         if bool(pgbouncer) != bool(pgbouncer_config):
             raise CommandError("Give --pgbouncer and --pgbouncer-config together (the admin console and its ini file).")
@@ -73,6 +76,8 @@ class Command(BaseCommand):
                 if pgbouncer and pgbouncer_config is not None:
                     bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname)
                     bouncer.check()
+                if self._switched_before(src, dst, finish=finish):
+                    return
                 self._check(src, dst, bouncer)
                 result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
                                          timeout=pause_timeout, interval=interval)
@@ -98,6 +103,22 @@ class Command(BaseCommand):
         self._say("pgupgrade: asked the running pgupgrade to cut over; waiting for it to finish")
         up.wait_for_lock(src, interval=interval)
         self.stdout.write("The running pgupgrade has finished: its output has the report.")
+
+    def _switched_before(self, src: up.Side, dst: up.Side, *, finish: bool) -> bool:
+        """An earlier run cut over to this target: never start over on it; `--finish` drops the replication."""
+        if not up.switched(dst):
+            if finish:
+                raise UpgradeError("Nothing to finish: no earlier pgupgrade cut over to this target.")
+            return False
+        if not finish:
+            raise UpgradeError(
+                "An earlier pgupgrade already cut over to this target (its proof failed or was interrupted), so "
+                f"the application uses it now. Check it with `manage.py dbcompare --from {src.label} --to "
+                f"{dst.label}`, then run pgupgrade --finish to drop the replication objects (all data is kept)."
+            )
+        up.drop_replication(src, dst, empty_target=False)
+        self.stdout.write("Dropped the publication, slot, subscription and marker tables; all data was kept.")
+        return True
 
     def _check(self, src: up.Side, dst: up.Side, bouncer: Bouncer | None) -> None:
         """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written before."""
