@@ -101,7 +101,7 @@ class _Frozen:
         self.source.execute(f"ALTER DATABASE {quote(self.dbname)} SET default_transaction_read_only = on")
         self.source.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> %s", (NAME,)
         )
 
     def thaw(self) -> None:

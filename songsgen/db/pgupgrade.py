@@ -69,6 +69,8 @@ def connect(side: Side | str, *, role: str = "database") -> Iterator[psycopg.Con
     """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable with the URL masked."""
     url = side.url if isinstance(side, Side) else side
     params = side.params if isinstance(side, Side) else _params(url)
+    if isinstance(side, Side):
+        params = {**params, "application_name": NAME}  # so a read-only cutover closes every session but ours
     try:
         conn = psycopg.connect(**params, autocommit=True)
     except psycopg.Error as exc:

@@ -83,6 +83,11 @@ class Command(BaseCommand):
                                          timeout=pause_timeout, interval=interval)
         except (UpgradeError, DatabaseUnavailable) as exc:
             raise CommandError(str(exc)) from exc
+        except psycopg.Error as exc:  # e.g. a role that may not create a publication
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(f"PostgreSQL refused a step of the upgrade: {first}") from exc
+        except KeyboardInterrupt:  # before anything was created (later ones are handled in _replicate)
+            raise CommandError("Interrupted; nothing is left half-done: run pgupgrade again.") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
         self._report(src, dst, result, as_json=as_json)
