@@ -25,6 +25,7 @@ import psycopg
 from django.db import transaction
 
 from songsgen.db.compare import Comparison, compare_connections, has_integer_pk
+from songsgen.db.dblock import APPLICATION_PREFIX
 from songsgen.db.exceptions import UpgradeError
 from songsgen.db.external import open_database
 from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote
@@ -101,7 +102,8 @@ class _Frozen:
         self.source.execute(f"ALTER DATABASE {quote(self.dbname)} SET default_transaction_read_only = on")
         self.source.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> %s", (NAME,)
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> %s "
+            "AND application_name NOT LIKE %s", (NAME, f"{APPLICATION_PREFIX} %"),  # ours, and our migrate lock
         )
 
     def thaw(self) -> None:

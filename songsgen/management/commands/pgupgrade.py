@@ -16,8 +16,9 @@ from songsgen.cli import add_database_pair, non_negative_float, poll_seconds
 from songsgen.db import pgupgrade as up
 from songsgen.db.compare import TableComparison, render
 from songsgen.db.cutover import Bouncer, Cutover, cut_over
-from songsgen.db.exceptions import DatabaseUnavailable, UpgradeError
-from songsgen.db.external import mask_url
+from songsgen.db.dblock import database_lock
+from songsgen.db.exceptions import DatabaseBusy, DatabaseUnavailable, UpgradeError
+from songsgen.db.external import mask_url, settings_for_url
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -78,10 +79,12 @@ class Command(BaseCommand):
                     bouncer.check()
                 if self._switched_before(src, dst, finish=finish):
                     return
-                self._check(src, dst, bouncer)
-                result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
-                                         timeout=pause_timeout, interval=interval)
-        except (UpgradeError, DatabaseUnavailable) as exc:
+                # The source's migrate lock: a schema change there would break the replication meanwhile.
+                with database_lock(settings_for_url(src.url), purpose="pgupgrade"):
+                    self._check(src, dst, bouncer)
+                    result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
+                                             timeout=pause_timeout, interval=interval)
+        except (UpgradeError, DatabaseUnavailable, DatabaseBusy) as exc:
             raise CommandError(str(exc)) from exc
         except psycopg.Error as exc:  # e.g. a role that may not create a publication
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
