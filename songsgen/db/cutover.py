@@ -57,8 +57,9 @@ class Bouncer:
     def _entry(self, text: str) -> re.Match[str] | None:
         return re.compile(rf"^(\s*{re.escape(self.database)}\s*=)(.*)$", re.MULTILINE).search(text)
 
-    def repoint(self, target: Side) -> None:
-        """The [databases] entry rewritten to the target's host, port and database name (other keys kept)."""
+    def repoint(self, target: Side) -> str:
+        """The [databases] entry rewritten to the target's host, port and database name (other keys kept);
+        returns the config as it was, to put back should the cutover be abandoned."""
         text = self.config.read_text()
         found = self._entry(text)
         if found is None:
@@ -68,6 +69,7 @@ class Bouncer:
                     dbname=target.dbname)
         line = found.group(1) + " " + " ".join(f"{k}={v}" for k, v in keys.items())
         self.config.write_text(text[:found.start()] + line + text[found.end():])  # in place: owner and mode kept
+        return text
 
 
 @dataclass
@@ -106,9 +108,13 @@ class _Frozen:
             "AND application_name NOT LIKE %s", (NAME, f"{APPLICATION_PREFIX} %"),  # ours, and our migrate lock
         )
 
-    def thaw(self) -> None:
-        """Writes resume on the source (a failure inside the pause)."""
+    def thaw(self, config: str | None) -> None:
+        """Writes resume on the source (a failure inside the pause); PgBouncer's config put back if changed."""
         if self.bouncer is not None:
+            if config is not None:
+                self.bouncer.config.write_text(config)
+                self.bouncer.command("RELOAD", self.admin)
+                self.bouncer.command(f"RECONNECT {self.bouncer.database}", self.admin)
             self.bouncer.command(f"RESUME {self.bouncer.database}", self.admin)
         else:
             self.source.execute(f"ALTER DATABASE {quote(self.dbname)} RESET default_transaction_read_only")
@@ -193,6 +199,7 @@ def cut_over(
         snap = stack.enter_context(_snapshot_connection(target))
         frozen = _Frozen(src, source.dbname, bouncer, admin)
         started = time.monotonic()
+        previous: str | None = None
         frozen.freeze()
         try:
             at = result.step("freeze", started)
@@ -205,13 +212,13 @@ def cut_over(
             (snapshot,) = one(snap, "SELECT pg_export_snapshot()")
             at = result.step("snapshot", at)
             if bouncer is not None:
-                bouncer.repoint(target)
+                previous = bouncer.repoint(target)
                 for command in ("RELOAD", f"RECONNECT {bouncer.database}", f"RESUME {bouncer.database}"):
                     bouncer.command(command, admin)
                 result.step("repoint", at)
             result.paused = time.monotonic() - started
         except BaseException as exc:
-            frozen.thaw()  # still inside the pause: the source goes on as before
+            frozen.thaw(previous)  # still inside the pause: the source goes on as before
             if isinstance(exc, UpgradeError | psycopg.Error):
                 raise UpgradeError(f"Cutover abandoned, the source resumed and stays the truth: {exc}") from exc
             raise
