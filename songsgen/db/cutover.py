@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,7 +29,7 @@ from songsgen.db.compare import Comparison, compare_connections, has_integer_pk
 from songsgen.db.dblock import APPLICATION_PREFIX
 from songsgen.db.exceptions import UpgradeError
 from songsgen.db.external import open_database
-from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote
+from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote, url_params
 from songsgen.db.tables import Table
 
 
@@ -94,12 +95,18 @@ class _Frozen:
     """Writes stopped on the source: PgBouncer paused, or the source read-only with its sessions closed."""
 
     def __init__(self, source: psycopg.Connection, dbname: str, bouncer: Bouncer | None,
-                 admin: psycopg.Connection | None) -> None:
-        self.source, self.dbname, self.bouncer, self.admin = source, dbname, bouncer, admin
+                 admin: psycopg.Connection | None, pauser: psycopg.Connection | None) -> None:
+        self.source, self.dbname, self.bouncer, self.admin, self.pauser = source, dbname, bouncer, admin, pauser
+        self.stuck = False  # the pauser is still blocked in PAUSE (never touched again: it holds its lock)
 
-    def freeze(self) -> None:
+    def close(self) -> None:
+        if self.pauser is not None and not self.stuck:
+            self.pauser.close()
+
+    def freeze(self, timeout: float) -> None:
+        """Stop writes; PgBouncer's PAUSE waits for transactions in flight, at most `timeout` seconds."""
         if self.bouncer is not None:
-            self.bouncer.command(f"PAUSE {self.bouncer.database}", self.admin)
+            self._pause(self.bouncer, timeout)
             return
         self.source.execute(f"ALTER DATABASE {quote(self.dbname)} SET default_transaction_read_only = on")
         self.source.execute(
@@ -107,6 +114,31 @@ class _Frozen:
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> %s "
             "AND application_name NOT LIKE %s", (NAME, f"{APPLICATION_PREFIX} %"),  # ours, and our migrate lock
         )
+
+    def _pause(self, bouncer: Bouncer, timeout: float) -> None:
+        # PAUSE blocks until every server connection is released and ignores a cancel request, so it runs in a
+        # thread; if it is not done in time, RESUME from a new admin session gives up the pause.
+        failed: list[BaseException] = []
+        done = threading.Event()
+
+        def pause() -> None:
+            try:
+                bouncer.command(f"PAUSE {bouncer.database}", self.pauser)
+            except BaseException as exc:  # handed to the waiting thread
+                failed.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=pause, name="pgbouncer-pause", daemon=True).start()
+        if not done.wait(timeout):
+            self.stuck = True  # left to its daemon thread; the process's exit ends it
+            bouncer.command(f"RESUME {bouncer.database}", self.admin)
+            raise UpgradeError(
+                f"PgBouncer could not pause {bouncer.database} within {timeout:g} s: a transaction through it stayed "
+                "open. Writes went on; run again when no long transaction runs (or give a longer --pause-timeout)."
+            )
+        if failed:
+            raise failed[0]
 
     def thaw(self, config: str | None) -> None:
         """Writes resume on the source (a failure inside the pause); PgBouncer's config put back if changed."""
@@ -197,10 +229,12 @@ def cut_over(
         dst = stack.enter_context(connect(target, role="target"))
         admin = stack.enter_context(connect(bouncer.admin_url, role="PgBouncer admin")) if bouncer else None
         snap = stack.enter_context(_snapshot_connection(target))
-        frozen = _Frozen(src, source.dbname, bouncer, admin)
+        pauser = psycopg.connect(**url_params(bouncer.admin_url), autocommit=True) if bouncer else None
+        frozen = _Frozen(src, source.dbname, bouncer, admin, pauser)
+        stack.callback(frozen.close)
         started = time.monotonic()
         previous: str | None = None
-        frozen.freeze()
+        frozen.freeze(timeout)
         try:
             at = result.step("freeze", started)
             _await_marker(src, dst, timeout)

@@ -68,7 +68,7 @@ class Side:
 def connect(side: Side | str, *, role: str = "database") -> Iterator[psycopg.Connection]:
     """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable with the URL masked."""
     url = side.url if isinstance(side, Side) else side
-    params = side.params if isinstance(side, Side) else _params(url)
+    params = side.params if isinstance(side, Side) else url_params(url)
     if isinstance(side, Side):
         params = {**params, "application_name": NAME}  # so a read-only cutover closes every session but ours
     try:
@@ -82,7 +82,8 @@ def connect(side: Side | str, *, role: str = "database") -> Iterator[psycopg.Con
         yield conn
 
 
-def _params(url: str) -> dict[str, Any]:
+def url_params(url: str) -> dict[str, Any]:
+    """psycopg keywords for a PostgreSQL URL (a database, or PgBouncer's admin console)."""
     db = settings_for_url(url)
     if db["ENGINE"] != "django.db.backends.postgresql":
         raise UpgradeError(f"{mask_url(url)} is not a PostgreSQL URL: pgupgrade moves between PostgreSQL servers "
@@ -120,7 +121,7 @@ def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
     """Both sides connected once and described; refusals for unreachable, same or downgraded servers."""
     sides = []
     for url, role in ((source_url, "source"), (target_url, "target")):
-        side = Side(url, _params(url), 0, "")
+        side = Side(url, url_params(url), 0, "")
         with connect(side, role=role) as conn:
             major = int(one(conn, "SHOW server_version_num")[0]) // 10000
             dbname, oid = one(conn, "SELECT datname, oid FROM pg_database WHERE datname = current_database()")

@@ -317,6 +317,30 @@ def test_cutover_from_another_shell_resumes_the_source_when_a_check_in_the_pause
     assert (left["publication"], left["slot"], left["source marker"], left["subscription"]) == ([], [], [], [])
 
 
+def test_a_transaction_that_keeps_pgbouncer_from_pausing_gives_up_the_cutover(pg15, seeded, new_db, tmp_path):
+    """PAUSE waits for transactions in flight: one left open makes the cutover give up after --pause-timeout,
+    resume PgBouncer and drop the replication; the application's next query goes through at once."""
+    target = new_db(pg15)
+    with pgbouncer_for(pg15, seeded.rsplit("/", 1)[1]) as bouncer:
+        idle = psycopg.connect(bouncer.url)  # a transaction open through PgBouncer, as a stuck request would
+        idle.execute("SELECT 1")
+        try:
+            started = time.monotonic()
+            err = refused(pgupgrade("--cutover", "--pause-timeout", "1", "--pgbouncer", bouncer.admin_url,
+                                    "--pgbouncer-config", str(bouncer.config), source=seeded, target=target,
+                                    data_dir=tmp_path, timeout=120), "could not pause", "within 1 s")
+            assert time.monotonic() - started < 100
+        finally:
+            idle.rollback()
+            idle.close()
+        with psycopg.connect(bouncer.url, autocommit=True, connect_timeout=5) as app:
+            app.execute("SET statement_timeout = '5s'")
+            assert app.execute("SELECT count(*) FROM songs_song").fetchone()[0] > 0  # not paused
+    assert "Traceback" not in err
+    left = objects(seeded, target)
+    assert (left["publication"], left["slot"], left["source marker"], left["subscription"]) == ([], [], [], [])
+
+
 def test_failed_proof_keeps_both_sides_and_finish_drops_only_the_replication(pg15, seeded, new_db, tmp_path):
     """A row changed on the target behind the replication's back: counts and highest ids agree, so the switch
     happens, but the checksums do not: the command says so naming table and key, keeps everything, and a
