@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import seeded
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TIME = "/usr/bin/time"
@@ -110,17 +112,9 @@ def integrity(path: Path) -> str:
 
 
 def seed(work: Path, users: int, songs: int) -> Path:
+    """The seeded database (seed_demo), made once under `work` and reused."""
     target = work / "seed.db"
-    if target.exists():
-        return target
-    data = work / "seed-data"
-    env = dict(os.environ, DEBUG="1", SONGSGEN_DATA_DIR=str(data))
-    env.pop("DATABASE_URL", None)
-    subprocess.run([PY, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
-    subprocess.run([PY, "manage.py", "seed_demo", "--users", str(users), "--songs", str(songs)], env=env,
-                   cwd=REPO, check=True)
-    shutil.move(data / "songs.db", target)
-    shutil.rmtree(data)
+    seeded(target, songs, users)
     return target
 
 

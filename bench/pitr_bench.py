@@ -36,6 +36,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _common import seeded
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 PY = sys.executable
@@ -63,17 +65,9 @@ with open(out, "a", buffering=1) as log:
 
 
 def seed(work: Path, users: int, songs: int) -> Path:
+    """The seeded database (seed_demo), made once under `work` and reused."""
     target = work / f"seed-{songs}.db"  # by size: a run at another size never reuses it
-    if target.exists():
-        return target
-    data = work / "seed-data"
-    env = dict(os.environ, DEBUG="1", SONGSGEN_DATA_DIR=str(data))
-    env.pop("DATABASE_URL", None)
-    subprocess.run([PY, "manage.py", "migrate", "-v0"], env=env, cwd=REPO, check=True)
-    subprocess.run([PY, "manage.py", "seed_demo", "--users", str(users), "--songs", str(songs), "-v0"], env=env,
-                   cwd=REPO, check=True)
-    shutil.move(data / "songs.db", target)
-    shutil.rmtree(data)
+    seeded(target, songs, users)
     return target
 
 

@@ -65,20 +65,26 @@ def _refusal(holder: Holder, waited: float) -> DatabaseBusy:
     )
 
 
+def flock_within(fd: int, wait: float) -> bool:
+    """An exclusive flock on `fd`, retried every 0.1 s for `wait` seconds; False if another process holds it."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 @contextmanager
 def _sqlite_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
     path = lock_path(settings_dict)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise _refusal(_read_holder(fd), wait) from None
-                time.sleep(0.1)
+        if not flock_within(fd, wait):
+            raise _refusal(_read_holder(fd), wait)
         # The file is never removed: unlinking a flocked file lets a third process lock a new one.
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": _now(), "purpose": purpose}).encode(), 0)

@@ -132,16 +132,19 @@ def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
     return tables
 
 
+def _part(plan: Plan, labels: list[str]) -> Plan:
+    """The migrations of the plan named by `labels` ("app.name")."""
+    return [(m, b) for m, b in plan if f"{m.app_label}.{m.name}" in labels]
+
+
 def tables_changed_by(plan: Plan, state: ProjectState) -> Callable[[list[str]], set[str] | None]:
     """For the applier: the tables the named migrations of the plan change (None: any)."""
-    return lambda labels: touched_tables([(m, b) for m, b in plan if f"{m.app_label}.{m.name}" in labels], state)
+    return lambda labels: touched_tables(_part(plan, labels), state)
 
 
 def in_transaction(plan: Plan, applier: Applier) -> Plan:
     """The part of the plan the applier's open transaction holds; the whole plan when none is open."""
-    if not applier.in_transaction:
-        return plan
-    return [(m, b) for m, b in plan if f"{m.app_label}.{m.name}" in applier.grouped]
+    return _part(plan, applier.grouped) if applier.in_transaction else plan
 
 
 def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None

@@ -25,7 +25,6 @@ import os
 import socket
 import sqlite3
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from django.conf import settings
 
+from songsgen.db.dblock import flock_within
 from songsgen.db.exceptions import ReplicaBusy, ReplicaError
 
 LOCK_SUFFIX = ".replicate-lock"
@@ -164,21 +164,13 @@ def holder(database: Path) -> dict[str, Any]:
 def take_lock(rep: Replication) -> int:
     """Lock the database for `replicate`; returns the descriptor, which holds the lock until closed."""
     fd = os.open(rep.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() < deadline:
-                time.sleep(0.1)
-                continue
-            os.close(fd)
-            who = holder(rep.database)
-            raise ReplicaBusy(
-                f"another replicate (pid {who.get('pid', '?')}, started at {who.get('started', '?')}) is already "
-                f"replicating {rep.database}; stop it first (one Litestream per database)."
-            ) from None
+    if not flock_within(fd, LOCK_WAIT):
+        os.close(fd)
+        who = holder(rep.database)
+        raise ReplicaBusy(
+            f"another replicate (pid {who.get('pid', '?')}, started at {who.get('started', '?')}) is already "
+            f"replicating {rep.database}; stop it first (one Litestream per database)."
+        )
     # Never removed: unlinking a locked file lets a second process lock a new one.
     os.ftruncate(fd, 0)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
