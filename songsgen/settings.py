@@ -171,8 +171,9 @@ MIGRATE_SAFE_BY_DEFAULT = True
 MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
 MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)  # pre-migrate snapshots kept per database
-# PostgreSQL: a migration waiting longer than this for a lock fails instead of queueing every query behind it.
-MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 2000)
+# PostgreSQL: a migration waiting longer than this for a lock fails (and is retried) instead of queueing every
+# query behind it; below 1 s, so no write waits a second behind a queued DDL, and five attempts outlast 3 s.
+MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 800)
 MIGRATE_STATEMENT_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_STATEMENT_TIMEOUT_MS", 0)  # 0: no limit
 # "full" (PRAGMA integrity_check) or "quick" (quick_check) after migrating a SQLite database.
 MIGRATE_VERIFY_INTEGRITY = os.environ.get("SONGSGEN_MIGRATE_VERIFY_INTEGRITY") or "full"

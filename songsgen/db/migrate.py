@@ -30,7 +30,7 @@ from django.db.migrations.operations.fields import FieldOperation
 from django.db.migrations.operations.models import IndexOperation, ModelOperation
 from django.db.migrations.state import ProjectState
 
-from songsgen.db import marker, rehearse, schema, snapshot
+from songsgen.db import marker, pglocks, rehearse, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
@@ -197,21 +197,6 @@ class Options:
     confirm: Callable[[str], bool] | None = None
 
 
-def _set_pg_timeouts(connection: BaseDatabaseWrapper) -> None:
-    # Session-wide, so they cover every statement of every operation: RunSQL and RunPython included.
-    with connection.cursor() as cursor:
-        cursor.execute("SET lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
-        cursor.execute("SET statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])
-
-
-def _reset_pg_timeouts(connection: BaseDatabaseWrapper) -> None:
-    if connection.vendor != "postgresql" or connection.connection is None or connection.needs_rollback:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("RESET lock_timeout")
-        cursor.execute("RESET statement_timeout")
-
-
 def is_lock_timeout(exc: BaseException) -> bool:
     """A PostgreSQL lock_timeout (SQLSTATE 55P03), however Django wrapped it."""
     seen: BaseException | None = exc
@@ -292,7 +277,7 @@ def run(
     report.attempts = attempt
     report.applied = applier.applied
     report.longest_lock_seconds = round(applier.longest_lock, 3)
-    _reset_pg_timeouts(connection)
+    pglocks.unlimit_waits(connection)
     marker.clear(connection)
     if snap is not None:
         snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
@@ -340,7 +325,7 @@ def _apply(
         try:
             with applier.metered():  # each migration's write lock, as the rehearsal measures it
                 if pg:
-                    _set_pg_timeouts(connection)
+                    pglocks.limit_waits(connection)
                 with watch or nullcontext():
                     apply()
                 report.seconds["apply"] = round(time.monotonic() - tick, 3)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 QUERY_CHARS = 200
@@ -139,3 +140,51 @@ class BlockerWatch:
 
     def describe(self) -> str:
         return f"blocked by {describe(self.last)}" if self.last else ""
+
+
+# An autovacuum in a DDL's way is cancelled only after the waiting session's deadlock_timeout (1 s by
+# default): a table lock queued that long makes every writer behind it wait as long. Measured: an ALTER
+# TABLE blocked by autovacuum waited 1.003 s with the default, 0.104 s with this.
+AUTOVACUUM_YIELD = "100ms"
+
+
+def may_set(connection: _Connection, parameter: str) -> bool:
+    """Whether this session's role may SET a superuser-only parameter (superuser, or GRANT SET on 15+)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
+        superuser, version = cursor.fetchone()
+        if superuser or version < 150000:
+            return bool(superuser)
+        cursor.execute("SELECT has_parameter_privilege(%s, 'SET')", [parameter])
+        return bool(cursor.fetchone()[0])
+
+
+def hurry_autovacuum(connection: _Connection) -> bool:
+    """Have an autovacuum that blocks this session's DDL cancelled after 100 ms, where the role may; whether set."""
+    if not may_set(connection, "deadlock_timeout"):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET deadlock_timeout = '{AUTOVACUUM_YIELD}'")
+    return True
+
+
+def limit_waits(connection: BaseDatabaseWrapper) -> None:
+    """The migrate session's lock and statement timeouts, and its autovacuum hurry.
+
+    Session-wide, so they cover every statement of every operation: RunSQL and RunPython included."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
+        cursor.execute("SET statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])
+    hurry_autovacuum(connection)
+
+
+def unlimit_waits(connection: BaseDatabaseWrapper) -> None:
+    """The session's defaults back, unless its transaction is broken (then the connection is closed anyway)."""
+    if connection.vendor != "postgresql" or connection.connection is None or connection.needs_rollback:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("RESET lock_timeout")
+        cursor.execute("RESET statement_timeout")
+        if may_set(connection, "deadlock_timeout"):
+            cursor.execute("RESET deadlock_timeout")
+

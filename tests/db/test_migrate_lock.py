@@ -149,6 +149,43 @@ def _live_files_digest() -> str:
     return digest.hexdigest()
 
 
+@pg_only
+@pytest.mark.usefixtures("rows")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_autovacuum_in_the_way_yields_within_the_lock_timeout(migrate):
+    """PostgreSQL cancels an autovacuum that blocks a DDL only after the waiting session's deadlock_timeout (1 s
+    by default), and every writer queues behind the DDL meanwhile; ours cancels it after 100 ms."""
+    import psycopg
+
+    from tests.conftest import database_url_for
+
+    assert migrate("migrations_fixture", "0001").returncode == 0
+    table = "migrations_fixture_widget"
+    with psycopg.connect(database_url_for(connection.settings_dict), autocommit=True) as admin:
+        admin.execute(f"INSERT INTO {table} (name, qty) SELECT 'w', g FROM generate_series(1, 100000) g")
+        # An autovacuum that takes minutes: every page costs more than its budget, so it sleeps 100 ms per page.
+        admin.execute(f"ALTER TABLE {table} SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = "
+                      "0, autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)")
+        admin.execute(f"UPDATE {table} SET qty = qty + 1")
+        admin.execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            deadline = time.monotonic() + 90
+            while not admin.execute("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                                    "AND query LIKE %s", [f"%{table}%"]).fetchone():
+                assert time.monotonic() < deadline, "no autovacuum started on the table"
+                time.sleep(0.1)
+            # 0002 adds a column (ACCESS EXCLUSIVE), the autovacuum holds SHARE UPDATE EXCLUSIVE.
+            ours = migrate("migrations_fixture", "0002", "--lock-retries", "0",
+                           extra_env={"SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS": "500"}, timeout=120)
+        finally:
+            admin.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            admin.execute("SELECT pg_reload_conf()")
+            admin.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    assert ours.returncode == 0, ours.stderr
+    assert "Lock timeout" not in ours.stderr
+
+
 @pytest.mark.usefixtures("rows")
 @pytest.mark.django_db(transaction=True)
 def test_rehearse_only_reports_each_migration_and_leaves_the_live_database_alone(migrate, tmp_path):

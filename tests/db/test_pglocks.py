@@ -113,3 +113,24 @@ def test_blockers_of_a_waiting_django_connection(holder):
         waiter.dec_thread_sharing()
         waiter.close()
     assert pid != pglocks.backend_pid(connection)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_autovacuum_hurry_is_set_by_a_superuser_and_skipped_without_error_for_a_plain_role():
+    import psycopg
+
+    from tests.conftest import database_url_for
+
+    url = database_url_for(connection.settings_dict)
+    with psycopg.connect(url, autocommit=True) as admin:
+        assert pglocks.hurry_autovacuum(admin) is True
+        assert admin.execute("SHOW deadlock_timeout").fetchone()[0] == "100ms"
+        admin.execute("CREATE ROLE songsgen_plain LOGIN PASSWORD 'pw' NOSUPERUSER")
+        try:
+            plain = url.replace(url.split("//", 1)[1].split("@", 1)[0], "songsgen_plain:pw", 1)
+            with psycopg.connect(plain, autocommit=True) as conn:
+                assert pglocks.hurry_autovacuum(conn) is False  # no error: the migrate goes on without it
+                assert conn.execute("SHOW deadlock_timeout").fetchone()[0] == "1s"
+        finally:
+            admin.execute("DROP ROLE songsgen_plain")
