@@ -18,7 +18,6 @@ the first.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import signal
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from songsgen.db.dblock import flock_within
+
 MANAGE = Path(__file__).resolve().parent.parent / "manage.py"
 POLL = 0.2  # seconds between looks at the children and the file
 
@@ -35,9 +36,7 @@ POLL = 0.2  # seconds between looks at the children and the file
 def _hold(path: Path) -> IO[str] | str:
     """The lock of one `make run`: FILE opened and locked, our pid in it; or the holder's pid if another has it."""
     handle = open(path, "a+")  # noqa: SIM115 — held open for the whole run: closing it releases the lock
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not flock_within(handle.fileno(), 0):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
