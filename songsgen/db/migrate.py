@@ -35,7 +35,7 @@ from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.problems import Problem
-from songsgen.db.safety import Finding, check_plan
+from songsgen.db.safety import check_plan, finding_dict, finding_line
 from songsgen.db.schema import applied_state
 
 Plan = list[tuple[Migration, bool]]
@@ -112,7 +112,7 @@ def describe_plan(plan: Plan) -> list[PlanStep]:
     ]
 
 
-def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Finding]:
+def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Problem]:
     """Run the safety checks on the plan, from the state of what is applied now."""
     return check_plan(connection, plan, applied_state(executor))
 
@@ -236,11 +236,11 @@ def run(
         log(f"  {direction} {step.migration}" + (f"  [{', '.join(flags)}]" if flags else ""))
 
     findings = safety_findings(connection, executor, plan)
-    report.findings = [f.as_dict() for f in findings]
+    report.findings = [finding_dict(f) for f in findings]
     report.seconds["safety"] = round(time.monotonic() - clock, 3)
     unsafe = [f for f in findings if f.blocking]
     for finding in findings:
-        (warn if finding.blocking else log)(str(finding))
+        (warn if finding.blocking else log)(finding_line(finding))
     if options.check_safety:
         report.status = "unsafe" if unsafe else "safe"
         if unsafe:
