@@ -52,6 +52,6 @@ class Problem:
         return data
 
 
-def summary(problems: Sequence[Problem], limit: int = 5) -> str:
-    """The details of the first `limit` problems as one clause, for an error message."""
+def summary(problems: Sequence[Problem], limit: int | None = 5) -> str:
+    """The details of the first `limit` problems (None: all) as one clause, for an error message."""
     return "; ".join(p.detail for p in problems[:limit])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from songsgen.db.backup import check_backup, check_errors
 from songsgen.db.problems import Problem, summary
 
 
@@ -36,3 +37,16 @@ def test_summary_joins_the_first_details():
     assert summary(problems) == "; ".join(f"row {n} missing from index i" for n in range(5))
     assert summary(problems, limit=1) == "row 0 missing from index i"
     assert summary([]) == ""
+
+
+def test_a_backup_check_reports_problems_and_its_json_keeps_strings(tmp_path):
+    """A file that is not SQLite: a Problem of the check that ran, about that file; JSON lists the details."""
+    not_sqlite = tmp_path / "notes.sqlite3"
+    not_sqlite.write_bytes(b"plain text, not a database " * 200)
+    [problem] = check_errors(not_sqlite, quick=True)
+    assert (problem.code, problem.subject, problem.blocking) == ("quick_check", str(not_sqlite), True)
+    assert "not a database" in problem.detail
+    with open(not_sqlite, "rb") as stream:
+        report = check_backup(stream, not_sqlite.name, not_sqlite.stat().st_size, tmp_path, None)
+    assert not report.ok and report.as_dict()["errors"] == [p.detail for p in report.errors]
+    assert all(isinstance(error, str) for error in json.loads(json.dumps(report.as_dict()))["errors"])
