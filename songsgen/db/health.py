@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from songsgen.db import replica, schema
 from songsgen.db.backup import safetycopies
+from songsgen.db.problems import Problem
 from songsgen.db.safety import table_rows_at_least
 
 CHECKS = ("schema", "integrity", "plans", "sizes")
@@ -31,13 +32,13 @@ CHECKS = ("schema", "integrity", "plans", "sizes")
 class HealthReport:
     database: str
     vendor: str
-    problems: list[schema.Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     plans: dict[str, list[str]] = field(default_factory=dict)
     sizes: dict[str, int | float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not any(p.severity == schema.ERROR for p in self.problems)
+        return not any(p.blocking for p in self.problems)
 
     def as_json(self) -> str:
         return json.dumps({
@@ -118,13 +119,13 @@ def plan_problems(connection: BaseDatabaseWrapper, report: HealthReport) -> None
         lines, scans = explain(connection, make())
         report.plans[name] = lines
         if any("TEMP B-TREE" in line or line.strip().startswith("Sort") for line in lines):
-            report.problems.append(schema.Problem(
-                schema.WARNING, "plans", name, "sorts its rows instead of reading an index in order",
+            report.problems.append(Problem(
+                "plans", name, "sorts its rows instead of reading an index in order", blocking=False,
             ))
         for table in scans:
             if table_rows_at_least(connection, table, limit):
-                report.problems.append(schema.Problem(
-                    schema.ERROR, "plans", table, f"hot query {name!r} scans the whole table instead of an index",
+                report.problems.append(Problem(
+                    "plans", table, f"hot query {name!r} scans the whole table instead of an index",
                 ))
 
 
@@ -133,7 +134,7 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
     report = HealthReport(database=connection.alias, vendor=connection.vendor)
     if "integrity" in checks:
         report.problems += schema.integrity_problems(connection)
-        if any(p.check == "integrity" for p in report.problems):
+        if any(p.code == "integrity" for p in report.problems):
             return report  # a damaged file makes every other answer unreliable
     expected = None
     if "schema" in checks:
@@ -151,9 +152,9 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
         report.sizes = sizes(connection)
         if connection.vendor == "sqlite":
             report.problems += [
-                schema.Problem(schema.WARNING, "sizes", item.path.name,
-                               f"{item.size / 2**20:,.1f} MiB safety copy left by a restore that did not finish; "
-                               f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it")
+                Problem("sizes", item.path.name,
+                        f"{item.size / 2**20:,.1f} MiB safety copy left by a restore that did not finish; "
+                        f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it", blocking=False)
                 for item in safetycopies.leftovers(Path(connection.settings_dict["NAME"]))
             ]
     return report

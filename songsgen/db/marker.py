@@ -125,7 +125,7 @@ def resume(
         log(f"Unapplied {', '.join(done)} by reverse operations." if done else "The interrupted migrate had "
             "committed nothing.")
         status = "resume-restored"
-    problems = [p for p in schema.integrity_problems(connection) if p.severity == schema.ERROR]
+    problems = [p for p in schema.integrity_problems(connection) if p.blocking]
     if problems:
         raise MigrateFailed(f"rolled back, but the check failed: {problems[0]}", restored=False)
     log("The database is back as it was before the interrupted migrate"

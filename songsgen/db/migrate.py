@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,7 +34,8 @@ from songsgen.db import marker, pglocks, rehearse, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
-from songsgen.db.safety import Finding, check_plan
+from songsgen.db.problems import Problem
+from songsgen.db.safety import check_plan, finding_dict, finding_line
 from songsgen.db.schema import applied_state
 
 Plan = list[tuple[Migration, bool]]
@@ -61,7 +62,7 @@ class Report:
     backup: str | None = None
     guard: str = ""  # transaction | transaction+reverse
     applied: list[dict[str, Any]] = field(default_factory=list)
-    verification: list[dict[str, str]] = field(default_factory=list)
+    verification: list[dict[str, object]] = field(default_factory=list)
     failed_migration: str | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -111,7 +112,7 @@ def describe_plan(plan: Plan) -> list[PlanStep]:
     ]
 
 
-def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Finding]:
+def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Problem]:
     """Run the safety checks on the plan, from the state of what is applied now."""
     return check_plan(connection, plan, applied_state(executor))
 
@@ -148,7 +149,7 @@ def in_transaction(plan: Plan, applier: Applier) -> Plan:
 
 
 def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None
-                          ) -> list[schema.Problem]:
+                          ) -> list[Problem]:
     """SQLite's checks that need no lock, after the commit: the pages of the tables the plan changed, and the
     foreign keys of those the transaction's own check (`checked`; None: all) left out."""
     tables = touched_tables(plan, applied_state(MigrationExecutor(connection)))
@@ -162,7 +163,7 @@ def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: 
 
 def verify(
     connection: BaseDatabaseWrapper, plan: Plan | None = None, *, structure: bool = True, pages: bool = True
-) -> tuple[list[schema.Problem], set[str] | None]:
+) -> tuple[list[Problem], set[str] | None]:
     """The live schema equals the state of the applied migrations; integrity and foreign keys hold.
 
     `structure`: the schema, compared in full, and the foreign keys; `pages`: SQLite's integrity_check,
@@ -172,7 +173,7 @@ def verify(
     # A fresh executor reads django_migrations as it is now (inside our transaction).
     state = applied_state(MigrationExecutor(connection))
     tables = touched_tables(plan, state) if plan is not None else None
-    problems: list[schema.Problem] = []
+    problems: list[Problem] = []
     if structure:
         problems += schema.compare_schema(schema.expected_schema(state, connection), connection)
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
@@ -180,7 +181,7 @@ def verify(
     if connection.vendor == "postgresql":
         # NOT VALID is how a big-table constraint is added safely; report it, do not fail on it.
         problems = [
-            schema.Problem(schema.WARNING, p.check, p.subject, p.detail) if p.check == "constraints" else p
+            replace(p, blocking=False) if p.code == "constraints" else p
             for p in problems
         ]
     return problems, tables
@@ -235,11 +236,11 @@ def run(
         log(f"  {direction} {step.migration}" + (f"  [{', '.join(flags)}]" if flags else ""))
 
     findings = safety_findings(connection, executor, plan)
-    report.findings = [f.as_dict() for f in findings]
+    report.findings = [finding_dict(f) for f in findings]
     report.seconds["safety"] = round(time.monotonic() - clock, 3)
     unsafe = [f for f in findings if f.blocking]
     for finding in findings:
-        (warn if finding.blocking else log)(str(finding))
+        (warn if finding.blocking else log)(finding_line(finding))
     if options.check_safety:
         report.status = "unsafe" if unsafe else "safe"
         if unsafe:
@@ -296,7 +297,7 @@ def _rehearse(
         rehearsal = rehearse.rehearse(connection, snap, [(m.app_label, m.name, back) for m, back in plan], log=log)
     except rehearse.RehearsalError as exc:
         raise MigrateRefused(f"The rehearsal could not start: {exc}. Nothing was changed.") from exc
-    report.rehearsal = asdict(rehearsal)
+    report.rehearsal = rehearsal.as_dict()
     for line in rehearse.format_report(rehearsal):
         log(line)
     if not rehearsal.ok:
@@ -356,7 +357,7 @@ def _apply(
     raise AssertionError("unreachable: the last attempt returns or fails")
 
 
-def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> list[schema.Problem]:
+def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> list[Problem]:
     """SQLite's page integrity check of `tables` (None: all): read-only, so it runs after the commit."""
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
     return schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)
@@ -369,7 +370,7 @@ def _check_after_commit(
     problems = after_commit_problems(connection, plan, checked)
     report.verification += [p.as_dict() for p in problems]
     for problem in problems:
-        warn(str(problem))
+        warn(problem.line())
     if problems:
         raise VerificationFailed(f"{len(problems)} problem(s), first: {problems[0]}")
 
@@ -381,9 +382,9 @@ def _verify(
     """Schema and foreign keys, inside the transaction; return the tables checked (None: all)."""
     problems, tables = verify(connection, plan, pages=False)
     report.verification += [p.as_dict() for p in problems]
-    errors = [p for p in problems if p.severity == schema.ERROR]
+    errors = [p for p in problems if p.blocking]
     for problem in problems:
-        (warn if problem.severity == schema.ERROR else log)(str(problem))
+        (warn if problem.blocking else log)(problem.line())
     if errors:
         raise VerificationFailed(f"{len(errors)} problem(s), first: {errors[0]}")
     return tables

@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from django.db.migrations.migration import Migration
 from songsgen.db import backup, pgdump, schema
 from songsgen.db.apply import Applier
 from songsgen.db.exceptions import RehearsalError
+from songsgen.db.problems import Problem
 
 if TYPE_CHECKING:
     import psycopg
@@ -67,9 +68,13 @@ class Rehearsal:
 
     steps: list[RehearsedStep]
     seconds: float
-    verification: list[dict[str, str]]
+    verification: list[Problem]
     ok: bool
     longest_lock_seconds: float = 0.0  # the prediction of the live report's figure of the same name
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rehearsal as JSON (migrate's report), each verification problem in its own JSON shape."""
+        return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
 
 
 # --- the scratch database ---------------------------------------------------------------------------
@@ -168,7 +173,7 @@ def rehearse(
     else:
         raise RehearsalError(f"no rehearsal for a {connection.vendor} database")
     error: str | None = None
-    verification: list[dict[str, str]] = []
+    verification: list[Problem] = []
     with scratch_db as name, _alias(connection.settings_dict, name) as scratch:
         log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}) ...")
         applier = Applier(scratch)
@@ -204,29 +209,29 @@ def rehearse(
                            e.get("rows", 0), None, e["transaction"]) for e in applier.applied]
     if error is not None:
         steps[-1].error = error
-    ok = error is None and not any(p["severity"] == schema.ERROR for p in verification)
+    ok = error is None and not any(p.blocking for p in verification)
     return Rehearsal(steps=steps, seconds=time.monotonic() - clock, verification=verification, ok=ok,
                      longest_lock_seconds=max((step.lock_seconds for step in steps), default=0.0))
 
 
-def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[dict[str, str]]:
+def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[Problem]:
     """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the foreign-key check of
     what verification left), then SQLite's page check outside the lock; the problems found."""
     from songsgen.db.migrate import after_commit_problems, in_transaction, verify
 
     try:
         problems, tables = verify(scratch, in_transaction(plan, applier), pages=False)
-        if any(p.severity == schema.ERROR for p in problems):
+        if any(p.blocking for p in problems):
             applier.rollback(RuntimeError("verification failed"))
-            return [p.as_dict() for p in problems]
+            return problems
         applier.commit(keys_checked=tables)
         if scratch.vendor == "sqlite":
             problems += after_commit_problems(scratch, plan, tables)
     except Exception as exc:  # noqa: BLE001 — a check that cannot run, or the check at commit, is a failed check
         applier.rollback(exc)
         detail = f"{type(exc).__name__}: {exc}"
-        return [{"severity": schema.ERROR, "check": "verify", "subject": name, "detail": detail}]
-    return [p.as_dict() for p in problems]
+        return [Problem("verify", name, detail)]
+    return problems
 
 
 def format_report(rehearsal: Rehearsal) -> list[str]:
@@ -247,7 +252,7 @@ def format_report(rehearsal: Rehearsal) -> list[str]:
             lines.append(f"One transaction, as the live migrate runs them: {', '.join(s.migration for s in group)} "
                          f"(writers wait up to {max(s.lock_seconds for s in group):.3f} s).")
     lines += [f"FAILED {step.migration}: {step.error}" for step in rehearsal.steps if step.error]
-    lines += [f"[{p['severity']}] {p['check']}: {p['subject']}: {p['detail']}" for p in rehearsal.verification]
+    lines += [p.line() for p in rehearsal.verification]
     verdict = "ok" if rehearsal.ok else "FAILED"
     lines.append(f"Rehearsal {verdict} in {rehearsal.seconds:.2f} s on a scratch copy; the live database is untouched.")
     return lines

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 from django.conf import settings
 from django.db import models
@@ -31,6 +31,7 @@ from django.db.models.constraints import BaseConstraint
 from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
 
 from songsgen.db import squawk
+from songsgen.db.problems import Problem
 
 FIXES = {
     "DROP_COLUMN": "Stop using the field in code and deploy that first; drop it in a later release "
@@ -51,31 +52,25 @@ FIXES = {
 }
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One unsafe (or noteworthy) operation in a pending migration."""
+LINTER_FIX = "See the django-migration-linter documentation for this check."
 
-    code: str
-    migration: str  # "app.name"
-    detail: str
-    source: str  # "songsgen", "django-migration-linter" or "squawk"
-    blocking: bool = True
-    hint: str = ""  # the fix, when it depends on the finding (squawk's help) rather than on the code
-    agreed: tuple[str, ...] = ()  # other judges' codes that said the same thing
 
-    @property
-    def fix(self) -> str:
-        return self.hint or FIXES.get(self.code, "See the django-migration-linter documentation for this check.")
+def finding(code: str, migration: str, detail: str, source: str, blocking: bool = True, fix: str = "") -> Problem:
+    """One unsafe (or noteworthy) operation in a pending migration; the fix by its code unless given."""
+    return Problem(code, migration, detail, blocking, fix or FIXES.get(code, LINTER_FIX), source)
 
-    def as_dict(self) -> dict[str, object]:
-        data = {**asdict(self), "agreed": list(self.agreed), "fix": self.fix}
-        del data["hint"]
-        return data
 
-    def __str__(self) -> str:
-        level = "UNSAFE" if self.blocking else "note"
-        agreed = f" (also {', '.join(self.agreed)})" if self.agreed else ""
-        return f"{level} {self.code} in {self.migration}: {self.detail}{agreed}\n    fix: {self.fix}"
+def finding_line(found: Problem) -> str:
+    """A finding as migrate prints it: UNSAFE (or note), code and migration, and the fix beneath."""
+    level = "UNSAFE" if found.blocking else "note"
+    agreed = f" (also {', '.join(found.agreed)})" if found.agreed else ""
+    return f"{level} {found.code} in {found.subject}: {found.detail}{agreed}\n    fix: {found.fix}"
+
+
+def finding_dict(found: Problem) -> dict[str, object]:
+    """A finding in `migrate --json`'s findings[], under the keys scripts read (`migration` is the subject)."""
+    return {"code": found.code, "migration": found.subject, "detail": found.detail, "source": found.source,
+            "blocking": found.blocking, "agreed": list(found.agreed), "fix": found.fix}
 
 
 def big_table_rows() -> int:
@@ -197,7 +192,7 @@ class _Checker:
         return found
 
 
-def linter_findings(migration: Migration, database: str) -> list[Finding]:
+def linter_findings(migration: Migration, database: str) -> list[Problem]:
     """django-migration-linter's findings for one migration, in our shape (the first judge beside ours)."""
     from django_migration_linter import MigrationLinter
     from django_migration_linter.sql_analyser import analyse_sql_statements
@@ -218,11 +213,11 @@ def linter_findings(migration: Migration, database: str) -> list[Finding]:
             continue
         where = ", ".join(x for x in (issue.table, issue.column) if x)
         detail = issue.message + (f" ({where})" if where else "")
-        findings.append(Finding(issue.code, label, detail, "django-migration-linter", blocking))
+        findings.append(finding(issue.code, label, detail, "django-migration-linter", blocking))
     return findings
 
 
-def merge_squawk(found: list[Finding], violations: list[squawk.Violation], label: str) -> list[Finding]:
+def merge_squawk(found: list[Problem], violations: list[squawk.Violation], label: str) -> list[Problem]:
     """`found` (ours and the linter's for one migration) with squawk's added; a problem said twice is kept once."""
     merged = list(found)
     for v in violations:
@@ -234,20 +229,20 @@ def merge_squawk(found: list[Finding], violations: list[squawk.Violation], label
             if code not in first.agreed:
                 merged[same[0]] = replace(first, agreed=(*first.agreed, code))
             continue
-        merged.append(Finding(code, label, f"{v.message} — {v.statement}", "squawk", v.blocking, hint=v.fix))
+        merged.append(finding(code, label, f"{v.message} — {v.statement}", "squawk", v.blocking, fix=v.fix))
     return merged
 
 
 def _squawk_findings(
-    checker: _Checker, migration: Migration, state: ProjectState, found: list[Finding]
-) -> list[Finding]:
+    checker: _Checker, migration: Migration, state: ProjectState, found: list[Problem]
+) -> list[Problem]:
     label = f"{migration.app_label}.{migration.name}"
     try:
         violations = squawk.judge(checker.connection, migration, state,
                                   lambda table: table_rows_at_least(checker.connection, table, checker.limit))
     except squawk.SquawkError as exc:
         detail = f"{exc}: squawk did not judge the PostgreSQL SQL of this migration"
-        return [*found, Finding("SQUAWK_FAILED", label, detail, "squawk", hint=squawk.FIXES["SQUAWK_FAILED"])]
+        return [*found, finding("SQUAWK_FAILED", label, detail, "squawk", fix=squawk.FIXES["SQUAWK_FAILED"])]
     return merge_squawk(found, violations, label)
 
 
@@ -258,16 +253,16 @@ def check_plan(
     *,
     use_linter: bool = True,
     use_squawk: bool = True,
-) -> list[Finding]:
+) -> list[Problem]:
     """Findings for every operation of the plan; `state` is the project state before the plan (mutated)."""
     checker = _Checker(connection, state)
-    findings: list[Finding] = []
+    findings: list[Problem] = []
     use_squawk = use_squawk and checker.pg
     missing, told = use_squawk and squawk.binary() is None, False
     for migration, backwards in plan:
         label = f"{migration.app_label}.{migration.name}"
         if backwards:
-            findings.append(Finding("BACKWARDS", label, "unapplies this migration", "songsgen"))
+            findings.append(finding("BACKWARDS", label, "unapplies this migration", "songsgen"))
             continue
         touched = {
             (migration.app_label, (getattr(op, "model_name", None) or getattr(op, "name", "") or "").lower())
@@ -278,10 +273,10 @@ def check_plan(
         # plan (nothing running uses it yet); Django's own apps are not ours to judge.
         judged = not touched <= checker.created | new and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS
         before = state.clone() if judged and use_squawk and not missing else None
-        own: list[Finding] = []
+        own: list[Problem] = []
         for op in migration.operations:
             for code, detail in checker.check(migration.app_label, op):
-                own.append(Finding(code, label, detail, "songsgen"))
+                own.append(finding(code, label, detail, "songsgen"))
             op.state_forwards(migration.app_label, state)
         if use_linter and judged:
             seen = {f.code for f in own}
@@ -290,7 +285,7 @@ def check_plan(
             own = _squawk_findings(checker, migration, before, own)
         elif judged and missing and not told:
             told = True  # once for the plan, at the first migration squawk should have judged
-            own.append(Finding("SQUAWK_MISSING", label, "squawk is not installed, so no migration's PostgreSQL SQL "
-                               "was judged by it", "squawk", hint=squawk.FIXES["SQUAWK_MISSING"]))
+            own.append(finding("SQUAWK_MISSING", label, "squawk is not installed, so no migration's PostgreSQL SQL "
+                               "was judged by it", "squawk", fix=squawk.FIXES["SQUAWK_MISSING"]))
         findings.extend(own)
     return findings

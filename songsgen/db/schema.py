@@ -13,7 +13,7 @@ import fnmatch
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -23,24 +23,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.state import ProjectState
 
 from songsgen.db.fields import column_of
-
-ERROR, WARNING = "error", "warning"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong (or odd) about the database."""
-
-    severity: str  # ERROR or WARNING
-    check: str  # "schema", "integrity", "foreign_keys", "constraints", "plans", …
-    subject: str  # usually the table
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"[{self.severity}] {self.check}: {self.subject}: {self.detail}"
+from songsgen.db.problems import Problem
 
 
 @dataclass
@@ -138,27 +121,27 @@ def compare_schema(expected: dict[str, TableSpec], connection: BaseDatabaseWrapp
         live_tables = set(connection.introspection.table_names(cursor))
     for table, spec in sorted(expected.items()):
         if table not in live_tables:
-            problems.append(Problem(ERROR, "schema", table, "table is missing"))
+            problems.append(Problem("schema", table, "table is missing"))
             continue
         columns = live_columns(connection, table)
         for column, (db_type, nullable) in spec.columns.items():
             if column not in columns:
-                problems.append(Problem(ERROR, "schema", table, f"column {column} is missing"))
+                problems.append(Problem("schema", table, f"column {column} is missing"))
                 continue
             live_type, live_nullable = columns[column]
             if live_type != db_type:
-                problems.append(Problem(ERROR, "schema", table, f"column {column} is {live_type}, expected {db_type}"))
+                problems.append(Problem("schema", table, f"column {column} is {live_type}, expected {db_type}"))
             if live_nullable != nullable:
                 want = "NULL" if nullable else "NOT NULL"
-                problems.append(Problem(ERROR, "schema", table, f"column {column} should be {want}"))
+                problems.append(Problem("schema", table, f"column {column} should be {want}"))
         for column in sorted(set(columns) - set(spec.columns)):
-            problems.append(Problem(ERROR, "schema", table, f"column {column} is not in the migration state"))
+            problems.append(Problem("schema", table, f"column {column} is not in the migration state"))
         problems.extend(_compare_constraints(connection, table, spec))
     known = ["django_migrations", "sqlite_*", *getattr(settings, "SCHEMA_KNOWN_EXTRA_TABLES", [])]
     for table in sorted(live_tables - set(expected)):
         if any(fnmatch.fnmatchcase(table, pattern) for pattern in known):
             continue
-        problems.append(Problem(WARNING, "schema", table, "table is not in the migration state"))
+        problems.append(Problem("schema", table, "table is not in the migration state", blocking=False))
     return problems
 
 
@@ -171,7 +154,7 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
         if name in live:
             matched.add(name)
         else:
-            problems.append(Problem(ERROR, "schema", table, f"index or constraint {name} is missing"))
+            problems.append(Problem("schema", table, f"index or constraint {name} is missing"))
 
     def find(columns: tuple[str, ...], **flags: Any) -> str | None:
         for name, info in live.items():
@@ -180,23 +163,23 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
         return None
 
     if spec.primary_key and not find((spec.primary_key,), primary_key=True):
-        problems.append(Problem(ERROR, "schema", table, f"primary key on {spec.primary_key} is missing"))
+        problems.append(Problem("schema", table, f"primary key on {spec.primary_key} is missing"))
     for columns in spec.unique_columns:
         found = find(columns, unique=True)
         if found is None:
-            problems.append(Problem(ERROR, "schema", table, f"unique constraint on {', '.join(columns)} is missing"))
+            problems.append(Problem("schema", table, f"unique constraint on {', '.join(columns)} is missing"))
         else:
             matched.add(found)
     for columns in spec.index_columns:
         found = find(columns, index=True) or find(columns, unique=True)
         if found is None:
-            problems.append(Problem(ERROR, "schema", table, f"index on {', '.join(columns)} is missing"))
+            problems.append(Problem("schema", table, f"index on {', '.join(columns)} is missing"))
         else:
             matched.add(found)
     for column, target in spec.foreign_keys.items():
         found = find((column,), foreign_key=target)
         if found is None:
-            problems.append(Problem(ERROR, "schema", table, f"foreign key {column} -> {target[0]}.{target[1]} missing"))
+            problems.append(Problem("schema", table, f"foreign key {column} -> {target[0]}.{target[1]} missing"))
         else:
             matched.add(found)
     for name, info in sorted(live.items()):
@@ -205,7 +188,7 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
         if name.startswith("sqlite_autoindex") or name.endswith("_like"):
             continue  # SQLite's own index for a UNIQUE column; PostgreSQL's varchar_pattern_ops twin
         if info.get("index") or info.get("unique"):
-            problems.append(Problem(WARNING, "schema", table, f"index {name} is not in the migration state"))
+            problems.append(Problem("schema", table, f"index {name} is not in the migration state", blocking=False))
     return problems
 
 
@@ -230,17 +213,17 @@ def integrity_problems(
                         rows = [row[0] for row in cursor.fetchall()]
                         if rows != ["ok"]:
                             for row in rows[:20]:
-                                problems.append(Problem(ERROR, "integrity", "database", str(row)))
+                                problems.append(Problem("integrity", "database", str(row)))
                     if not keys:
                         continue
                     cursor.execute(f"PRAGMA foreign_key_check{scope}")
                     for table, rowid, parent, _fk in cursor.fetchall()[:100]:
                         problems.append(
-                            Problem(ERROR, "foreign_keys", table, f"row {rowid} points at a missing {parent} row")
+                            Problem("foreign_keys", table, f"row {rowid} points at a missing {parent} row")
                         )
         except (sqlite3.DatabaseError, Exception) as exc:  # a malformed file raises instead of reporting
             if isinstance(exc, sqlite3.DatabaseError) or "malformed" in str(exc) or "not a database" in str(exc):
-                problems.append(Problem(ERROR, "integrity", "database", f"{type(exc).__name__}: {exc}"))
+                problems.append(Problem("integrity", "database", f"{type(exc).__name__}: {exc}"))
             else:
                 raise
         return problems
@@ -250,7 +233,7 @@ def integrity_problems(
             "WHERE NOT convalidated AND connamespace = 'public'::regnamespace"
         )
         for table, name in cursor.fetchall():
-            problems.append(Problem(ERROR, "constraints", table, f"constraint {name} is NOT VALID (never validated)"))
+            problems.append(Problem("constraints", table, f"constraint {name} is NOT VALID (never validated)"))
     return problems
 
 
@@ -268,6 +251,6 @@ def orphan_problems(connection: BaseDatabaseWrapper, expected: dict[str, TableSp
                 count = cursor.fetchone()[0]
                 if count:
                     problems.append(
-                        Problem(ERROR, "foreign_keys", table, f"{count} rows with {column} pointing at no {parent} row")
+                        Problem("foreign_keys", table, f"{count} rows with {column} pointing at no {parent} row")
                     )
     return problems

@@ -25,6 +25,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
 from songsgen.db.exceptions import MigrateRefused, SnapshotError, SnapshotUnsupported
+from songsgen.db.problems import summary
 
 SNAPSHOT_PREFIX = "pre-migrate-"
 
@@ -74,7 +75,7 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
         backup.snapshot(live, partial, timeout=30)
         errors = backup.check_errors(partial, quick=True)
         if errors:
-            raise SnapshotError(f"the snapshot fails quick_check: {'; '.join(errors[:5])}")
+            raise SnapshotError(f"the snapshot fails quick_check: {summary(errors)}")
     return final
 
 
@@ -92,7 +93,7 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
     live = _sqlite_path(connection)
     errors = backup.check_errors(path, quick=True)
     if errors:
-        raise SnapshotError(f"the snapshot {path} fails quick_check: {'; '.join(errors[:5])}")
+        raise SnapshotError(f"the snapshot {path} fails quick_check: {summary(errors)}")
     # Django's connection may sit in a failed transaction; the copy needs the write lock.
     connection.close()
     try:
@@ -101,7 +102,7 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
         raise SnapshotError(f"putting the snapshot {path} back failed ({exc})") from exc
     errors = backup.check_errors(live)
     if errors:
-        raise SnapshotError(f"the restored database fails integrity_check: {'; '.join(errors[:5])}")
+        raise SnapshotError(f"the restored database fails integrity_check: {summary(errors)}")
     backup.set_wal(live, 60)
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import django
@@ -52,7 +51,7 @@ def main() -> None:
     keys = [(app, name, backwards) for app, name, backwards in json.loads(sys.argv[2])]
     result = rehearse(connection, Path(sys.argv[1]), keys, log=lambda line: print(line, file=sys.stderr, flush=True))
     print("\n".join(format_report(result)), file=sys.stderr)
-    print(json.dumps({"rehearsal": asdict(result), "aliases": sorted(connections.settings),
+    print(json.dumps({"rehearsal": result.as_dict(), "aliases": sorted(connections.settings),
                       "statements": statements}))
 
 

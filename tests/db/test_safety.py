@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from django.contrib.postgres.operations import AddConstraintNotValid, AddIndexConcurrently
 from django.db import connection, models
 from django.db.migrations import Migration, operations
 from django.db.migrations.executor import MigrationExecutor
 
-from songsgen.db.safety import check_plan, linter_findings
+from songsgen.db.safety import FIXES, LINTER_FIX, check_plan, finding, finding_dict, finding_line, linter_findings
 from tests.factories import make_song
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL locking checks")
@@ -92,3 +94,18 @@ def test_project_migrations_pass():
         linted = [] if migration.initial else linter_findings(migration, connection.alias)
         blocking += [f for f in own + linted if f.blocking]
     assert blocking == []
+
+
+def test_a_finding_prints_and_serialises_in_migrates_shape():
+    """A finding is a Problem about a migration; migrate prints it, and --json lists it, under its own words."""
+    found = replace(finding("DROP_COLUMN", "songs.0009_x", "drops column song.mood", "songsgen"),
+                    agreed=("squawk:ban-drop-column",))
+    assert found.subject == "songs.0009_x" and found.fix == FIXES["DROP_COLUMN"]
+    assert finding_line(found) == (
+        "UNSAFE DROP_COLUMN in songs.0009_x: drops column song.mood (also squawk:ban-drop-column)\n"
+        f"    fix: {FIXES['DROP_COLUMN']}")
+    assert finding_dict(found) == {
+        "code": "DROP_COLUMN", "migration": "songs.0009_x", "detail": "drops column song.mood",
+        "source": "songsgen", "blocking": True, "agreed": ["squawk:ban-drop-column"], "fix": FIXES["DROP_COLUMN"]}
+    note = finding("CREATE_INDEX", "songs.0009_x", "CREATE INDEX locks table", "django-migration-linter", False)
+    assert finding_line(note).startswith("note CREATE_INDEX in songs.0009_x: ") and note.fix == LINTER_FIX

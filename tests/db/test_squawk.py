@@ -16,7 +16,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db import squawk
-from songsgen.db.safety import Finding, check_plan, merge_squawk
+from songsgen.db.problems import Problem
+from songsgen.db.safety import check_plan, merge_squawk
 from tests.conftest import REPO
 from tests.factories import make_song, make_user
 
@@ -55,7 +56,7 @@ def _violation(rule: str, blocking: bool = True) -> squawk.Violation:
 
 
 def test_merge_keeps_ours_once_and_notes_the_agreement():
-    ours = Finding("INDEX_NOT_CONCURRENT", "songs.0009_x", "builds index i without CONCURRENTLY", "songsgen")
+    ours = Problem("INDEX_NOT_CONCURRENT", "songs.0009_x", "builds index i without CONCURRENTLY", source="songsgen")
     merged = merge_squawk([ours], [_violation("require-concurrent-index-creation"),
                                     _violation("constraint-missing-not-valid")], "songs.0009_x")
     assert [(f.code, f.source) for f in merged] == [
@@ -67,7 +68,7 @@ def test_merge_keeps_ours_once_and_notes_the_agreement():
 
 
 def test_merge_keeps_a_blocking_squawk_finding_over_a_note():
-    note = Finding("CREATE_INDEX", "songs.0009_x", "CREATE INDEX locks table", "django-migration-linter", False)
+    note = Problem("CREATE_INDEX", "songs.0009_x", "CREATE INDEX locks table", False, source="django-migration-linter")
     merged = merge_squawk([note], [_violation("require-concurrent-index-creation")], "songs.0009_x")
     assert [f.code for f in merged] == ["CREATE_INDEX", "squawk:require-concurrent-index-creation"]
     assert merged[1].blocking and "https://squawkhq.com/docs/" not in merged[1].fix  # our own fix text

@@ -27,6 +27,7 @@ from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup.restore import RestoreResult, restore_sqlite
 from songsgen.db.backup.storage import backup_filename, database_label
+from songsgen.db.problems import Problem, summary
 
 logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
 
@@ -78,7 +79,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
             errors = self._pack(source, packed, timeout=timeout)
             if errors:
                 raise BackupError(
-                    f"The snapshot of {source} fails PRAGMA quick_check ({'; '.join(errors[:5])}): the live "
+                    f"The snapshot of {source} fails PRAGMA quick_check ({summary(errors)}): the live "
                     "database itself may be damaged. No backup was written."
                 )
         except BaseException:
@@ -88,7 +89,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         packed.seek(0)
         return packed
 
-    def _pack(self, source: Path, packed: IO[bytes], *, timeout: float) -> list[str]:
+    def _pack(self, source: Path, packed: IO[bytes], *, timeout: float) -> list[Problem]:
         """Compress a consistent snapshot of `source` into `packed`; return what quick_check found wrong with it.
 
         Straight from the database file while frozen_file() holds it still, quick_check of that same

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from songsgen.db import replica
 from songsgen.db.backup.errors import BackupError
+from songsgen.db.problems import Problem
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
@@ -223,7 +224,7 @@ class Copied(NamedTuple):
     """What copy_into_live did: WAL folded in, the check's findings, how long writers were kept waiting."""
 
     folded: bool
-    errors: list[str]
+    errors: list[Problem]
     lock_seconds: float  # the copy's write transaction, first step to commit
 
 
@@ -234,7 +235,7 @@ def copy_into_live(
     timeout: float,
     step: int = STEP,
     before_commit: Callable[[], None] | None = None,
-    alongside: Callable[[], list[str]] = list,
+    alongside: Callable[[], list[Problem]] = list,
     after_commit: Callable[[], None] = lambda: None,
 ) -> Copied:
     """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
@@ -275,7 +276,7 @@ def copy_into_live(
 
 
 def _checkpoint(dst: sqlite3.Connection, wal: int | None,
-                alongside: Callable[[], list[str]], after_commit: Callable[[], None]) -> tuple[bool, list[str]]:
+                alongside: Callable[[], list[Problem]], after_commit: Callable[[], None]) -> tuple[bool, list[Problem]]:
     """Fold the committed copy into the database file, durably, while `alongside` checks it."""
     with beside("threads:verify", alongside) as checked:  # reads the committed pages, from the WAL or the file
         after_commit()

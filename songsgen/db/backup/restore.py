@@ -25,6 +25,7 @@ from songsgen.db import guards
 from songsgen.db.backup import codec, live, safetycopies, verify
 from songsgen.db.backup.errors import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.problems import Problem, summary
 
 Log = Callable[[str], None]
 
@@ -50,7 +51,7 @@ class RestoreSteps:
     safety_copy: Callable[..., None] = live.safety_copy  # (live, target, *, timeout): the live database, saved
     integrity_check: Callable[[Path], None] = verify.sound  # of the unpacked backup, beside the copy; raises
     count_rows: Callable[[Path], dict[str, int]] = verify.row_counts  # of the unpacked backup, once it is sound
-    quick_check: Callable[[Path], list[str]] = functools.partial(verify.check_errors, quick=True)  # of the result
+    quick_check: Callable[[Path], list[Problem]] = functools.partial(verify.check_errors, quick=True)  # the result
 
 
 def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log = lambda _: None,
@@ -97,16 +98,16 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
                 live.copy_into_live(safety, target, timeout=timeout)
             except (BackupError, sqlite3.Error, OSError) as exc:
                 raise RestoreUnverified(
-                    f"the restored database failed its check ({'; '.join(errors[:5])}), and putting the safety "
+                    f"the restored database failed its check ({summary(errors)}), and putting the safety "
                     f"copy back failed too ({exc}): stop the application and put {safety} in place of {target}"
                 ) from exc
             raise RestoreUndone(
-                f"the restored database failed its check ({'; '.join(errors[:5])}); the live database "
+                f"the restored database failed its check ({summary(errors)}); the live database "
                 f"was put back from the safety copy, which is kept at {safety}"
             )
         if errors:
             raise RestoreUnverified(
-                f"the restored database at {target} fails its check ({'; '.join(errors[:5])}), and there was no "
+                f"the restored database at {target} fails its check ({summary(errors)}), and there was no "
                 "database before it to put back"
             )
     except BaseException:
@@ -128,7 +129,7 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
 
 
 def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
-                     steps: RestoreSteps) -> tuple[bool, list[str], dict[str, int], float]:
+                     steps: RestoreSteps) -> tuple[bool, list[Problem], dict[str, int], float]:
     """Check `candidate` while copying it into `target`, committed only if it passes integrity_check.
 
     Returns whether the WAL was folded in, what is wrong with the result, the backup's row counts, and how
@@ -143,14 +144,14 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
         steps.integrity_check(candidate)
         counts.update(steps.count_rows(candidate))
 
-    def check_result() -> list[str]:
+    def check_result() -> list[Problem]:
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
         # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
         # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
         # already be writing into the restored database. The schema can.
         errors = steps.quick_check(target)
         if not errors and verify.schema(target) != wanted:
-            errors = ["its schema differs from the backup's"]
+            errors = [Problem("schema", str(target), "its schema differs from the backup's")]
         return errors
 
     # The copy's last step, which commits, waits for the backup's check and is rolled back if it fails.
@@ -163,7 +164,7 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
                 after_commit=lambda: remove_file(candidate),
             )
         except (sqlite3.Error, OSError) as exc:  # after the commit: what failed before it raised BackupError
-            return False, [str(exc)], counts, 0.0
+            return False, [Problem("restore", str(target), str(exc))], counts, 0.0
     return checkpointed, errors, counts, held
 
 

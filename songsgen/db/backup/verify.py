@@ -17,28 +17,30 @@ from songsgen.db import guards
 from songsgen.db.backup.codec import unpack
 from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.problems import Problem, summary
 
 
-def check_errors(path: Path, *, quick: bool = False) -> list[str]:
+def check_errors(path: Path, *, quick: bool = False) -> list[Problem]:
     """`PRAGMA integrity_check` (or quick_check) of a database file: an empty list when it is sound."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            return check_connection(conn, quick=quick)
+            return check_connection(conn, quick=quick, subject=str(path))
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        return [str(exc)]
+        return [Problem("quick_check" if quick else "integrity_check", str(path), str(exc))]
 
 
-def check_connection(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
+def check_connection(conn: sqlite3.Connection, *, quick: bool = False, subject: str = "database") -> list[Problem]:
     """`PRAGMA integrity_check` (or quick_check) of what `conn` sees: an empty list when it is sound."""
+    pragma = "quick_check" if quick else "integrity_check"
     try:
-        rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+        rows = conn.execute(f"PRAGMA {pragma}").fetchall()
     except sqlite3.DatabaseError as exc:
-        return [str(exc)]
+        return [Problem(pragma, subject, str(exc))]
     messages = [str(row[0]) for row in rows]
-    return [] if messages == ["ok"] else messages
+    return [] if messages == ["ok"] else [Problem(pragma, subject, message) for message in messages]
 
 
 def project_migration_roots() -> dict[str, set[str]]:
@@ -67,23 +69,23 @@ def recorded_migrations(path: Path) -> set[tuple[str, str]] | None:
         conn.close()
 
 
-def songsgen_errors(path: Path) -> list[str]:
+def songsgen_errors(path: Path) -> list[Problem]:
     """Why the SQLite file at `path` is not a songsgen database this code runs (empty if it is)."""
     try:
         recorded = recorded_migrations(path)
     except sqlite3.DatabaseError as exc:
-        return [str(exc)]
+        return [Problem("history", str(path), str(exc))]
     if recorded is None:
-        return ["it has no django_migrations table: not a Django database"]
+        return [Problem("history", str(path), "it has no django_migrations table: not a Django database")]
     missing = [
         f"{app}.{name}" for app, names in sorted(project_migration_roots().items()) for name in sorted(names)
         if (app, name) not in recorded
     ]
     if missing:
-        return [f"its django_migrations table lacks this project's migrations ({', '.join(missing)}): "
-                "a backup of another Django project?"]
+        return [Problem("history", str(path), f"its django_migrations table lacks this project's migrations "
+                        f"({', '.join(missing)}): a backup of another Django project?")]
     if ahead := guards.history_gap(recorded).ahead:
-        return [guards.newer_release(ahead)]
+        return [Problem("history", str(path), guards.newer_release(ahead))]
     return []
 
 
@@ -133,13 +135,13 @@ def readable(path: Path) -> None:
 def sound(path: Path) -> None:
     """Raise BackupError unless `path` passes PRAGMA integrity_check."""
     if errors := check_errors(path):
-        raise BackupError(f"it fails PRAGMA integrity_check: {'; '.join(errors[:5])}")
+        raise BackupError(f"it fails PRAGMA integrity_check: {summary(errors)}")
 
 
 def songsgen(path: Path) -> None:
     """Raise BackupError unless `path` is a songsgen database whose history is not ahead of ours."""
     if errors := songsgen_errors(path):
-        raise BackupError(errors[0])
+        raise BackupError(errors[0].detail)
 
 
 def check_candidate(path: Path) -> None:
@@ -161,11 +163,11 @@ class BackupReport:
     format: str
     tables: dict[str, int]
     ok: bool
-    errors: list[str]
+    errors: list[Problem]  # in JSON, each its detail
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "ok": self.ok, "errors": self.errors, "size": self.size,
+            "name": self.name, "ok": self.ok, "errors": [p.detail for p in self.errors], "size": self.size,
             "database_size": self.database_size, "format": self.format,
             "created": self.created.isoformat() if self.created else None, "age_seconds": self.age_seconds,
             "tables": self.tables,
@@ -177,14 +179,15 @@ def check_backup(stream: IO[bytes], name: str, size: int, folder: Path, created:
     remove_stale_temp_files(folder)
     candidate = temp_path(folder, ".sqlite3")
     age = (datetime.now(UTC) - created).total_seconds() if created else None
-    fmt, tables, errors, db_size = "", {}, [], 0
+    fmt, tables, db_size = "", {}, 0
+    errors: list[Problem] = []
     try:
         fmt = unpack(stream, candidate)
         db_size = candidate.stat().st_size
         check_candidate(candidate)
         tables = row_counts(candidate)
     except BackupError as exc:
-        errors = [str(exc)]
+        errors = [Problem("backup", name, str(exc))]
     finally:
         remove_file(candidate)
     return BackupReport(name, size, db_size, created, age, fmt, tables, not errors, errors)

@@ -25,6 +25,7 @@ from songsgen.cli import positive_hours
 from songsgen.db import pitr
 from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup
 from songsgen.db.exceptions import ReplicaError
+from songsgen.db.problems import Problem, summary
 
 
 class Command(BaseCommand):
@@ -98,15 +99,16 @@ class Command(BaseCommand):
     def _conclude(self, report: Any, max_age: float | None, as_json: bool, verbosity: int, what: str) -> None:
         too_old = max_age is not None and (report.age_seconds is None or report.age_seconds > max_age * 3600)
         if too_old:
-            report.errors.append(f"older than {max_age:g} hours" if report.age_seconds is not None
-                                 else "its age is unknown (no UTC time in its name)")
+            report.errors.append(Problem("age", report.name, f"older than {max_age:g} hours"
+                                         if report.age_seconds is not None
+                                         else "its age is unknown (no UTC time in its name)"))
             report.ok = False
         if as_json:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
         elif verbosity >= 2 or not report.ok:  # silent on success for cron; -v2 shows the report
             self._print(report)
         if not report.ok:
-            raise CommandError(f"{what} {report.name} is NOT usable: {'; '.join(report.errors)}")
+            raise CommandError(f"{what} {report.name} is NOT usable: {summary(report.errors, limit=None)}")
 
     def _print(self, report: Any) -> None:
         age = f"{report.age_seconds / 3600:.1f} h" if report.age_seconds is not None else "unknown"

@@ -35,8 +35,8 @@ class Command(BaseCommand):
             for key, value in report.sizes.items():
                 self.stdout.write(f"{key}: {value:,}")
             for problem in report.problems:
-                self.stdout.write(str(problem))
-        errors = [p for p in report.problems if p.severity == "error"]
+                self.stdout.write(problem.line())
+        errors = [p for p in report.problems if p.blocking]
         if errors:
             raise CommandError(f"{len(errors)} problem(s) found; first: {errors[0]}")
         if verbosity >= 1 and not json:

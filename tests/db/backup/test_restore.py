@@ -19,6 +19,7 @@ from songsgen.db.backup import (
     remove_file,
     restore_sqlite,
 )
+from songsgen.db.problems import Problem
 from tests.db.backup.helpers import (
     add_songs,
     back_up,
@@ -136,7 +137,7 @@ def test_restore_onto_a_missing_file(run, backup_dir, tmp_path):
     assert not target.exists()
 
     steps = RestoreSteps(quick_check=lambda path: (
-        ["forced failure"] if Path(path) == target else REAL.quick_check(path)))
+        [Problem("quick_check", str(path), "forced failure")] if Path(path) == target else REAL.quick_check(path)))
     with open(stored, "rb") as stream, pytest.raises(RestoreUnverified, match="forced failure"):
         restore_sqlite(stream, target, timeout=10, steps=steps)
     assert not list(target.parent.glob(f"{TEMP_PREFIX}*"))
@@ -151,8 +152,8 @@ def test_restore_whose_result_fails_its_check_is_undone_from_the_safety_copy(run
     live = live_path()
     before = table_checksums(live)
 
-    def failing_check(path: Path) -> list[str]:  # only the check of the result fails
-        return ["forced failure"] if Path(path) == live else REAL.quick_check(path)
+    def failing_check(path: Path) -> list[Problem]:  # only the check of the result fails
+        return [Problem("quick_check", str(path), "forced failure")] if Path(path) == live else REAL.quick_check(path)
 
     connection.close()
     stored = backup_dir / backups(backup_dir)[0]
