@@ -32,6 +32,8 @@ from songsgen.db.external import open_database
 from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote, url_params
 from songsgen.db.tables import Table
 
+PROBE = f"{NAME}_probe"  # PgBouncer's temporary entry for the login check
+
 
 @dataclass(frozen=True)
 class Bouncer:
@@ -40,6 +42,7 @@ class Bouncer:
     admin_url: str
     config: Path
     database: str
+    login: tuple[str, str] | None = None  # the application's (user, password); default: the admin console's
 
     def command(self, sql: str, conn: psycopg.Connection | None = None) -> None:
         """One admin console command (PAUSE db, RESUME db, RELOAD, RECONNECT db), on `conn` if given."""
@@ -49,26 +52,60 @@ class Bouncer:
         with connect(self.admin_url, role="PgBouncer admin") as own:
             own.execute(sql)
 
-    def check(self) -> None:
-        """The admin console answers and the config names the database: before anything is created."""
+    def check(self, target: Side) -> None:
+        """The admin console answers, the config names the database, and PgBouncer can log in to the target:
+        before anything is created."""
         self.command("SHOW VERSION")
-        if self._entry(self.config.read_text()) is None:
-            raise UpgradeError(f"{self.config} has no [databases] entry {self.database}: name it with --pgbouncer-db.")
+        self._entry(self._read())
+        self.can_reach(target)
 
-    def _entry(self, text: str) -> re.Match[str] | None:
-        return re.compile(rf"^(\s*{re.escape(self.database)}\s*=)(.*)$", re.MULTILINE).search(text)
+    def _read(self) -> str:
+        """The config, without a login check's entry a killed run may have left."""
+        return re.sub(rf"^{PROBE}\s*=.*\n?", "", self.config.read_text(), flags=re.MULTILINE)
+
+    def _entry(self, text: str) -> re.Match[str]:
+        found = re.compile(rf"^(\s*{re.escape(self.database)}\s*=)(.*)$", re.MULTILINE).search(text)
+        if found is None:
+            raise UpgradeError(f"{self.config} has no [databases] entry {self.database}: name it with --pgbouncer-db.")
+        return found
+
+    def _line(self, found: re.Match[str], target: Side, name: str | None = None) -> str:
+        """The entry's line pointing at the target (its other keys, such as user=, kept)."""
+        keys = dict(pair.split("=", 1) for pair in found.group(2).split() if "=" in pair)
+        keys.update(host=str(target.params.get("host", "")), port=str(target.params.get("port", 5432)),
+                    dbname=target.dbname)
+        head = found.group(1) if name is None else f"{name} ="
+        return head + " " + " ".join(f"{k}={v}" for k, v in keys.items())
+
+    def can_reach(self, target: Side) -> None:
+        """Log in through PgBouncer to the target as the application would, via a temporary entry: a cutover
+        to a server PgBouncer cannot log in to would leave every client waiting in its queue."""
+        text = self._read()
+        found = self._entry(text)
+        self.config.write_text(text[:found.end()] + "\n" + self._line(found, target, PROBE) + text[found.end():])
+        admin = url_params(self.admin_url)
+        user, password = self.login or (admin.get("user", ""), admin.get("password", ""))
+        try:
+            self.command("RELOAD")
+            with psycopg.connect(host=admin.get("host"), port=admin.get("port"), dbname=PROBE, user=user,
+                                 password=password, connect_timeout=10, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UpgradeError(
+                f"PgBouncer cannot log in to the target as {user}: {first}. Give the role the same password on the "
+                "new server as on the old one (or fix PgBouncer's auth_file), then run again."
+            ) from exc
+        finally:
+            self.config.write_text(text)
+            self.command("RELOAD")
 
     def repoint(self, target: Side) -> str:
         """The [databases] entry rewritten to the target's host, port and database name (other keys kept);
         returns the config as it was, to put back should the cutover be abandoned."""
-        text = self.config.read_text()
+        text = self._read()
         found = self._entry(text)
-        if found is None:
-            raise UpgradeError(f"{self.config} has no [databases] entry {self.database}: name it with --pgbouncer-db.")
-        keys = dict(pair.split("=", 1) for pair in found.group(2).split() if "=" in pair)
-        keys.update(host=str(target.params.get("host", "")), port=str(target.params.get("port", 5432)),
-                    dbname=target.dbname)
-        line = found.group(1) + " " + " ".join(f"{k}={v}" for k, v in keys.items())
+        line = self._line(found, target)
         self.config.write_text(text[:found.start()] + line + text[found.end():])  # in place: owner and mode kept
         return text
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -228,9 +229,33 @@ def test_upgrade_same_major_through_pgbouncer(pg15, seeded, new_db, tmp_path):
     upgrade_with_writer(pg15, seeded, new_db(pg15), tmp_path)
 
 
+def same_password(server: str, like: str) -> str:
+    """The new server's postgres role given the old one's password, as an operator sets it up; its URL."""
+    old, new = urlsplit(like), urlsplit(server)
+    sql(server, f"ALTER ROLE postgres PASSWORD '{old.password}'")
+    return urlunsplit(new._replace(netloc=f"{old.username}:{old.password}@{new.hostname}:{new.port}"))
+
+
 def test_upgrade_15_to_18_through_pgbouncer(pg15, seeded, new_db, tmp_path):
     for server in _server(18):
-        upgrade_with_writer(pg15, seeded, new_db(server), tmp_path)
+        upgrade_with_writer(pg15, seeded, new_db(same_password(server, pg15)), tmp_path)
+
+
+def test_refuses_a_target_pgbouncer_cannot_log_in_to(pg15, seeded, new_db, tmp_path):
+    """The application's password is not the new server's: the cutover would leave every client waiting."""
+    dbname = seeded.rsplit("/", 1)[1]
+    for server in _server(18):
+        target = new_db(server)  # its own random password
+        with pgbouncer_for(pg15, dbname) as bouncer:
+            config = bouncer.config.read_text()
+            err = refused(pgupgrade("--cutover", "--pgbouncer", bouncer.admin_url, "--pgbouncer-config",
+                                    str(bouncer.config), source=seeded, target=target, data_dir=tmp_path),
+                          "PgBouncer cannot log in to the target as postgres", "password authentication failed")
+            assert len(err.strip().splitlines()) == 1 and bouncer.config.read_text() == config
+            with psycopg.connect(bouncer.url, autocommit=True, connect_timeout=10) as conn:  # still the source
+                assert conn.execute("SELECT count(*) FROM songs_song").fetchone()[0] > 0
+        assert objects(seeded, target) == {"publication": [], "slot": [], "source marker": [], "subscription": [],
+                                           "target tables": []}
 
 
 def test_read_only_cutover_prints_the_new_url(pg15, seeded, new_db, tmp_path):

@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair, non_negative_float, poll_seconds
@@ -23,6 +24,14 @@ from songsgen.db.external import mask_url, settings_for_url
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+def _app_login() -> tuple[str, str] | None:
+    """The user and password the application logs in with (its DATABASE_URL), for PgBouncer's login check."""
+    db = settings.DATABASES["default"]
+    if db.get("ENGINE") != "django.db.backends.postgresql":
+        return None
+    return str(db.get("USER") or ""), str(db.get("PASSWORD") or "")
 
 
 class Command(BaseCommand):
@@ -75,8 +84,8 @@ class Command(BaseCommand):
                     return
                 bouncer = None
                 if pgbouncer and pgbouncer_config is not None:
-                    bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname)
-                    bouncer.check()
+                    bouncer = Bouncer(pgbouncer, pgbouncer_config, pgbouncer_db or src.dbname, _app_login())
+                    bouncer.check(dst)
                 if self._switched_before(src, dst, finish=finish):
                     return
                 # The source's migrate lock: a schema change there would break the replication meanwhile.
