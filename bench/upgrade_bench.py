@@ -303,7 +303,11 @@ def table(result: dict[str, Any]) -> str:
     lines.append(_row(["pgupgrade --cutover", f"{(report.get('writes_paused_ms') or 0) / 1000:.3f} (writes paused)",
                        f"copy and catch-up {on_line['seconds']:.1f} while the application runs",
                        "ANALYZE by pgupgrade, after the switch", report.get("proof", "—") + " (its own proof)"]))
-    lines += ["", f"pg_upgrade --check on the live 15: {result['pg_upgrade']['check']:.1f} s (no downtime)."]
+    paused, errors = report.get("writes_paused_ms"), w["errors_before"] + w["errors_during"] + w["errors_after"]
+    lines += ["", f"Targets: writes paused <= 1 s {'met' if paused is not None and paused <= 1000 else '**MISSED**'}"
+              f", writer errors 0 {'met' if errors == 0 else '**MISSED**'}, proof equal "
+              f"{'met' if report.get('proof') == 'equal' else '**MISSED**'}.",
+              f"pg_upgrade --check on the live 15: {result['pg_upgrade']['check']:.1f} s (no downtime)."]
     if w["per_s"] and w["per_s"] < 0.9 * result["rate"]:
         lines.append(f"The writer managed {w['per_s']:g} of the {result['rate']:g} songs/s asked (busy cores): it ran "
                      "behind its schedule, writing back to back; its waits above leave that backlog out.")
