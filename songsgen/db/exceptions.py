@@ -94,3 +94,12 @@ class ReplicaError(DatabaseToolError):
 
 class ReplicaBusy(ReplicaError):
     """Another `replicate` already replicates the database."""
+
+
+# --- major upgrade -------------------------------------------------------------------------------------
+class UpgradeError(DatabaseToolError):
+    """The upgrade cannot start or go on as asked; the message says what to do."""
+
+
+class UpgradeUnproven(UpgradeError):
+    """The cutover happened but the proof found differences: both sides are kept for repair."""
