@@ -170,8 +170,8 @@ class Command(BaseCommand):
             tables = up.start_replication(src, dst)
             self._say(f"pgupgrade: replicating {len(tables)} tables from PostgreSQL {src.major} to {dst.major}")
             totals, copy_seconds = up.wait_for_copy(src, dst, tables, report=self._say, interval=interval)
-            self._say(f"pgupgrade: initial copy done in {copy_seconds:.1f}s; VACUUM ANALYZE on the target")
-            up.vacuum_target(dst, tables)
+            self._say(f"pgupgrade: initial copy done in {copy_seconds:.1f}s; VACUUM on both sides")
+            up.vacuum(src, dst, tables)
             while True:
                 lag = up.lag(src)
                 self._say(f"pgupgrade: {lag}")
