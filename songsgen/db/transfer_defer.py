@@ -1,0 +1,113 @@
+"""Bulk load into an empty PostgreSQL table without its secondary indexes and foreign keys, then rebuild them.
+
+Keeping nine indexes (two of them trigram GIN indexes) and a per-row foreign-key check up to date row by
+row costs the server more than the COPY itself; building each index once from the loaded table and
+checking each foreign key with one query is several times cheaper. So, for a table transferdb starts
+from empty on PostgreSQL:
+
+1. its secondary indexes (not the primary key, nor an index a constraint uses) and the foreign keys it
+   holds are dropped, and the statements that recreate them saved in `songsgen_transfer_deferred`, in
+   one transaction, but only if the locks are free right away (a session writing to the target meanwhile
+   keeps the indexes, and the copy goes on the usual way);
+2. after the table's last batch, `restore` runs the saved statements (each index and foreign key that is
+   not there yet) and forgets them, in one transaction; re-adding a foreign key checks every row.
+
+An interrupted transfer leaves the saved statements on the target; `--resume` (or `--truncate`) runs
+them when the table is done, and the end of every transfer restores whatever is still saved.
+"""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from songsgen.db.tables import Table, existing_tables
+
+DEFERRED_TABLE = "songsgen_transfer_deferred"
+LOCK_TIMEOUT = "1s"
+
+
+def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, str, str]]:
+    if DEFERRED_TABLE not in existing_tables(target):
+        return []
+    with target.cursor() as cursor:
+        where = "" if table is None else " WHERE table_name = %s"
+        cursor.execute(f"SELECT table_name, name, create_sql FROM {DEFERRED_TABLE}{where} ORDER BY kind, name",
+                       [] if table is None else [table])
+        return list(cursor.fetchall())
+
+
+def defer(target: BaseDatabaseWrapper, table: Table) -> int:
+    """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys dropped."""
+    if target.vendor != "postgresql":
+        return 0
+    qn = target.ops.quote_name
+    try:
+        with transaction.atomic(using=target.alias), target.cursor() as cursor:
+            # Never wait on another session's lock (the table is theirs right now); the timeout is a backstop.
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            cursor.execute(f"LOCK TABLE {qn(table.name)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            referenced = sorted({qn(f.related_model._meta.db_table) for f in table.fields
+                                 if f.is_relation and f.related_model is not table.model})
+            if referenced:
+                cursor.execute(f"LOCK TABLE {', '.join(referenced)} IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+            cursor.execute(
+                "SELECT 1, c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass AND NOT i.indisprimary "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) "
+                "UNION ALL SELECT 0, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'f'",
+                [qn(table.name), qn(table.name)],
+            )
+            found = cursor.fetchall()
+            if not found:
+                return 0
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {DEFERRED_TABLE} (table_name varchar(255) NOT NULL, "
+                "name varchar(255) NOT NULL, kind integer NOT NULL, create_sql text NOT NULL, "
+                "PRIMARY KEY (table_name, name))"
+            )
+            for is_index, name, definition in found:
+                create = definition if is_index else (
+                    f"ALTER TABLE {qn(table.name)} ADD CONSTRAINT {qn(name)} {definition}")
+                cursor.execute(
+                    f"INSERT INTO {DEFERRED_TABLE} (table_name, name, kind, create_sql) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING", [table.name, name, is_index, create],
+                )
+                if is_index:
+                    cursor.execute(f"DROP INDEX {qn(name)}")
+                else:
+                    cursor.execute(f"ALTER TABLE {qn(table.name)} DROP CONSTRAINT {qn(name)}")
+            return len(found)
+    except DatabaseError as exc:
+        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":  # lock_not_available
+            return 0  # someone else holds the table: load it with its indexes
+        raise
+
+
+def _exists(target: BaseDatabaseWrapper, table: str, name: str) -> bool:
+    with target.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace "
+            "UNION ALL SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
+            [name, name, target.ops.quote_name(table)],
+        )
+        return cursor.fetchone() is not None
+
+
+def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
+    """Step 2 for `table` (every table when None), in the caller's transaction or one of its own; the number
+    of statements run."""
+    if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
+        return 0
+    saved = _saved(target, table)
+    ran = 0
+    with transaction.atomic(using=target.alias), target.cursor() as cursor:
+        for table_name, name, create_sql in saved:
+            if not _exists(target, table_name, name):
+                cursor.execute(create_sql)
+                ran += 1
+            cursor.execute(f"DELETE FROM {DEFERRED_TABLE} WHERE table_name = %s AND name = %s", [table_name, name])
+        if table is None:
+            cursor.execute(f"DROP TABLE {DEFERRED_TABLE}")
+    return ran
