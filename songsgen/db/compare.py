@@ -189,7 +189,7 @@ class TableDigest:
     buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [rows, checksum]
     method: str = "python"  # RowHasher here, or rowhash.METHOD; only digests of one method compare
 
-    def add(self, rows: Sequence[Sequence[Any]], hasher: RowHasher, integer_pk: bool) -> None:
+    def add(self, rows: Sequence[Sequence[Any]], hasher: Callable[[Sequence[Any]], int], integer_pk: bool) -> None:
         """Fold a batch of rows (primary key first) into the digest."""
         for row in rows:
             h = hasher(row)
@@ -344,7 +344,8 @@ def _name_differences(
 def compare_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *,
     source_tables: set[str], target_tables: set[str], batch_size: int = DEFAULT_BATCH_SIZE,
-    source_digest: TableDigest | None = None, on_batch: Callable[[int], None] | None = None,
+    source_digest: TableDigest | None = None, target_digest: TableDigest | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> TableComparison:
     """Compare one table; a missing or unreadable table is a difference, not an exception."""
     result = TableComparison(table.name)
@@ -359,7 +360,8 @@ def compare_table(
         method = rowhash.METHOD if rowhash.supported(table, source, target) else "python"
         src = source_digest if source_digest is not None and source_digest.method == method else digest_table(
             source, table, batch_size=batch_size, on_batch=on_batch, method=method)
-        dst = digest_table(target, table, batch_size=batch_size, on_batch=on_batch, method=method)
+        dst = target_digest if target_digest is not None and target_digest.method == method else digest_table(
+            target, table, batch_size=batch_size, on_batch=on_batch, method=method)
     except DatabaseError as exc:
         result.error = f"cannot read the table ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
         return result
@@ -373,15 +375,17 @@ def compare_table(
 def compare_connections(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, tables: Sequence[Table], *,
     batch_size: int = DEFAULT_BATCH_SIZE, on_table: Callable[[TableComparison], None] | None = None,
-    source_digests: dict[str, TableDigest] | None = None, on_batch: Callable[[int], None] | None = None,
+    source_digests: dict[str, TableDigest] | None = None, target_digests: dict[str, TableDigest] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Compare every table of `tables` between two open connections."""
+    """Compare every table of `tables` between two open connections (digests already computed are reused)."""
     source_tables, target_tables = existing_tables(source), existing_tables(target)
     results = []
     for table in tables:
         result = compare_table(
             source, target, table, source_tables=source_tables, target_tables=target_tables,
-            batch_size=batch_size, source_digest=(source_digests or {}).get(table.name), on_batch=on_batch,
+            batch_size=batch_size, source_digest=(source_digests or {}).get(table.name),
+            target_digest=(target_digests or {}).get(table.name), on_batch=on_batch,
         )
         results.append(result)
         if on_table is not None:

@@ -36,6 +36,7 @@ from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, TransferError
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
+from songsgen.db.transfer_background import Background
 from songsgen.db.transfer_copy import bulk_session, copy_batches
 from songsgen.db.transfer_defer import defer, restore
 from songsgen.progress import Progress, duration
@@ -126,9 +127,8 @@ def _create_progress(connection: BaseDatabaseWrapper) -> None:
         )
 
 
-def _record_progress(
-    connection: BaseDatabaseWrapper, table: str, last_pk: Any, copied: int, done: bool, source: str
-) -> None:
+def _record_progress(connection: Any, table: str, last_pk: Any, copied: int, done: bool, source: str) -> None:
+    """Upsert a table's progress, on a Django connection or a psycopg one (transfer_copy.OrderedWriters)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
@@ -169,16 +169,13 @@ def _copy_table(
     """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written
     and, when `whole` (read from its start), the digest of the rows read if it was computed on the way."""
 
-    def then(batch: list[tuple[Any, ...]], written: int) -> None:
-        _record_progress(target, table.name, batch[-1][0], copied + written, False, source_label)
+    def then(connection: Any, batch: list[tuple[Any, ...]], written: int) -> None:
+        _record_progress(connection, table.name, batch[-1][0], copied + written, False, source_label)
         meter.batch(table.name, copied + written, total, len(batch))
 
-    if after is None:
-        defer(target, table)  # an empty table: load it without its secondary indexes and foreign keys
     written, digest = copy_batches(source, target, table, batch_size=batch_size, after=after, want_digest=whole,
                                    then=then)
     with transaction.atomic(using=target.alias):
-        restore(target, table.name)
         _record_progress(target, table.name, None, copied + written, True, source_label)
     return written, digest
 
@@ -253,23 +250,29 @@ def _run(
         notes.append("dry run: nothing was written")
         return TransferResult(plan, 0, time.monotonic() - started, None, resume, notes)
 
+    background = Background(target, source)  # index rebuilds and target checksums beside the copy
     try:
         with bulk_session(source, target):
             copied, digests = _copy_all(
                 source, target, counts, progress=progress if resume else None, truncate=truncate,
-                batch_size=batch_size, source_label=source_label, report=report,
+                batch_size=batch_size, source_label=source_label, report=report, background=background,
             )
+            background.wait()
             _finish(target, tables)
+        target_digests = background.target_digests()
     except DatabaseError as exc:
         raise TransferError(
             f"The copy stopped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}. Batches "
             "committed so far are kept; fix the cause and rerun with --resume."
         ) from exc
+    finally:
+        background.close()
 
-    verify = _Meter("verify", sum(n for _, n in counts) * 2 - sum(d.rows for d in digests.values()), report)
+    done = sum(d.rows for d in digests.values()) + sum(d.rows for d in target_digests.values())
+    verify = _Meter("verify", sum(n for _, n in counts) * 2 - done, report)
     comparison = compare_connections(
-        source, target, tables, batch_size=batch_size, source_digests=digests, on_table=on_table,
-        on_batch=lambda n: verify.batch("", 0, 0, n),
+        source, target, tables, batch_size=batch_size, source_digests=digests, target_digests=target_digests,
+        on_table=on_table, on_batch=lambda n: verify.batch("", 0, 0, n),
     )
     return TransferResult(plan, copied, time.monotonic() - started, comparison, resume, notes)
 
@@ -277,7 +280,7 @@ def _run(
 def _copy_all(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, counts: list[tuple[Table, int]], *,
     progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
-    source_label: str, report: Callable[[Progress], None] | None,
+    source_label: str, report: Callable[[Progress], None] | None, background: Background,
 ) -> tuple[int, dict[str, TableDigest]]:
     """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read tables."""
     tables = [t for t, _ in counts]
@@ -307,7 +310,7 @@ def _copy_all(
                     cursor.execute(f"DELETE FROM {target.ops.quote_name(table.name)}")
             for table in first:
 
-                def then(batch: list[tuple[Any, ...]], done: int, name: str = table.name) -> None:
+                def then(connection: Any, batch: list[tuple[Any, ...]], done: int, name: str = table.name) -> None:
                     meter.batch(name, done, totals[name], len(batch))
 
                 written, digest = copy_batches(
@@ -319,6 +322,10 @@ def _copy_all(
                     digests[table.name] = digest
                 copied += written
         progress = {}
+    for table in rest:  # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+        last_text, _, done, _ = progress.get(table.name, (None, 0, False, ""))
+        if not done and last_text is None:
+            defer(target, table)
     for table in rest:
         last_text, done_rows, done, _ = progress.get(table.name, (None, 0, False, ""))
         if done:
@@ -331,6 +338,8 @@ def _copy_all(
         copied += written
         if digest is not None:
             digests[table.name] = digest
+        if not background.table_copied(table, target):
+            restore(target, table.name)
     return copied, digests
 
 

@@ -12,7 +12,10 @@ Two ways to read, chosen per table:
 
 from __future__ import annotations
 
+import queue
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
@@ -27,6 +30,7 @@ from songsgen.db.fields import storage_field
 from songsgen.db.tables import Table
 
 Preparer = Callable[[Any], Any] | None
+WRITERS = 2  # PostgreSQL connections writing one table's batches at once
 
 # Field classes whose Python values the target's driver stores correctly as they come from the source
 # (after the source's converters): no per-value get_db_prep_save() on the hot path. Exact classes
@@ -90,26 +94,93 @@ def prepare(rows: list[tuple[Any, ...]], preparers: Sequence[Preparer]) -> Seque
     return [tuple(v if p is None else p(v) for v, p in zip(row, preparers, strict=True)) for row in rows]
 
 
+def _copy_sql(target: BaseDatabaseWrapper, table: Table) -> str:
+    qn = target.ops.quote_name
+    return f"COPY {qn(table.name)} ({', '.join(qn(f.column) for f in table.fields)}) FROM STDIN"
+
+
+def _copy_rows(cursor: Any, sql: str, rows: Sequence[Sequence[Any]], *, queued: bool) -> None:
+    from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
+
+    # Queued: a writer thread sends while this one formats rows, so the server ingests meanwhile (not needed
+    # on OrderedWriters' threads, which already run beside the reading, and whose queues would cost memory).
+    with cursor.copy(sql, **({"writer": QueuedLibpqWriter(cursor)} if queued else {})) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[Any]]) -> None:
     """Write prepared rows below the ORM: COPY on PostgreSQL, executemany on SQLite."""
+    if target.vendor == "postgresql":
+        with target.connection.cursor() as cursor:
+            _copy_rows(cursor, _copy_sql(target, table), rows, queued=True)
+        return
     qn = target.ops.quote_name
     columns = ", ".join(qn(f.column) for f in table.fields)
-    if target.vendor == "postgresql":
-        from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
+    marks = ", ".join("?" * len(table.fields))
+    cursor = target.connection.cursor()
+    try:
+        cursor.executemany(f"INSERT INTO {qn(table.name)} ({columns}) VALUES ({marks})", rows)
+    finally:
+        cursor.close()
 
-        sql = f"COPY {qn(table.name)} ({columns}) FROM STDIN"
-        with target.connection.cursor() as cursor:
-            # A writer thread sends while this one formats rows: the server ingests in parallel.
-            with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
-                for row in rows:
-                    copy.write_row(row)
-    else:
-        marks = ", ".join("?" * len(table.fields))
-        cursor = target.connection.cursor()
-        try:
-            cursor.executemany(f"INSERT INTO {qn(table.name)} ({columns}) VALUES ({marks})", rows)
-        finally:
-            cursor.close()
+
+class OrderedWriters:
+    """COPY of consecutive batches on WRITERS PostgreSQL connections of their own at once, each batch in its own
+    transaction, committed in batch order: the server stores two batches at a time, and what is committed is
+    still always every batch up to some point (what `--resume` relies on)."""
+
+    def __init__(self, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table) -> None:
+        self.sql = _copy_sql(target, table)
+        self.pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="transferdb-copy")
+        self.connections: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.opened: list[Any] = []
+        zone = _copy_zone(source)
+        for _ in range(WRITERS):
+            raw = target.get_new_connection(target.get_connection_params())  # Django's settings, our own
+            raw.autocommit = True
+            if zone is not None:
+                raw.execute("SELECT set_config('TimeZone', %s, false)", [zone])
+            self.opened.append(raw)
+            self.connections.put(raw)
+        self.previous: Future[None] | None = None
+        self.in_flight: deque[Future[None]] = deque()
+
+    def submit(self, rows: Sequence[Sequence[Any]], then: Callable[[Any], None]) -> None:
+        """Write `rows`; `then(connection)` runs in the same transaction, once the batch before is committed."""
+        while len(self.in_flight) >= WRITERS:  # at most WRITERS batches in memory
+            self.in_flight.popleft().result()
+        previous = self.previous
+
+        def write() -> None:
+            raw = self.connections.get()
+            try:
+                with raw.transaction():
+                    with raw.cursor() as cursor:
+                        _copy_rows(cursor, self.sql, rows, queued=False)
+                    if previous is not None:
+                        previous.result()  # the batch before is committed (or this one rolls back with it)
+                    then(raw)
+            finally:
+                self.connections.put(raw)
+
+        self.previous = self.pool.submit(write)
+        self.in_flight.append(self.previous)
+
+    def finish(self) -> None:
+        """Until every batch is committed; the first failure is raised here."""
+        while self.in_flight:
+            self.in_flight.popleft().result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for raw in self.opened:
+            raw.close()
+
+
+def _copy_zone(source: BaseDatabaseWrapper) -> str | None:
+    """The time zone COPY must read stored SQLite datetimes in (naive text in the source's zone), if any."""
+    return source.timezone_name if source.vendor == "sqlite" and settings.USE_TZ else None
 
 
 @contextmanager
@@ -120,8 +191,7 @@ def bulk_session(source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> It
         with target.cursor() as cursor:
             cursor.execute("SELECT current_setting('TimeZone')")
             (previous,) = cursor.fetchone()
-            zone = source.timezone_name if source.vendor == "sqlite" and settings.USE_TZ else previous
-            cursor.execute("SELECT set_config('TimeZone', %s, false)", [zone])
+            cursor.execute("SELECT set_config('TimeZone', %s, false)", [_copy_zone(source) or previous])
         try:
             yield
         finally:
@@ -172,16 +242,22 @@ def method(table: Table, source: BaseDatabaseWrapper, target: BaseDatabaseWrappe
     return rowhash.METHOD if rowhash.supported(table, source, target) else "python"
 
 
+def _then(then: Callable[[Any, list[tuple[Any, ...]], int], None], batch: list[tuple[Any, ...]], written: int,
+          connection: Any) -> None:
+    then(connection, batch, written)
+
+
 def copy_batches(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
     own_transactions: bool = True, want_digest: bool = False,
-    then: Callable[[list[tuple[Any, ...]], int], None] = lambda batch, written: None,
+    then: Callable[[Any, list[tuple[Any, ...]], int], None] = lambda connection, batch, written: None,
 ) -> tuple[int, TableDigest | None]:
     """The table copy: `table` read from `source` after `after` in key order and written to `target` batch by
-    batch (each in a transaction of its own, with `then(batch, rows written so far)` inside it, unless the
-    caller holds one). Returns the rows written and, if wanted and computed on the way, the digest of the
-    rows read (compare.py's method for this table; none for a PostgreSQL source of a rowhash table, which
-    one query hashes at the end). `then` sees the batch as read; its first column is the primary key."""
+    batch, each in a transaction of its own (on PostgreSQL two at once, committed in order: OrderedWriters)
+    with `then(connection, batch, rows written up to it)` inside it — unless the caller holds a transaction,
+    then all in it. Returns the rows written and, if wanted and computed on the way, the digest of the rows
+    read (compare.py's method for this table; none for a PostgreSQL source of a rowhash table, which one
+    query hashes at the end). `then` sees the batch as read; its first column is the primary key."""
     table_method = method(table, source, target)
     if table_method == rowhash.METHOD and source.vendor == "sqlite":
         batches = stored_batches(source, table, batch_size=batch_size, after=after)
@@ -193,12 +269,24 @@ def copy_batches(
         hasher = RowHasher(table) if table_method == "python" else None
     digest = TableDigest(table.name, method=table_method) if want_digest and hasher is not None else None
     integer_pk = has_integer_pk(table)
+    writers = OrderedWriters(source, target, table) if own_transactions and target.vendor == "postgresql" else None
     written = 0
-    for batch in batches:
-        with transaction.atomic(using=target.alias) if own_transactions else nullcontext():
-            insert(target, table, prepare(batch, preparers))
-            then(batch, written + len(batch))
-        if digest is not None and hasher is not None:
-            digest.add(batch, hasher, integer_pk)
-        written += len(batch)
+    try:
+        for batch in batches:
+            rows = prepare(batch, preparers)
+            upto = written + len(batch)
+            if writers is not None:
+                writers.submit(rows, partial(_then, then, batch, upto))
+            else:
+                with transaction.atomic(using=target.alias) if own_transactions else nullcontext():
+                    insert(target, table, rows)
+                    then(target, batch, upto)
+            if digest is not None and hasher is not None:
+                digest.add(batch, hasher, integer_pk)
+            written = upto
+        if writers is not None:
+            writers.finish()
+    finally:
+        if writers is not None:
+            writers.close()
     return written, digest

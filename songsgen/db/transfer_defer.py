@@ -9,8 +9,9 @@ from empty on PostgreSQL:
    holds are dropped, and the statements that recreate them saved in `songsgen_transfer_deferred`, in
    one transaction, but only if the locks are free right away (a session writing to the target meanwhile
    keeps the indexes, and the copy goes on the usual way);
-2. after the table's last batch, `restore` runs the saved statements (each index and foreign key that is
-   not there yet) and forgets them, in one transaction; re-adding a foreign key checks every row.
+2. after the table's last batch, each saved statement is run (if its index or foreign key is not there
+   yet) and forgotten, in one transaction per statement (songsgen.db.transfer_background runs them beside
+   the copy of the next table) or all in one (`restore`); re-adding a foreign key checks every row.
 
 An interrupted transfer leaves the saved statements on the target; `--resume` (or `--truncate`) runs
 them when the table is done, and the end of every transfer restores whatever is still saved.
@@ -28,13 +29,20 @@ LOCK_TIMEOUT = "1s"
 
 
 def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, str, str]]:
-    if DEFERRED_TABLE not in existing_tables(target):
+    if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return []
     with target.cursor() as cursor:
         where = "" if table is None else " WHERE table_name = %s"
-        cursor.execute(f"SELECT table_name, name, create_sql FROM {DEFERRED_TABLE}{where} ORDER BY kind, name",
+        # Indexes first (kind 1), the biggest (GIN) first of those; foreign keys last.
+        cursor.execute(f"SELECT table_name, name, create_sql FROM {DEFERRED_TABLE}{where} "
+                       "ORDER BY kind DESC, create_sql LIKE '%% USING gin %%' DESC, name",
                        [] if table is None else [table])
         return list(cursor.fetchall())
+
+
+def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str]]:
+    """(name, statement) of every index and foreign key of `table` waiting to be rebuilt, indexes first."""
+    return [(name, create_sql) for _, name, create_sql in _saved(target, table)]
 
 
 def defer(target: BaseDatabaseWrapper, table: Table) -> int:
@@ -48,7 +56,7 @@ def defer(target: BaseDatabaseWrapper, table: Table) -> int:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {qn(table.name)} IN ACCESS EXCLUSIVE MODE NOWAIT")
             referenced = sorted({qn(f.related_model._meta.db_table) for f in table.fields
-                                 if f.is_relation and f.related_model is not table.model})
+                                 if isinstance(f.related_model, type) and f.related_model is not table.model})
             if referenced:
                 cursor.execute(f"LOCK TABLE {', '.join(referenced)} IN SHARE ROW EXCLUSIVE MODE NOWAIT")
             cursor.execute(
@@ -95,19 +103,31 @@ def _exists(target: BaseDatabaseWrapper, table: str, name: str) -> bool:
         return cursor.fetchone() is not None
 
 
+def _rebuild(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str) -> bool:
+    ran = not _exists(target, table, name)
+    with target.cursor() as cursor:
+        if ran:
+            cursor.execute(create_sql)
+        cursor.execute(f"DELETE FROM {DEFERRED_TABLE} WHERE table_name = %s AND name = %s", [table, name])
+    return ran
+
+
+def rebuild_one(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str) -> bool:
+    """Step 2 for one index or foreign key, in a transaction of its own; False when it was already there."""
+    with transaction.atomic(using=target.alias):
+        return _rebuild(target, table, name, create_sql)
+
+
 def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
-    """Step 2 for `table` (every table when None), in the caller's transaction or one of its own; the number
-    of statements run."""
+    """Step 2 for `table` (every table when None, then the saved-statements table goes too), in the caller's
+    transaction or one of its own; the number of statements run."""
     if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return 0
-    saved = _saved(target, table)
     ran = 0
-    with transaction.atomic(using=target.alias), target.cursor() as cursor:
-        for table_name, name, create_sql in saved:
-            if not _exists(target, table_name, name):
-                cursor.execute(create_sql)
-                ran += 1
-            cursor.execute(f"DELETE FROM {DEFERRED_TABLE} WHERE table_name = %s AND name = %s", [table_name, name])
+    with transaction.atomic(using=target.alias):
+        for table_name, name, create_sql in _saved(target, table):
+            ran += _rebuild(target, table_name, name, create_sql)
         if table is None:
-            cursor.execute(f"DROP TABLE {DEFERRED_TABLE}")
+            with target.cursor() as cursor:
+                cursor.execute(f"DROP TABLE {DEFERRED_TABLE}")
     return ran
