@@ -11,11 +11,14 @@ The order of work, each step refusing before anything is written when it cannot 
 4. The migrate-created rows are replaced by the source's in one transaction, so ids referring to
    them (admin log entries, permission assignments) stay right; a progress table is created.
 5. Every other table is copied in foreign-key dependency order, in keyset batches by primary key:
-   one transaction per batch that writes the rows (COPY on PostgreSQL, executemany on SQLite) and
-   records the batch's last primary key in the progress table, so `resume` continues from the last
-   committed batch.
+   one transaction per batch that writes the rows (COPY on PostgreSQL, two connections at once
+   committing in order; executemany on SQLite) and records the batch's last primary key in the
+   progress table, so `resume` continues from the last committed batch (`songsgen.db.transfer_copy`).
+   On PostgreSQL, tables that start empty are loaded without their secondary indexes and foreign
+   keys, rebuilt once a table is in, beside the next table's copy (`transfer_defer`,
+   `transfer_background`), where the target's checksums are computed too.
 6. Sequences are moved past the copied ids (PostgreSQL), the progress table is dropped, and
-   `songsgen.db.compare` proves every table equal.
+   `songsgen.db.compare` proves every table equal (source checksums were computed while reading).
 """
 
 from __future__ import annotations
@@ -257,7 +260,7 @@ def _run(
                 source, target, counts, progress=progress if resume else None, truncate=truncate,
                 batch_size=batch_size, source_label=source_label, report=report, background=background,
             )
-            background.wait()
+            background.wait(target)
             _finish(target, tables)
         target_digests = background.target_digests()
     except DatabaseError as exc:

@@ -7,8 +7,8 @@ from empty on PostgreSQL:
 
 1. its secondary indexes (not the primary key, nor an index a constraint uses) and the foreign keys it
    holds are dropped, and the statements that recreate them saved in `songsgen_transfer_deferred`, in
-   one transaction, but only if the locks are free right away (a session writing to the target meanwhile
-   keeps the indexes, and the copy goes on the usual way);
+   one transaction, but only if the locks are free right away (tried five times within 0.3 s: a session
+   writing to the target meanwhile keeps the indexes, and the copy goes on the usual way);
 2. after the table's last batch, each saved statement is run (if its index or foreign key is not there
    yet) and forgotten, in one transaction per statement (songsgen.db.transfer_background runs them beside
    the copy of the next table) or all in one (`restore`); re-adding a foreign key checks every row.
@@ -19,6 +19,8 @@ them when the table is done, and the end of every transfer restores whatever is 
 
 from __future__ import annotations
 
+import time
+
 from django.db import DatabaseError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -26,29 +28,41 @@ from songsgen.db.tables import Table, existing_tables
 
 DEFERRED_TABLE = "songsgen_transfer_deferred"
 LOCK_TIMEOUT = "1s"
+LOCK_ATTEMPTS = 5  # NOWAIT tries, 20-100 ms apart
 
 
-def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, str, str]]:
+def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, str, str, bool]]:
     if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return []
     with target.cursor() as cursor:
         where = "" if table is None else " WHERE table_name = %s"
         # Indexes first (kind 1), the biggest (GIN) first of those; foreign keys last.
-        cursor.execute(f"SELECT table_name, name, create_sql FROM {DEFERRED_TABLE}{where} "
+        cursor.execute(f"SELECT table_name, name, create_sql, kind = 1 FROM {DEFERRED_TABLE}{where} "
                        "ORDER BY kind DESC, create_sql LIKE '%% USING gin %%' DESC, name",
                        [] if table is None else [table])
         return list(cursor.fetchall())
 
 
-def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str]]:
-    """(name, statement) of every index and foreign key of `table` waiting to be rebuilt, indexes first."""
-    return [(name, create_sql) for _, name, create_sql in _saved(target, table)]
+def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str, bool]]:
+    """(name, statement, is an index) of every index and foreign key of `table` waiting to be rebuilt, indexes
+    first."""
+    return [(name, create_sql, is_index) for _, name, create_sql, is_index in _saved(target, table)]
 
 
 def defer(target: BaseDatabaseWrapper, table: Table) -> int:
     """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys dropped."""
     if target.vendor != "postgresql":
         return 0
+    for attempt in range(LOCK_ATTEMPTS):  # a reader's short query passes; a writer's open transaction stays
+        dropped = _defer(target, table)
+        if dropped is not None:
+            return dropped
+        time.sleep(0.02 * (attempt + 1))
+    return 0  # someone else holds the table: load it with its indexes
+
+
+def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
+    """One attempt at step 1; None when a lock was not free."""
     qn = target.ops.quote_name
     try:
         with transaction.atomic(using=target.alias), target.cursor() as cursor:
@@ -89,7 +103,7 @@ def defer(target: BaseDatabaseWrapper, table: Table) -> int:
             return len(found)
     except DatabaseError as exc:
         if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":  # lock_not_available
-            return 0  # someone else holds the table: load it with its indexes
+            return None
         raise
 
 
@@ -125,7 +139,7 @@ def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
         return 0
     ran = 0
     with transaction.atomic(using=target.alias):
-        for table_name, name, create_sql in _saved(target, table):
+        for table_name, name, create_sql, _ in _saved(target, table):
             ran += _rebuild(target, table_name, name, create_sql)
         if table is None:
             with target.cursor() as cursor:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.db import test_transfer
@@ -107,15 +108,20 @@ def test_a_transfer_killed_while_indexes_are_deferred_resumes_and_restores_them(
         env=env_for(source, tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        # Stopped (then killed) as soon as the songs table is half copied without its indexes.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            songs = sql(pg, "SELECT (SELECT count(*) FROM songs_song), (SELECT count(*) FROM pg_indexes "
-                            "WHERE tablename = 'songs_song')")[0]
-            if 0 < songs[0] < 400 and songs[1] == 1:  # only the primary key left
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
+        # Killed as soon as the songs table is partly copied without its indexes. Watched through the catalog
+        # and the progress table only: a query on songs_song itself would hold a lock the deferral avoids.
+        with psycopg.connect(pg, autocommit=True) as watch:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and process.poll() is None:
+                indexes, progress = watch.execute(
+                    "SELECT (SELECT count(*) FROM pg_indexes WHERE tablename = 'songs_song'), "
+                    "to_regclass('songsgen_transfer_progress') IS NOT NULL").fetchone()
+                copied = watch.execute(
+                    "SELECT coalesce(max(copied), 0) FROM songsgen_transfer_progress WHERE table_name = 'songs_song'"
+                ).fetchone()[0] if progress else 0
+                if 0 < copied < 400 and indexes == 1:  # only the primary key left
+                    process.send_signal(signal.SIGKILL)
+                    break
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
