@@ -4,8 +4,10 @@
 
 In one run, on one throwaway PostgreSQL server (tests/pgserver.py, started in a temporary folder):
 
-1. Seeds scratch SQLite files with `seed_demo` (never the development database): `--songs` songs, and a
-   smaller one with `--dumpdata-songs` for dumpdata | loaddata, which is far too slow at a million rows.
+1. Seeds scratch SQLite files with `seed_demo` (never the development database), once: they are kept under
+   bench/results/transfer/ (`_common.seeded`) and reused by later runs: `--songs` songs, and a smaller one
+   with `--dumpdata-songs` for dumpdata | loaddata, which is far too slow at a million rows (0 skips both
+   the small file and dumpdata | loaddata).
 2. Clones one migrated, empty PostgreSQL database per run (the same schema, indexes and constraints for all).
 3. Runs each tool under `/usr/bin/time -v` for wall time and peak memory (max RSS):
    - `manage.py transferdb` (its figure includes the proof: counts and checksums of every table);
@@ -35,7 +37,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from songsgen.cli import positive_int  # noqa: E402
+from bench._common import manage, seeded  # noqa: E402
+from songsgen.cli import non_negative_int, positive_int  # noqa: E402
 from tests.pgserver import find_bindir, postgres_server  # noqa: E402
 
 PYTHON = sys.executable
@@ -89,25 +92,23 @@ def sqlite_rows(path: Path) -> int:
         return sum(conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables)
 
 
-def seed(folder: Path, name: str, *, songs: int, users: int) -> tuple[str, int]:
-    path = folder / name
-    url = f"sqlite:///{path}"
-    env = env_for(url, folder)
-    run([PYTHON, MANAGE, "migrate", "-v0"], env=env)
+def seed(folder: Path, *, songs: int, users: int) -> tuple[str, int]:
+    path = folder / f"seed_{songs}_{users}.db"
     started = time.monotonic()
-    run([PYTHON, MANAGE, "seed_demo", "--users", str(users), "--songs", str(songs), "--seed", "1", "-v0"], env=env)
+    seeded(path, songs, users)  # kept and reused: seeding 1M songs takes minutes
+    manage(path, "migrate", "--plain", "-v0")  # a seed file from an older release gets today's schema
     rows = sqlite_rows(path)
-    print(f"seeded {path.name}: {songs:,} songs, {rows:,} rows in all, {time.monotonic() - started:.0f}s, "
-          f"{path.stat().st_size / 2**20:,.0f} MiB", flush=True)
-    return url, rows
+    print(f"seed {path}: {songs:,} songs, {rows:,} rows in all (FTS5 shadow tables included), "
+          f"{time.monotonic() - started:.0f}s, {path.stat().st_size / 2**20:,.0f} MiB", flush=True)
+    return f"sqlite:///{path}", rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--songs", type=positive_int, default=1_000_000)
     parser.add_argument("--users", type=positive_int, default=20_000)
-    parser.add_argument("--dumpdata-songs", type=positive_int, default=100_000,
-                        help="size for dumpdata | loaddata (extrapolated to --songs)")
+    parser.add_argument("--dumpdata-songs", type=non_negative_int, default=100_000,
+                        help="size for dumpdata | loaddata (extrapolated to --songs); 0: skip it")
     parser.add_argument("--batch-size", type=positive_int, default=5_000)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -123,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; work folder {work}")
 
     small_users = max(1, args.users * args.dumpdata_songs // args.songs)
-    big_url, big_rows = seed(work, "big.db", songs=args.songs, users=args.users)
-    small_url, small_rows = seed(work, "small.db", songs=args.dumpdata_songs, users=small_users)
+    seeds = BASE_DIR / "bench" / "results" / "transfer"
+    big_url, big_rows = seed(seeds, songs=args.songs, users=args.users)
+    small_url, small_rows = ("", 0) if not args.dumpdata_songs else seed(seeds, songs=args.dumpdata_songs,
+                                                                          users=small_users)
 
     runs: list[Run] = []
     with postgres_server(bindir) as admin_url:
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  transferdb {label}: {seconds:.1f}s", flush=True)
 
         transferdb(big_url, big_rows, f"{args.songs // 1000}k")
-        transferdb(small_url, small_rows, f"{args.dumpdata_songs // 1000}k")
+        if args.dumpdata_songs:
+            transferdb(small_url, small_rows, f"{args.dumpdata_songs // 1000}k")
 
         # pgloader, data only, into the same migrated schema: first with its defaults, then (if its Lisp
         # heap runs out, as it does here at a million songs with long lyrics) with smaller batches.
@@ -194,34 +198,38 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(Run(label, big_rows, seconds, peak, f"FAILED ({reason})"))
 
         # dumpdata | loaddata on the small file.
-        dest = target("dumpload")
-        dfile, lfile = work / "time_dumpdata.txt", work / "time_loaddata.txt"
-        small_env = env_for(small_url, work)
-        seconds, peak, _ = timed(
-            f"set -o pipefail; /usr/bin/time -v -o {dfile} {PYTHON} {MANAGE} dumpdata | "
-            f"DATABASE_URL={dest} /usr/bin/time -v -o {lfile} {PYTHON} {MANAGE} loaddata --format=json - -v0",
-            env=small_env, time_files=[dfile, lfile],
-        )
-        print(f"  dumpdata | loaddata: {seconds:.1f}s", flush=True)
-        runs.append(Run(f"dumpdata | loaddata ({args.dumpdata_songs // 1000}k)", small_rows, seconds, peak,
-                        verify(small_url, dest)))
+        if args.dumpdata_songs:
+            dest = target("dumpload")
+            dfile, lfile = work / "time_dumpdata.txt", work / "time_loaddata.txt"
+            small_env = env_for(small_url, work)
+            seconds, peak, _ = timed(
+                f"set -o pipefail; /usr/bin/time -v -o {dfile} {PYTHON} {MANAGE} dumpdata | "
+                f"DATABASE_URL={dest} /usr/bin/time -v -o {lfile} {PYTHON} {MANAGE} loaddata --format=json - -v0",
+                env=small_env, time_files=[dfile, lfile],
+            )
+            print(f"  dumpdata | loaddata: {seconds:.1f}s", flush=True)
+            runs.append(Run(f"dumpdata | loaddata ({args.dumpdata_songs // 1000}k)", small_rows, seconds, peak,
+                            verify(small_url, dest)))
 
     print()
     print(f"{'tool':<42} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'peak MiB':>9}  result")
     for r in runs:
         print(f"{r.tool:<42} {r.rows:>11,} {r.seconds:>8.1f} {r.rate:>9,.0f} {r.peak_mb:>9,.0f}  {r.verified}")
-    ours, dumpload = runs[0], runs[-1]
+    ours = runs[0]
     finished = [r for r in runs if r.tool.startswith("pgloader") and not r.verified.startswith("FAILED")]
-    extrapolated = ours.rows / dumpload.rate if dumpload.rate else float("nan")
     print()
     for pgloader in finished:
-        print(f"transferdb vs {pgloader.tool}: {ours.rate / pgloader.rate:.2f}x the rows/s, "
+        print(f"transferdb (proof included) vs {pgloader.tool}: {pgloader.seconds / ours.seconds:.2f}x as fast "
+              f"({ours.seconds:.1f}s against {pgloader.seconds:.1f}s), "
               f"{pgloader.peak_mb / ours.peak_mb:.1f}x less memory")
-    print(f"transferdb vs dumpdata | loaddata: {ours.rate / dumpload.rate:.1f}x the rows/s "
-          f"(dumpdata | loaddata measured at {args.dumpdata_songs:,} songs; at {args.songs:,} it would take about "
-          f"{extrapolated / 60:.0f} min at the same rate, and its memory grows with the data)")
-    print(f"transferdb memory: {runs[1].peak_mb:,.0f} MiB at {runs[1].rows:,} rows, "
-          f"{ours.peak_mb:,.0f} MiB at {ours.rows:,} rows")
+    if args.dumpdata_songs:
+        dumpload, small = runs[-1], runs[1]
+        extrapolated = ours.rows / dumpload.rate if dumpload.rate else float("nan")
+        print(f"transferdb vs dumpdata | loaddata: {ours.rate / dumpload.rate:.1f}x the rows/s "
+              f"(dumpdata | loaddata measured at {args.dumpdata_songs:,} songs; at {args.songs:,} it would take about "
+              f"{extrapolated / 60:.0f} min at the same rate, and its memory grows with the data)")
+        print(f"transferdb memory: {small.peak_mb:,.0f} MiB at {small.rows:,} rows, "
+              f"{ours.peak_mb:,.0f} MiB at {ours.rows:,} rows")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0

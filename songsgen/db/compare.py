@@ -14,6 +14,10 @@ Each row hashes (BLAKE2b, 64 bits) to a number and a table's checksum is the sum
 modulo 2**64: the order rows come back in does not matter, and a duplicated row still counts. Sums are
 also kept per primary-key range (buckets of 1,000 ids), so a difference is narrowed to a few ranges
 that are then reread row by row to name the primary keys that are missing, extra or changed.
+
+Tables whose column types `songsgen.db.rowhash` knows (all of this project's) are hashed there instead,
+by the database itself on PostgreSQL and from the stored values on SQLite, the same way on both sides;
+the rest (e.g. a table with decimals) are hashed here, on both sides too.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 from django.db import DatabaseError, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from songsgen.db import rowhash
 from songsgen.db.external import DatabaseUnavailable, identity, open_database
 from songsgen.db.fields import storage_field
 from songsgen.db.tables import Table, dependency_order, existing_tables
@@ -182,8 +187,9 @@ class TableDigest:
     rows: int = 0
     checksum: int = 0
     buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [rows, checksum]
+    method: str = "python"  # RowHasher here, or rowhash.METHOD; only digests of one method compare
 
-    def add(self, rows: Sequence[Sequence[Any]], hasher: RowHasher, integer_pk: bool) -> None:
+    def add(self, rows: Sequence[Sequence[Any]], hasher: Callable[[Sequence[Any]], int], integer_pk: bool) -> None:
         """Fold a batch of rows (primary key first) into the digest."""
         for row in rows:
             h = hasher(row)
@@ -200,10 +206,18 @@ class TableDigest:
 
 def digest_table(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int = DEFAULT_BATCH_SIZE,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, method: str = "python",
 ) -> TableDigest:
-    """Read a whole table and return its digest."""
-    digest = TableDigest(table.name)
+    """Read a whole table and return its digest (by `method`: this module's hashing, or rowhash's)."""
+    digest = TableDigest(table.name, method=method)
+    if method == rowhash.METHOD:
+        for key, rows, total in rowhash.bucket_sums(connection, table):
+            digest.buckets[key] = [rows, total]
+            digest.rows += rows
+            digest.checksum = (digest.checksum + total) & _MASK
+        if on_batch is not None:
+            on_batch(digest.rows)
+        return digest
     integer_pk, hasher = has_integer_pk(table), RowHasher(table)
     for batch in read_batches(connection, table, batch_size=batch_size):
         digest.add(batch, hasher, integer_pk)
@@ -285,7 +299,11 @@ class Comparison:
         return [t for t in self.tables if not t.equal]
 
 
-def _row_hashes(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None) -> dict[Any, int]:
+def _row_hashes(
+    connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None, method: str,
+) -> dict[Any, int]:
+    if method == rowhash.METHOD:
+        return rowhash.row_hashes(connection, table, pk_range)
     hashes: dict[Any, int] = {}
     row_hash = RowHasher(table)
     for batch in read_batches(connection, table, batch_size=DEFAULT_BATCH_SIZE, pk_range=pk_range):
@@ -311,8 +329,8 @@ def _name_differences(
         ranges = ranges[:MAX_DETAIL_BUCKETS]
         result.more_not_named = True
     for pk_range in ranges:
-        a = _row_hashes(source, table, pk_range)
-        b = _row_hashes(target, table, pk_range)
+        a = _row_hashes(source, table, pk_range, src.method)
+        b = _row_hashes(target, table, pk_range, dst.method)
         result.missing_in_target.extend(sorted(a.keys() - b.keys(), key=str))
         result.extra_in_target.extend(sorted(b.keys() - a.keys(), key=str))
         result.changed.extend(sorted((k for k in a.keys() & b.keys() if a[k] != b[k]), key=str))
@@ -326,7 +344,8 @@ def _name_differences(
 def compare_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *,
     source_tables: set[str], target_tables: set[str], batch_size: int = DEFAULT_BATCH_SIZE,
-    source_digest: TableDigest | None = None, on_batch: Callable[[int], None] | None = None,
+    source_digest: TableDigest | None = None, target_digest: TableDigest | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> TableComparison:
     """Compare one table; a missing or unreadable table is a difference, not an exception."""
     result = TableComparison(table.name)
@@ -338,8 +357,11 @@ def compare_table(
         result.error = f"table missing in the {'target' if in_source else 'source'} database"
         return result
     try:
-        src = source_digest or digest_table(source, table, batch_size=batch_size, on_batch=on_batch)
-        dst = digest_table(target, table, batch_size=batch_size, on_batch=on_batch)
+        method = rowhash.METHOD if rowhash.supported(table, source, target) else "python"
+        src = source_digest if source_digest is not None and source_digest.method == method else digest_table(
+            source, table, batch_size=batch_size, on_batch=on_batch, method=method)
+        dst = target_digest if target_digest is not None and target_digest.method == method else digest_table(
+            target, table, batch_size=batch_size, on_batch=on_batch, method=method)
     except DatabaseError as exc:
         result.error = f"cannot read the table ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
         return result
@@ -353,15 +375,17 @@ def compare_table(
 def compare_connections(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, tables: Sequence[Table], *,
     batch_size: int = DEFAULT_BATCH_SIZE, on_table: Callable[[TableComparison], None] | None = None,
-    source_digests: dict[str, TableDigest] | None = None, on_batch: Callable[[int], None] | None = None,
+    source_digests: dict[str, TableDigest] | None = None, target_digests: dict[str, TableDigest] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Compare every table of `tables` between two open connections."""
+    """Compare every table of `tables` between two open connections (digests already computed are reused)."""
     source_tables, target_tables = existing_tables(source), existing_tables(target)
     results = []
     for table in tables:
         result = compare_table(
             source, target, table, source_tables=source_tables, target_tables=target_tables,
-            batch_size=batch_size, source_digest=(source_digests or {}).get(table.name), on_batch=on_batch,
+            batch_size=batch_size, source_digest=(source_digests or {}).get(table.name),
+            target_digest=(target_digests or {}).get(table.name), on_batch=on_batch,
         )
         results.append(result)
         if on_table is not None:

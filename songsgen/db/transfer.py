@@ -11,42 +11,37 @@ The order of work, each step refusing before anything is written when it cannot 
 4. The migrate-created rows are replaced by the source's in one transaction, so ids referring to
    them (admin log entries, permission assignments) stay right; a progress table is created.
 5. Every other table is copied in foreign-key dependency order, in keyset batches by primary key:
-   one transaction per batch that writes the rows (COPY on PostgreSQL, executemany on SQLite) and
-   records the batch's last primary key in the progress table, so `resume` continues from the last
-   committed batch.
+   one transaction per batch that writes the rows (COPY on PostgreSQL, two connections at once
+   committing in order; executemany on SQLite) and records the batch's last primary key in the
+   progress table, so `resume` continues from the last committed batch (`songsgen.db.transfer_copy`).
+   On PostgreSQL, tables that start empty are loaded without their secondary indexes and foreign
+   keys, rebuilt once a table is in, beside the next table's copy (`transfer_defer`,
+   `transfer_background`), where the target's checksums are computed too.
 6. Sequences are moved past the copied ids (PostgreSQL), the progress table is dropped, and
-   `songsgen.db.compare` proves every table equal.
+   `songsgen.db.compare` proves every table equal (source checksums were computed while reading).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from django.core.management.color import no_style
-from django.db import DatabaseError, models, transaction
+from django.db import DatabaseError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
-from songsgen.db.compare import (
-    Comparison,
-    RowHasher,
-    TableComparison,
-    TableDigest,
-    compare_connections,
-    count_rows,
-    has_integer_pk,
-    read_batches,
-)
+from songsgen.db.compare import Comparison, TableComparison, TableDigest, compare_connections, count_rows
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, TransferError
 from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
-from songsgen.db.fields import storage_field
 from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
+from songsgen.db.transfer_background import Background
+from songsgen.db.transfer_copy import bulk_session, copy_batches
+from songsgen.db.transfer_defer import defer, restore
 from songsgen.progress import Progress, duration
 
 DEFAULT_BATCH_SIZE = 5_000
@@ -135,9 +130,8 @@ def _create_progress(connection: BaseDatabaseWrapper) -> None:
         )
 
 
-def _record_progress(
-    connection: BaseDatabaseWrapper, table: str, last_pk: Any, copied: int, done: bool, source: str
-) -> None:
+def _record_progress(connection: Any, table: str, last_pk: Any, copied: int, done: bool, source: str) -> None:
+    """Upsert a table's progress, on a Django connection or a psycopg one (transfer_copy.OrderedWriters)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
@@ -150,83 +144,6 @@ def _record_progress(
 def _drop_progress(connection: BaseDatabaseWrapper) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PROGRESS_TABLE}")
-
-
-# --- writing --------------------------------------------------------------------------------------------
-
-# Field classes whose Python values the target's driver stores correctly as they come from the source
-# (after the source's converters): no per-value get_db_prep_save() on the hot path. Exact classes
-# only; a subclass may override its conversion and goes the slow, always-correct way.
-_PASS_THROUGH = {
-    models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField, models.BigIntegerField,
-    models.SmallIntegerField, models.PositiveIntegerField, models.PositiveBigIntegerField,
-    models.PositiveSmallIntegerField, models.CharField, models.TextField, models.EmailField, models.SlugField,
-    models.URLField, models.FloatField, models.BooleanField,
-}
-# psycopg adapts these Python types itself; SQLite needs Django's adaptation (text formats).
-_PASS_THROUGH_POSTGRESQL = _PASS_THROUGH | {
-    models.DateTimeField, models.DateField, models.TimeField, models.DurationField, models.UUIDField,
-    models.BinaryField, models.DecimalField,
-}
-
-
-def _value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Callable[[Any], Any] | None]:
-    """Per column: None to pass the value through, or the target's get_db_prep_save for it."""
-    allowed = _PASS_THROUGH_POSTGRESQL if target.vendor == "postgresql" else _PASS_THROUGH
-    preparers: list[Callable[[Any], Any] | None] = []
-    for f in table.fields:
-        kind = storage_field(f)
-        if type(kind) in allowed and (not f.is_relation or type(f) in (models.ForeignKey, models.OneToOneField)):
-            preparers.append(None)
-        else:
-            preparers.append(partial(f.get_db_prep_save, connection=target))
-    return preparers
-
-
-def _prepare(rows: list[tuple[Any, ...]], preparers: Sequence[Callable[[Any], Any] | None]) -> Sequence[Sequence[Any]]:
-    if all(p is None for p in preparers):
-        return rows
-    return [tuple(v if p is None else p(v) for v, p in zip(row, preparers, strict=True)) for row in rows]
-
-
-def _insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[Any]]) -> None:
-    """Write prepared rows below the ORM: COPY on PostgreSQL, executemany on SQLite."""
-    qn = target.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in table.fields)
-    if target.vendor == "postgresql":
-        from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
-
-        sql = f"COPY {qn(table.name)} ({columns}) FROM STDIN"
-        with target.connection.cursor() as cursor:
-            # A writer thread sends while this one formats rows: the server ingests in parallel.
-            with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
-                for row in rows:
-                    copy.write_row(row)
-    else:
-        marks = ", ".join("?" * len(table.fields))
-        cursor = target.connection.cursor()
-        try:
-            cursor.executemany(f"INSERT INTO {qn(table.name)} ({columns}) VALUES ({marks})", rows)
-        finally:
-            cursor.close()
-
-
-@contextmanager
-def _bulk_session(target: BaseDatabaseWrapper) -> Iterator[None]:
-    """Per-connection settings for a bulk load, restored afterwards."""
-    if target.vendor != "sqlite":
-        yield
-        return
-    # A transfer that is interrupted is resumed, so no fsync per batch; the usual setting comes back.
-    with target.cursor() as cursor:
-        cursor.execute("PRAGMA synchronous")
-        (previous,) = cursor.fetchone()
-        cursor.execute("PRAGMA synchronous = OFF")
-    try:
-        yield
-    finally:
-        with target.cursor() as cursor:
-            cursor.execute(f"PRAGMA synchronous = {int(previous)}")
 
 
 # --- the transfer -----------------------------------------------------------------------------------------
@@ -248,41 +165,22 @@ class _Meter:
         self.report(Progress(self.phase, self.done, self.total, elapsed, table, table_done, table_total))
 
 
-def _copy_batches(
-    source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
-    own_transactions: bool = True, digest: TableDigest | None = None,
-    then: Callable[[list[tuple[Any, ...]], int], None] = lambda batch, written: None,
-) -> int:
-    """The table copy: `table` read from `source` after `after` in key order and written to `target` batch by
-    batch (each in a transaction of its own, with `then(batch, rows written so far)` inside it, unless the
-    caller holds one); return the rows written."""
-    preparers = _value_preparers(table, target)
-    integer_pk, hasher = has_integer_pk(table), RowHasher(table)
-    written = 0
-    for batch in read_batches(source, table, batch_size=batch_size, after=after):
-        with transaction.atomic(using=target.alias) if own_transactions else nullcontext():
-            _insert(target, table, _prepare(batch, preparers))
-            then(batch, written + len(batch))
-        if digest is not None:
-            digest.add(batch, hasher, integer_pk)
-        written += len(batch)
-    return written
-
-
 def _copy_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any,
-    copied: int, total: int, source_label: str, meter: _Meter, digest: TableDigest | None,
-) -> int:
-    """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written."""
+    copied: int, total: int, source_label: str, meter: _Meter, whole: bool,
+) -> tuple[int, TableDigest | None]:
+    """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written
+    and, when `whole` (read from its start), the digest of the rows read if it was computed on the way."""
 
-    def then(batch: list[tuple[Any, ...]], written: int) -> None:
-        _record_progress(target, table.name, batch[-1][0], copied + written, False, source_label)
+    def then(connection: Any, batch: list[tuple[Any, ...]], written: int) -> None:
+        _record_progress(connection, table.name, batch[-1][0], copied + written, False, source_label)
         meter.batch(table.name, copied + written, total, len(batch))
 
-    written = _copy_batches(source, target, table, batch_size=batch_size, after=after, digest=digest, then=then)
+    written, digest = copy_batches(source, target, table, batch_size=batch_size, after=after, want_digest=whole,
+                                   then=then)
     with transaction.atomic(using=target.alias):
         _record_progress(target, table.name, None, copied + written, True, source_label)
-    return written
+    return written, digest
 
 
 def transfer(
@@ -355,23 +253,29 @@ def _run(
         notes.append("dry run: nothing was written")
         return TransferResult(plan, 0, time.monotonic() - started, None, resume, notes)
 
+    background = Background(target, source)  # index rebuilds and target checksums beside the copy
     try:
-        with _bulk_session(target):
+        with bulk_session(source, target):
             copied, digests = _copy_all(
                 source, target, counts, progress=progress if resume else None, truncate=truncate,
-                batch_size=batch_size, source_label=source_label, report=report,
+                batch_size=batch_size, source_label=source_label, report=report, background=background,
             )
+            background.wait(target)
             _finish(target, tables)
+        target_digests = background.target_digests()
     except DatabaseError as exc:
         raise TransferError(
             f"The copy stopped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}. Batches "
             "committed so far are kept; fix the cause and rerun with --resume."
         ) from exc
+    finally:
+        background.close()
 
-    verify = _Meter("verify", sum(n for _, n in counts) * 2 - sum(d.rows for d in digests.values()), report)
+    done = sum(d.rows for d in digests.values()) + sum(d.rows for d in target_digests.values())
+    verify = _Meter("verify", sum(n for _, n in counts) * 2 - done, report)
     comparison = compare_connections(
-        source, target, tables, batch_size=batch_size, source_digests=digests, on_table=on_table,
-        on_batch=lambda n: verify.batch("", 0, 0, n),
+        source, target, tables, batch_size=batch_size, source_digests=digests, target_digests=target_digests,
+        on_table=on_table, on_batch=lambda n: verify.batch("", 0, 0, n),
     )
     return TransferResult(plan, copied, time.monotonic() - started, comparison, resume, notes)
 
@@ -379,7 +283,7 @@ def _run(
 def _copy_all(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, counts: list[tuple[Table, int]], *,
     progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
-    source_label: str, report: Callable[[Progress], None] | None,
+    source_label: str, report: Callable[[Progress], None] | None, background: Background,
 ) -> tuple[int, dict[str, TableDigest]]:
     """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read tables."""
     tables = [t for t, _ in counts]
@@ -408,36 +312,45 @@ def _copy_all(
                 for table in reversed(first):
                     cursor.execute(f"DELETE FROM {target.ops.quote_name(table.name)}")
             for table in first:
-                digest = TableDigest(table.name)
 
-                def then(batch: list[tuple[Any, ...]], done: int, name: str = table.name) -> None:
+                def then(connection: Any, batch: list[tuple[Any, ...]], done: int, name: str = table.name) -> None:
                     meter.batch(name, done, totals[name], len(batch))
 
-                written = _copy_batches(
-                    source, target, table, batch_size=batch_size, own_transactions=False, digest=digest, then=then,
+                written, digest = copy_batches(
+                    source, target, table, batch_size=batch_size, own_transactions=False, want_digest=True,
+                    then=then,
                 )
                 _record_progress(target, table.name, None, written, True, source_label)
-                digests[table.name] = digest
+                if digest is not None:
+                    digests[table.name] = digest
                 copied += written
         progress = {}
+    for table in rest:  # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+        last_text, _, done, _ = progress.get(table.name, (None, 0, False, ""))
+        if not done and last_text is None:
+            defer(target, table)
     for table in rest:
         last_text, done_rows, done, _ = progress.get(table.name, (None, 0, False, ""))
         if done:
             continue
         after = table.pk.to_python(last_text) if last_text is not None else None
-        whole = TableDigest(table.name) if after is None else None  # only a table read from its start
-        copied += _copy_table(
+        written, digest = _copy_table(
             source, target, table, batch_size=batch_size, after=after, copied=done_rows, total=totals[table.name],
-            source_label=source_label, meter=meter, digest=whole,
+            source_label=source_label, meter=meter, whole=after is None,  # only a table read from its start
         )
-        if whole is not None:
-            digests[table.name] = whole
+        copied += written
+        if digest is not None:
+            digests[table.name] = digest
+        if not background.table_copied(table, target):
+            restore(target, table.name)
     return copied, digests
 
 
 def _finish(target: BaseDatabaseWrapper, tables: Sequence[Table]) -> None:
-    """New rows get fresh ids; the planner learns the new sizes; the progress table goes."""
+    """Indexes and foreign keys left deferred come back; new rows get fresh ids; the planner learns the new
+    sizes; the progress table goes."""
     with transaction.atomic(using=target.alias):
+        restore(target)
         with target.cursor() as cursor:
             for sql in target.ops.sequence_reset_sql(no_style(), [t.model for t in tables]):
                 cursor.execute(sql)

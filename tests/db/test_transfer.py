@@ -37,7 +37,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.management import create_contenttypes
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.sessions.models import Session
-from tests.db.transfer_fixtures.models import Sample
+from tests.db.transfer_fixtures.models import Hashed, Sample
 
 # Content types (and their permissions) recreated: their ids now differ from a freshly migrated
 # database's, so a transfer that kept the target's own rows would point foreign keys astray.
@@ -72,6 +72,19 @@ Sample.objects.create(flag=False, maybe=False, payload=[], ratio=1e-300, amount=
                       happened_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
 Sample.objects.create(maybe=True, payload="just a JSON string", ratio=-1.5e300, span=dt.timedelta(0))
 Sample.objects.create()  # every nullable column NULL
+# Hashed by the databases themselves (songsgen.db.rowhash): the edges of each type's canonical text.
+Hashed.objects.create(
+    flag=True, payload={"b": 1, "a": [1, 2.5, "ü", None, 1e-7, 1e20], "nested": {"z": None, "yy": True},
+                        "": 'tab\t "q" \\ \u0001'},
+    ratio=0.1 + 0.2, happened_at=dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=kolkata), day=dt.date(1, 1, 1),
+    at=dt.time(0, 0), span=dt.timedelta(days=-1, microseconds=5), blob=b"\x00\xff", label="zoë 🎵",
+    count=-2**63, owner=user,
+)
+Hashed.objects.create(maybe=False, payload=[], ratio=-0.0, happened_at=dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                      day=dt.date(9999, 12, 31), at=dt.time(23, 59, 59, 999999), span=dt.timedelta(0), blob=b"",
+                      label="1", count=2**63 - 1)
+Hashed.objects.create(payload="just a JSON string", ratio=float("-inf"))
+Hashed.objects.create()  # every nullable column NULL
 print("tricky rows written")
 '''
 
@@ -209,6 +222,7 @@ def test_round_trip_sqlite_postgresql_sqlite_is_equal(source, new_pg, tmp_path):
     by_table = {t["table"]: t for t in report["tables"]}
     assert by_table["songs_song"]["source_rows"] == 500 and by_table["transfer_fixtures_sample"]["target_rows"] == 4
     assert by_table["accounts_user_groups"]["source_rows"] == 1 and by_table["django_session"]["source_rows"] == 2
+    assert by_table["transfer_fixtures_hashed"]["target_rows"] == 4
 
 
 def test_dbcompare_names_a_changed_value_a_missing_row_and_an_extra_row(source, new_pg, tmp_path):
