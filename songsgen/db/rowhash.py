@@ -294,16 +294,21 @@ def stored_columns(connection: BaseDatabaseWrapper, table: Table) -> str:
     return ", ".join(f"+{connection.ops.quote_name(f.column)}" for f in table.fields)
 
 
+def _in_range(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None
+              ) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of rows whose primary key is in [low, high); none for all rows."""
+    if pk_range is None:
+        return "", []
+    pk = connection.ops.quote_name(table.pk.column)
+    return f" WHERE {pk} >= %s AND {pk} < %s", list(pk_range)
+
+
 def _stored_rows(
     connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None,
 ) -> Iterator[tuple[Any, ...]]:
     """Every row of a SQLite table as stored, primary key first, in one read (one snapshot)."""
-    qn = connection.ops.quote_name
-    sql = f"SELECT {stored_columns(connection, table)} FROM {qn(table.name)}"
-    params: list[Any] = []
-    if pk_range is not None:
-        sql += f" WHERE {qn(table.pk.column)} >= %s AND {qn(table.pk.column)} < %s"
-        params = list(pk_range)
+    where, params = _in_range(connection, table, pk_range)
+    sql = f"SELECT {stored_columns(connection, table)} FROM {connection.ops.quote_name(table.name)}{where}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         while batch := cursor.fetchmany(_FETCH):
@@ -314,11 +319,8 @@ def row_hashes(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[in
     """{primary key: 64-bit hash} of the rows in `pk_range` (all rows when None); keys as the ORM gives them."""
     qn, key = connection.ops.quote_name, table.pk.to_python
     if connection.vendor == "postgresql":
-        sql = f"SELECT {qn(table.pk.column)}, {_pg_hash(connection, table)} FROM {qn(table.name)}"
-        params: list[Any] = []
-        if pk_range is not None:
-            sql += f" WHERE {qn(table.pk.column)} >= %s AND {qn(table.pk.column)} < %s"
-            params = list(pk_range)
+        where, params = _in_range(connection, table, pk_range)
+        sql = f"SELECT {qn(table.pk.column)}, {_pg_hash(connection, table)} FROM {qn(table.name)}{where}"
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return {key(pk): h % (1 << 64) for pk, h in cursor.fetchall()}
