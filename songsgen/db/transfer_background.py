@@ -17,11 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from django.db import connections
+from django.db import IntegrityError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import rowhash
 from songsgen.db.compare import TableDigest, digest_table
+from songsgen.db.exceptions import TransferError
 from songsgen.db.tables import Table
 from songsgen.db.transfer_defer import rebuild_one, saved_statements
 
@@ -78,7 +79,14 @@ class Background:
         for future in self.jobs:
             future.result()
         for table, name, create_sql in self.foreign_keys:
-            rebuild_one(target, table, name, create_sql)
+            try:
+                rebuild_one(target, table, name, create_sql)
+            except IntegrityError as exc:  # rows copied whole: --resume would meet the same rows again
+                raise TransferError(
+                    f"{table} holds rows whose foreign key {name} points at no row on the source (SQLite does not "
+                    f"enforce foreign keys on files written without them): {str(exc).strip().splitlines()[0]}. "
+                    "Fix or delete those rows on the source, then rerun with --truncate."
+                ) from exc
         self.foreign_keys.clear()
 
     def target_digests(self) -> dict[str, TableDigest]:

@@ -154,3 +154,23 @@ def test_a_target_killed_mid_transfer_can_start_over_with_truncate(source, new_p
     ok(transferdb("--truncate", source=source, target=pg, data_dir=tmp_path))
     assert _schema(pg) == _schema(fresh)
     ok(dbcompare(source=source, target=pg, data_dir=tmp_path))
+
+
+def test_a_source_song_of_a_missing_user_is_named_and_truncate_starts_over(new_pg, tmp_path):
+    """SQLite leaves foreign keys unchecked on files written without them; the target's key, re-added after the
+    bulk load, finds the orphan: a one-line refusal that says --truncate (a --resume would meet it again)."""
+    src = new_sqlite(tmp_path, "orphan.db")
+    orphan = ('from accounts.models import User; from songs.models import Song; from django.db import connection\n'
+              'u = User.objects.create_user(username="a")\n'
+              'ids = [Song.objects.create(user=u, title=f"s{i}", genre="pop").id for i in range(3)]\n'
+              'c = connection.cursor(); c.execute("PRAGMA foreign_keys = OFF")\n'
+              'c.execute("UPDATE songs_song SET user_id = 4242 WHERE id = %s", [ids[1]]); print("orphan written")')
+    assert "orphan written" in ok(manage("shell", "-c", orphan, url=src, data_dir=tmp_path)).stdout
+    pg = new_pg()
+    err = refused(transferdb(source=src, target=pg, data_dir=tmp_path), "songs_song holds rows whose foreign key",
+                  "rerun with --truncate")
+    assert [line for line in err.splitlines() if "Error" in line] == [err.strip().splitlines()[-1]]
+    fix = 'from songs.models import Song; Song.objects.filter(user_id=4242).delete(); print("fixed")'
+    assert "fixed" in ok(manage("shell", "-c", fix, url=src, data_dir=tmp_path)).stdout
+    again = ok(transferdb("--truncate", source=src, target=pg, data_dir=tmp_path))
+    assert "source and target are equal" in again.stdout
