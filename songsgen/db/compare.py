@@ -153,14 +153,22 @@ def read_batches(
     if pk_range is not None:
         base = base.filter(**{f"{pk}__gte": pk_range[0], f"{pk}__lt": pk_range[1]})
     columns = [f.attname for f in table.fields]
-    last = after
-    while True:
+
+    def fetch(last: Any) -> list[tuple[Any, ...]]:
         query = base if last is None else base.filter(**{f"{pk}__gt": last})
         # One bounded query per batch, fetched in chunks (fetchmany); a named server-side cursor per
         # batch would only add round trips, the LIMIT already bounds memory.
-        batch = list(query.values_list(*columns)[:batch_size])
-        if not batch:
-            return
+        return list(query.values_list(*columns)[:batch_size])
+
+    return keyset(fetch, batch_size, after)
+
+
+def keyset(fetch: Callable[[Any], list[tuple[Any, ...]]], batch_size: int, after: Any = None
+           ) -> Iterator[list[tuple[Any, ...]]]:
+    """Batches from `fetch(last key or None)` (rows with the key first, in key order, at most `batch_size`)
+    until one comes back short: keyset pagination, each batch one bounded query."""
+    last = after
+    while batch := fetch(last):
         yield batch
         if len(batch) < batch_size:
             return
@@ -357,7 +365,7 @@ def compare_table(
         result.error = f"table missing in the {'target' if in_source else 'source'} database"
         return result
     try:
-        method = rowhash.METHOD if rowhash.supported(table, source, target) else "python"
+        method = rowhash.method(table, source, target)
         src = source_digest if source_digest is not None and source_digest.method == method else digest_table(
             source, table, batch_size=batch_size, on_batch=on_batch, method=method)
         dst = target_digest if target_digest is not None and target_digest.method == method else digest_table(

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import struct
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -63,18 +64,29 @@ def kind(field: models.Field) -> str | None:
 
 def supported(table: Table, *connections: BaseDatabaseWrapper) -> bool:
     """True when every column of `table` has a canonical form here and every connection can compute it."""
-    if any(kind(f) is None for f in table.fields):
-        return False
-    for connection in connections:
+    return all(kind(f) is not None for f in table.fields) and all(map(_can_hash, connections))
+
+
+def method(table: Table, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> str:
+    """The checksum method compare.py uses for `table` between these two databases."""
+    return METHOD if supported(table, source, target) else "python"
+
+
+_CAPABLE: weakref.WeakKeyDictionary[BaseDatabaseWrapper, bool] = weakref.WeakKeyDictionary()
+
+
+def _can_hash(connection: BaseDatabaseWrapper) -> bool:
+    """Whether this database computes the canonical hashes: asked of the server once per connection."""
+    if connection not in _CAPABLE:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT current_setting('server_encoding'), current_setting('server_version_num')")
                 encoding, version = cursor.fetchone()
-            if encoding != "UTF8" or int(version) < 140000:  # md5 of UTF-8 text; exact interval epochs (14+)
-                return False
-        elif connection.vendor != "sqlite" or (settings.USE_TZ and connection.timezone_name != "UTC"):
-            return False  # SQLite's stored datetimes are read as UTC
-    return True
+            _CAPABLE[connection] = encoding == "UTF8" and int(version) >= 140000  # md5 of UTF-8; interval epochs
+        else:  # SQLite's stored datetimes are read as UTC
+            _CAPABLE[connection] = connection.vendor == "sqlite" and not (
+                settings.USE_TZ and connection.timezone_name != "UTC")
+    return _CAPABLE[connection]
 
 
 def integer_pk(table: Table) -> bool:

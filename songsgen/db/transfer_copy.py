@@ -25,7 +25,7 @@ from django.db import models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import rowhash
-from songsgen.db.compare import RowHasher, TableDigest, has_integer_pk, read_batches
+from songsgen.db.compare import RowHasher, TableDigest, has_integer_pk, keyset, read_batches
 from songsgen.db.fields import storage_field
 from songsgen.db.tables import Table
 
@@ -221,25 +221,16 @@ def stored_batches(
     qn = connection.ops.quote_name
     pk = qn(table.pk.column)
     base = f"SELECT {rowhash.stored_columns(connection, table)} FROM {qn(table.name)}"
-    last = None if after is None else table.pk.get_db_prep_value(after, connection)
-    while True:
+
+    def fetch(last: Any) -> list[tuple[Any, ...]]:
         with connection.cursor() as cursor:
             if last is None:
                 cursor.execute(f"{base} ORDER BY {pk} LIMIT %s", [batch_size])
             else:
                 cursor.execute(f"{base} WHERE {pk} > %s ORDER BY {pk} LIMIT %s", [last, batch_size])
-            batch = cursor.fetchall()
-        if not batch:
-            return
-        yield batch
-        if len(batch) < batch_size:
-            return
-        last = batch[-1][0]
+            return cursor.fetchall()
 
-
-def method(table: Table, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> str:
-    """The checksum method compare.py will use for `table` between these two databases."""
-    return rowhash.METHOD if rowhash.supported(table, source, target) else "python"
+    return keyset(fetch, batch_size, None if after is None else table.pk.get_db_prep_value(after, connection))
 
 
 def _then(then: Callable[[Any, list[tuple[Any, ...]], int], None], batch: list[tuple[Any, ...]], written: int,
@@ -258,7 +249,7 @@ def copy_batches(
     then all in it. Returns the rows written and, if wanted and computed on the way, the digest of the rows
     read (compare.py's method for this table; none for a PostgreSQL source of a rowhash table, which one
     query hashes at the end). `then` sees the batch as read; its first column is the primary key."""
-    table_method = method(table, source, target)
+    table_method = rowhash.method(table, source, target)
     if table_method == rowhash.METHOD and source.vendor == "sqlite":
         batches = stored_batches(source, table, batch_size=batch_size, after=after)
         preparers = stored_preparers(table, source, target)
