@@ -273,12 +273,15 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
     connection.ensure_connection()
     meter = LockMeter(connection, rows=rows)
 
+    checkpoint = _Checkpoints(connection)
+
     def ending(original: Callable[[], None]) -> Callable[[], None]:
         def wrapped() -> None:
             try:
                 original()
             finally:
                 meter.ended()
+                checkpoint()
 
         return wrapped
 
@@ -297,6 +300,35 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
             monitor.join()
         connection.execute_wrappers.remove(meter.execute)
         del ends._commit, ends._rollback
+        checkpoint.restore()
+
+
+class _Checkpoints:
+    """SQLite: the WAL checkpoint of the metered connection run after each of its transactions, outside its span.
+
+    SQLite's autocheckpoint runs inside the COMMIT call, after the write lock is released, and writers do not
+    wait for a PASSIVE checkpoint: timed with the COMMIT it added a hold no writer sees, and most of the noise
+    (1M-song backfill batches: median 0.065 s with it, 0.042 s without; the longest up to 1.27 s with it).
+    So the connection's autocheckpoint is off while metered and the same connection checkpoints after each
+    transaction (in that backfill, the same total time)."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.raw = connection.connection if connection.vendor == "sqlite" else None
+        self.pages = 0
+        if self.raw is not None:
+            self.pages = int(self.raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            self.raw.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def __call__(self) -> None:
+        if self.raw is None or self.pages <= 0 or self.raw.in_transaction:
+            return
+        with suppress(Exception):  # one that cannot run now is done by the next commit, any connection's
+            self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def restore(self) -> None:
+        if self.raw is not None:
+            with suppress(Exception):  # a connection closed meanwhile: its successor gets the pragmas anew
+                self.raw.execute(f"PRAGMA wal_autocheckpoint = {self.pages}")
 
 
 def _monitor(connection: BaseDatabaseWrapper, meter: LockMeter, stop: threading.Event) -> threading.Thread | None:

@@ -1,10 +1,11 @@
 """`migrate --rehearse`: apply the plan to a scratch copy of the pre-migrate snapshot and measure each migration.
 
 `rehearse(connection, snapshot, plan_keys)` restores the snapshot into a scratch database (SQLite: a 0600 copy
-beside the snapshot; PostgreSQL: a new database filled by pg_restore) and applies the plan there the way the
-live migrate applies it: the same `Applier` (songsgen/db/apply.py) runs consecutive atomic migrations in one
-transaction (on SQLite with the foreign-key check deferred to the commit, on the tables the plan changes plus
-the small ones), verification runs inside the last transaction and SQLite's page check after its commit.
+beside the snapshot; PostgreSQL: a new database filled by pg_restore, then vacuumed and analyzed) and applies
+the plan there the way the live migrate applies it: the same `Applier` (songsgen/db/apply.py) runs consecutive
+atomic migrations in one transaction (on SQLite with the foreign-key check deferred to the commit, on the tables
+the plan changes plus the small ones), verification runs inside the last transaction and SQLite's page check
+after its commit; on PostgreSQL the session yields to autovacuum after 100 ms, as the live one does.
 The scratch copy is always removed, on error and Ctrl-C too. The live database is only read for its
 settings: it is never connected to.
 
@@ -37,7 +38,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
-from songsgen.db import backup, pgdump, schema
+from songsgen.db import backup, pgdump, pglocks, schema
 from songsgen.db.apply import Applier
 from songsgen.db.exceptions import RehearsalError
 from songsgen.db.problems import Problem
@@ -131,11 +132,23 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
                 pgdump.restore({**settings_dict, "NAME": name}, snapshot)
             except pgdump.PgDumpError as exc:
                 raise RehearsalError(f"restoring the snapshot into the scratch database failed: {exc}") from exc
+            _settle({**settings_dict, "NAME": name})
             yield name
         finally:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         admin.close()
+
+
+def _settle(settings_dict: dict[str, Any]) -> None:
+    """VACUUM (ANALYZE) the freshly restored copy, so it looks like a live database autovacuum keeps up with.
+
+    Otherwise autovacuum starts on every table just loaded and a migration's DDL queues behind it, and the
+    first scans set every row's hint bits: both would be counted as lock time the live run does not have."""
+    import psycopg
+
+    with psycopg.connect(**pgdump.connect_params(settings_dict), autocommit=True) as scratch:
+        scratch.execute("VACUUM (ANALYZE)")
 
 
 @contextmanager
@@ -176,6 +189,8 @@ def rehearse(
     verification: list[Problem] = []
     with scratch_db as name, _alias(connection.settings_dict, name) as scratch:
         log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}) ...")
+        if scratch.vendor == "postgresql":
+            pglocks.hurry_autovacuum(scratch)  # as the live session (pglocks.limit_waits) does
         applier = Applier(scratch)
 
         def progress(action: str, migration: Migration | None = None, fake: bool | None = False, /) -> None:

@@ -261,3 +261,32 @@ def test_role_without_createdb_is_told_so(snapshot):
         with connection.cursor() as cursor:
             cursor.execute("DROP ROLE rehearse_nocreatedb")
     assert leftovers(snapshot) == []
+
+
+@pg_only
+def test_the_scratch_copy_is_vacuumed_and_analyzed_before_the_plan(snapshot):
+    """A freshly restored copy would have autovacuum start on every table, and a migration's DDL queue behind it:
+    lock time the live database, where autovacuum keeps up, does not have."""
+    import psycopg
+
+    from songsgen.db import pgdump
+    from songsgen.db.rehearse import _scratch_postgres
+
+    with _scratch_postgres(connection.settings_dict, snapshot) as name:
+        params = pgdump.connect_params(connection.settings_dict, name)
+        with psycopg.connect(**params) as scratch:
+            found = scratch.execute(
+                "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL, n_mod_since_analyze, n_ins_since_vacuum "
+                "FROM pg_stat_user_tables WHERE relname = 'songs_song'").fetchone()
+            assert scratch.execute("SELECT count(*) FROM songs_song").fetchone()[0] == SONGS
+    assert found == (True, True, 0, 0)
+    assert leftovers(snapshot) == []
+
+
+@pg_only
+def test_the_rehearsal_session_has_autovacuum_yield_as_the_live_one_does(child, snapshot):
+    result = run(child, {"REHEARSE_TRACE": "1"})
+    assert result["ok"], result
+    sql = [s["sql"] for s in result["statements"]]
+    first_ddl = next(i for i, text in enumerate(sql) if text.startswith("CREATE TABLE"))
+    assert any(text.startswith("SET deadlock_timeout") for text in sql[:first_ddl]), sql[:first_ddl]
