@@ -16,8 +16,6 @@ Every finding carries the fix. Unsafe findings stop `migrate` unless `--allow-un
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from dataclasses import replace
 
@@ -192,17 +190,19 @@ class _Checker:
         return found
 
 
-def linter_findings(migration: Migration, database: str) -> list[Problem]:
-    """django-migration-linter's findings for one migration, in our shape (the first judge beside ours)."""
+def linter_findings(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> list[Problem]:
+    """django-migration-linter's findings for one migration, in our shape (the first judge beside ours).
+
+    It reads the SQL `sqlmigrate` prints, collected here from `state` (the state before the migration) without
+    the write lock Django's `sqlmigrate` takes on SQLite (squawk.collecting_only)."""
     from django_migration_linter import MigrationLinter
     from django_migration_linter.sql_analyser import analyse_sql_statements
 
-    linter = MigrationLinter(path=str(settings.BASE_DIR), database=database, no_cache=True, no_output=True)
+    linter = MigrationLinter(path=str(settings.BASE_DIR), database=connection.alias, no_cache=True, no_output=True)
     label = f"{migration.app_label}.{migration.name}"
     if linter.should_ignore_migration(migration.app_label, migration.name, migration.operations):
         return []
-    with contextlib.redirect_stdout(io.StringIO()):  # sqlmigrate prints "No operations found."
-        sql = linter.get_sql(migration.app_label, migration.name)
+    sql = squawk.migration_sql(connection, migration, state).splitlines()
     errors, _ignored, warnings = analyse_sql_statements(linter.sql_analyser_class, sql)
     data_errors, _data_ignored, data_warnings = linter.analyse_data_migration(migration)
     findings = []
@@ -272,16 +272,16 @@ def check_plan(
         # The SQL judges see SQL alone: they cannot know that a table was created earlier in this same
         # plan (nothing running uses it yet); Django's own apps are not ours to judge.
         judged = not touched <= checker.created | new and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS
-        before = state.clone() if judged and use_squawk and not missing else None
+        before = state.clone() if judged and (use_linter or use_squawk and not missing) else None
         own: list[Problem] = []
         for op in migration.operations:
             for code, detail in checker.check(migration.app_label, op):
                 own.append(finding(code, label, detail, "songsgen"))
             op.state_forwards(migration.app_label, state)
-        if use_linter and judged:
+        if use_linter and before is not None:
             seen = {f.code for f in own}
-            own.extend(f for f in linter_findings(migration, connection.alias) if f.code not in seen)
-        if before is not None:
+            own.extend(f for f in linter_findings(connection, migration, before) if f.code not in seen)
+        if before is not None and use_squawk and not missing:
             own = _squawk_findings(checker, migration, before, own)
         elif judged and missing and not told:
             told = True  # once for the plan, at the first migration squawk should have judged

@@ -91,7 +91,7 @@ def test_project_migrations_pass():
         migration = executor.loader.get_migration(*key)
         state = executor.loader.project_state(key, at_end=False)
         own = check_plan(connection, [(migration, False)], state, use_linter=False, use_squawk=False)
-        linted = [] if migration.initial else linter_findings(migration, connection.alias)
+        linted = [] if migration.initial else linter_findings(connection, migration, state)
         blocking += [f for f in own + linted if f.blocking]
     assert blocking == []
 
@@ -109,3 +109,53 @@ def test_a_finding_prints_and_serialises_in_migrates_shape():
         "source": "songsgen", "blocking": True, "agreed": ["squawk:ban-drop-column"], "fix": FIXES["DROP_COLUMN"]}
     note = finding("CREATE_INDEX", "songs.0009_x", "CREATE INDEX locks table", "django-migration-linter", False)
     assert finding_line(note).startswith("note CREATE_INDEX in songs.0009_x: ") and note.fix == LINTER_FIX
+
+
+sqlite_only = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write lock and foreign_key_check")
+
+
+def _songs_0002():
+    executor = MigrationExecutor(connection)
+    key = ("songs", "0002_add_song_analytics_data")
+    return executor.loader.get_migration(*key), executor.loader.project_state(key, at_end=False)
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_judging_a_migration_leaves_writers_alone():
+    """Reading a migration's SQL takes no write lock: another process holding it does not stop the check (and
+    the check would not stop that process's writes). Django's sqlmigrate begins IMMEDIATE on SQLite."""
+    import sqlite3
+
+    migration, state = _songs_0002()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 300")  # a wait for the lock fails fast instead of after 10 s
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # a writer in the middle of its transaction
+        found = check_plan(connection, [(migration, False)], state, use_squawk=False)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        connection.close()
+    assert not [f for f in found if f.blocking]
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_judging_a_migration_does_not_run_a_whole_database_foreign_key_check():
+    """Django's SQLite schema editor checks every foreign key on leaving, even when it only collects SQL: seconds
+    at 1M rows, and an IntegrityError over rows the migration never touches."""
+    import sqlite3
+
+    make_song(title="orphan")
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        other.execute("UPDATE songs_song SET user_id = 987654")  # foreign_keys is off on this plain connection
+    finally:
+        other.close()
+    migration, state = _songs_0002()
+    assert linter_findings(connection, migration, state) == []
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA foreign_key_check(songs_song)")
+        assert cursor.fetchall()  # the orphan is there: the check above simply did not look
