@@ -190,6 +190,12 @@ class Applier:
                 self.meter = None
                 self._measured = meter
 
+    @property
+    def longest_hold(self) -> float:
+        """The longest writers waited on this run: a grouped transaction, or one migration's measured lock (a
+        non-atomic index build holds SQLite's write lock for its one statement, outside any group)."""
+        return round(max([self.longest_lock, *(e.get("lock_seconds", 0.0) for e in self.applied)]), 6)
+
     def measure(self) -> None:
         """Write each applied migration's `lock_seconds` and `locks` into its entry, once its transaction ended
         (a hold still open counts up to now)."""

@@ -277,7 +277,7 @@ def run(
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
-    report.longest_lock_seconds = round(applier.longest_lock, 3)
+    report.longest_lock_seconds = applier.longest_hold
     pglocks.unlimit_waits(connection)
     marker.clear(connection)
     if snap is not None:
@@ -397,7 +397,7 @@ def _fail(
 ) -> NoReturn:
     """Undo what this run committed by reverse operations; raise MigrateFailed saying where the database is."""
     report.applied, report.failed_migration = applier.applied, failed_in
-    report.longest_lock_seconds = round(applier.longest_lock, 3)
+    report.longest_lock_seconds = applier.longest_hold
     what = (str(exc) or "Ctrl-C") if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
     report.error = f"{stage} failed: {what}"
     where = f" while applying {failed_in}" if failed_in else ""
