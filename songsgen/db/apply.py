@@ -33,6 +33,7 @@ from songsgen.db.exceptions import UndoFailed
 from songsgen.db.lockmeter import LockMeter, metered
 
 Key = tuple[str, str]
+WRITERS_TURN = 0.15  # seconds: longer than the 100 ms a waiting SQLite writer sleeps between its tries
 
 
 def label(key: Key) -> str:
@@ -73,11 +74,13 @@ class Applier:
         fresh = True
         if migration.atomic and self.group and self.connection.features.can_rollback_ddl:
             if self._atomic is None:
+                self._writers_turn()
                 self._open()
             else:
                 fresh = False
         else:
             self.commit()
+            self._writers_turn()
         self.current, self.started = f"{migration.app_label}.{migration.name}", time.monotonic()
         if self.meter is not None:
             self.meter.begin_step(fresh)
@@ -100,6 +103,14 @@ class Applier:
         else:
             self._in_group.append(self.current)
         self.current = None
+
+    def _writers_turn(self) -> None:
+        """SQLite, between two of our transactions: let the writers that queued behind the last one in.
+
+        A writer waiting on the lock retries every 100 ms once it has waited 0.3 s (SQLite's busy handler);
+        taking the lock again at once, the next migration would make it wait through both."""
+        if self.connection.vendor == "sqlite" and self.applied:
+            time.sleep(WRITERS_TURN)
 
     def _open(self) -> None:
         if self.connection.vendor == "sqlite":
