@@ -5,7 +5,7 @@ beside the snapshot; PostgreSQL: a new database filled by pg_restore, then vacuu
 the plan there the way the live migrate applies it: the same `Applier` (songsgen/db/apply.py) runs consecutive
 atomic migrations in one transaction (on SQLite with the foreign-key check deferred to the commit, on the tables
 the plan changes plus the small ones), verification runs inside the last transaction and SQLite's page check
-after its commit; on PostgreSQL the session yields to autovacuum after 100 ms, as the live one does.
+after its commit; on PostgreSQL the session yields to autovacuum after 20 ms, as the live one does.
 The scratch copy is always removed, on error and Ctrl-C too. The live database is only read for its
 settings: it is never connected to.
 

@@ -154,7 +154,7 @@ def _live_files_digest() -> str:
 @pytest.mark.django_db(transaction=True)
 def test_postgres_autovacuum_in_the_way_yields_within_the_lock_timeout(migrate):
     """PostgreSQL cancels an autovacuum that blocks a DDL only after the waiting session's deadlock_timeout (1 s
-    by default), and every writer queues behind the DDL meanwhile; ours cancels it after 100 ms."""
+    by default), and every writer queues behind the DDL meanwhile; ours cancels it after 20 ms."""
     import psycopg
 
     from tests.conftest import database_url_for

@@ -125,7 +125,7 @@ def test_autovacuum_hurry_is_set_by_a_superuser_and_skipped_without_error_for_a_
     url = database_url_for(connection.settings_dict)
     with psycopg.connect(url, autocommit=True) as admin:
         assert pglocks.hurry_autovacuum(admin) is True
-        assert admin.execute("SHOW deadlock_timeout").fetchone()[0] == "100ms"
+        assert admin.execute("SHOW deadlock_timeout").fetchone()[0] == "20ms"
         admin.execute("CREATE ROLE songsgen_plain LOGIN PASSWORD 'pw' NOSUPERUSER")
         try:
             plain = url.replace(url.split("//", 1)[1].split("@", 1)[0], "songsgen_plain:pw", 1)
