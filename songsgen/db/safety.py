@@ -190,11 +190,11 @@ class _Checker:
         return found
 
 
-def linter_findings(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> list[Problem]:
+def linter_findings(connection: BaseDatabaseWrapper, migration: Migration, sql: str) -> list[Problem]:
     """django-migration-linter's findings for one migration, in our shape (the first judge beside ours).
 
-    It reads the SQL `sqlmigrate` prints, collected here from `state` (the state before the migration) without
-    the write lock Django's `sqlmigrate` takes on SQLite (squawk.collecting_only)."""
+    It reads `sql`, what `sqlmigrate` prints, as `squawk.migration_sql` collects it: without the write lock
+    Django's `sqlmigrate` takes on SQLite (squawk.collecting_only)."""
     from django_migration_linter import MigrationLinter
     from django_migration_linter.sql_analyser import analyse_sql_statements
 
@@ -202,8 +202,7 @@ def linter_findings(connection: BaseDatabaseWrapper, migration: Migration, state
     label = f"{migration.app_label}.{migration.name}"
     if linter.should_ignore_migration(migration.app_label, migration.name, migration.operations):
         return []
-    sql = squawk.migration_sql(connection, migration, state).splitlines()
-    errors, _ignored, warnings = analyse_sql_statements(linter.sql_analyser_class, sql)
+    errors, _ignored, warnings = analyse_sql_statements(linter.sql_analyser_class, sql.splitlines())
     data_errors, _data_ignored, data_warnings = linter.analyse_data_migration(migration)
     findings = []
     for issue, blocking in [(i, True) for i in errors + data_errors] + [(i, False) for i in warnings + data_warnings]:
@@ -233,13 +232,11 @@ def merge_squawk(found: list[Problem], violations: list[squawk.Violation], label
     return merged
 
 
-def _squawk_findings(
-    checker: _Checker, migration: Migration, state: ProjectState, found: list[Problem]
-) -> list[Problem]:
+def _squawk_findings(checker: _Checker, migration: Migration, sql: str, found: list[Problem]) -> list[Problem]:
     label = f"{migration.app_label}.{migration.name}"
     try:
-        violations = squawk.judge(checker.connection, migration, state,
-                                  lambda table: table_rows_at_least(checker.connection, table, checker.limit))
+        violations = squawk.judge_sql(checker.connection, sql,
+                                      lambda table: table_rows_at_least(checker.connection, table, checker.limit))
     except squawk.SquawkError as exc:
         detail = f"{exc}: squawk did not judge the PostgreSQL SQL of this migration"
         return [*found, finding("SQUAWK_FAILED", label, detail, "squawk", fix=squawk.FIXES["SQUAWK_FAILED"])]
@@ -278,11 +275,13 @@ def check_plan(
             for code, detail in checker.check(migration.app_label, op):
                 own.append(finding(code, label, detail, "songsgen"))
             op.state_forwards(migration.app_label, state)
+        # Both SQL judges read the same SQL, collected once.
+        sql = squawk.migration_sql(connection, migration, before) if before is not None else ""
         if use_linter and before is not None:
             seen = {f.code for f in own}
-            own.extend(f for f in linter_findings(connection, migration, before) if f.code not in seen)
+            own.extend(f for f in linter_findings(connection, migration, sql) if f.code not in seen)
         if before is not None and use_squawk and not missing:
-            own = _squawk_findings(checker, migration, before, own)
+            own = _squawk_findings(checker, migration, sql, own)
         elif judged and missing and not told:
             told = True  # once for the plan, at the first migration squawk should have judged
             own.append(finding("SQUAWK_MISSING", label, "squawk is not installed, so no migration's PostgreSQL SQL "

@@ -181,7 +181,11 @@ def judge(
     connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState, big: Callable[[str], bool]
 ) -> list[Violation]:
     """squawk's violations for one migration; `big(table)` says whether a table counts as big."""
-    sql = migration_sql(connection, migration, state)
+    return judge_sql(connection, migration_sql(connection, migration, state), big)
+
+
+def judge_sql(connection: BaseDatabaseWrapper, sql: str, big: Callable[[str], bool]) -> list[Violation]:
+    """squawk's violations for a migration's SQL (`migration_sql`), collected once for both SQL judges."""
     lines = sql.splitlines()
     found = []
     for item in run(sql, pg_version=_pg_version(connection), config=config_path()):
