@@ -17,7 +17,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
-from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
@@ -135,7 +134,8 @@ def interrupted_migrate(connection: BaseDatabaseWrapper) -> list[Problem]:
     data = marker.left_by_dead_run(connection, purpose="dbcheck")
     if data is None:
         return []
-    committed, message = marker.verdict(data, set(MigrationRecorder(connection).applied_migrations()))
+    # The applied set as migrate reads it (the loader's: squashed migrations counted as migrate counts them).
+    committed, message = marker.verdict(data, set(MigrationExecutor(connection).loader.applied_migrations))
     if committed:
         return [Problem("migrate", marker.path(connection).name, message,
                         fix="manage.py migrate --resume-restore, then manage.py migrate")]
