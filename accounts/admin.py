@@ -1,8 +1,33 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
+from django.db.models import ManyToManyField
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User, UserEvent
+
+
+class KeyedMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """A choice that is no valid key (past the integer range, not a number) is an invalid choice, not a query the
+    driver cannot send (SQLite's OverflowError)."""
+
+    def clean(self, value: Any) -> Any:
+        assert self.queryset is not None  # the admin gives the relation's queryset
+        meta = self.queryset.model._meta
+        key = meta.pk if self.to_field_name in (None, "pk") else meta.get_field(self.to_field_name)
+        for choice in value if isinstance(value, list | tuple) else ():
+            try:
+                key.clean(choice, None)
+            except ValidationError:
+                raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
+                                      params={"value": choice}) from None
+        return super().clean(value)
 
 
 @admin.register(User)
@@ -28,6 +53,11 @@ class UserAdmin(DjangoUserAdmin):
     # Newest first, served by the primary key whatever the filter.
     ordering = ("-id",)
     show_full_result_count = False
+
+    def formfield_for_manytomany(
+        self, db_field: ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelMultipleChoiceField | None:
+        return super().formfield_for_manytomany(db_field, request, form_class=KeyedMultipleChoiceField, **kwargs)
 
 
 @admin.register(UserEvent)

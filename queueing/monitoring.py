@@ -20,7 +20,7 @@ from health_check.exceptions import ServiceUnavailable
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from queueing.models import GenerationQueue, GenerationQueueQuerySet
-from songsgen.monitoring.checks import SHOWN, SongsgenCheck
+from songsgen.monitoring.checks import SHOWN, SongsgenCheck, duration
 from songsgen.monitoring.metrics import ProbeResults, gauge
 
 COUNT_CAP = 10_000
@@ -174,8 +174,8 @@ class QueueWaitCheck(SongsgenCheck):
         limit = float(settings.HEALTH_QUEUE_MAX_WAIT_SECONDS)
         age = 0.0 if oldest is None else (timezone.now() - oldest).total_seconds()
         if age > limit:
-            raise ServiceUnavailable(f"the oldest queued job has waited {age / 60:.1f} min (limit {limit / 60:g} "
-                                     "min). Are the workers running and keeping up? (docs/queue.md)")
+            raise ServiceUnavailable(f"the oldest queued job has waited {duration(age, beside=limit)} (limit "
+                                     f"{duration(limit)}). Are the workers running and keeping up? (docs/queue.md)")
 
 
 class StuckJobsCheck(SongsgenCheck):
@@ -191,7 +191,8 @@ class StuckJobsCheck(SongsgenCheck):
             plus = "+" if count >= COUNT_CAP else ""  # the count stopped at the cap
             more = f" and {count - SHOWN}{plus} more" if count > SHOWN else ""
             raise ServiceUnavailable(
-                f"{count}{plus} running job(s) past their lease by more than {settings.HEALTH_LEASE_GRACE_SECONDS:g} s "
+                f"{count}{plus} running job(s) past their lease by more than "
+                f"{duration(float(settings.HEALTH_LEASE_GRACE_SECONDS))} "
                 f"(job {', '.join(str(pk) for pk in ids[:SHOWN])}{more}): no worker reclaims them. Start "
                 "`manage.py runworker` (docs/queue.md)."
             )

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import SuspiciousFileOperation
+from django.core.exceptions import SuspiciousFileOperation, ValidationError
 from django.core.files.storage import default_storage
-from django.db.models import QuerySet
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -17,7 +18,7 @@ from django.utils.safestring import SafeString
 from queueing.admin import JobColumns
 from queueing.models import GenerationQueue
 from songs.models import Song, SongQuerySet
-from songs.services import song_request
+from songs.services import SongRequest, song_request, validated
 from songsgen.admin_display import EMPTY, badge, clipped, exact_time, relative_time
 from songsgen.db.pagination import LargeTableAdminMixin
 
@@ -67,9 +68,35 @@ class SongForm(forms.ModelForm):
 
 
 class SongRequestForm(SongForm):
-    """"Add song": what songs.services.song_request takes, the job's priority included."""
+    """"Add song": what songs.services.song_request takes (the job's priority too), refused as it would."""
 
     priority = forms.IntegerField(initial=0, help_text="Higher runs first.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The job's column bounds the field (its model validators: the database's integer range).
+        self.fields["priority"] = integer_form_field(GenerationQueue._meta.get_field("priority"), initial=0)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if all(name in cleaned for name in ("user", "title", "genre", "priority")):
+            request = SongRequest(cleaned["user"], cleaned["title"], cleaned["genre"], cleaned.get("style_prompt", ""),
+                                  cleaned.get("lyrics", ""), cleaned["priority"])
+            try:
+                validated(request)
+            except ValidationError as exc:
+                for name, errors in exc.error_dict.items():
+                    self.add_error(name if name in self.fields else None, errors)
+        return cleaned
+
+
+def integer_form_field(model_field: Field[Any, Any], **kwargs: Any) -> forms.Field:
+    """The model field's form field with the bounds of its validators as min and max (the input says them too)."""
+    low = [v.limit_value for v in model_field.validators if isinstance(v, MinValueValidator)]
+    high = [v.limit_value for v in model_field.validators if isinstance(v, MaxValueValidator)]
+    field = model_field.formfield(min_value=max(low, default=None), max_value=min(high, default=None), **kwargs)
+    assert field is not None  # an editable integer field has one
+    return field
 
 
 class QueueEntryInline(JobColumns, admin.TabularInline):

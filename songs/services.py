@@ -39,6 +39,25 @@ def song_request(
     return song
 
 
+def validated(request: SongRequest) -> tuple[Song, GenerationQueue]:
+    """The unsaved song and job of a request, or the ValidationError (by field) that refuses it; forms call it too."""
+    song = Song(user=request.user, title=request.title, genre=request.genre,
+                style_prompt=request.style_prompt, lyrics=request.lyrics)
+    job = GenerationQueue(priority=request.priority)
+    # Field validation only. The constraints concern fields no caller sets here (status, counters,
+    # dates, paths; one active job per new song) and Django checks each with a query of its own;
+    # `user` would re-read a User we were handed. The database enforces them all.
+    errors: dict[str, list[ValidationError]] = {}
+    for instance, exclude in ((song, ["user"]), (job, ["song"])):
+        try:
+            instance.full_clean(exclude=exclude, validate_constraints=False)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+    if errors:
+        raise ValidationError(errors)
+    return song, job
+
+
 def song_requests(requests: Iterable[SongRequest]) -> list[Song]:
     """Create a pending Song and a queued job for each request, all in one transaction.
 
@@ -51,15 +70,8 @@ def song_requests(requests: Iterable[SongRequest]) -> list[Song]:
     requests = list(requests)
     songs, jobs = [], []
     for index, request in enumerate(requests):
-        song = Song(user=request.user, title=request.title, genre=request.genre,
-                    style_prompt=request.style_prompt, lyrics=request.lyrics)
-        job = GenerationQueue(priority=request.priority)
         try:
-            # Field validation only. The constraints concern fields no caller sets here (status,
-            # counters, dates, paths; one active job per new song) and Django checks each with a query
-            # of its own; `user` would re-read a User we were handed. The database enforces them all.
-            song.full_clean(exclude=["user"], validate_constraints=False)
-            job.full_clean(exclude=["song"], validate_constraints=False)
+            song, job = validated(request)
         except ValidationError as exc:
             if len(requests) > 1:
                 exc.add_note(f"In song request {index + 1} of {len(requests)} ({request.title!r}); none was created.")

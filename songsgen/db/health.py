@@ -20,7 +20,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from songsgen.db import replica, schema
+from songsgen.db import marker, replica, schema
 from songsgen.db.backup import safetycopies
 from songsgen.db.problems import Problem
 from songsgen.db.safety import table_rows_at_least
@@ -129,9 +129,25 @@ def plan_problems(connection: BaseDatabaseWrapper, report: HealthReport) -> None
                 ))
 
 
+def interrupted_migrate(connection: BaseDatabaseWrapper) -> list[Problem]:
+    """A migrate that died half-way (its marker left, nobody holding the lock), with what the next migrate says."""
+    data = marker.left_by_dead_run(connection, purpose="dbcheck")
+    if data is None:
+        return []
+    # The applied set as migrate reads it (the loader's: squashed migrations counted as migrate counts them).
+    committed, message = marker.verdict(data, set(MigrationExecutor(connection).loader.applied_migrations))
+    if committed:
+        return [Problem("migrate", marker.path(connection).name, message,
+                        fix="manage.py migrate --resume-restore, then manage.py migrate")]
+    return [Problem("migrate", marker.path(connection).name,
+                    f"{message}; run `manage.py migrate`: it clears the marker and carries on",
+                    fix="manage.py migrate")]
+
+
 def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> HealthReport:
-    """Run the chosen checks."""
+    """Run the chosen checks; a migrate that died half-way is reported whichever are chosen."""
     report = HealthReport(database=connection.alias, vendor=connection.vendor)
+    report.problems += interrupted_migrate(connection)
     if "integrity" in checks:
         report.problems += schema.integrity_problems(connection)
         if any(p.code == "integrity" for p in report.problems):

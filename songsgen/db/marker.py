@@ -24,7 +24,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from songsgen.db import schema, snapshot
 from songsgen.db.apply import Key, UndoFailed, label, undo_run
 from songsgen.db.backup import replaced_when_complete
-from songsgen.db.exceptions import MigrateFailed, MigrateRefused
+from songsgen.db.dblock import database_lock
+from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
 
 
 def path(connection: BaseDatabaseWrapper) -> Path:
@@ -67,23 +68,42 @@ def _before(data: dict[str, Any]) -> set[Key] | None:
     return {tuple(item.split(".", 1)) for item in data["applied_before"]}
 
 
+def verdict(data: dict[str, Any], applied: set[Key]) -> tuple[bool, str]:
+    """(whether a dead run committed migrations, what the next migrate says about it); dbcheck says the same."""
+    who = f"A previous migrate (pid {data.get('pid', '?')}, started {data.get('started')})"
+    before = _before(data)
+    if before is not None and before == applied:
+        return False, f"{who} was interrupted before it committed a migration; nothing to undo"
+    changed = sorted(label(k) for k in (applied ^ before)) if before is not None else []
+    return True, (
+        f"{who} was interrupted after committing {', '.join(changed) or 'some migrations'}. Run "
+        "`manage.py migrate --resume-restore` to unapply them by their reverse operations (rows written "
+        "since are kept), then migrate again."
+    )
+
+
 def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str], None]) -> None:
     """With the lock held: a marker means a dead run. Carry on if it committed nothing, else refuse."""
     data = read(connection)
     if data is None:
         return
-    who = f"A previous migrate (pid {data.get('pid', '?')}, started {data.get('started')})"
-    before = _before(data)
-    if before is not None and before == applied:
-        log(f"{who} was interrupted before it committed a migration; nothing to undo, carrying on.")
-        clear(connection)
-        return
-    changed = sorted(label(k) for k in (applied ^ before)) if before is not None else []
-    raise MigrateRefused(
-        f"{who} was interrupted after committing {', '.join(changed) or 'some migrations'}. Run "
-        "`manage.py migrate --resume-restore` to unapply them by their reverse operations (rows written "
-        "since are kept), then migrate again."
-    )
+    committed, message = verdict(data, applied)
+    if committed:
+        raise MigrateRefused(message)
+    log(f"{message}, carrying on.")
+    clear(connection)
+
+
+def left_by_dead_run(connection: BaseDatabaseWrapper, purpose: str) -> dict[str, Any] | None:
+    """The marker of a migrate that died, or None: a marker under a held lock is a migrate running now."""
+    if read(connection) is None:
+        return None
+    try:
+        # Held for a moment only; a migrate starting in that moment is told who holds it, like any other.
+        with database_lock(connection.settings_dict, purpose=purpose, wait=0):
+            return read(connection)  # the migrate may have finished meanwhile
+    except DatabaseBusy:
+        return None
 
 
 def snapshot_advice(snap: Path | str | None, why: str) -> str:

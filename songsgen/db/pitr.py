@@ -68,11 +68,17 @@ class RestorePoints:
     latest: datetime | None
     levels: list[Level]
 
+    @property
+    def first_moment(self) -> datetime | None:
+        """The first whole second surely restorable: Litestream lists the first point cut to its second, so a
+        moment in that second may be before it; the next second is not (the listing prints this one)."""
+        return None if self.earliest is None else self.earliest.replace(microsecond=0) + timedelta(seconds=1)
+
     def describe(self) -> list[str]:
         """The listing `dbrestore --list-restore-points` prints."""
-        if self.latest is None or self.earliest is None:
+        if self.latest is None or self.first_moment is None:
             return [f"No restore points in {self.url} yet: is `manage.py replicate` running?"]
-        lines = [f"Restore points in {self.url}: any moment since {_stamp(self.earliest)}; the newest commit was "
+        lines = [f"Restore points in {self.url}: any moment since {_stamp(self.first_moment)}; the newest commit was "
                  f"shipped at {_stamp(self.latest)}.",
                  f"  {'level':<6} {'from':<21} {'to':<21} {'files':>7}  step"]
         for lv in self.levels:
@@ -104,10 +110,15 @@ def _check_moment(points: RestorePoints, when: datetime) -> bool:
     if points.earliest is None or points.latest is None:
         raise ReplicaError(f"the replica {points.url} holds nothing to restore yet; is `manage.py replicate` running?")
     if when < points.earliest:
-        raise ReplicaError(f"--to-time {_stamp(when)} is before the first restore point, {_stamp(points.earliest)} "
-                           "(`manage.py dbrestore --list-restore-points` lists them)")
+        raise _before_first(when, points)
     # Listed times are cut to the second: only a moment a whole second past the newest is surely past it.
     return when >= points.latest + timedelta(seconds=1)
+
+
+def _before_first(when: datetime, points: RestorePoints) -> ReplicaError:
+    first = f" ({_stamp(points.first_moment)} and later are)" if points.first_moment else ""
+    return ReplicaError(f"--to-time {_stamp(when)} is before the first restore point{first}; "
+                        "`manage.py dbrestore --list-restore-points` lists them")
 
 
 def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, datetime | None]:
@@ -137,8 +148,7 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
             if asked is None or points.latest is None or "timestamp does not exist" not in str(exc):
                 raise
             if asked < points.latest:
-                raise ReplicaError(f"--to-time {_stamp(asked)} is before the first restore point "
-                                   "(`manage.py dbrestore --list-restore-points` lists them)") from None
+                raise _before_first(asked, points) from None
             litestream.restore(rep.url, target)
     except BaseException:
         backup.remove_file(target)

@@ -8,6 +8,7 @@ database connection, closed when the check ends. Database and file-system errors
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
 from typing import ClassVar
 
@@ -31,6 +32,31 @@ def names(items: list[str]) -> str:
     """`a, b, c and N more`: a message stays one readable line."""
     more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
     return ", ".join(items[:SHOWN]) + more
+
+
+# A duration is shown in the largest unit it has two of (90 s, 5 min, 30 h, 3 d): never "0.0 h" for 40 s.
+UNITS = (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
+
+
+def _amount(value: float, extra: int = 0) -> str:
+    """Three significant digits (more by `extra`), no trailing zeros: 36, 2.5, 0.004, 259,200."""
+    if value == 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(abs(value)))) + extra
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if decimals else text
+
+
+def duration(seconds: float, *, beside: float | None = None) -> str:
+    """`seconds` in the unit that fits its size; beside a limit shown in the same unit, enough digits to differ."""
+    name, scale = next(((n, s) for n, s in UNITS if abs(seconds) >= 2 * s), UNITS[-1])
+    text = _amount(seconds / scale)
+    if beside is not None and beside != seconds and duration(beside).endswith(f" {name}"):
+        for extra in range(1, 4):  # 26.04 h over a limit of 26 h is not "26 h (limit 26 h)"
+            if text != _amount(beside / scale):
+                break
+            text = _amount(seconds / scale, extra)
+    return f"{text} {name}"
 
 
 @dataclasses.dataclass(repr=False)
@@ -85,7 +111,7 @@ class DatabaseCheck(SongsgenCheck):
                 transaction.set_rollback(True, using=connection.alias)
         except DatabaseError as exc:
             if "locked" in str(exc) or "lock timeout" in str(exc):
-                raise ServiceUnavailable(f"no write within {WRITE_WAIT_SECONDS} s: another transaction holds "
+                raise ServiceUnavailable(f"no write within {duration(WRITE_WAIT_SECONDS)}: another transaction holds "
                                          "the write lock (a migrate or a restore?)") from exc
             raise
         finally:
@@ -135,10 +161,10 @@ class BackupCheck(SongsgenCheck):
         if found.newest is None:
             raise ServiceUnavailable("no backup of this database yet. Schedule `manage.py dbbackup --clean` "
                                      "(docs/backups.md).")
-        hours = (found.age_seconds or 0) / 3600
-        if hours > limit:
-            raise ServiceUnavailable(f"the newest backup, {found.newest.name}, is {hours:.1f} h old (limit "
-                                     f"{limit:g} h). Check the dbbackup cron job (docs/backups.md).")
+        age, most = found.age_seconds or 0.0, limit * 3600
+        if age > most:
+            raise ServiceUnavailable(f"the newest backup, {found.newest.name}, is {duration(age, beside=most)} old "
+                                     f"(limit {duration(most)}). Check the dbbackup cron job (docs/backups.md).")
 
 
 class ReplicationCheck(SongsgenCheck):
@@ -157,7 +183,8 @@ class ReplicationCheck(SongsgenCheck):
             raise ServiceUnavailable(status.problem or "the replica's position is unknown")
         limit = float(settings.HEALTH_REPLICATION_MAX_LAG_SECONDS)
         if status.lag_seconds > limit:
-            raise ServiceUnavailable(f"the replica is {status.lag_seconds:.0f} s behind (limit {limit:g} s).")
+            raise ServiceUnavailable(f"the replica is {duration(status.lag_seconds, beside=limit)} behind "
+                                     f"(limit {duration(limit)}).")
 
 
 class DiskCheck(SongsgenCheck):

@@ -396,6 +396,29 @@ def test_restore_points_are_listed_and_a_bad_time_is_refused_with_one_line(live,
 
 
 @sqlite_only
+def test_the_first_moment_the_listing_prints_is_restorable(live, env, processes):
+    processes += [rep := Replicate(env, live), writer := Writer(env, live.parent)]
+    writer.wait_for(30)
+    time.sleep(2.5)  # restore points over more than two whole seconds: the first is not also the newest
+    writer.wait_for(len(writer.commits()) + 30)
+    told = writer.stop()
+    rep.catch_up()
+    listed = manage(env, "dbrestore", "--list-restore-points")
+    found = re.search(r"any moment since (\S+); the newest commit was shipped at (\S+)\.", listed.stdout)
+    assert found, listed.stdout + listed.stderr
+    since, newest = (datetime.fromisoformat(x) for x in found.groups())
+    assert since < newest, listed.stdout
+
+    result = manage(env, "dbrestore", "--from-replica", "--to-time", found.group(1), "--noinput")
+
+    assert result.returncode == 0, result.stderr
+    assert "Restored" in result.stdout and "integrity ok" in result.stdout
+    present = writer_ids(live)
+    assert not [c.id for c in told if c.started >= since.timestamp() and c.id in present], "a commit from after it"
+    assert [c.id for c in told if c.id not in present], "the newest state, not the one asked for"
+
+
+@sqlite_only
 def test_backupcheck_replica_restores_the_newest_state_and_checks_it(live, env, processes):
     empty = manage(dict(env, SONGSGEN_REPLICA_URL=str(live.parent / "nowhere")), "backupcheck", "--replica")
     assert empty.returncode == 1 and "holds nothing" in empty.stderr, empty.stderr

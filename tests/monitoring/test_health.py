@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from django.db import connection
 from django.utils import timezone
 
 from songsgen.db import marker
+from songsgen.monitoring.checks import duration
 from songsgen.monitoring.probes import Replication
 from tests.conftest import REPO
 from tests.db.live import hanging_migrate, killed_half_way
@@ -44,7 +46,7 @@ def test_backup_older_than_the_limit_is_500_naming_backup(client, fresh_backup, 
     old = aged(fresh_backup, hours=30)
     status, checks = health(client)
     assert status == 500 and failing(checks) == {"backup"}
-    assert old.name in checks["backup"] and "30.0 h old (limit 26 h)" in checks["backup"]
+    assert old.name in checks["backup"] and "30 h old (limit 26 h)" in checks["backup"]
     settings.HEALTH_BACKUP_MAX_AGE_HOURS = 31  # the limit is a setting
     assert health(client)[0] == 200
 
@@ -80,7 +82,47 @@ def test_job_waiting_too_long_is_500_naming_queue_wait(client, fresh_backup):
     job(queued_at=timezone.now() - timedelta(minutes=20))
     status, checks = health(client)
     assert status == 500 and failing(checks) == {"queue wait"}
-    assert "has waited 20.0 min (limit 15 min)" in checks["queue wait"]
+    assert "has waited 20 min (limit 15 min)" in checks["queue wait"]
+
+
+def test_small_and_large_limits_are_said_in_units_that_fit(client, fresh_backup, settings):
+    settings.HEALTH_BACKUP_MAX_AGE_HOURS = 0.01  # 36 s
+    aged(fresh_backup, hours=45 / 3600)
+    settings.HEALTH_QUEUE_MAX_WAIT_SECONDS = 30
+    job(queued_at=timezone.now() - timedelta(seconds=45))
+    settings.HEALTH_LEASE_GRACE_SECONDS = 7200
+    job("running", worker_id="w1", lease_expires_at=timezone.now() - timedelta(hours=3))
+    status, checks = health(client)
+    assert status == 500 and failing(checks) == {"backup", "queue wait", "queue leases"}
+    assert re.search(r"is 4[5-9](\.\d)? s old \(limit 36 s\)", checks["backup"]), checks["backup"]
+    assert re.search(r"has waited 4[5-9](\.\d)? s \(limit 30 s\)", checks["queue wait"]), checks["queue wait"]
+    assert "past their lease by more than 2 h (job" in checks["queue leases"]
+
+
+def replica_days_behind(connection) -> Replication:
+    return Replication(configured=True, lag_seconds=3 * 86400 + 60)
+
+
+def test_a_lag_of_days_is_said_in_days(client, fresh_backup, settings):
+    settings.REPLICATION_STATUS = "tests.monitoring.test_health.replica_days_behind"
+    settings.HEALTH_REPLICATION_MAX_LAG_SECONDS = 2 * 86400
+    assert health(client)[1]["replication"] == "Unavailable: the replica is 3 d behind (limit 2 d)."
+    settings.HEALTH_REPLICATION_MAX_LAG_SECONDS = 3 * 86400  # 3 d 1 min over a limit of 3 d: not "3 d (limit 3 d)"
+    assert health(client)[1]["replication"] == "Unavailable: the replica is 3.001 d behind (limit 3 d)."
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0, "0 s"), (0.004, "0.004 s"), (0.5, "0.5 s"), (36, "36 s"), (119, "119 s"), (150, "2.5 min"),
+    (900, "15 min"), (7200, "2 h"), (36 * 3600, "36 h"), (3 * 86400, "3 d"), (400 * 86400, "400 d"),
+])
+def test_a_duration_takes_the_largest_unit_it_has_two_of(seconds, shown):
+    assert duration(seconds) == shown
+
+
+def test_a_duration_beside_its_limit_never_reads_the_same():
+    assert duration(26.04 * 3600, beside=26 * 3600) == "26.04 h"
+    assert duration(40, beside=36) == "40 s"
+    assert duration(25 * 3600, beside=26 * 3600) == "25 h"
 
 
 def test_no_room_for_the_next_backup_is_500_naming_disk(client, fresh_backup, settings):
@@ -125,7 +167,7 @@ def test_replication_is_listed_as_not_configured_until_it_is(client, fresh_backu
         assert status == 200 and checks["replication"] == "OK"
     settings.REPLICATION_STATUS = "tests.monitoring.test_health.replica_behind"
     status, checks = health(client)
-    assert status == 500 and checks["replication"] == "Unavailable: the replica is 120 s behind (limit 60 s)."
+    assert status == 500 and checks["replication"] == "Unavailable: the replica is 2 min behind (limit 60 s)."
     settings.HEALTH_REPLICATION_MAX_LAG_SECONDS = 300
     assert health(client) == (200, {**dict.fromkeys(CHECKS - {"replication (not configured)"}, "OK"),
                                     "replication": "OK"})
