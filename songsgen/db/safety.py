@@ -270,8 +270,9 @@ class _Plan:
         self.squawk_missing = self.use_squawk and squawk.binary() is None
         self.touched: set[tuple[str, str] | None] = set()  # by the earlier migrations of the plan
 
-    def judge(self, migration: Migration) -> tuple[list[Problem], bool]:
-        """The findings on one migration (the state moves past it), and whether its SQL was due for judging."""
+    def judge(self, migration: Migration, before: ProjectState) -> tuple[list[Problem], bool]:
+        """The findings on one migration (the state moves past it; `before` is a copy of the state before it),
+        and whether its SQL was due for judging."""
         label = f"{migration.app_label}.{migration.name}"
         checker, earlier = self.checker, self.touched
         self.touched = earlier | {_model_key(migration.app_label, op) for op in migration.operations}
@@ -284,11 +285,10 @@ class _Plan:
         # plan (nothing running uses it yet); Django's own apps are not ours to judge.
         judged = not touched <= checker.created | new and migration.app_label not in DJANGO_APPS_WITH_MIGRATIONS
         use_squawk = self.use_squawk and not self.squawk_missing
-        before = checker.state.clone() if judged and (self.use_linter or use_squawk) else None
         checker.widened.clear()
         own = [finding(code, label, detail, "songsgen")
                for op in migration.operations for code, detail in checker.check(migration.app_label, op)]
-        if before is None:
+        if not judged or not (self.use_linter or use_squawk):
             return own, judged
         # Both SQL judges read the same SQL, collected once.
         collected = squawk.collect(self.connection, migration, before)
@@ -329,12 +329,12 @@ def check_plan(
             continue
         before = judges.checker.state.clone()
         try:
-            own, judged = judges.judge(migration)
+            own, judged = judges.judge(migration, before)
         except Exception as exc:  # a crash of the check is a finding about the migration, never a traceback
             own, judged = [_check_failed(label, f"the safety check could not judge it ({type(exc).__name__}: "
                                                 f"{exc}); review it by hand")], False
             try:
-                judges.checker.state = migration.mutate_state(before, preserve=False)
+                judges.checker.state = migration.mutate_state(before)
             except Exception as exc:
                 findings += [*own, *(_check_failed(f"{m.app_label}.{m.name}", f"not judged: the migration state "
                                                    f"cannot be built past {label} ({type(exc).__name__}: {exc})")
