@@ -135,7 +135,8 @@ class TableRows:
         if rows is None:
             return f"{table} does not exist before this plan, so nothing uses it yet"
         if rows < self.limit:
-            return f"{table} has {rows:,} rows, below {self.limit:,} (SONGSGEN_MIGRATE_BIG_TABLE_ROWS)"
+            return (f"{table} has {rows:,} row{'' if rows == 1 else 's'}, below {self.limit:,} "
+                    "(SONGSGEN_MIGRATE_BIG_TABLE_ROWS)")
         return None
 
 
@@ -158,7 +159,8 @@ _UNIQUE_ADDED = re.compile(
 _CREATED = re.compile(r'CREATE TABLE "?([^"\s(]+)"?')
 
 
-def _linter_overruled(code: str, table: str | None, column: str | None, sql: str, ours: _Ours) -> str | None:
+def _linter_overruled(code: str, table: str | None, column: str | None, sql: str,
+                      ours: squawk.OurJudgment) -> str | None:
     """Why a blocking linter issue is overruled by our judgment, or None (the linter reads SQL alone)."""
     if code == "ALTER_COLUMN" and table:
         return (ours.widening(table, column) if column else None) or ours.small(table)
@@ -171,7 +173,7 @@ def _linter_overruled(code: str, table: str | None, column: str | None, sql: str
 
 
 def linter_findings(
-    connection: BaseDatabaseWrapper, migration: Migration, sql: str, ours: _Ours | None = None
+    connection: BaseDatabaseWrapper, migration: Migration, sql: str, ours: squawk.OurJudgment | None = None
 ) -> list[Problem]:
     """django-migration-linter's findings for one migration, in our shape (the first judge beside ours).
 

@@ -305,7 +305,7 @@ def test_a_type_change_is_overruled_on_a_small_table_only(settings):
     change = [operations.AlterField("song", "play_count", models.BigIntegerField(default=0))]
     found = _judge(_plan(change))
     assert [f for f in found.values() if f.blocking] == []
-    assert "songs_song has 1 rows, below 100,000" in found["ALTER_COLUMN", "songs.0901_probe"].detail
+    assert "songs_song has 1 row, below 100,000" in found["ALTER_COLUMN", "songs.0901_probe"].detail
 
     settings.MIGRATE_BIG_TABLE_ROWS = 1
     found = _judge(_plan(change))

@@ -97,6 +97,24 @@ class _NothingBig:
 
 
 @postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_rule_on_a_small_table_is_a_note_saying_why(settings):
+    """squawk cannot see a table's size; ours overrules it below SONGSGEN_MIGRATE_BIG_TABLE_ROWS, and says so."""
+    from django.db import models
+    from django.db.migrations import Migration, operations
+
+    for i in range(3):
+        make_song(title=f"song {i}")
+    migration = Migration("0901_probe", "songs")
+    migration.operations = [operations.AddIndex("song", models.Index(fields=["title"], name="songs_title_probe"))]
+    state = MigrationExecutor(connection)._create_project_state(with_applied_migrations=True)
+    [found] = check_plan(connection, [(migration, False)], state, use_linter=False)
+    assert (found.code, found.blocking) == ("squawk:require-concurrent-index-creation", False)
+    assert found.detail.startswith("squawk require-concurrent-index-creation overruled: songs_song has 3 rows, "
+                                   "below 100,000 (SONGSGEN_MIGRATE_BIG_TABLE_ROWS)")
+
+
+@postgres_only
 @pytest.mark.django_db(transaction=True)  # the SQL is collected as sqlmigrate does, outside a transaction
 def test_project_migrations_pass_squawk_one_by_one():
     """Each project migration, as if applied to a database holding the ones before it (empty tables)."""
