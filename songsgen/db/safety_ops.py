@@ -107,7 +107,7 @@ class OperationChecker:
                 self.created.add((app_label, op.new_name_lower))
             return self._renames(before, after)
         model_name = getattr(op, "model_name", None) or getattr(op, "name", "")
-        if not model_name or not self._existing(app_label, model_name):
+        if not isinstance(model_name, str) or not model_name or not self._existing(app_label, model_name):
             return []
         try:
             old_model = self._model(before, app_label, model_name)
