@@ -4,8 +4,9 @@ squawk (PyPI `squawk-cli`, a binary that runs offline) reads the SQL `sqlmigrate
 PostgreSQL's locks statement by statement, including RunSQL text that our operation checks never see. Rules
 we disagree with are switched off, each with its reason, in `.squawk.toml` at the repository root.
 
-squawk cannot see how big a table is: a lock-taking rule on a table below `SONGSGEN_MIGRATE_BIG_TABLE_ROWS`
-becomes a note, as our own checks judge it. Where squawk says what one of our checks already said for the
+squawk cannot see how big a table is, nor that a varchar widening rewrites nothing: a lock-taking rule on a
+table below `SONGSGEN_MIGRATE_BIG_TABLE_ROWS`, or a type change our rule knows is a widening, becomes a note
+saying why ours overruled it. Where squawk says what one of our checks already said for the
 same migration, ours is kept and marked as agreed by squawk (`safety.check_plan` merges them).
 """
 
@@ -17,15 +18,17 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
+from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.migration import Migration
+from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
 
 from songsgen.db.exceptions import SquawkError
@@ -38,13 +41,15 @@ SAME_AS = {
     "require-concurrent-index-creation": {"INDEX_NOT_CONCURRENT", "CREATE_INDEX"},
     "require-concurrent-index-deletion": {"DROP_INDEX"},
     "adding-required-field": {"NOT_NULL"},
+    "adding-not-nullable-field": {"NOT_NULL"},
     "ban-drop-default": {"NOT_NULL"},
     "ban-drop-column": {"DROP_COLUMN"},
     "ban-drop-table": {"DROP_TABLE"},
     "renaming-column": {"RENAME_COLUMN"},
     "renaming-table": {"RENAME_TABLE"},
     "disallowed-unique-constraint": {"ADD_UNIQUE"},
-    "constraint-missing-not-valid": {"CONSTRAINT_NOT_VALID"},
+    "constraint-missing-not-valid": {"CONSTRAINT_NOT_VALID", "ADD_UNIQUE"},  # a UNIQUE cannot be NOT VALID
+    "adding-field-with-default": {"TABLE_REWRITE"},
     "adding-foreign-key-constraint": {"CONSTRAINT_NOT_VALID"},
     "changing-column-type": {"COLUMN_TYPE_REWRITE", "ALTER_COLUMN"},
 }
@@ -57,6 +62,7 @@ SIZE_SENSITIVE = {
     "adding-foreign-key-constraint",
     "changing-column-type",
     "adding-not-nullable-field",
+    "adding-field-with-default",
 }
 
 FIXES = {
@@ -74,6 +80,8 @@ FIXES = {
     "a rule name in .squawk.toml may be misspelled.",
 }
 
+_COLUMN_TYPE = re.compile(r'ALTER\s+TABLE\s+"?([^"\s]+)"?\s+ALTER\s+COLUMN\s+"?([^"\s]+)"?\s+(?:SET\s+DATA\s+)?TYPE\b',
+                          re.IGNORECASE)
 _TABLE = re.compile(r'\b(?:ON|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?)\s+"?([^"\s(;]+)"?', re.IGNORECASE)
 
 
@@ -130,15 +138,48 @@ def collecting_only(connection: BaseDatabaseWrapper) -> Iterator[None]:
         del sqlite.check_constraints  # the method again
 
 
-def migration_sql(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> str:
-    """The SQL `sqlmigrate` prints for `migration`, from `state` (the state before it; not mutated)."""
-    # MigrationLoader.collect_sql's steps on our own state, so the probes of the tests work as well.
+@dataclass(frozen=True)
+class CollectedSQL:
+    """A migration's SQL as `sqlmigrate` prints it, and the operations whose SQL could not be collected."""
+
+    sql: str
+    skipped: tuple[tuple[Operation, str], ...] = ()  # (operation, why) for each operation left out of `sql`
+
+
+def collect(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> CollectedSQL:
+    """`migration`'s SQL from `state` (the state before it; not mutated), one operation at a time.
+
+    `Migration.apply(collect_sql=True)`'s steps, but an operation whose SQL cannot be collected (its schema
+    editor introspects the live database for what an earlier migration of the same plan only creates, e.g. a
+    unique_together removed right after it was added) is left out and named, instead of failing the check."""
+    state = state.clone()
+    skipped: list[tuple[Operation, str]] = []
     with collecting_only(connection), connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
-        migration.apply(state.clone(), editor, collect_sql=True)
+        for op in migration.operations:
+            editor.collected_sql += ["--", f"-- {op.describe()}", "--"]
+            if not op.reduces_to_sql:
+                editor.collected_sql.append("-- THIS OPERATION CANNOT BE WRITTEN AS SQL")
+                op.state_forwards(migration.app_label, state)
+                continue
+            before, marks = state.clone(), (len(editor.collected_sql), len(editor.deferred_sql))
+            op.state_forwards(migration.app_label, state)
+            try:
+                # A savepoint, so a failed introspection query cannot abort the collecting transaction.
+                with transaction.atomic(using=connection.alias) if connection.in_atomic_block else nullcontext():
+                    op.database_forwards(migration.app_label, editor, before, state)
+            except Exception as exc:  # anything an operation raises: it is named, never a crash of the check
+                del editor.collected_sql[marks[0]:], editor.deferred_sql[marks[1]:]
+                skipped.append((op, f"{type(exc).__name__}: {exc}"))
+                editor.collected_sql.append("-- (SQL not collected)")
     statements = list(editor.collected_sql)
     if migration.atomic and connection.features.can_rollback_ddl:
         statements = ["BEGIN;", *statements, "COMMIT;"]
-    return "\n".join(statements) + "\n"
+    return CollectedSQL("\n".join(statements) + "\n", tuple(skipped))
+
+
+def migration_sql(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> str:
+    """The SQL `sqlmigrate` prints for `migration`, from `state` (the state before it; not mutated)."""
+    return collect(connection, migration, state).sql
 
 
 def _pg_version(connection: BaseDatabaseWrapper) -> str | None:
@@ -177,25 +218,43 @@ def _statement(lines: list[str], item: dict[str, Any]) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+class OurJudgment(Protocol):
+    """What our own checks know better than squawk; each says why squawk is overruled, or None."""
+
+    def small(self, table: str) -> str | None:
+        """Why `table` is not big (its rows below the threshold, or not there before the plan)."""
+
+    def widening(self, table: str, column: str) -> str | None:
+        """Why changing this column's type rewrites nothing (a varchar widened, or turned into text)."""
+
+
 def judge(
-    connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState, big: Callable[[str], bool]
+    connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState, ours: OurJudgment
 ) -> list[Violation]:
-    """squawk's violations for one migration; `big(table)` says whether a table counts as big."""
-    return judge_sql(connection, migration_sql(connection, migration, state), big)
+    """squawk's violations for one migration, overruled where `ours` knows better."""
+    return judge_sql(connection, migration_sql(connection, migration, state), ours)
 
 
-def judge_sql(connection: BaseDatabaseWrapper, sql: str, big: Callable[[str], bool]) -> list[Violation]:
-    """squawk's violations for a migration's SQL (`migration_sql`), collected once for both SQL judges."""
+def _overruled(rule: str, statement: str, ours: OurJudgment) -> str | None:
+    column = _COLUMN_TYPE.search(statement) if rule == "changing-column-type" else None
+    reason = ours.widening(*column.groups()) if column else None
+    table = _TABLE.search(statement) if rule in SIZE_SENSITIVE else None
+    return reason or (ours.small(table.group(1)) if table else None)
+
+
+def judge_sql(connection: BaseDatabaseWrapper, sql: str, ours: OurJudgment) -> list[Violation]:
+    """squawk's violations for a migration's SQL (`collect`), collected once for both SQL judges.
+
+    squawk fails on any violation (rules we disagree with are off in .squawk.toml), but where our judgment
+    knows better (a small table, a varchar widening) the violation is a note saying why it was overruled."""
     lines = sql.splitlines()
     found = []
     for item in run(sql, pg_version=_pg_version(connection), config=config_path()):
         rule = str(item.get("rule_name") or "unknown")
         statement = _statement(lines, item)
         message = str(item.get("message") or "")
-        blocking = True  # squawk fails on any violation; rules we disagree with are off in .squawk.toml
-        match = _TABLE.search(statement) if rule in SIZE_SENSITIVE else None
-        if match and not big(match.group(1)):
-            blocking = False
-            message += f" (a note: {match.group(1)} is not a big table)"
-        found.append(Violation(rule, message, str(item.get("help") or ""), statement, blocking))
+        reason = _overruled(rule, statement, ours)
+        if reason:
+            message = f"squawk {rule} overruled: {reason} — {message}"
+        found.append(Violation(rule, message, str(item.get("help") or ""), statement, reason is None))
     return found
