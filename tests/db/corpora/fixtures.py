@@ -18,7 +18,7 @@ from tests.db.corpora.harness import Database
 ENGINE = connection.vendor
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def base_url(tmp_path_factory) -> Iterator[str]:
     """A database holding the project's own migrations, copied for each case."""
     env = dict(os.environ, PYTHONPATH=str(REPO), DJANGO_SETTINGS_MODULE="tests.settings",

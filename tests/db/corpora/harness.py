@@ -20,7 +20,7 @@ from typing import Any
 from tests.conftest import REPO
 
 ROWS = 2000
-CORPORA = REPO / ".corpora"
+CORPORA = Path(os.environ.get("SONGSGEN_CORPORA_DIR") or REPO / ".corpora")  # where `make corpora` unpacks
 LINTER = CORPORA / "django-migration-linter"
 ZERODOWNTIME = "tests.db.corpora.zerodowntime"
 
