@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from tests.db.corpora.harness import Database
 ENGINE = connection.vendor
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_url(tmp_path_factory) -> Iterator[str]:
     """A database holding the project's own migrations, copied for each case."""
     env = dict(os.environ, PYTHONPATH=str(REPO), DJANGO_SETTINGS_MODULE="tests.settings",
@@ -30,7 +31,7 @@ def base_url(tmp_path_factory) -> Iterator[str]:
         import psycopg
 
         server = database_url_for(connection.settings_dict).rsplit("/", 1)[0]
-        url = f"{server}/songsgen_corpora_base_{os.getpid()}"
+        url = f"{server}/songsgen_corpora_base_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
     env["DATABASE_URL"] = url
