@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUFF ?= $(VENV)/bin/ruff
 MYPY ?= $(VENV)/bin/mypy
 
-.PHONY: run serve worker test test-sqlite test-postgres lint venv pgmajors clean FORCE
+.PHONY: run serve worker test test-sqlite test-postgres lint venv pgmajors corpora clean FORCE
 
 venv: $(STAMP)
 
@@ -22,6 +22,15 @@ PGMAJORS := .pgmajors
 pgmajors: $(PGMAJORS)/.fetched
 $(PGMAJORS)/.fetched: tests/pgmajors.py | $(STAMP)
 	$(PY) -m tests.pgmajors $(PGMAJORS)
+	touch $@
+
+# The peers' migration corpora the corpus tests run through our migrate (tests/db/test_corpora.py):
+# django-migration-linter 4.1.0's sdist, sha256-pinned, only its test apps unpacked into $(CORPORA)
+# (tests/corpora.py). Without them those tests skip, except under CI=true, where that fails.
+CORPORA := .corpora
+corpora: $(CORPORA)/.fetched
+$(CORPORA)/.fetched: tests/corpora.py | $(STAMP)
+	$(PY) -m tests.corpora $(CORPORA)
 	touch $@
 
 # Development server on 127.0.0.1:$(PORT) with the admin, after migrating and loading demo data, and a
@@ -52,12 +61,12 @@ lint: venv
 worker: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py runworker
 
-test-sqlite: venv
+test-sqlite: venv corpora
 	$(VENV)/bin/pytest
 
 # The whole suite again on a real PostgreSQL server that the run starts itself. Without the
 # binaries the leg is skipped with a message, except under CI=true, where that fails.
-test-postgres: venv pgmajors
+test-postgres: venv pgmajors corpora
 	@$(PY) -m tests.pgserver --logical -- $(VENV)/bin/pytest; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
 	  if [ "$$CI" = "true" ]; then echo "PostgreSQL leg FAILED: PostgreSQL 15 binaries are missing (CI=true)"; exit 1; fi; \
@@ -67,4 +76,4 @@ test-postgres: venv pgmajors
 test: lint test-sqlite test-postgres
 
 clean:
-	rm -rf $(VENV) $(PGMAJORS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PGMAJORS) $(CORPORA) .pytest_cache .ruff_cache

@@ -186,6 +186,9 @@ DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_
 # Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
 # The SQLite FTS5 search table and its shadow tables; Litestream's own two tables (`replicate`).
 SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*", "_litestream_*"]
+# Indexes the same way: songs 0004's PostgreSQL trigram indexes (the state cannot hold an index that exists on
+# one engine only; SQLite's FTS5 table stands in for them there).
+SCHEMA_KNOWN_EXTRA_INDEXES = ["songs_title_trgm", "songs_suno_id_trgm"]
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
     "songs by user and status": "songsgen.hot_queries.songs_by_user_status",

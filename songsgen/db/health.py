@@ -154,9 +154,11 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
             return report  # a damaged file makes every other answer unreliable
     expected = None
     if "schema" in checks:
-        state = schema.applied_state(MigrationExecutor(connection))
+        executor = MigrationExecutor(connection)
+        state = schema.applied_state(executor)
         expected = schema.expected_schema(state, connection)
-        report.problems += schema.compare_schema(expected, connection)
+        forgotten = schema.forgotten_by_state_only(executor, connection)
+        report.problems += schema.compare_schema(expected, connection, forgotten)
     if "integrity" in checks and connection.vendor == "postgresql":
         if expected is None:
             state = schema.applied_state(MigrationExecutor(connection))

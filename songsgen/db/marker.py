@@ -5,7 +5,10 @@ migrations applied before the run and the snapshot taken. The database lock (son
 not the marker, tells a running migrate from a dead one: the caller holds the lock, so a marker found
 now was left by a process that died. `--resume-restore` then unapplies, by reverse operations, what the
 dead run committed; the snapshot is put back only with `--from-snapshot`, the operator's explicit word,
-since that also throws away what everyone else wrote since it was taken.
+since that also throws away what everyone else wrote since it was taken. Once `--resume-restore` has unapplied
+what it could, the marker goes, even when the database keeps a problem reverse operations cannot mend (rows a
+committed drop left pointing at nothing): that is reported with the snapshot's advice, and a later migrate is
+not refused for ever.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import IntegrityError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import schema, snapshot
@@ -118,6 +123,42 @@ def snapshot_advice(snap: Path | str | None, why: str) -> str:
     )
 
 
+def _orphans(connection: BaseDatabaseWrapper, tables: list[str] | None = None) -> set[tuple[str, int, str]]:
+    """SQLite: the rows whose foreign key points at nothing, as (table, rowid, parent table)."""
+    qn = connection.ops.quote_name
+    found: set[tuple[str, int, str]] = set()
+    with connection.cursor() as cursor:
+        for scope in [f"({qn(t)})" for t in tables] if tables else [""]:
+            cursor.execute(f"PRAGMA foreign_key_check{scope}")
+            found.update((table, rowid, parent) for table, rowid, parent, _fk in cursor.fetchall())
+    return found
+
+
+@contextmanager
+def orphans_kept_out_of_the_way(connection: BaseDatabaseWrapper) -> Iterator[None]:
+    """While reverse operations run, fail only on rows they leave pointing at nothing, not on rows already so.
+
+    Django's SQLite schema editor checks every table's foreign keys at the end of each migration: after a
+    committed drop left rows pointing at a gone table, every reverse migration, even a state-only one, failed
+    on those rows, so `--resume-restore` could never finish and the marker stayed until `--from-snapshot`."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    before = _orphans(connection)
+
+    def check(table_names: list[str] | None = None) -> None:
+        new = sorted(_orphans(connection, table_names) - before)
+        if new:
+            table, rowid, parent = new[0]
+            raise IntegrityError(f"row {rowid} of {table} points at a missing {parent} row")
+
+    connection.__dict__["check_constraints"] = check
+    try:
+        yield
+    finally:
+        connection.__dict__.pop("check_constraints", None)
+
+
 def resume(
     connection: BaseDatabaseWrapper, *, from_snapshot: bool, log: Callable[[str], None]
 ) -> tuple[str, str | None]:
@@ -138,7 +179,8 @@ def resume(
         status = "snapshot-restored"
     else:
         try:
-            undo = undo_run(connection, before, log)
+            with orphans_kept_out_of_the_way(connection):
+                undo = undo_run(connection, before, log)
         except UndoFailed as exc:
             raise MigrateFailed(snapshot_advice(snap, str(exc)), restored=False) from exc
         done = undo.unapplied + undo.reapplied
@@ -147,7 +189,13 @@ def resume(
         status = "resume-restored"
     problems = [p for p in schema.integrity_problems(connection) if p.blocking]
     if problems:
-        raise MigrateFailed(f"rolled back, but the check failed: {problems[0]}", restored=False)
+        clear(connection)  # the dead run is finished: what stays wrong is reported, not a reason to refuse
+        raise MigrateFailed(
+            f"the interrupted migrate's migrations are unapplied, but {len(problems)} problem(s) remain that "
+            f"reverse operations cannot mend, first: {problems[0]}. "
+            + snapshot_advice(snap, "rows it dropped cannot be re-created by reverse operations"),
+            restored=False,
+        )
     log("The database is back as it was before the interrupted migrate"
         + ("." if status == "snapshot-restored" else "; rows written since are kept."))
     clear(connection)

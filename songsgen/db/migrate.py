@@ -171,11 +171,13 @@ def verify(
     tables the plan changed when that is known (`touched_tables`), else the whole database; returns the
     problems and those tables (None: all)."""
     # A fresh executor reads django_migrations as it is now (inside our transaction).
-    state = applied_state(MigrationExecutor(connection))
+    executor = MigrationExecutor(connection)
+    state = applied_state(executor)
     tables = touched_tables(plan, state) if plan is not None else None
     problems: list[Problem] = []
     if structure:
-        problems += schema.compare_schema(schema.expected_schema(state, connection), connection)
+        forgotten = schema.forgotten_by_state_only(executor, connection)
+        problems += schema.compare_schema(schema.expected_schema(state, connection), connection, forgotten)
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
     problems += schema.integrity_problems(connection, quick=quick, tables=tables, pages=pages, keys=structure)
     if connection.vendor == "postgresql":
@@ -404,7 +406,8 @@ def _fail(
     if connection.vendor == "postgresql":
         connection.close()  # a session in a failed state; its timeouts go with it
     try:
-        undo = undo_run(connection, before, log)
+        with marker.orphans_kept_out_of_the_way(connection):  # a committed drop's orphans must not stop the undo
+            undo = undo_run(connection, before, log)
     except UndoFailed as undo_exc:
         report.status = "failed"
         warn(f"UNDO FAILED: {undo_exc}")

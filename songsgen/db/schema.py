@@ -4,7 +4,9 @@ The expected schema comes from the migration state (`ProjectState`), never from 
 every managed model's table, its columns with their database type and nullability, its named indexes and
 constraints, field-level unique/index/foreign-key constraints and the primary key. The live schema comes
 from the database's own catalogue. Missing or mismatched things are errors; extra tables and indexes the
-state does not know (a text-search table made by RunSQL, say) are warnings, extra columns are errors.
+state does not know (a text-search table made by RunSQL, say) are warnings, extra columns are errors —
+except what a `SeparateDatabaseAndState` removed from the state only (`forgotten`): the documented first
+half of dropping a column or table, expected to stay until a later migration drops it (a warning naming it).
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from typing import Any
 from django.conf import settings
 from django.db import models, router
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import truncate_name
 from django.db.migrations.executor import MigrationExecutor
-from django.db.migrations.state import ProjectState
+from django.db.migrations.operations.fields import RemoveField
+from django.db.migrations.operations.models import DeleteModel, RemoveConstraint, RemoveIndex
+from django.db.migrations.operations.special import SeparateDatabaseAndState
+from django.db.migrations.state import ModelState, ProjectState
 
 from songsgen.db.fields import column_of
 from songsgen.db.problems import Problem
@@ -61,6 +67,61 @@ def applied_state(executor: MigrationExecutor) -> ProjectState:
     loader = executor.loader
     applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
     return loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
+
+
+@dataclass
+class Forgotten:
+    """What applied migrations removed from the state only (SeparateDatabaseAndState), so the database may keep."""
+
+    columns: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> migration
+    tables: dict[str, str] = field(default_factory=dict)  # table -> migration
+    indexes: set[tuple[str, str]] = field(default_factory=set)  # (table, index or constraint name)
+
+
+def _table_of(app_label: str, model: ModelState, connection: BaseDatabaseWrapper) -> str:
+    explicit = model.options.get("db_table")
+    return str(explicit) if explicit else truncate_name(f"{app_label}_{model.name_lower}",
+                                                        connection.ops.max_name_length())
+
+
+def _forget(op: Any, app_label: str, state: ProjectState, connection: BaseDatabaseWrapper, where: str,
+            forgotten: Forgotten) -> None:
+    """Record what one state-only operation takes out of the state (read before it is applied)."""
+    model = state.models.get((app_label, getattr(op, "model_name_lower", None) or op.name_lower))
+    if model is None:
+        return
+    table = _table_of(app_label, model, connection)
+    if isinstance(op, DeleteModel):
+        forgotten.tables[table] = where
+    elif isinstance(op, RemoveField) and op.name in model.fields:
+        removed = model.fields[op.name]
+        attname = f"{op.name}_id" if isinstance(removed, models.ForeignKey) else op.name
+        forgotten.columns[(table, removed.db_column or attname)] = where
+    elif isinstance(op, RemoveIndex | RemoveConstraint):
+        forgotten.indexes.add((table, str(op.name)))  # type: ignore[union-attr]  # RemoveConstraint.name: not in stubs
+
+
+def forgotten_by_state_only(executor: MigrationExecutor, connection: BaseDatabaseWrapper) -> Forgotten:
+    """Columns, tables and indexes the applied migrations removed from the state only, replaying the state."""
+    loader = executor.loader
+    applied = set(loader.applied_migrations)
+    order = [m for m, _ in executor.migration_plan(loader.graph.leaf_nodes(), clean_start=True)
+             if (m.app_label, m.name) in applied]
+    forgotten = Forgotten()
+    if not any(isinstance(op, SeparateDatabaseAndState) for m in order for op in m.operations):
+        return forgotten
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    for migration in order:
+        for op in migration.operations:
+            if isinstance(op, SeparateDatabaseAndState):
+                for state_op in op.state_operations:
+                    if isinstance(state_op, DeleteModel | RemoveField | RemoveIndex | RemoveConstraint):
+                        _forget(state_op, migration.app_label, state, connection,
+                                f"{migration.app_label}.{migration.name}", forgotten)
+                    state_op.state_forwards(migration.app_label, state)
+            else:
+                op.state_forwards(migration.app_label, state)
+    return forgotten
 
 
 def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dict[str, TableSpec]:
@@ -114,8 +175,16 @@ def live_columns(connection: BaseDatabaseWrapper, table: str) -> dict[str, tuple
         return {name: (_normalize_type(type_, "postgresql"), nullable) for name, type_, nullable in cursor.fetchall()}
 
 
-def compare_schema(expected: dict[str, TableSpec], connection: BaseDatabaseWrapper) -> list[Problem]:
-    """Every difference between the expected tables and the live database."""
+def _kept(what: str, where: str) -> str:
+    return (f"{what} is kept in the database but was removed from the migration state only ({where}); drop it in "
+            "a later migration once no running code uses it")
+
+
+def compare_schema(
+    expected: dict[str, TableSpec], connection: BaseDatabaseWrapper, forgotten: Forgotten | None = None
+) -> list[Problem]:
+    """Every difference between the expected tables and the live database (`forgotten`: state-only removals)."""
+    forgotten = forgotten or Forgotten()
     problems: list[Problem] = []
     with connection.cursor() as cursor:
         live_tables = set(connection.introspection.table_names(cursor))
@@ -134,18 +203,32 @@ def compare_schema(expected: dict[str, TableSpec], connection: BaseDatabaseWrapp
             if live_nullable != nullable:
                 want = "NULL" if nullable else "NOT NULL"
                 problems.append(Problem("schema", table, f"column {column} should be {want}"))
+        kept: set[str] = set()
         for column in sorted(set(columns) - set(spec.columns)):
-            problems.append(Problem("schema", table, f"column {column} is not in the migration state"))
-        problems.extend(_compare_constraints(connection, table, spec))
+            if (table, column) in forgotten.columns:
+                kept.add(column)
+                problems.append(Problem("schema", table, _kept(f"column {column}", forgotten.columns[(table, column)]),
+                                        blocking=False))
+            else:
+                problems.append(Problem("schema", table, f"column {column} is not in the migration state"))
+        problems.extend(_compare_constraints(connection, table, spec, kept, forgotten))
     known = ["django_migrations", "sqlite_*", *getattr(settings, "SCHEMA_KNOWN_EXTRA_TABLES", [])]
     for table in sorted(live_tables - set(expected)):
         if any(fnmatch.fnmatchcase(table, pattern) for pattern in known):
             continue
-        problems.append(Problem("schema", table, "table is not in the migration state", blocking=False))
+        detail = _kept("table", forgotten.tables[table]) if table in forgotten.tables else \
+            "table is not in the migration state"
+        problems.append(Problem("schema", table, detail, blocking=False))
     return problems
 
 
-def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: TableSpec) -> list[Problem]:
+def _compare_constraints(
+    connection: BaseDatabaseWrapper, table: str, spec: TableSpec, kept: set[str], forgotten: Forgotten
+) -> list[Problem]:
+    """Named, unique, index and foreign-key constraints; `kept`: columns of the table removed from the state only.
+
+    Each expected field-level index or unique constraint is matched to its own live index, never to one a
+    Meta entry names (a partial unique constraint on the same column is not the foreign key's index)."""
     problems: list[Problem] = []
     with connection.cursor() as cursor:
         live: dict[str, dict[str, Any]] = connection.introspection.get_constraints(cursor, table)
@@ -158,6 +241,8 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
 
     def find(columns: tuple[str, ...], **flags: Any) -> str | None:
         for name, info in live.items():
+            if name in matched or name in spec.named:
+                continue
             if tuple(info.get("columns") or ()) == columns and all(info.get(k) == v for k, v in flags.items()):
                 return name
         return None
@@ -171,13 +256,14 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
         else:
             matched.add(found)
     for columns in spec.index_columns:
-        found = find(columns, index=True) or find(columns, unique=True)
+        found = find(columns, index=True, unique=False) or find(columns, index=True) or find(columns, unique=True)
         if found is None:
             problems.append(Problem("schema", table, f"index on {', '.join(columns)} is missing"))
         else:
             matched.add(found)
     for column, target in spec.foreign_keys.items():
-        found = find((column,), foreign_key=target)
+        found = next((name for name, info in live.items() if tuple(info.get("columns") or ()) == (column,)
+                      and info.get("foreign_key") == target), None)
         if found is None:
             problems.append(Problem("schema", table, f"foreign key {column} -> {target[0]}.{target[1]} missing"))
         else:
@@ -187,6 +273,10 @@ def _compare_constraints(connection: BaseDatabaseWrapper, table: str, spec: Tabl
             continue
         if name.startswith("sqlite_autoindex") or name.endswith("_like"):
             continue  # SQLite's own index for a UNIQUE column; PostgreSQL's varchar_pattern_ops twin
+        if (table, name) in forgotten.indexes or kept & set(info.get("columns") or ()):
+            continue  # removed from the state only, or on a column that was: expected while the column stays
+        if any(fnmatch.fnmatchcase(name, p) for p in getattr(settings, "SCHEMA_KNOWN_EXTRA_INDEXES", [])):
+            continue
         if info.get("index") or info.get("unique"):
             problems.append(Problem("schema", table, f"index {name} is not in the migration state", blocking=False))
     return problems

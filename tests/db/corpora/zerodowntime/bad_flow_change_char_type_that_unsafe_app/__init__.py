@@ -1,0 +1,1 @@
+"""Mirrors the peer's case: a varchar narrowed (120 to 100), which rewrites and can fail on longer values."""
