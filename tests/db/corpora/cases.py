@@ -12,13 +12,6 @@ from tests.db.corpora.harness import Case
 L, Z = "linter", "zerodowntime"
 PG, SQLITE = "postgresql", "sqlite"
 
-UNIQUE_TOGETHER = "issue 22: collecting SQL for a removed unique_together crashes (squawk.migration_sql), branch safety"
-FK_ALTER = "issue 22: AlterField of a ForeignKey crashes the safety check on PostgreSQL (db_type), branch safety"
-RENAME_SAME_TABLE = "issue 22: RENAME_TABLE for a RenameModel that keeps its db_table (no SQL), branch safety"
-SMALL_ALTER = ("issue 22: the linter's ALTER_COLUMN on a 2,000-row table, below MIGRATE_BIG_TABLE_ROWS (ours decides), "
-               "branch safety")
-WIDENING = "issue 22: the linter's ALTER_COLUMN on a varchar widening our own rule knows is safe, branch safety"
-DROP_NOT_NULL = "issue 22: squawk's ban-drop-not-null for dropping a NOT NULL, branch safety"
 DROP_REPORTED_RESTORED = ("issue 22: a committed DeleteModel undone by re-creating the table empty and reported "
                           "'back as it was', branch nonatomic")
 NO_LIB = "its migration imports django-add-default-value (AddDefaultValue), which songsgen does not depend on"
@@ -28,8 +21,8 @@ CASES = [
     Case(L, "app_add_manytomany_field", "0001"),
     Case(L, "app_add_not_null_column", "0001", unsafe=U({"NOT_NULL"})),
     Case(L, "app_add_not_null_column_followed_by_default", "0001", skip=NO_LIB),
-    Case(L, "app_alter_column", "0001", engines={PG: {"xfail": SMALL_ALTER}}),
-    Case(L, "app_alter_column_drop_not_null", "0001", engines={PG: {"xfail": DROP_NOT_NULL}}),
+    Case(L, "app_alter_column", "0001"),
+    Case(L, "app_alter_column_drop_not_null", "0001"),
     Case(L, "app_correct", "0001"),
     Case(L, "app_create_table_with_not_null_column", None),
     # 0002's RunPython has no reverse: back to zero fails, rolled back (exit 1), every row kept.
@@ -42,7 +35,7 @@ CASES = [
     Case(L, "app_make_not_null_with_lib_default", "0001", skip=NO_LIB),
     Case(L, "app_rename_column", "0001", unsafe=U({"RENAME_COLUMN"})),
     Case(L, "app_rename_table", "0001", unsafe=U({"RENAME_TABLE"}), dropped=U({"app_rename_table_a"})),
-    Case(L, "app_unique_together", "0001", xfail=UNIQUE_TOGETHER),
+    Case(L, "app_unique_together", "0001"),
     # Our own DROP_COLUMN advice (0002, state only) then the drop of the table its column pointed at. On SQLite
     # the kept column still REFERENCES the dropped table: the drop must fail and leave every row.
     Case(Z, "good_flow_drop_table_with_constraints", "0001_initial", unsafe=U({"DROP_TABLE"}),
@@ -51,11 +44,11 @@ CASES = [
     # on the constraint the state still removes (rolled back). SQLite: the forgotten index stops DROP COLUMN.
     Case(Z, "good_flow_drop_column_with_constraints", "0001_initial", unsafe=U({"DROP_COLUMN"}),
          engines={PG: {"zero_exit": 1}, SQLITE: {"migrate_exit": 1}}),
-    Case(Z, "idempotency_add_foreign_key_app", "0001_initial", engines={PG: {"xfail": FK_ALTER}}),
-    Case(Z, "alter_foreign_key_null", "0001_initial", engines={PG: {"xfail": FK_ALTER}}),
-    Case(Z, "good_flow_alter_table_with_same_db_table", "0001_initial", xfail=RENAME_SAME_TABLE),
-    Case(Z, "bad_flow_change_char_type_that_unsafe_app", "0001_initial", engines={PG: {"xfail": SMALL_ALTER}}),
-    Case(Z, "bad_rollback_flow_change_char_type_that_safe_app", "0001_initial", engines={PG: {"xfail": WIDENING}}),
-    Case(Z, "decimal_to_float_app", "0001_initial", engines={PG: {"xfail": SMALL_ALTER}}),
+    Case(Z, "idempotency_add_foreign_key_app", "0001_initial"),
+    Case(Z, "alter_foreign_key_null", "0001_initial"),
+    Case(Z, "good_flow_alter_table_with_same_db_table", "0001_initial"),
+    Case(Z, "bad_flow_change_char_type_that_unsafe_app", "0001_initial"),
+    Case(Z, "bad_rollback_flow_change_char_type_that_safe_app", "0001_initial"),
+    Case(Z, "decimal_to_float_app", "0001_initial"),
     Case(Z, "good_flow_app", "0001_initial"),
 ]
