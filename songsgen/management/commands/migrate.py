@@ -129,7 +129,7 @@ class Command(DjangoMigrateCommand):
         applier = self._applier
         if applier is not None:
             if action in ("apply_start", "unapply_start") and migration is not None:
-                applier.start(migration)
+                applier.start(migration, backwards=action == "unapply_start")
             elif action in ("apply_success", "unapply_success"):
                 applier.finish()
         super().migration_progress_callback(action, migration, fake)
