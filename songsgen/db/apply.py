@@ -263,6 +263,7 @@ class Undo:
     stays: list[str] = field(default_factory=list)  # what could not be undone, with why
     dropped: list[str] = field(default_factory=list)  # tables and columns dropped for good
     left: Progress | None = None  # the unrecorded migration whose first operations stay applied
+    unfinished: str | None = None  # code that was running outside a transaction: what it wrote is not undone
 
 
 def before_state(executor: MigrationExecutor, before: set[Key]) -> ProjectState:
@@ -298,8 +299,8 @@ def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[s
     try:
         if interrupted is not None and interrupted.started:
             reversal = partial.reverse(connection, interrupted, state, log, on_change)
-            done.reversed, done.stays, done.dropped, done.left = (
-                reversal.reversed, reversal.stays, reversal.dropped, reversal.left)
+            done.reversed, done.stays, done.dropped, done.left, done.unfinished = (
+                reversal.reversed, reversal.stays, reversal.dropped, reversal.left, reversal.unfinished)
         executor = MigrationExecutor(connection)
         loader = executor.loader
         now = {key for key in loader.applied_migrations if key in loader.graph.nodes}

@@ -67,6 +67,8 @@ def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], b
         "database": str(connection.settings_dict.get("NAME")), "applied_before": sorted(label(k) for k in before),
     }
     _write(where, data)
+    if resume_point(connection) is None:  # migrating again: the stopped run's way back by snapshot is given up
+        stopped_path(connection).unlink(missing_ok=True)
 
 
 def _write(where: Path, data: dict[str, Any]) -> None:
@@ -200,7 +202,8 @@ def resume(
         raise MigrateRefused("There is no interrupted migrate to roll back: no marker in the data folder.")
     snap = data.get("snapshot")
     before = _before(data)
-    progress = Progress.from_dict(data.get("partial"))
+    # A run that died before reaching the migration an earlier failure left half-applied: still half-applied.
+    progress = Progress.from_dict(data.get("partial")) or resume_point(connection)
     if from_snapshot or before is None:
         if not snap:
             raise MigrateRefused("The interrupted migrate recorded no snapshot (--no-backup); nothing to put back.")
@@ -219,8 +222,11 @@ def resume(
             write_stopped(connection, snap, before, undo, str(data.get("error") or "interrupted"))
             raise MigrateFailed(stopped_advice(undo, snap), restored=False)
         done = undo.reversed + undo.unapplied + undo.reapplied
-        log(f"Unapplied {', '.join(done)} by reverse operations." if done else "The interrupted migrate had "
+        log(f"Undid {'; '.join(done)} by reverse operations." if done else "The interrupted migrate had "
             "committed nothing.")
+        if undo.unfinished:
+            log(f"Not undone: what {undo.unfinished} wrote before the process died (it runs outside a "
+                "transaction; a batched backfill continues from there).")
         status = "resume-restored"
     problems = [p for p in schema.integrity_problems(connection) if p.blocking]
     if problems:

@@ -33,7 +33,6 @@ from django.db.migrations.state import ProjectState
 from songsgen.db import marker, pglocks, rehearse, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
-from songsgen.db.partial import wrote_outside_a_transaction
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.problems import Problem
 from songsgen.db.safety import check_plan, finding_dict, finding_line
@@ -444,11 +443,9 @@ def _fail(
     report.status = "restored"
     how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
            + ". Rows other connections committed meanwhile are kept.")
-    if interrupted is not None and interrupted.running is not None:
-        op = MigrationExecutor(connection).loader.graph.nodes[interrupted.key].operations[interrupted.running]
-        if wrote_outside_a_transaction(op):
-            how += (f" Not undone: what {op.describe()}, the operation of {interrupted.migration} that failed, wrote "
-                    "before failing (it runs outside a transaction; a batched backfill continues from there).")
+    if undo.unfinished:
+        how += (f" Not undone: what {undo.unfinished}, the operation that failed, wrote before failing (it runs "
+                "outside a transaction; a batched backfill continues from there).")
     if snap is not None:
         how += f" The snapshot {snap} is kept for disaster recovery."
     if is_lock_timeout(exc):

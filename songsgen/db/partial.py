@@ -94,8 +94,8 @@ class Tracker:
 
     def _hook(self, op: Operation, index: int, position: int, run: Callable[..., None]) -> Callable[..., None]:
         def hooked(app_label: str, schema_editor: Any, from_state: ProjectState, to_state: ProjectState) -> None:
-            before, after = (to_state, from_state) if self.progress.backwards else (from_state, to_state)
-            if position < self.skip and already_done(self.connection, before, after):
+            # Django passes the state it runs from and the one it runs to, whichever the direction.
+            if position < self.skip and already_done(self.connection, from_state, to_state):
                 if self.log is not None:
                     self.log(f"  already done, skipped: {describe(self.progress.migration, op)}")
             else:
@@ -202,6 +202,7 @@ class Reversal:
     stays: list[str] = field(default_factory=list)  # operations left applied, with why
     dropped: list[str] = field(default_factory=list)  # what an operation that stays dropped
     left: Progress | None = None  # how far the migration's operations stay applied (None: nothing stays)
+    unfinished: str | None = None  # code that was running outside a transaction: what it wrote is not undone
 
 
 def states(loader_state: ProjectState, migration: Migration) -> list[ProjectState]:
@@ -227,6 +228,8 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
     positions = order(migration, progress.backwards)
     done = progress.done
     result = Reversal()
+    if progress.running is not None and wrote_outside_a_transaction(migration.operations[progress.running]):
+        result.unfinished = describe(progress.migration, migration.operations[progress.running])
     if progress.running is not None and not progress.failed and done < len(positions) \
             and positions[done] == progress.running:  # the process died during it: did it complete?
         op = migration.operations[progress.running]
@@ -243,7 +246,7 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
         index = positions[done - 1]
         op = migration.operations[index]
         lost = drops(app, op, progress.backwards, before)
-        if not op.reversible or lost:
+        if (not op.reversible and not progress.backwards) or lost:
             why = "cannot bring back the data it dropped" if lost else "is irreversible"
             result.stays.append(f"{describe(progress.migration, op)}: its reverse {why}")
             result.dropped += lost

@@ -198,3 +198,58 @@ def test_a_group_that_drops_is_verified_before_its_commit(migrate):
     assert any("column stray is not in the migration state" in p["detail"] for p in report["verification"])
     assert "back as it was" in failed.stderr
     assert state() == before  # the drop never committed: every rating and album is there
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drop_a_non_atomic_migration_committed_stays_and_the_next_run_skips_it(migrate):
+    at(migrate, "0003")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {SONG} SET genre = 'pop'")
+    drop_genre = {"SONGSGEN_NA_DROP_GENRE": "1"}
+    failed = migrate("nonatomic_fixture", "0005", "--allow-unsafe", SONGSGEN_NA_FAIL="0005", **drop_genre)
+    assert failed.returncode == 3, failed.stderr
+    assert "back as it was" not in failed.stderr
+    assert ("Remove field genre from song (nonatomic_fixture.0005_after_drop): its reverse cannot bring back the "
+            "data it dropped") in failed.stderr
+    assert f"DROPPED, rows not recoverable by reverse operations: column genre of table {SONG}" in failed.stderr
+    assert "genre" not in columns(SONG)  # not re-created empty
+
+    fixed = migrate("nonatomic_fixture", "0005", "--allow-unsafe", **drop_genre)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "already done, skipped: Remove field genre from song" in fixed.stdout
+    assert "Verified: the live schema matches the migrations" in fixed.stdout
+    assert "0005_after_drop" in applied()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's lock timeout and retry")
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_timeout_retry_skips_the_operations_already_done(migrate, na_env, tmp_path):
+    import psycopg
+
+    from tests.conftest import database_url_for
+
+    at(migrate, "0001")
+    folder = tmp_path / "lock"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "nonatomic_fixture", "0003"],
+                            env=dict(na_env, SONGSGEN_NA_LOCK_DIR=str(folder)), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(name: str) -> None:
+        deadline = time.monotonic() + 120
+        while not (folder / name).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, f"migrate never reached {name}"
+            time.sleep(0.05)
+
+    with psycopg.connect(database_url_for(connection.settings_dict)) as holder:
+        wait_for("attempt-1")  # 0003's AddField committed; its step is about to read the album table
+        holder.execute(f"LOCK TABLE {ALBUM} IN ACCESS EXCLUSIVE MODE")  # as a long transaction would
+        (folder / "locked").write_text("")
+        wait_for("attempt-2")  # the step timed out waiting and the migration is tried again
+        holder.rollback()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Lock timeout in nonatomic_fixture.0003_half_done" in err
+    assert "already done, skipped: Add field half_done to song" in out
+    assert {"genre", "half_done"} <= columns(SONG)
+    assert "0003_half_done" in applied()
