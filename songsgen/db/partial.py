@@ -247,8 +247,8 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
         op = migration.operations[index]
         lost = drops(app, op, progress.backwards, before)
         if (not op.reversible and not progress.backwards) or lost:
-            why = "cannot bring back the data it dropped" if lost else "is irreversible"
-            result.stays.append(f"{describe(progress.migration, op)}: its reverse {why}")
+            why = "its reverse cannot bring back the data it dropped" if lost else "it has no reverse operation"
+            result.stays.append(f"{describe(progress.migration, op)}: {why}")
             result.dropped += lost
             done -= 1
             break
