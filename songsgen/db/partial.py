@@ -58,6 +58,7 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Progress | None:
+        """As the crash marker or the stopped record keeps it."""
         if not data:
             return None
         return cls(str(data["migration"]), bool(data.get("backwards")), int(data.get("done", 0)),
@@ -69,6 +70,7 @@ class Progress:
 
 
 def describe(migration: str, op: Operation) -> str:
+    """An operation as the operator reads it in a report: what it does, and in which migration."""
     return f"{op.describe()} ({migration})"
 
 
@@ -154,6 +156,7 @@ def already_done(connection: BaseDatabaseWrapper, before: ProjectState, after: P
 
 # --- which operations drop data ---------------------------------------------------------------------------
 def _database_ops(op: Operation) -> Iterator[Operation]:
+    """What an operation does to the database: a SeparateDatabaseAndState's database side only."""
     if isinstance(op, SeparateDatabaseAndState):
         for inner in op.database_operations:
             yield from _database_ops(inner)
@@ -187,6 +190,7 @@ def drops(app_label: str, op: Operation, backwards: bool, before: ProjectState) 
 
 
 def migration_drops(migration: Migration, backwards: bool, before: ProjectState) -> list[str]:
+    """What undoing a whole recorded migration could not bring back (see `drops`)."""
     return [d for op in migration.operations for d in drops(migration.app_label, op, backwards, before)]
 
 
