@@ -126,7 +126,7 @@ def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str
     stopped = read(connection, stopped_path(connection))
     left = resume_point(connection)
     data = read(connection)
-    if data is None and left is not None and plan is not None and left.migration not in plan:
+    if data is None and left is not None and plan and left.migration not in plan:
         raise MigrateRefused(
             f"{left.migration} is half-applied: a failed migrate left {left.done} of its operations applied "
             f"({'; '.join((stopped or {}).get('stays', []))}). Run `manage.py migrate` with a plan that "

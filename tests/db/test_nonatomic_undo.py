@@ -150,6 +150,9 @@ def test_an_operation_that_cannot_be_reversed_stays_and_the_next_run_skips_it(mi
     assert "Running migrate again continues from here" in failed.stderr
     assert "half_done" not in columns(SONG)
     assert plays() == [i + 7 for i in range(1, ROWS + 1)]
+    other = migrate("nonatomic_fixture", "0001", **irreversible)  # a plan that leaves the half-applied one out
+    assert other.returncode == 2 and "nonatomic_fixture.0003_half_done is half-applied" in other.stderr
+    assert "genre" in columns(SONG)  # nothing was changed
 
     fixed = migrate("nonatomic_fixture", "0003", "--allow-unsafe", **irreversible)
     assert fixed.returncode == 0, fixed.stderr
