@@ -265,6 +265,18 @@ class Undo:
     left: Progress | None = None  # the unrecorded migration whose first operations stay applied
     unfinished: str | None = None  # code that was running outside a transaction: what it wrote is not undone
 
+    def parts(self, rolled_back: list[str]) -> list[str]:
+        """What was undone, for the report, with the migrations the transaction's rollback undid."""
+        parts = [f"the transaction was rolled back ({', '.join(rolled_back)})"] if rolled_back else []
+        if self.reversed:
+            parts.append(f"the operations a non-atomic migration completed were reversed, last first "
+                         f"({'; '.join(self.reversed)})")
+        if self.unapplied:
+            parts.append(f"{', '.join(self.unapplied)} unapplied by reverse operations")
+        if self.reapplied:
+            parts.append(f"{', '.join(self.reapplied)} re-applied")
+        return parts
+
 
 def before_state(executor: MigrationExecutor, before: set[Key]) -> ProjectState:
     """The project state of the migrations applied before the run."""

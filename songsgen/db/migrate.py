@@ -412,9 +412,8 @@ def _fail(
     where = f" while applying {failed_in}" if failed_in else ""
     if connection.vendor == "postgresql":
         connection.close()  # a session in a failed state; its timeouts go with it
-    interrupted = applier.interrupted
     try:
-        undo = undo_run(connection, before, log, interrupted, lambda p: marker.record_progress(connection, p))
+        undo = undo_run(connection, before, log, applier.interrupted, lambda p: marker.record_progress(connection, p))
     except UndoFailed as undo_exc:
         report.status = "failed"
         warn(f"UNDO FAILED: {undo_exc}")
@@ -423,16 +422,7 @@ def _fail(
             restored=False,
         ) from exc
     report.unapplied, report.reversed_operations, report.stays = undo.unapplied, undo.reversed, undo.stays
-    parts = []
-    if report.rolled_back:
-        parts.append(f"the transaction was rolled back ({', '.join(report.rolled_back)})")
-    if undo.reversed:
-        parts.append(f"the operations {interrupted.migration if interrupted else failed_in} completed were "
-                     f"reversed, last first ({'; '.join(undo.reversed)})")
-    if undo.unapplied:
-        parts.append(f"{', '.join(undo.unapplied)} unapplied by reverse operations")
-    if undo.reapplied:
-        parts.append(f"{', '.join(undo.reapplied)} re-applied")
+    parts = undo.parts(report.rolled_back)
     if undo.stays:
         report.status = "failed"
         marker.write_stopped(connection, snap, before, undo, report.error)
