@@ -9,6 +9,12 @@ since that also throws away what everyone else wrote since it was taken. Once `-
 what it could, the marker goes, even when the database keeps a problem reverse operations cannot mend (rows a
 committed drop left pointing at nothing): that is reported with the snapshot's advice, and a later migrate is
 not refused for ever.
+
+While a non-atomic migration runs, the marker also records how far its operations got (`partial`), so the
+rollback of a killed run reverses those too. A failure whose undo had to stop (an irreversible operation, a
+committed drop whose rows a reverse cannot bring back) leaves a *stopped* record beside it instead: not an
+interrupted run, but what stays and the snapshot; the next migrate continues from there (skipping the
+operations that stay), and `--resume-restore --from-snapshot` can still put the snapshot back.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from django.db import IntegrityError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import schema, snapshot
-from songsgen.db.apply import Key, UndoFailed, label, undo_run
+from songsgen.db.apply import Key, Undo, UndoFailed, label, undo_run
 from songsgen.db.backup import replaced_when_complete
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
+from songsgen.db.partial import Progress
 
 
 def path(connection: BaseDatabaseWrapper) -> Path:
@@ -40,9 +47,15 @@ def path(connection: BaseDatabaseWrapper) -> Path:
     return Path(settings.DATA_DIR) / f"migrate-in-progress-{connection.alias}-{digest}.json"
 
 
-def read(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
-    """The marker's contents, or None when there is none."""
+def stopped_path(connection: BaseDatabaseWrapper) -> Path:
+    """The record a failed migrate leaves when its undo had to stop (what stays, the snapshot)."""
     where = path(connection)
+    return where.with_name(where.name.replace("migrate-in-progress-", "migrate-stopped-", 1))
+
+
+def read(connection: BaseDatabaseWrapper, where: Path | None = None) -> dict[str, Any] | None:
+    """The marker's contents, or None when there is none."""
+    where = where or path(connection)
     if not where.exists():
         return None
     try:
@@ -59,12 +72,51 @@ def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], b
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": str(connection.settings_dict.get("NAME")), "applied_before": sorted(label(k) for k in before),
     }
+    _write(where, data)
+    if resume_point(connection) is None:  # migrating again: the stopped run's way back by snapshot is given up
+        stopped_path(connection).unlink(missing_ok=True)
+
+
+def _write(where: Path, data: dict[str, Any]) -> None:
     with replaced_when_complete(where, mode=0o644) as tmp:
         tmp.write_text(json.dumps(data))
 
 
-def clear(connection: BaseDatabaseWrapper) -> None:
+def record_progress(connection: BaseDatabaseWrapper, progress: Progress) -> None:
+    """Durably, how far the running non-atomic migration's operations got."""
+    data = read(connection)
+    if data is not None and not data.get("unreadable"):
+        _write(path(connection), dict(data, partial=progress.as_dict()))
+
+
+def write_stopped(connection: BaseDatabaseWrapper, snap: Path | str | None, before: set[Key], undo: Undo,
+                  error: str) -> None:
+    """Replace the marker by the record of a failure whose undo stopped: what stays, and the snapshot."""
+    data = {"snapshot": str(snap) if snap else None, "applied_before": sorted(label(k) for k in before),
+            "stays": undo.stays, "dropped": undo.dropped, "error": error,
+            "partial": undo.left.as_dict() if undo.left else None,
+            "stopped": datetime.now(UTC).isoformat(timespec="seconds")}
+    _write(stopped_path(connection), data)
     path(connection).unlink(missing_ok=True)
+
+
+def resume_point(connection: BaseDatabaseWrapper) -> Progress | None:
+    """The operations a stopped migrate left applied in a migration it did not record (skipped once found done)."""
+    data = read(connection, stopped_path(connection))
+    return Progress.from_dict(data.get("partial")) if data else None
+
+
+def clear(connection: BaseDatabaseWrapper) -> None:
+    """Remove the marker, and the stopped record once nothing it tells the next run is still needed."""
+    path(connection).unlink(missing_ok=True)
+    left = resume_point(connection)
+    if left is not None:
+        from django.db.migrations.recorder import MigrationRecorder
+
+        recorded = left.key in MigrationRecorder(connection).applied_migrations()
+        if recorded == left.backwards:
+            return  # its half-applied migration is still unrecorded (or, unapplied half-way, still recorded)
+    stopped_path(connection).unlink(missing_ok=True)
 
 
 def _before(data: dict[str, Any]) -> set[Key] | None:
@@ -74,29 +126,47 @@ def _before(data: dict[str, Any]) -> set[Key] | None:
 
 
 def verdict(data: dict[str, Any], applied: set[Key]) -> tuple[bool, str]:
-    """(whether a dead run committed migrations, what the next migrate says about it); dbcheck says the same."""
+    """(whether a dead run committed anything, what the next migrate says about it); dbcheck says the same."""
     who = f"A previous migrate (pid {data.get('pid', '?')}, started {data.get('started')})"
     before = _before(data)
-    if before is not None and before == applied:
+    progress = Progress.from_dict(data.get("partial"))
+    half = progress is not None and progress.started
+    if before is not None and before == applied and not half:
         return False, f"{who} was interrupted before it committed a migration; nothing to undo"
     changed = sorted(label(k) for k in (applied ^ before)) if before is not None else []
+    if half and progress is not None:
+        changed.append(f"{'the reverse of ' if progress.backwards else ''}{progress.done} operation(s) of "
+                       f"{progress.migration} (unrecorded)")
     return True, (
         f"{who} was interrupted after committing {', '.join(changed) or 'some migrations'}. Run "
-        "`manage.py migrate --resume-restore` to unapply them by their reverse operations (rows written "
+        "`manage.py migrate --resume-restore` to undo them by their reverse operations (rows written "
         "since are kept), then migrate again."
     )
 
 
-def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str], None]) -> None:
-    """With the lock held: a marker means a dead run. Carry on if it committed nothing, else refuse."""
+def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str], None],
+          plan: list[str] | None = None) -> None:
+    """With the lock held: a marker means a dead run. Carry on if it committed nothing, else refuse. A stopped
+    record: carry on, if the plan finishes the migration it left half-applied."""
+    stopped = read(connection, stopped_path(connection))
+    left = resume_point(connection)
     data = read(connection)
+    if data is None and left is not None and plan and left.migration not in plan:
+        raise MigrateRefused(
+            f"{left.migration} is half-applied: a failed migrate left {left.done} of its operations applied "
+            f"({'; '.join((stopped or {}).get('stays', []))}). Run `manage.py migrate` with a plan that "
+            f"{'unapplies' if left.backwards else 'applies'} it, which skips what is done. Nothing was changed."
+        )
     if data is None:
+        if stopped is not None:
+            log(f"A previous migrate failed and left applied: {'; '.join(stopped.get('stays', []))}. Carrying on "
+                "from there" + (f"; {left.migration}'s operations that stay are skipped." if left else "."))
         return
     committed, message = verdict(data, applied)
     if committed:
         raise MigrateRefused(message)
     log(f"{message}, carrying on.")
-    clear(connection)
+    path(connection).unlink(missing_ok=True)
 
 
 def left_by_dead_run(connection: BaseDatabaseWrapper, purpose: str) -> dict[str, Any] | None:
@@ -109,6 +179,31 @@ def left_by_dead_run(connection: BaseDatabaseWrapper, purpose: str) -> dict[str,
             return read(connection)  # the migrate may have finished meanwhile
     except DatabaseBusy:
         return None
+
+
+def snapshot_cost(snap: Path | str) -> str:
+    """The snapshot, with what putting it back costs."""
+    where = Path(snap)
+    try:
+        size = f"{where.stat().st_size / 2**20:,.1f} MiB, "
+        taken = datetime.fromtimestamp(where.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    except OSError:
+        return f"the snapshot {snap} (MISSING)"
+    return (f"`manage.py migrate --resume-restore --from-snapshot` puts back the snapshot {snap} ({size}taken "
+            f"{taken}): every row anyone wrote since then is lost, so stop the application first")
+
+
+def stopped_advice(undo: Undo, snap: Path | str | None) -> str:
+    """What stays after an undo that had to stop, and the two ways on from there."""
+    text = "Left applied, since reverse operations cannot undo it: " + "; ".join(undo.stays) + "."
+    if undo.dropped:
+        text += f" DROPPED, rows not recoverable by reverse operations: {', '.join(undo.dropped)}."
+    text += " Running migrate again continues from here (what stays is not run again)."
+    if snap:
+        text += f" To get back to before this migrate instead, before migrating again: {snapshot_cost(snap)}."
+    else:
+        text += " No snapshot was taken (--no-backup): restore a backup to get dropped rows back."
+    return text
 
 
 def snapshot_advice(snap: Path | str | None, why: str) -> str:
@@ -163,11 +258,13 @@ def resume(
     connection: BaseDatabaseWrapper, *, from_snapshot: bool, log: Callable[[str], None]
 ) -> tuple[str, str | None]:
     """Finish the rollback of an interrupted migrate; return (status, snapshot path)."""
-    data = read(connection)
+    data = read(connection) or read(connection, stopped_path(connection))
     if data is None:
         raise MigrateRefused("There is no interrupted migrate to roll back: no marker in the data folder.")
     snap = data.get("snapshot")
     before = _before(data)
+    # A run that died before reaching the migration an earlier failure left half-applied: still half-applied.
+    progress = Progress.from_dict(data.get("partial")) or resume_point(connection)
     if from_snapshot or before is None:
         if not snap:
             raise MigrateRefused("The interrupted migrate recorded no snapshot (--no-backup); nothing to put back.")
@@ -180,12 +277,18 @@ def resume(
     else:
         try:
             with orphans_kept_out_of_the_way(connection):
-                undo = undo_run(connection, before, log)
+                undo = undo_run(connection, before, log, progress, lambda p: record_progress(connection, p))
         except UndoFailed as exc:
             raise MigrateFailed(snapshot_advice(snap, str(exc)), restored=False) from exc
-        done = undo.unapplied + undo.reapplied
-        log(f"Unapplied {', '.join(done)} by reverse operations." if done else "The interrupted migrate had "
+        if undo.stays:
+            write_stopped(connection, snap, before, undo, str(data.get("error") or "interrupted"))
+            raise MigrateFailed(stopped_advice(undo, snap), restored=False)
+        done = undo.reversed + undo.unapplied + undo.reapplied
+        log(f"Undid {'; '.join(done)} by reverse operations." if done else "The interrupted migrate had "
             "committed nothing.")
+        if undo.unfinished:
+            log(f"Not undone: what {undo.unfinished} wrote before the process died (it runs outside a "
+                "transaction; a batched backfill continues from there).")
         status = "resume-restored"
     problems = [p for p in schema.integrity_problems(connection) if p.blocking]
     if problems:
@@ -198,5 +301,6 @@ def resume(
         )
     log("The database is back as it was before the interrupted migrate"
         + ("." if status == "snapshot-restored" else "; rows written since are kept."))
-    clear(connection)
+    path(connection).unlink(missing_ok=True)
+    stopped_path(connection).unlink(missing_ok=True)
     return status, snap

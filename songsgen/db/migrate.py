@@ -68,6 +68,8 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     rolled_back: list[str] = field(default_factory=list)  # undone by the transaction's rollback
     unapplied: list[str] = field(default_factory=list)  # undone by reverse operations
+    reversed_operations: list[str] = field(default_factory=list)  # of a non-atomic migration that failed half-way
+    stays: list[str] = field(default_factory=list)  # what a failure's undo could not undo, with why
     # The longest any grouped transaction of ours lasted (SQLite: held the write lock); each `applied` entry
     # has its own measured `lock_seconds` and `locks` (songsgen/db/lockmeter.py) and its `transaction`.
     longest_lock_seconds: float = 0.0
@@ -226,7 +228,7 @@ def run(
     Raises MigrateRefused before anything changed, MigrateFailed after (`restored`: back at the migrations
     it had before)."""
     before = {key for key in executor.loader.applied_migrations}
-    marker.check(connection, before, log)
+    marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -321,6 +323,10 @@ def _apply(
     """Apply and verify; on PostgreSQL retry a lock timeout with backoff. Return the attempts it took."""
     pg = connection.vendor == "postgresql"
     attempts = options.lock_retries + 1 if pg else 1
+    applier.resume, applier.log = marker.resume_point(connection), log
+    applier.on_progress = lambda progress: marker.record_progress(connection, progress)
+    # A group that drops a table or column is verified before its commit, while the drop can still roll back.
+    applier.verify_group = lambda labels: _verify(connection, _part(plan, labels), report, log, warn)
     delays = backoff_delays(attempts - 1)
     for attempt in range(1, attempts + 1):
         stage, tick = "apply", time.monotonic()
@@ -343,6 +349,8 @@ def _apply(
             return attempt
         except BaseException as exc:  # an error, a failed verification, Ctrl-C
             failed_in = applier.current
+            if isinstance(exc, VerificationFailed):
+                stage, failed_in = "verify", failed_in or ", ".join(applier.grouped) or None
             report.rolled_back += applier.rollback(exc)
             applier.measure()  # a hold the rollback ended counts up to now
             who = watch.describe() if watch else ""
@@ -383,6 +391,7 @@ def _verify(
 ) -> set[str] | None:
     """Schema and foreign keys, inside the transaction; return the tables checked (None: all)."""
     problems, tables = verify(connection, plan, pages=False)
+    problems = [p for p in problems if p.as_dict() not in report.verification]  # a group's, verified before
     report.verification += [p.as_dict() for p in problems]
     errors = [p for p in problems if p.blocking]
     for problem in problems:
@@ -407,7 +416,8 @@ def _fail(
         connection.close()  # a session in a failed state; its timeouts go with it
     try:
         with marker.orphans_kept_out_of_the_way(connection):  # a committed drop's orphans must not stop the undo
-            undo = undo_run(connection, before, log)
+            undo = undo_run(connection, before, log, applier.interrupted,
+                            lambda p: marker.record_progress(connection, p))
     except UndoFailed as undo_exc:
         report.status = "failed"
         warn(f"UNDO FAILED: {undo_exc}")
@@ -415,22 +425,21 @@ def _fail(
             f"{stage.capitalize()} failed{where}: {what}\n{marker.snapshot_advice(snap, str(undo_exc))}",
             restored=False,
         ) from exc
-    report.unapplied = undo.unapplied
+    report.unapplied, report.reversed_operations, report.stays = undo.unapplied, undo.reversed, undo.stays
+    parts = undo.parts(report.rolled_back)
+    if undo.stays:
+        report.status = "failed"
+        marker.write_stopped(connection, snap, before, undo, report.error)
+        done = f"Undone: {'; '.join(parts)}. " if parts else ""
+        raise MigrateFailed(f"{stage.capitalize()} failed{where}: {what}\nThe database could NOT be brought all "
+                            f"the way back. {done}{marker.stopped_advice(undo, snap)}", restored=False) from exc
     marker.clear(connection)
     report.status = "restored"
-    parts = []
-    if report.rolled_back:
-        parts.append(f"the transaction was rolled back ({', '.join(report.rolled_back)})")
-    if undo.unapplied:
-        parts.append(f"{', '.join(undo.unapplied)} unapplied by reverse operations")
-    if undo.reapplied:
-        parts.append(f"{', '.join(undo.reapplied)} re-applied")
     how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
            + ". Rows other connections committed meanwhile are kept.")
-    if failed_in and failed_in not in report.rolled_back and failed_in in {s.migration for s in report.plan} \
-            and not next(s for s in report.plan if s.migration == failed_in).atomic:
-        how += (f" {failed_in} is non-atomic: what it committed before failing stays (unrecorded); running "
-                "migrate again continues it.")
+    if undo.unfinished:
+        how += (f" Not undone: what {undo.unfinished}, the operation that failed, wrote before failing (it runs "
+                "outside a transaction; a batched backfill continues from there).")
     if snap is not None:
         how += f" The snapshot {snap} is kept for disaster recovery."
     if is_lock_timeout(exc):

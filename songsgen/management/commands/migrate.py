@@ -129,7 +129,7 @@ class Command(DjangoMigrateCommand):
         applier = self._applier
         if applier is not None:
             if action in ("apply_start", "unapply_start") and migration is not None:
-                applier.start(migration)
+                applier.start(migration, backwards=action == "unapply_start")
             elif action in ("apply_success", "unapply_success"):
                 applier.finish()
         super().migration_progress_callback(action, migration, fake)
@@ -232,8 +232,11 @@ class Command(DjangoMigrateCommand):
         lines = [f"Result: {report.status}"]
         if report.applied:
             lines.append("Applied: " + ", ".join(_applied(a) for a in report.applied))
-        if report.rolled_back or report.unapplied:
-            lines.append("Rolled back: " + ", ".join(report.rolled_back + report.unapplied))
+        undone = report.rolled_back + report.reversed_operations + report.unapplied
+        if undone:
+            lines.append("Rolled back: " + ", ".join(undone))
+        if report.stays:
+            lines.append("Stays: " + "; ".join(report.stays))
         if report.backup:
             lines.append(f"Backup: {report.backup}")
         if report.applied:
