@@ -156,9 +156,9 @@ def test_runs_killed_at_each_step_leave_nothing_once_a_run_to_a_new_target_start
 
 
 def test_cleanup_on_its_own_and_dbcheck_warns_about_an_inactive_slot(pg15, seeded, new_db, tmp_path):
-    """`pgupgrade --cleanup --from SRC`: refused while a run is live; after a kill -9, and once an operator has
-    disabled the subscription (the slot is then inactive, and dbcheck warns), it removes and lists what the run
-    left, on both sides, and says so again (nothing) when run twice; a slot that is not ours is kept."""
+    """`pgupgrade --cleanup --from SRC` (and a second run) refused while a run is live; after a kill -9, and once
+    an operator has disabled the subscription (the slot is then inactive, and dbcheck warns), it removes and lists
+    what the run left, on both sides, and says so again (nothing) when run twice; a slot not ours is kept."""
     target = new_db(pg15)
     run = Running(source=seeded, target=target, data_dir=tmp_path)
     run.wait_for("lag ")
@@ -167,6 +167,9 @@ def test_cleanup_on_its_own_and_dbcheck_warns_about_an_inactive_slot(pg15, seede
                   "A pgupgrade is running from this source", target.rsplit("/", 1)[1], "Ctrl-C")
     assert len(err.strip().splitlines()) == 1 and ours(seeded) == left == only_run(seeded)
     assert f"run {left['records'][0]}" in err
+    err = refused(pgupgrade(source=seeded, target=new_db(pg15), data_dir=tmp_path),  # a second run, to elsewhere
+                  "Another pgupgrade is already replicating this source", f"slot {left['slots'][0]}")
+    assert len(err.strip().splitlines()) == 1 and ours(seeded) == left
     run.kill()
     sql(target, f"ALTER SUBSCRIPTION {subscription(target)} DISABLE")
     _wait_for(lambda: sql(seeded, "SELECT count(*) FROM pg_replication_slots WHERE active")[0][0] == 0)
