@@ -259,12 +259,12 @@ def prove(source: Side, target: Side, tables: list[Table], snapshot: str,
 
 
 def cut_over(
-    source: Side, target: Side, tables: list[Table], *, bouncer: Bouncer | None, timeout: float,
+    source: Side, target: Side, tables: list[Table], *, slot: str, bouncer: Bouncer | None, timeout: float,
     report: Callable[[str], None], on_table: Callable[[Any], None] | None = None,
     committed: Callable[[], None] = lambda: None,
 ) -> Cutover:
     """The steps of the module docstring; `committed()` is called once the application uses the target."""
-    result = Cutover(lag=lag(source), mode="pgbouncer" if bouncer else "read-only")
+    result = Cutover(lag=lag(source, slot), mode="pgbouncer" if bouncer else "read-only")
     report(f"cutover: {result.lag} before the pause")
     with ExitStack() as stack:  # every connection open before the pause: none is made inside it
         src = stack.enter_context(connect(source, role="source"))

@@ -25,7 +25,7 @@ from songsgen.db.backup import safetycopies
 from songsgen.db.problems import Problem
 from songsgen.db.safety import table_rows_at_least
 
-CHECKS = ("schema", "integrity", "plans", "sizes")
+CHECKS = ("schema", "integrity", "plans", "sizes", "slots")
 
 
 @dataclass
@@ -144,6 +144,31 @@ def interrupted_migrate(connection: BaseDatabaseWrapper) -> list[Problem]:
                     fix="manage.py migrate")]
 
 
+def slot_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
+    """PostgreSQL: every inactive replication slot of the server, a warning with the WAL it keeps from being
+    recycled (a logical one also holds back VACUUM in the catalogs): nobody consumes it, so the disk fills."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT slot_name, slot_type, database, pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN "
+            "pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn)::bigint, current_database() "
+            "FROM pg_replication_slots WHERE NOT active ORDER BY slot_name"
+        )
+        rows = cursor.fetchall()
+    problems = []
+    for name, kind, database, retained, here in rows:
+        url = "$DATABASE_URL" if database == here else f"<the URL of database {database}>"
+        if name.startswith("songsgen_pgupgrade") or re.fullmatch(r"pg_\d+_sync_\d+_\d+", name):
+            fix = (f"manage.py pgupgrade --cleanup --from {url} (an interrupted pgupgrade's; else drop the "
+                   "subscription that made it on its subscriber)")
+        else:
+            fix = f"SELECT pg_drop_replication_slot('{name}') once nothing will consume it again"
+        keeps = f"keeps {retained / 2**20:,.1f} MiB of WAL" if retained is not None else "keeps no WAL yet"
+        where = f" in database {database}" if database else ""
+        problems.append(Problem("slots", name, f"inactive {kind} replication slot{where} {keeps}; nobody "
+                                f"consumes it, so the WAL grows until the disk fills: {fix}", blocking=False, fix=fix))
+    return problems
+
+
 def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> HealthReport:
     """Run the chosen checks; a migrate that died half-way is reported whichever are chosen."""
     report = HealthReport(database=connection.alias, vendor=connection.vendor)
@@ -175,6 +200,8 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
                         f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it", blocking=False)
                 for item in safetycopies.leftovers(Path(connection.settings_dict["NAME"]))
             ]
+    if "slots" in checks and connection.vendor == "postgresql":
+        report.problems += slot_problems(connection)
     return report
 
 

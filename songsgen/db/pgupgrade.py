@@ -6,18 +6,20 @@ The order of work (`songsgen.db.cutover` does the switch itself):
    different ones; target major >= source major; the source's `wal_level` is `logical`; the source is
    migrated to this code's state; the target is empty (no tables, or migrated to the same history with
    no rows but the ones `migrate` writes); the extensions the schema needs are available on the target.
-2. Leftovers of an interrupted earlier run (found by their names, `songsgen_pgupgrade`) are dropped on
-   both sides first, and the source's `default_transaction_read_only` is reset: the source is never left
-   read-only by a run that died.
+2. Leftovers of an interrupted earlier run (`songsgen.db.pgupgrade_leftovers`: each run's objects carry its
+   id and are recorded on the source) are dropped on both sides first, and the source's
+   `default_transaction_read_only` is reset: the source is never left read-only by a run that died.
 3. The target gets its schema from our own migrations (`manage.py migrate` in a subprocess against it);
    the rows `migrate` wrote there give way to the source's, copied by the subscription.
 4. A marker table on both sides (the cutover writes a row to it to know when everything before has been
-   applied), a publication on the source and a subscription on the target, which copies every table.
+   applied), a publication and a slot on the source and a subscription on the target (created disabled, so
+   its oid is recorded on the source before any table-sync slot exists), which copies every table.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -37,7 +39,7 @@ from songsgen.db.pgdump import connect_params
 from songsgen.db.tables import MIGRATIONS_TABLE, Table, dependency_order
 from songsgen.progress import duration
 
-NAME = "songsgen_pgupgrade"  # publication, subscription, replication slot and marker table
+NAME = "songsgen_pgupgrade"  # the marker table; the prefix of each run's publication, slot and subscription
 # pg_subscription is shared by the server's databases: ours is the one of this database.
 MY_SUBSCRIPTION = "subname = %s AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 REQUIRED_EXTENSIONS = ("pg_trgm",)  # what our migrations create on PostgreSQL (songs 0004)
@@ -58,10 +60,31 @@ class Side:
     def label(self) -> str:
         return mask_url(self.url)
 
+
+@dataclass(frozen=True)
+class Run:
+    """One run's names, carrying its id so that they can be found again whatever became of the process
+    (the id "" gives the names of runs made before ids: one publication and slot per source)."""
+
+    id: str
+    source_oid: int
+
+    @classmethod
+    def new(cls, source: Side) -> Run:
+        return cls(secrets.token_hex(4), source.oid)
+
+    @property
+    def publication(self) -> str:
+        return f"{NAME}_{self.id}" if self.id else NAME
+
+    @property
+    def subscription(self) -> str:
+        return self.publication
+
     @property
     def slot(self) -> str:
-        """The replication slot's name: slots are per server, so it names the source database (its oid)."""
-        return f"{NAME}_{self.oid}"
+        """Slots are per server, so the name holds the source database's oid too."""
+        return f"{NAME}_{self.source_oid}_{self.id}" if self.id else f"{NAME}_{self.source_oid}"
 
 
 @contextmanager
@@ -117,17 +140,19 @@ def quote(name: str) -> str:
 # --- 1. refusals -------------------------------------------------------------------------------------------
 
 
+def describe(url: str, role: str) -> tuple[Side, tuple[Any, ...]]:
+    """One side connected and described; (the side, the server's and database's identity)."""
+    side = Side(url, url_params(url), 0, "")
+    with connect(side, role=role) as conn:
+        major = int(one(conn, "SHOW server_version_num")[0]) // 10000
+        dbname, oid = one(conn, "SELECT datname, oid FROM pg_database WHERE datname = current_database()")
+        start, port = one(conn, "SELECT pg_postmaster_start_time(), inet_server_port()")
+    return Side(url, side.params, major, dbname, int(oid)), (start, port, dbname)
+
+
 def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
     """Both sides connected once and described; refusals for unreachable, same or downgraded servers."""
-    sides = []
-    for url, role in ((source_url, "source"), (target_url, "target")):
-        side = Side(url, url_params(url), 0, "")
-        with connect(side, role=role) as conn:
-            major = int(one(conn, "SHOW server_version_num")[0]) // 10000
-            dbname, oid = one(conn, "SELECT datname, oid FROM pg_database WHERE datname = current_database()")
-            start, port = one(conn, "SELECT pg_postmaster_start_time(), inet_server_port()")
-        sides.append((Side(url, side.params, major, dbname, int(oid)), (start, port, dbname)))
-    (source, src_id), (target, dst_id) = sides
+    (source, src_id), (target, dst_id) = describe(source_url, "source"), describe(target_url, "target")
     if src_id == dst_id:
         raise UpgradeError("The source and the target are the same database; give the new server's database as --to.")
     if target.major < source.major:
@@ -204,23 +229,6 @@ def check_target(target: Side, source: Side, *, ours: bool) -> bool:
     return MIGRATIONS_TABLE in tables
 
 
-def find_leftovers(source: Side, target: Side) -> tuple[bool, bool]:
-    """(on the source, on the target): an earlier run's marker table, publication, slot or subscription."""
-    with connect(target, role="target") as conn:
-        (on_target,) = one(
-            conn, f"SELECT (SELECT count(*) FROM pg_subscription WHERE {MY_SUBSCRIPTION}) + "
-            "(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = %s)", (NAME, NAME),
-        )
-    with connect(source, role="source") as conn:
-        (on_source,) = one(
-            conn, "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = %s) + "
-            "(SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s) + "
-            "(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = %s)",
-            (NAME, source.slot, NAME),
-        )
-    return bool(on_source), bool(on_target)
-
-
 # --- one run at a time, and a cutover asked for from another shell ----------------------------------------------
 
 
@@ -266,43 +274,6 @@ def switched(target: Side) -> bool:
         return conn.execute(f"SELECT 1 FROM {NAME} WHERE id = {SWITCHED}").fetchone() is not None
 
 
-# --- 2. clean-up ---------------------------------------------------------------------------------------------
-
-
-def release_source(source: Side) -> None:
-    """The source writable again (an interrupted cutover may have made it read-only)."""
-    with connect(source, role="source") as conn:
-        conn.execute(f"ALTER DATABASE {quote(source.dbname)} RESET default_transaction_read_only")
-
-
-def drop_replication(source: Side, target: Side, *, empty_target: bool) -> None:
-    """Drop the subscription, publication, slot and marker tables of a run; with `empty_target`, the copied
-    rows too (the target is left migrated and empty, ready for a new run)."""
-    with connect(target, role="target") as conn:
-        if conn.execute(f"SELECT 1 FROM pg_subscription WHERE {MY_SUBSCRIPTION}", (NAME,)).fetchone():
-            conn.execute(f"ALTER SUBSCRIPTION {NAME} DISABLE")
-            conn.execute(f"ALTER SUBSCRIPTION {NAME} SET (slot_name = NONE)")  # the slot is dropped below
-            conn.execute(f"DROP SUBSCRIPTION {NAME}")
-        conn.execute(f"DROP TABLE IF EXISTS {NAME}")
-        if empty_target:
-            names = [t.name for t in code_tables(conn) if t.name != MIGRATIONS_TABLE]
-            if names:
-                conn.execute(f"TRUNCATE {', '.join(quote(n) for n in names)} RESTART IDENTITY")
-    with connect(source, role="source") as conn:
-        conn.execute(f"DROP PUBLICATION IF EXISTS {NAME}")
-        for _ in range(50):  # the walsender may take a moment to let go of the slot
-            slot = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                                (source.slot,)).fetchone()
-            if slot is None:
-                break
-            if slot[0] is None:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (source.slot,))
-                break
-            conn.execute("SELECT pg_terminate_backend(%s)", (slot[0],))
-            time.sleep(0.1)
-        conn.execute(f"DROP TABLE IF EXISTS {NAME}")
-
-
 # --- 3. and 4. set-up ------------------------------------------------------------------------------------------
 
 
@@ -320,8 +291,8 @@ def migrate_target(target: Side) -> None:
         raise UpgradeError(f"Migrating the target failed: {last[0]}")
 
 
-def start_replication(source: Side, target: Side) -> list[Table]:
-    """Marker tables, publication, subscription (step 4); the tables replicated."""
+def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
+    """Marker tables, publication, slot, the subscription created disabled (step 4); the tables replicated."""
     marker = f"CREATE TABLE {NAME} (id bigint PRIMARY KEY, token text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
     with connect(target, role="target") as conn:
         tables = code_tables(conn)
@@ -335,15 +306,21 @@ def start_replication(source: Side, target: Side) -> list[Table]:
         tables = [t for t in tables if t.name in source_tables]
         conn.execute(marker)
         names = ", ".join(quote(n) for n in [*(t.name for t in tables), NAME])
-        conn.execute(f"CREATE PUBLICATION {NAME} FOR TABLE {names}")
+        conn.execute(f"CREATE PUBLICATION {run.publication} FOR TABLE {names}")
         # The slot made here, not by CREATE SUBSCRIPTION: that would hang were both databases on one server.
-        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (source.slot,))
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (run.slot,))
     with connect(target, role="target") as conn:
         conn.execute(
-            f"CREATE SUBSCRIPTION {NAME} CONNECTION {psycopg.sql.quote(conninfo(source))} PUBLICATION {NAME} "
-            f"WITH (create_slot = false, slot_name = {source.slot})"
+            f"CREATE SUBSCRIPTION {run.subscription} CONNECTION {psycopg.sql.quote(conninfo(source))} "
+            f"PUBLICATION {run.publication} WITH (create_slot = false, slot_name = {run.slot}, enabled = false)"
         )
     return tables
+
+
+def enable_subscription(target: Side, run: Run) -> None:
+    """Start the subscription's workers (its initial copy), once its oid is recorded on the source."""
+    with connect(target, role="target") as conn:
+        conn.execute(f"ALTER SUBSCRIPTION {run.subscription} ENABLE")
 
 
 # --- progress and lag --------------------------------------------------------------------------------------------
@@ -371,12 +348,12 @@ class CopyState:
         return out
 
 
-def copy_state(source: Side, target: Side, totals: dict[str, int], started: float) -> CopyState:
+def copy_state(target: Side, run: Run, totals: dict[str, int], started: float) -> CopyState:
     """Where the subscription's initial copy is, per table (pg_subscription_rel and pg_stat_progress_copy)."""
     with connect(target, role="target") as conn:
         states = dict(conn.execute(
             "SELECT c.relname, r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
-            f"JOIN pg_class c ON c.oid = r.srrelid WHERE {MY_SUBSCRIPTION}", (NAME,),
+            f"JOIN pg_class c ON c.oid = r.srrelid WHERE {MY_SUBSCRIPTION}", (run.subscription,),
         ).fetchall())
         copying = dict(conn.execute(
             "SELECT c.relname, p.tuples_processed FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid "
@@ -412,13 +389,13 @@ def vacuum(source: Side, target: Side, tables: list[Table]) -> None:
                 conn.execute(f"{command} {quote(table.name)}")
 
 
-def lag(source: Side) -> Lag:
+def lag(source: Side, slot: str) -> Lag:
     """The subscription's lag, read on the source (its replication slot and walsender)."""
     with connect(source, role="source") as conn:
         row = conn.execute(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), "
             "EXTRACT(epoch FROM r.replay_lag) FROM pg_replication_slots s "
-            "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s", (source.slot,),
+            "LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = %s", (slot,),
         ).fetchone()
     if row is None:
         raise UpgradeError("The replication slot on the source is gone: another process dropped it. Run again.")
@@ -426,7 +403,8 @@ def lag(source: Side) -> Lag:
 
 
 def wait_for_copy(
-    source: Side, target: Side, tables: list[Table], *, report: Callable[[str], None], interval: float = 1.0,
+    source: Side, target: Side, run: Run, tables: list[Table], *, report: Callable[[str], None],
+    interval: float = 1.0,
 ) -> tuple[dict[str, int], float]:
     """Report the initial copy until every table is synchronized; (rows per table at the start, seconds)."""
     with connect(source, role="source") as conn:
@@ -434,7 +412,7 @@ def wait_for_copy(
     started = time.monotonic()
     reported: set[str] = set()
     while True:
-        state = copy_state(source, target, totals, started)
+        state = copy_state(target, run, totals, started)
         for line, (name, copied, _, finished) in zip(state.lines(), state.tables, strict=True):
             if name in reported:
                 continue
@@ -447,7 +425,7 @@ def wait_for_copy(
             return totals, state.elapsed
         with connect(target, role="target") as conn:
             (worker,) = one(conn, "SELECT count(pid) FROM pg_stat_subscription WHERE subid = "
-                            f"(SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION})", (NAME,))
+                            f"(SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION})", (run.subscription,))
         if not worker and state.elapsed > 30:
             raise UpgradeError("The subscription has no worker running on the target: see the target's server log.")
         time.sleep(interval)

@@ -13,8 +13,9 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from songsgen.cli import add_database_pair, non_negative_float, poll_seconds
+from songsgen.cli import non_negative_float, poll_seconds
 from songsgen.db import pgupgrade as up
+from songsgen.db import pgupgrade_leftovers as lo
 from songsgen.db.compare import TableComparison, render
 from songsgen.db.cutover import Bouncer, Cutover, cut_over
 from songsgen.db.dblock import database_lock
@@ -39,13 +40,20 @@ class Command(BaseCommand):
         "Upgrade to a new PostgreSQL major without downtime: the schema on the target from our migrations, then "
         "logical replication from the source (progress per table, then the lag). With --cutover it switches once "
         "the lag is below --max-lag: through PgBouncer (PAUSE, repoint, RESUME) or, without it, by making the "
-        "source read-only; then proves the copy. Ctrl-C before the switch drops what it created on both sides. "
+        "source read-only; then proves the copy. Ctrl-C before the switch drops what it created on both sides; "
+        "each run first removes what a killed one left, and --cleanup --from does that on its own. "
         "See docs/postgres.md."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        add_database_pair(parser, source_help="The database on the old server (wal_level=logical).",
-                          target_help="An empty database on the new server.")
+        parser.add_argument("--from", dest="source", required=True, metavar="URL",
+                            help="The database on the old server (wal_level=logical).")
+        parser.add_argument("--to", dest="target", metavar="URL",
+                            help="An empty database on the new server (with --cleanup: an abandoned target's URL, "
+                                 "when its password differs from the source's).")
+        parser.add_argument("--cleanup", action="store_true",
+                            help="Only remove what interrupted runs left (slots, publications, their records on the "
+                                 "source; their subscriptions on the targets it can reach), and say what.")
         parser.add_argument("--cutover", action="store_true", help="Switch to the target once the lag is small.")
         parser.add_argument("--max-lag", type=non_negative_float, default=1.0, metavar="SECONDS",
                             help="Cut over once the replication lag is below this (default 1 s).")
@@ -66,10 +74,18 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the report as JSON.")
 
     def handle(
-        self, *args: Any, source: str, target: str, cutover: bool, max_lag: float, pgbouncer: str | None,
-        pgbouncer_config: Path | None, pgbouncer_db: str | None, pause_timeout: float, interval: float,
-        finish: bool, as_json: bool, verbosity: int, **options: Any,
+        self, *args: Any, source: str, target: str | None, cleanup: bool, cutover: bool, max_lag: float,
+        pgbouncer: str | None, pgbouncer_config: Path | None, pgbouncer_db: str | None, pause_timeout: float,
+        interval: float, finish: bool, as_json: bool, verbosity: int, **options: Any,
     ) -> None:
+        if cleanup:
+            if cutover or finish:
+                raise CommandError("--cleanup runs on its own: without --cutover or --finish.")
+            self._cleanup(source, target)
+            return
+        if target is None:
+            raise CommandError("Give --to (an empty database on the new server), or --cleanup to remove only what an "
+                               "interrupted run left.")
         if bool(pgbouncer) != bool(pgbouncer_config):
             raise CommandError("Give --pgbouncer and --pgbouncer-config together (the admin console and its ini file).")
         if pgbouncer_config is not None and not pgbouncer_config.is_file():
@@ -109,12 +125,40 @@ class Command(BaseCommand):
             self.stderr.write(line)
             self.stderr.flush()
 
+    def _cleanup(self, source: str, target: str | None) -> None:
+        """`--cleanup`: what abandoned runs left, removed and listed; refused while a run is live."""
+        try:
+            src, _ = up.describe(source, "source")
+            with up.run_lock(src) as alone:
+                if not alone:
+                    raise UpgradeError(
+                        f"A pgupgrade is running from this source ({self._live(src)}): --cleanup removes only what "
+                        "interrupted runs left. Let it finish, or stop it with Ctrl-C, then run --cleanup again."
+                    )
+                found = lo.survey(src, given=[u for u in (target, source) if u])
+                if not found:
+                    self.stdout.write(f"Nothing to remove: no pgupgrade left anything on {src.label}.")
+                    return
+                lo.remove(src, found, report=self.stdout.write)
+        except (UpgradeError, DatabaseUnavailable) as exc:
+            raise CommandError(str(exc)) from exc
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(f"PostgreSQL refused a step of the clean-up: {first}") from exc
+        self.stdout.write(self.style.SUCCESS(f"Removed what interrupted pgupgrade runs left on {src.label}."))
+
+    @staticmethod
+    def _live(src: up.Side) -> str:
+        """The live run as recorded (target, pid, host, its slot), for a refusal."""
+        live = lo.records(src)
+        return "; ".join(f"{r}, slot {r.run.slot}" for r in live) or "not replicating yet"
+
     def _ask_for_cutover(self, src: up.Side, *, cutover: bool, interval: float) -> None:
         """Another pgupgrade replicates this source: ask it to cut over (--cutover), else refuse."""
         if not cutover:
             raise UpgradeError(
-                "Another pgupgrade is already replicating this source. Run `pgupgrade --cutover` with the same "
-                "--from/--to to make it switch, or stop it with Ctrl-C."
+                f"Another pgupgrade is already replicating this source ({self._live(src)}). Run `pgupgrade --cutover` "
+                "with the same --from/--to to make it switch, or stop it with Ctrl-C."
             )
         up.request_cutover(src)
         self._say("pgupgrade: asked the running pgupgrade to cut over; waiting for it to finish")
@@ -133,24 +177,27 @@ class Command(BaseCommand):
                 f"the application uses it now. Check it with `manage.py dbcompare --from {src.label} --to "
                 f"{dst.label}`, then run pgupgrade --finish to drop the replication objects (all data is kept)."
             )
-        up.drop_replication(src, dst, empty_target=False)
+        for run in lo.runs_on_target(src, dst):
+            lo.drop_replication(src, dst, run, empty_target=False)
         self.stdout.write("Dropped the publication, slot, subscription and marker tables; all data was kept.")
         return True
 
     def _check(self, src: up.Side, dst: up.Side, bouncer: Bouncer | None) -> None:
         """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written before."""
-        on_source, on_target = up.find_leftovers(src, dst)
+        found = lo.survey(src, given=[dst.url, src.url], current=dst)
+        on_target = lo.on_target(dst)
         up.check_source(src)
         self._migrated = up.check_target(dst, src, ours=on_target)
-        if on_source or on_target:
+        if found or on_target:
             self._say("pgupgrade: dropping what an interrupted earlier run left on both sides")
             if bouncer is not None:  # it may have died with PgBouncer paused
                 try:
                     bouncer.command(f"RESUME {bouncer.database}")
                 except psycopg.Error:
                     pass  # not paused
-            up.release_source(src)
-            up.drop_replication(src, dst, empty_target=True)
+            lo.remove(src, found, report=lambda line: self._say(f"pgupgrade: {line}"))
+            if on_target:
+                lo.clear_target(src, dst)
 
     def _replicate(
         self, src: up.Side, dst: up.Side, bouncer: Bouncer | None, *, cutover: bool, max_lag: float, timeout: float,
@@ -158,27 +205,33 @@ class Command(BaseCommand):
     ) -> tuple[dict[str, int], float, Cutover | None]:
         """Set up, copy, follow the lag, cut over; everything dropped again unless the switch happened."""
         switched = False
+        run = up.Run.new(src)
 
         def committed() -> None:
             nonlocal switched
             switched = True
+            lo.mark_switched(src, run)
 
         try:
+            lo.record(src, run, dst)
             if not self._migrated:
                 self._say(f"pgupgrade: migrating the target {dst.label} (PostgreSQL {dst.major})")
                 up.migrate_target(dst)
-            tables = up.start_replication(src, dst)
-            self._say(f"pgupgrade: replicating {len(tables)} tables from PostgreSQL {src.major} to {dst.major}")
-            totals, copy_seconds = up.wait_for_copy(src, dst, tables, report=self._say, interval=interval)
+            tables = up.start_replication(src, dst, run)
+            lo.record_subscription(src, dst, run)
+            up.enable_subscription(dst, run)
+            self._say(f"pgupgrade: replicating {len(tables)} tables from PostgreSQL {src.major} to {dst.major} "
+                      f"(run {run.id}: slot {run.slot})")
+            totals, copy_seconds = up.wait_for_copy(src, dst, run, tables, report=self._say, interval=interval)
             self._say(f"pgupgrade: initial copy done in {copy_seconds:.1f}s; VACUUM on both sides")
             up.vacuum(src, dst, tables)
             while True:
-                lag = up.lag(src)
+                lag = up.lag(src, run.slot)
                 self._say(f"pgupgrade: {lag}")
                 if (cutover or up.cutover_requested(src)) and lag.seconds <= max_lag:
                     break
                 time.sleep(interval)
-            result = cut_over(src, dst, tables, bouncer=bouncer, timeout=timeout, report=self._say,
+            result = cut_over(src, dst, tables, slot=run.slot, bouncer=bouncer, timeout=timeout, report=self._say,
                               on_table=self._proved if self.verbosity > 1 else None, committed=committed)
         except KeyboardInterrupt:
             if switched:
@@ -186,12 +239,12 @@ class Command(BaseCommand):
                     "Interrupted after the cutover: the application uses the target now; rerun "
                     f"`manage.py dbcompare --from {src.label} --to {dst.label}` for the proof."
                 ) from None
-            self._undo(src, dst)
+            self._undo(src, dst, run)
             raise CommandError("Interrupted: the publication, subscription and copied rows were dropped on both "
                                "sides; the source is untouched.") from None
         except BaseException:
             if not switched:
-                self._undo(src, dst)
+                self._undo(src, dst, run)
             raise
         if result.comparison is not None and not result.comparison.equal:
             raise CommandError(
@@ -199,17 +252,17 @@ class Command(BaseCommand):
                 + "; ".join(f"{t.table} ({t.describe()})" for t in result.comparison.differences)
                 + ". Both sides and the replication objects are kept for repair; the application uses the target."
             )
-        up.drop_replication(src, dst, empty_target=False)
+        lo.drop_replication(src, dst, run, empty_target=False)
         with up.connect(dst, role="target") as conn:
             conn.execute("ANALYZE")
         return totals, copy_seconds, result
 
-    def _undo(self, src: up.Side, dst: up.Side) -> None:
+    def _undo(self, src: up.Side, dst: up.Side, run: up.Run) -> None:
         """Best effort: a failure here must not hide the error that brought us here."""
         self._say("pgupgrade: dropping the publication, subscription and copied rows")
         try:
-            up.release_source(src)
-            up.drop_replication(src, dst, empty_target=True)
+            lo.release_source(src)
+            lo.drop_replication(src, dst, run, empty_target=True)
         except Exception as exc:  # noqa: BLE001 — reported, and the next run drops the leftovers
             self._say(f"pgupgrade: could not clean up ({exc}); run pgupgrade again to drop the leftovers")
 
