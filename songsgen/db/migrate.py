@@ -266,8 +266,8 @@ def run(
         warn("--no-backup: no disaster-recovery snapshot is taken (a failure still rolls back).")
     else:
         tick = time.monotonic()
-        scratch = bool(options.rehearse) and connection.vendor == "sqlite"  # its copy goes beside the snapshot
-        snap = snapshot.take_checked(connection, Path(settings.BACKUP_DIR), scratch=scratch)
+        snap = snapshot.take_checked(connection, Path(settings.BACKUP_DIR),  # SQLite: the scratch copy beside it
+                                     scratch=bool(options.rehearse) and connection.vendor == "sqlite")
         report.seconds["backup"], report.backup = round(time.monotonic() - tick, 3), str(snap)
         log(f"Backup (kept for disaster recovery): {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, "
             f"{report.seconds['backup']:.1f} s)")
@@ -299,7 +299,6 @@ def _rehearse(
     log: Callable[[str], None], warn: Callable[[str], None],
 ) -> bool:
     """Apply the plan to a scratch copy of the snapshot and report; False when the live run stops here."""
-    log("Rehearsing the plan on a scratch copy of the snapshot ...")
     try:
         rehearsal = rehearse.rehearse(connection, snap, [(m.app_label, m.name, back) for m, back in plan], log=log)
     except rehearse.RehearsalError as exc:
@@ -307,8 +306,7 @@ def _rehearse(
         raise MigrateRefused(f"The rehearsal could not run: {exc}. Nothing was changed; the snapshot taken for "
                              "it is removed.") from exc
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the rehearsal process is stopped, its copy removed
-        raise MigrateRefused(f"The rehearsal was interrupted ({exc or 'Ctrl-C'}); its scratch copy is removed. "
-                             "Nothing was changed.") from exc
+        raise MigrateRefused(f"The rehearsal was interrupted ({exc or 'Ctrl-C'}). Nothing was changed.") from exc
     report.rehearsal = rehearsal.as_dict()
     for line in rehearse.format_report(rehearsal):
         log(line)

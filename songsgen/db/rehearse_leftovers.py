@@ -38,7 +38,8 @@ class Leftover:
     size: int | None  # bytes; None when the server does not say
 
     def describe(self) -> str:
-        size = f"{self.size / 2**20:,.1f} MiB " if self.size is not None else ""
+        size = "" if self.size is None else (f"{self.size / 2**20:,.1f} MiB " if self.size >= 2**20
+                                             else f"{self.size / 2**10:,.0f} KiB ")
         return f"{size}scratch copy {self.name} left by a rehearsal that was killed"
 
 

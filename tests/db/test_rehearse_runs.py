@@ -227,3 +227,16 @@ def test_the_next_rehearsal_removes_what_a_killed_one_left(hanging, migrate, fix
     assert "Removed the" in result.stderr and scratch in result.stderr
     assert scratch_copies(backups) == []
     assert os.path.isdir(backups)
+
+
+@sqlite_only
+def test_dbcheck_knows_older_copies_and_leaves_other_databases_alone(fixture_env, rows, backups):
+    backups.mkdir(mode=0o700)
+    older = [backups / ".rehearse-k3j_9x0a.sqlite3", backups / ".rehearse-k3j_9x0a.sqlite3-wal"]  # before the name
+    other = backups / ".rehearse-otherdb-ab12cd34.sqlite3"  # another database's, sharing the folder
+    for path in [*older, other]:
+        path.write_bytes(b"\0" * 4096)
+    result = dbcheck(fixture_env)
+    assert result.returncode == 0, result.stderr
+    assert f"removed the 8 KiB scratch copy {older[0]} left by a rehearsal that was killed" in result.stdout
+    assert [p.name for p in backups.iterdir()] == [other.name]
