@@ -85,7 +85,10 @@ def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None
     removed: list[Leftover] = []
     for item in leftovers(connection, folder):
         if connection.vendor == "sqlite":
-            backup.remove_file(Path(item.name))
+            try:
+                backup.remove_file(Path(item.name))
+            except OSError:
+                continue  # a read-only folder: dbcheck keeps naming it
         else:
             try:
                 with connection.cursor() as cursor:
@@ -98,14 +101,21 @@ def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None
 
 def dbcheck_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
     """dbcheck's warnings: copies removed now, or named and left alone while a migrate (maybe rehearsing) runs."""
-    if not leftovers(connection):
+    found = leftovers(connection)
+    if not found:
         return []
     try:
         with database_lock(connection.settings_dict, purpose="dbcheck", wait=0):
             removed = remove_leftovers(connection)
+    except OSError as exc:  # no lock file can be made beside the database: whether a migrate runs is unknown
+        return [Problem("rehearsal", item.name, f"scratch copy kept: the migrate lock cannot be taken ({exc.strerror})",
+                        blocking=False) for item in found]
     except DatabaseBusy as exc:
         who = str(exc).split(" holds the database", 1)[0]  # "another migrate (pid …, started at …)"
         return [Problem("rehearsal", item.name, f"scratch copy kept: {who} holds the database and may be rehearsing "
                         "on it; the next dbcheck or migrate after it removes it if it is left", blocking=False)
-                for item in leftovers(connection)]
-    return [Problem("rehearsal", item.name, f"removed the {item.describe()}", blocking=False) for item in removed]
+                for item in found]
+    gone = {item.name for item in removed}
+    return [Problem("rehearsal", item.name, f"removed the {item.describe()}", blocking=False) for item in removed] + [
+        Problem("rehearsal", item.name, f"the {item.describe()} could not be removed: remove it by hand",
+                blocking=False) for item in found if item.name not in gone]
