@@ -235,6 +235,7 @@ def _scratch_url(scratch: dict[str, Any]) -> str:
 
 
 def _child_env(settings_dict: dict[str, Any], name: str) -> dict[str, str]:
+    """This process's environment, with the scratch copy as the one database it names."""
     scratch = {**settings_dict, "NAME": name}
     try:
         encoded = json.dumps(scratch)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,8 @@ def test_rehearsals_keep_only_the_newest_snapshots(migrate, rows, backups):
 @sqlite_only
 def test_no_room_for_the_scratch_copy_is_refused_before_copying(migrate, rows, backups):
     before = state()
+    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as db:  # the whole database in the file
+        assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     size = database_size(connection)
     # Room for the snapshot (size x 1.1, no margin), not for the snapshot and its scratch copy beside it.
     with mounted(backups, ["-t", "tmpfs", "-o", f"size={int(size * 1.6) // 1024 + 1}k,mode=0700", "tmpfs"]):
