@@ -20,7 +20,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from songsgen.db import marker, replica, schema
+from songsgen.db import marker, rehearse_leftovers, replica, schema
 from songsgen.db.backup import safetycopies
 from songsgen.db.problems import Problem
 from songsgen.db.safety import table_rows_at_least
@@ -200,6 +200,7 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> 
                         f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it", blocking=False)
                 for item in safetycopies.leftovers(Path(connection.settings_dict["NAME"]))
             ]
+        report.problems += rehearse_leftovers.dbcheck_problems(connection)  # a killed rehearsal's scratch copies
     if "slots" in checks and connection.vendor == "postgresql":
         report.problems += slot_problems(connection)
     return report

@@ -30,7 +30,7 @@ from django.db.migrations.operations.fields import FieldOperation
 from django.db.migrations.operations.models import IndexOperation, ModelOperation
 from django.db.migrations.state import ProjectState
 
-from songsgen.db import marker, pglocks, rehearse, schema, snapshot
+from songsgen.db import marker, pglocks, rehearse, rehearse_leftovers, schema, snapshot
 from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
@@ -229,6 +229,8 @@ def run(
     it had before)."""
     before = {key for key in executor.loader.applied_migrations}
     marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
+    for leftover in rehearse_leftovers.remove_leftovers(connection):  # we hold the lock: no rehearsal uses them
+        warn(f"Removed the {leftover.describe()}.")
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -268,12 +270,17 @@ def run(
         warn("--no-backup: no disaster-recovery snapshot is taken (a failure still rolls back).")
     else:
         tick = time.monotonic()
-        snap = snapshot.take_checked(connection, Path(settings.BACKUP_DIR))
+        snap = snapshot.take_checked(connection, Path(settings.BACKUP_DIR),  # SQLite: the scratch copy beside it
+                                     scratch=bool(options.rehearse) and connection.vendor == "sqlite")
         report.seconds["backup"], report.backup = round(time.monotonic() - tick, 3), str(snap)
         log(f"Backup (kept for disaster recovery): {snap} ({snap.stat().st_size / 2**20:,.1f} MiB, "
             f"{report.seconds['backup']:.1f} s)")
     if options.rehearse and snap is not None:
-        if not _rehearse(connection, snap, plan, options, report, log, warn):
+        try:
+            go_on = _rehearse(connection, snap, plan, options, report, log, warn)
+        finally:  # a rehearsal's snapshot counts against the newest MIGRATE_KEEP_SNAPSHOTS too
+            snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
+        if not go_on:
             return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
@@ -296,11 +303,14 @@ def _rehearse(
     log: Callable[[str], None], warn: Callable[[str], None],
 ) -> bool:
     """Apply the plan to a scratch copy of the snapshot and report; False when the live run stops here."""
-    log("Rehearsing the plan on a scratch copy of the snapshot ...")
     try:
         rehearsal = rehearse.rehearse(connection, snap, [(m.app_label, m.name, back) for m, back in plan], log=log)
     except rehearse.RehearsalError as exc:
-        raise MigrateRefused(f"The rehearsal could not start: {exc}. Nothing was changed.") from exc
+        snap.unlink(missing_ok=True)  # taken for this run, which changed nothing: no snapshot left to fill the disk
+        raise MigrateRefused(f"The rehearsal could not run: {exc}. Nothing was changed; the snapshot taken for "
+                             "it is removed.") from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the rehearsal process is stopped, its copy removed
+        raise MigrateRefused(f"The rehearsal was interrupted ({exc or 'Ctrl-C'}). Nothing was changed.") from exc
     report.rehearsal = rehearsal.as_dict()
     for line in rehearse.format_report(rehearsal):
         log(line)

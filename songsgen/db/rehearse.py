@@ -1,13 +1,16 @@
 """`migrate --rehearse`: apply the plan to a scratch copy of the pre-migrate snapshot and measure each migration.
 
 `rehearse(connection, snapshot, plan_keys)` restores the snapshot into a scratch database (SQLite: a 0600 copy
-beside the snapshot; PostgreSQL: a new database filled by pg_restore, then vacuumed and analyzed) and applies
-the plan there the way the live migrate applies it: the same `Applier` (songsgen/db/apply.py) runs consecutive
-atomic migrations in one transaction (on SQLite with the foreign-key check deferred to the commit, on the tables
-the plan changes plus the small ones), verification runs inside the last transaction and SQLite's page check
-after its commit; on PostgreSQL the session yields to autovacuum after 20 ms, as the live one does.
-The scratch copy is always removed, on error and Ctrl-C too. The live database is only read for its
-settings: it is never connected to.
+`.rehearse-<database>-….sqlite3` beside the snapshot, once the folder has room for it; PostgreSQL: a new
+database `songsgen_rehearse_…`, commented with the live database's name, filled by pg_restore, then vacuumed
+and analyzed) and applies the plan there in a process of its own (songsgen/db/rehearse_child.py) whose only
+database is the copy: a data migration that uses the default manager, `django.db.connection`, a raw cursor or
+`transaction.atomic()` without `using` reaches the copy, never the live database. The child applies the plan
+the way the live migrate does (the same `Applier`, songsgen/db/apply.py; verification inside the last
+transaction) and hands back the `Rehearsal` as JSON; its progress lines are passed on as they come.
+The scratch copy is removed in every case: a failure of the child becomes a one-line RehearsalError, and
+Ctrl-C or SIGTERM stops the child before the copy goes. What a SIGKILL leaves, the next migrate or dbcheck
+removes (songsgen/db/rehearse_leftovers.py).
 
 Per migration it reports:
 - `seconds`: wall time from the executor's start callback to its success callback.
@@ -22,32 +25,39 @@ Django's post_migrate signal (content types, permissions: a few small writes) is
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from django.db import connections
+from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.migrations.executor import MigrationExecutor
-from django.db.migrations.migration import Migration
 
-from songsgen.db import backup, pgdump, pglocks, schema
-from songsgen.db.apply import Applier
+from songsgen.db import backup, pgdump
 from songsgen.db.exceptions import RehearsalError
-from songsgen.db.problems import Problem
+from songsgen.db.problems import ERROR, Problem
+from songsgen.db.rehearse_child import DATABASE_ENV
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import TupleRow
 
-SCRATCH_PREFIX = "songsgen_rehearse_"
+SCRATCH_PREFIX = "songsgen_rehearse_"  # PostgreSQL scratch databases
+FILE_PREFIX = ".rehearse-"  # SQLite scratch copies, beside the snapshot
+COMMENT_PREFIX = "songsgen rehearsal of "  # a scratch database's comment, then the live database's name
+CHILD = "songsgen.db.rehearse_child"
 
 
 @dataclass
@@ -77,15 +87,49 @@ class Rehearsal:
         """The rehearsal as JSON (migrate's report), each verification problem in its own JSON shape."""
         return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rehearsal:
+        """The rehearsal back from `as_dict`'s JSON, as the child process hands it over."""
+        problems = [Problem(str(p["check"]), str(p["subject"]), str(p["detail"]), p["severity"] == ERROR,
+                            str(p.get("fix", "")), str(p.get("source", "")), tuple(p.get("agreed", ())))
+                    for p in data["verification"]]
+        return cls(steps=[RehearsedStep(**step) for step in data["steps"]], seconds=float(data["seconds"]),
+                   verification=problems, ok=bool(data["ok"]),
+                   longest_lock_seconds=float(data.get("longest_lock_seconds", 0.0)))
+
+
+def scratch_comment(settings_dict: dict[str, Any]) -> str:
+    """The comment a scratch database carries: whose copy it is."""
+    return f"{COMMENT_PREFIX}{settings_dict['NAME']}"
+
 
 # --- the scratch database ---------------------------------------------------------------------------
+def scratch_room(snapshot: Path) -> tuple[int, int]:
+    """(needed, free) bytes for a scratch copy of `snapshot` beside it: its size x factor + margin (settings)."""
+    needed = int(snapshot.stat().st_size * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
+        settings.MIGRATE_BACKUP_MARGIN_BYTES)
+    return needed, shutil.disk_usage(snapshot.parent).free
+
+
 @contextmanager
-def _scratch_sqlite(snapshot: Path) -> Iterator[str]:
-    """A private copy of the snapshot beside it, removed with its WAL files afterwards."""
-    fd, name = tempfile.mkstemp(prefix=".rehearse-", suffix=".sqlite3", dir=snapshot.parent)  # mode 0600
+def _scratch_sqlite(snapshot: Path, stem: str) -> Iterator[str]:
+    """A private copy of the snapshot beside it, once there is room for it; removed with its WAL files afterwards."""
+    needed, free = scratch_room(snapshot)
+    if free < needed:
+        raise RehearsalError(
+            f"not enough room for the scratch copy in {snapshot.parent}: {free / 2**20:,.1f} MiB free, "
+            f"{needed / 2**20:,.1f} MiB needed (the snapshot's size x {settings.MIGRATE_BACKUP_SIZE_FACTOR} + "
+            f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin); free space or point "
+            "SONGSGEN_BACKUP_DIR at a bigger disk"
+        )
+    fd, name = tempfile.mkstemp(prefix=f"{FILE_PREFIX}{stem}-", suffix=".sqlite3", dir=snapshot.parent)  # 0600
     try:
-        with os.fdopen(fd, "wb") as out, open(snapshot, "rb") as source:
-            shutil.copyfileobj(source, out, pgdump.CHUNK)
+        try:
+            with os.fdopen(fd, "wb") as out, open(snapshot, "rb") as source:
+                shutil.copyfileobj(source, out, pgdump.CHUNK)
+        except OSError as exc:
+            raise RehearsalError(f"copying the snapshot to a scratch copy in {snapshot.parent} failed "
+                                 f"({exc.strerror or exc})") from exc
         yield name
     finally:
         backup.remove_file(Path(name))
@@ -127,6 +171,9 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
                 f"the role {settings_dict.get('USER') or '(default)'} may not create databases, and a rehearsal "
                 "needs a scratch database: grant it with ALTER ROLE … CREATEDB, or migrate without --rehearse."
             ) from exc
+        # Named for the live database, so the next migrate or dbcheck knows a killed rehearsal's copy as ours.
+        admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(scratch_comment(settings_dict))))
         try:
             try:
                 pgdump.restore({**settings_dict, "NAME": name}, snapshot)
@@ -151,22 +198,6 @@ def _settle(settings_dict: dict[str, Any]) -> None:
         scratch.execute("VACUUM (ANALYZE)")
 
 
-@contextmanager
-def _alias(settings_dict: dict[str, Any], name: str) -> Iterator[BaseDatabaseWrapper]:
-    """A Django connection to the scratch database under a temporary alias, closed and forgotten afterwards."""
-    alias = f"rehearse_{os.getpid()}_{secrets.token_hex(4)}"
-    connections.settings[alias] = {**settings_dict, "NAME": name}
-    try:
-        scratch = connections[alias]
-        try:
-            yield scratch
-        finally:
-            scratch.close()
-            del connections[alias]
-    finally:
-        del connections.settings[alias]
-
-
 # --- the rehearsal ----------------------------------------------------------------------------------
 def rehearse(
     connection: BaseDatabaseWrapper,
@@ -175,78 +206,97 @@ def rehearse(
     *,
     log: Callable[[str], None] = lambda s: None,
 ) -> Rehearsal:
-    """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each migration."""
-    from songsgen.db.migrate import tables_changed_by  # migrate imports this module
+    """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each migration.
 
+    The live database is only read for its settings: neither this process nor the child connects to it."""
     clock = time.monotonic()
     if connection.vendor == "sqlite":
-        scratch_db = _scratch_sqlite(snapshot)
+        scratch_db = _scratch_sqlite(snapshot, backup.sqlite_path(connection.settings_dict).stem)
     elif connection.vendor == "postgresql":
         scratch_db = _scratch_postgres(connection.settings_dict, snapshot)
     else:
         raise RehearsalError(f"no rehearsal for a {connection.vendor} database")
-    error: str | None = None
-    verification: list[Problem] = []
-    with scratch_db as name, _alias(connection.settings_dict, name) as scratch:
-        log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}) ...")
-        if scratch.vendor == "postgresql":
-            pglocks.hurry_autovacuum(scratch)  # as the live session (pglocks.limit_waits) does
-        applier = Applier(scratch)
-
-        def progress(action: str, migration: Migration | None = None, fake: bool | None = False, /) -> None:
-            if action in ("apply_start", "unapply_start") and migration is not None:
-                applier.start(migration)
-            elif action in ("apply_success", "unapply_success"):
-                applier.finish()
-                done = applier.applied[-1]
-                log(f"  {done['migration']}: {done['seconds']:.3f} s, {done['rows']} row(s)")
-
-        executor = MigrationExecutor(scratch, progress)
-        plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
-        if scratch.vendor == "sqlite":  # as migrate.run: only SQLite defers its foreign-key check to the commit
-            applier.tables_of = tables_changed_by(plan, schema.applied_state(executor))
-        with applier.metered(rows=True):
-            try:
-                executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
-            except BaseException as exc:  # the migration failed on the copy: report it; Ctrl-C propagates
-                failed = applier.current is not None
-                applier.finish()  # its time, rows and lock are reported too
-                applier.rollback(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-                if not failed:
-                    applier.applied.append({"migration": "(plan)", "seconds": 0.0, "transaction": None})
-            else:
-                verification = _verify_and_commit(scratch, plan, applier, name)
-        applier.measure()
-    steps = [RehearsedStep(e["migration"], e["seconds"], e.get("lock_seconds", 0.0), e.get("locks", []),
-                           e.get("rows", 0), None, e["transaction"]) for e in applier.applied]
-    if error is not None:
-        steps[-1].error = error
-    ok = error is None and not any(p.blocking for p in verification)
-    return Rehearsal(steps=steps, seconds=time.monotonic() - clock, verification=verification, ok=ok,
-                     longest_lock_seconds=max((step.lock_seconds for step in steps), default=0.0))
+    with scratch_db as name:
+        log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}), "
+            "in a process whose only database is the copy ...")
+        rehearsal = _run_child(connection.settings_dict, name, plan_keys, log)
+    rehearsal.seconds = time.monotonic() - clock  # the copy's making and removal included, as before
+    return rehearsal
 
 
-def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[Problem]:
-    """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the foreign-key check of
-    what verification left), then SQLite's page check outside the lock; the problems found."""
-    from songsgen.db.migrate import after_commit_problems, in_transaction, verify
+def _scratch_url(scratch: dict[str, Any]) -> str:
+    """A DATABASE_URL naming the scratch copy, so nothing in the child's environment names the live database."""
+    if str(scratch["ENGINE"]).endswith("sqlite3"):
+        return f"sqlite:///{Path(scratch['NAME']).resolve()}"
+    user, password = quote(str(scratch.get("USER") or ""), safe=""), quote(str(scratch.get("PASSWORD") or ""), safe="")
+    auth = f"{user}{':' + password if password else ''}@" if user else ""
+    port = f":{scratch['PORT']}" if scratch.get("PORT") else ""
+    return f"postgres://{auth}{quote(str(scratch.get('HOST') or 'localhost'), safe='')}{port}/{quote(scratch['NAME'])}"
 
+
+def _child_env(settings_dict: dict[str, Any], name: str) -> dict[str, str]:
+    """This process's environment, with the scratch copy as the one database it names."""
+    scratch = {**settings_dict, "NAME": name}
     try:
-        problems, tables = verify(scratch, in_transaction(plan, applier), pages=False)
-        if any(p.blocking for p in problems):
-            applier.rollback(RuntimeError("verification failed"))
-            return problems
-        applier.commit(keys_checked=tables)
-        if scratch.vendor == "sqlite":
-            problems += after_commit_problems(scratch, plan, tables)
-    except Exception as exc:  # noqa: BLE001 — a check that cannot run, or the check at commit, is a failed check
-        applier.rollback(exc)
-        detail = f"{type(exc).__name__}: {exc}"
-        return [Problem("verify", name, detail)]
-    return problems
+        encoded = json.dumps(scratch)
+    except (TypeError, ValueError) as exc:
+        raise RehearsalError(f"the database settings cannot be handed to the rehearsal process ({exc})") from exc
+    env = dict(os.environ, DATABASE_URL=_scratch_url(scratch))
+    env[DATABASE_ENV] = encoded
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)  # as this process found the project
+    return env
+
+
+def _run_child(settings_dict: dict[str, Any], name: str, plan_keys: list[tuple[str, str, bool]],
+               log: Callable[[str], None]) -> Rehearsal:
+    """Run the plan in `python -m songsgen.db.rehearse_child` on the scratch copy `name`; its Rehearsal."""
+    env = _child_env(settings_dict, name)
+    with tempfile.TemporaryDirectory(prefix="songsgen-rehearsal-") as folder:
+        result = Path(folder) / "rehearsal.json"
+        try:  # its own session: a terminal's Ctrl-C reaches this process, which stops the child
+            proc = subprocess.Popen(
+                [sys.executable, "-m", CHILD, json.dumps(plan_keys), str(result), name], env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RehearsalError(f"the rehearsal process could not start ({exc})") from exc
+        stderr: deque[str] = deque(maxlen=100)
+        reader = threading.Thread(target=lambda: stderr.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        try:
+            for line in proc.stdout or ():
+                log(line.rstrip("\n"))
+            code = proc.wait()
+        except BaseException:  # Ctrl-C, or SIGTERM as migrate turns it into KeyboardInterrupt: the child first
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            reader.join(timeout=10)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        return _read_result(result, code, [line.rstrip() for line in stderr])
+
+
+def _read_result(result: Path, code: int, stderr: list[str]) -> Rehearsal:
+    """The child's Rehearsal, or a one-line RehearsalError saying how it ended."""
+    try:
+        payload = json.loads(result.read_text())
+    except (OSError, ValueError):
+        payload = None
+    if code == 0 and isinstance(payload, dict) and "rehearsal" in payload:
+        try:
+            return Rehearsal.from_dict(payload["rehearsal"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RehearsalError(f"the rehearsal process's report cannot be read ({type(exc).__name__}: {exc})"
+                                 ) from exc
+    if isinstance(payload, dict) and payload.get("error"):
+        raise RehearsalError(f"the rehearsal process failed: {' '.join(str(payload['error']).split())}")
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    last = next((line.strip() for line in reversed(stderr) if line.strip()), "")
+    raise RehearsalError(f"the rehearsal process {how} without a report" + (f" (it said: {last})" if last else ""))
 
 
 def format_report(rehearsal: Rehearsal) -> list[str]:

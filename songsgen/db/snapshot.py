@@ -132,27 +132,44 @@ def room_needed(connection: BaseDatabaseWrapper) -> int:
     )
 
 
-def check_room(connection: BaseDatabaseWrapper, directory: Path) -> tuple[int, int]:
-    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room."""
-    prepare_folder(directory)
-    needed = room_needed(connection)
+def check_writable(directory: Path) -> None:
+    """Raise MigrateRefused unless a file can be created in the backup folder (created if missing)."""
+    try:
+        prepare_folder(directory)
+        backup.temp_path(directory).unlink()
+    except OSError as exc:
+        raise MigrateRefused(
+            f"The backup folder {directory} is not writable ({exc.strerror or exc}). Nothing was changed. Make it "
+            "writable, point SONGSGEN_BACKUP_DIR at a writable folder, or run with --no-backup at your own risk."
+        ) from exc
+
+
+def check_room(connection: BaseDatabaseWrapper, directory: Path, *, scratch: bool = False) -> tuple[int, int]:
+    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room (`scratch`: also for the
+    rehearsal's scratch copy of the snapshot, which SQLite keeps beside it)."""
+    check_writable(directory)
+    factor = float(settings.MIGRATE_BACKUP_SIZE_FACTOR)
+    needed = room_needed(connection) + (int(database_size(connection) * factor) if scratch else 0)
     free = shutil.disk_usage(directory).free
     if free < needed:
+        what = "the backup and the rehearsal's scratch copy" if scratch else "the backup"
+        times = f"{factor} x 2" if scratch else f"{factor}"
         raise MigrateRefused(
-            f"Not enough room for the backup in {directory}: {free / 2**20:,.1f} MiB free, "
-            f"{needed / 2**20:,.1f} MiB needed (database size x {settings.MIGRATE_BACKUP_SIZE_FACTOR} + "
+            f"Not enough room for {what} in {directory}: {free / 2**20:,.1f} MiB free, "
+            f"{needed / 2**20:,.1f} MiB needed (database size x {times} + "
             f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin). Nothing was changed. Free space, "
             "point SONGSGEN_BACKUP_DIR at a bigger disk, or run with --no-backup at your own risk."
         )
     return needed, free
 
 
-def take_checked(connection: BaseDatabaseWrapper, directory: Path) -> Path:
-    """The safe migrate's disaster-recovery copy: room checked first; a failure is a refusal (nothing changed)."""
-    check_room(connection, directory)
+def take_checked(connection: BaseDatabaseWrapper, directory: Path, *, scratch: bool = False) -> Path:
+    """The safe migrate's disaster-recovery copy: folder and room checked first (`scratch`: room for the
+    rehearsal's copy too); a failure is a refusal (nothing changed)."""
+    check_room(connection, directory, scratch=scratch)
     try:
         return take_snapshot(connection, directory)
-    except SnapshotError as exc:
+    except (SnapshotError, OSError) as exc:
         raise MigrateRefused(
             f"The backup before migrating failed ({exc}). Nothing was changed. Fix the cause and run again, "
             "or take a backup yourself and run with --no-backup."
