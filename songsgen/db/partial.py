@@ -12,7 +12,7 @@ run: the operation stays, and `Progress` tells the next run to skip it once the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,13 +103,21 @@ class Tracker:
             else:
                 self._changed(running=index)
                 try:
-                    run(app_label, schema_editor, from_state, to_state)
+                    with self._checked_drop(op, from_state, to_state):
+                        run(app_label, schema_editor, from_state, to_state)
                 except BaseException:
                     self.progress.failed = True
                     raise
             self._changed(done=position + 1)
 
         return hooked
+
+    def _checked_drop(self, op: Operation, before: ProjectState, after: ProjectState) -> Any:
+        """A drop in a non-atomic migration commits alone, after the foreign keys pointing at it are checked:
+        SQLite's own check comes only after the whole migration, when the rows would be gone for good."""
+        if not drops_kind(op, self.progress.backwards) or self.connection.in_atomic_block:
+            return nullcontext()
+        return _verified_drop(self.connection, changed_tables(before, after, self.connection))
 
     def _changed(self, *, running: int | None = None, done: int | None = None) -> None:
         self.progress.running, self.progress.failed = running, False
@@ -121,6 +129,27 @@ class Tracker:
     def remove(self) -> None:
         for op in self.migration.operations:
             op.__dict__.pop(self.method, None)
+
+
+@contextmanager
+def _verified_drop(connection: BaseDatabaseWrapper, tables: set[str]) -> Iterator[None]:
+    """One transaction around a drop; on SQLite the tables referencing `tables` keep valid keys or it rolls back."""
+    with transaction.atomic(using=connection.alias):
+        yield
+        if connection.vendor == "sqlite":  # PostgreSQL's constraints refuse (or CASCADE) at the statement
+            connection.check_constraints(table_names=_referencing(connection, tables))
+
+
+def _referencing(connection: BaseDatabaseWrapper, tables: set[str]) -> list[str]:
+    """SQLite: `tables` and every table with a foreign key pointing at one of them."""
+    with connection.cursor() as cursor:
+        names = connection.introspection.table_names(cursor)
+        found = set(tables) & set(names)
+        for name in names:
+            cursor.execute(f"PRAGMA foreign_key_list({connection.ops.quote_name(name)})")
+            if any(row[2] in tables for row in cursor.fetchall()):
+                found.add(name)
+    return sorted(found)
 
 
 # --- what an operation did to the schema -----------------------------------------------------------------

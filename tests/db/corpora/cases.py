@@ -12,8 +12,6 @@ from tests.db.corpora.harness import Case
 L, Z = "linter", "zerodowntime"
 PG, SQLITE = "postgresql", "sqlite"
 
-DROP_REPORTED_RESTORED = ("issue 22: a committed DeleteModel undone by re-creating the table empty and reported "
-                          "'back as it was', branch nonatomic")
 NO_LIB = "its migration imports django-add-default-value (AddDefaultValue), which songsgen does not depend on"
 
 U = frozenset
@@ -39,7 +37,7 @@ CASES = [
     # Our own DROP_COLUMN advice (0002, state only) then the drop of the table its column pointed at. On SQLite
     # the kept column still REFERENCES the dropped table: the drop must fail and leave every row.
     Case(Z, "good_flow_drop_table_with_constraints", "0001_initial", unsafe=U({"DROP_TABLE"}),
-         dropped=U({"drop_tbl_main"}), engines={SQLITE: {"migrate_exit": 1, "xfail": DROP_REPORTED_RESTORED}}),
+         dropped=U({"drop_tbl_main"}), engines={SQLITE: {"migrate_exit": 1}}),
     # PostgreSQL: the columns go (their forgotten index and constraint with them, CASCADE); back to zero fails
     # on the constraint the state still removes (rolled back). SQLite: the forgotten index stops DROP COLUMN.
     Case(Z, "good_flow_drop_column_with_constraints", "0001_initial", unsafe=U({"DROP_COLUMN"}),
