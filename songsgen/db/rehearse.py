@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -47,8 +46,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
 from songsgen.db.exceptions import RehearsalError
-from songsgen.db.problems import ERROR, Problem
-from songsgen.db.rehearse_child import DATABASE_ENV
+from songsgen.db.rehearse_child import DATABASE_ENV, Rehearsal, RehearsedStep
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,44 +56,6 @@ SCRATCH_PREFIX = "songsgen_rehearse_"  # PostgreSQL scratch databases
 FILE_PREFIX = ".rehearse-"  # SQLite scratch copies, beside the snapshot
 COMMENT_PREFIX = "songsgen rehearsal of "  # a scratch database's comment, then the live database's name
 CHILD = "songsgen.db.rehearse_child"
-
-
-@dataclass
-class RehearsedStep:
-    """One migration as it ran on the scratch copy."""
-
-    migration: str  # "app.0002_name"
-    seconds: float
-    lock_seconds: float
-    locks: list[str] = field(default_factory=list)  # "songs_song: AccessExclusiveLock"; SQLite: "database write lock"
-    rows: int = 0
-    error: str | None = None
-    transaction: int | None = None  # the grouped transaction it ran in; None: non-atomic, its own transactions
-
-
-@dataclass
-class Rehearsal:
-    """The whole rehearsal: each step, the time it all took, and what verification found."""
-
-    steps: list[RehearsedStep]
-    seconds: float
-    verification: list[Problem]
-    ok: bool
-    longest_lock_seconds: float = 0.0  # the prediction of the live report's figure of the same name
-
-    def as_dict(self) -> dict[str, Any]:
-        """The rehearsal as JSON (migrate's report), each verification problem in its own JSON shape."""
-        return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rehearsal:
-        """The rehearsal back from `as_dict`'s JSON, as the child process hands it over."""
-        problems = [Problem(str(p["check"]), str(p["subject"]), str(p["detail"]), p["severity"] == ERROR,
-                            str(p.get("fix", "")), str(p.get("source", "")), tuple(p.get("agreed", ())))
-                    for p in data["verification"]]
-        return cls(steps=[RehearsedStep(**step) for step in data["steps"]], seconds=float(data["seconds"]),
-                   verification=problems, ok=bool(data["ok"]),
-                   longest_lock_seconds=float(data.get("longest_lock_seconds", 0.0)))
 
 
 def scratch_comment(settings_dict: dict[str, Any]) -> str:

@@ -21,17 +21,56 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from songsgen.db.problems import ERROR, Problem
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
     from songsgen.db.apply import Applier
-    from songsgen.db.problems import Problem
-    from songsgen.db.rehearse import Rehearsal
 
 DATABASE_ENV = "SONGSGEN_REHEARSAL_DATABASE"
+
+
+@dataclass
+class RehearsedStep:
+    """One migration as it ran on the scratch copy."""
+
+    migration: str  # "app.0002_name"
+    seconds: float
+    lock_seconds: float
+    locks: list[str] = field(default_factory=list)  # "songs_song: AccessExclusiveLock"; SQLite: "database write lock"
+    rows: int = 0
+    error: str | None = None
+    transaction: int | None = None  # the grouped transaction it ran in; None: non-atomic, its own transactions
+
+
+@dataclass
+class Rehearsal:
+    """The whole rehearsal: each step, the time it all took, and what verification found."""
+
+    steps: list[RehearsedStep]
+    seconds: float
+    verification: list[Problem]
+    ok: bool
+    longest_lock_seconds: float = 0.0  # the prediction of the live report's figure of the same name
+
+    def as_dict(self) -> dict[str, Any]:
+        """The rehearsal as JSON (migrate's report), each verification problem in its own JSON shape."""
+        return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rehearsal:
+        """The rehearsal back from `as_dict`'s JSON, as the child process hands it over."""
+        problems = [Problem(str(p["check"]), str(p["subject"]), str(p["detail"]), p["severity"] == ERROR,
+                            str(p.get("fix", "")), str(p.get("source", "")), tuple(p.get("agreed", ())))
+                    for p in data["verification"]]
+        return cls(steps=[RehearsedStep(**step) for step in data["steps"]], seconds=float(data["seconds"]),
+                   verification=problems, ok=bool(data["ok"]),
+                   longest_lock_seconds=float(data.get("longest_lock_seconds", 0.0)))
 
 
 def _end_with_parent() -> None:
@@ -53,8 +92,7 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
     from songsgen.db import pglocks, schema
     from songsgen.db.apply import Applier
-    from songsgen.db.migrate import tables_changed_by
-    from songsgen.db.rehearse import Rehearsal, RehearsedStep
+    from songsgen.db.verify import tables_changed_by
 
     clock = time.monotonic()
     if scratch.vendor == "postgresql":
@@ -75,6 +113,7 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
     plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
     if scratch.vendor == "sqlite":  # as migrate.run: only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, schema.applied_state(executor))
+    applier.verify_group = lambda labels: _verified_group(scratch, plan, labels)  # as migrate: before a drop commits
     with applier.metered(rows=True):
         try:
             executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
@@ -97,11 +136,22 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
                      longest_lock_seconds=max((step.lock_seconds for step in steps), default=0.0))
 
 
+def _verified_group(scratch: BaseDatabaseWrapper, plan: list, labels: list[str]) -> set[str] | None:
+    """The open group that drops a table or column, verified before its commit as the live migrate does."""
+    from songsgen.db.exceptions import VerificationFailed
+    from songsgen.db.verify import part, verify
+
+    problems, tables = verify(scratch, part(plan, labels), pages=False)
+    errors = [p for p in problems if p.blocking]
+    if errors:
+        raise VerificationFailed(f"{len(errors)} problem(s), first: {errors[0]}")
+    return tables
+
+
 def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[Problem]:
     """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the foreign-key check of
     what verification left), then SQLite's page check outside the lock; the problems found."""
-    from songsgen.db.migrate import after_commit_problems, in_transaction, verify
-    from songsgen.db.problems import Problem
+    from songsgen.db.verify import after_commit_problems, in_transaction, verify
 
     try:
         problems, tables = verify(scratch, in_transaction(plan, applier), pages=False)

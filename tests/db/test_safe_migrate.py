@@ -204,7 +204,7 @@ def test_django_options_still_work(migrate):
 def test_verify_checks_integrity_of_the_tables_the_plan_touched():
     from django.db.migrations.executor import MigrationExecutor
 
-    from songsgen.db.migrate import touched_tables
+    from songsgen.db.verify import touched_tables
 
     executor = MigrationExecutor(connection)
     state = executor.loader.project_state()
