@@ -5,7 +5,7 @@ Three judges, merged per migration:
 - django-migration-linter, on the SQL `sqlmigrate` would run (it knows vendor-specific SQL, RunSQL text and
   RunPython conventions). A migration holding its `IgnoreMigration()` operation is skipped, as the linter
   documents.
-- Our own checks on the operations and the migration state (`songsgen/db/safety_ops.py`), for what the
+- Our own rules on the operations and the migration state (`songsgen/db/safety_rules.py`), for what the
   linter cannot see from SQL alone: whether a table already exists and how big it is, whether a column type
   really changes, and on PostgreSQL which operations hold long exclusive locks.
 - On PostgreSQL, squawk on the same SQL (`songsgen/db/squawk.py`, configured by `.squawk.toml`). Where it
@@ -33,24 +33,10 @@ from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
 from songsgen.db import squawk
 from songsgen.db.problems import Problem
 from songsgen.db.safety_ops import OperationChecker
+from songsgen.db.safety_rules import RULES, squawk_same_as
 
-FIXES = {
-    "DROP_COLUMN": "Stop using the field in code and deploy that first; drop it in a later release "
-    "(or keep the column and remove the field with SeparateDatabaseAndState).",
-    "DROP_TABLE": "Deploy code that no longer uses the model first; drop the table in a later release.",
-    "RENAME_COLUMN": "Add a new column, backfill it, switch the code, then drop the old one "
-    "(or keep the column name with db_column).",
-    "RENAME_TABLE": "Keep the table name with Meta.db_table, or copy into a new table across releases.",
-    "NOT_NULL": "Add the column as null=True or with db_default=…, backfill it, and make it NOT NULL "
-    "in a later migration.",
-    "ADD_UNIQUE": "Deduplicate first; on PostgreSQL build a unique index CONCURRENTLY and attach it.",
-    "INDEX_NOT_CONCURRENT": "Use django.contrib.postgres.operations.AddIndexConcurrently in a migration "
-    "with atomic = False.",
-    "CONSTRAINT_NOT_VALID": "Use django.contrib.postgres.operations.AddConstraintNotValid, then "
-    "ValidateConstraint in a later migration.",
-    "COLUMN_TYPE_REWRITE": "Add a column of the new type, backfill it in batches, switch over, drop the old one.",
-    "TABLE_REWRITE": "Add a plain nullable column and backfill it in batches, instead of a stored generated "
-    "column on a big table.",
+# The check's own findings, which no rule detects (the rules carry their fixes: songsgen/db/safety_rules.py).
+CHECK_FIXES = {
     "BACKWARDS": "Unapplying migrations drops what they created; be sure the data is not needed.",
     "SQL_NOT_COLLECTED": "See the error with manage.py sqlmigrate <app> <migration> once the migrations before it "
     "are applied; if it is the first of the plan, fix the migration or the database it expects.",
@@ -58,13 +44,19 @@ FIXES = {
     "they are safe, and report the error.",
 }
 
+FIXES = {**{code: found.fix for code, found in RULES.items()}, **CHECK_FIXES}
 
 LINTER_FIX = "See the django-migration-linter documentation for this check."
 
 
+def _fix(code: str) -> str:
+    found = RULES.get(code)
+    return found.fix if found else CHECK_FIXES.get(code, LINTER_FIX)
+
+
 def finding(code: str, migration: str, detail: str, source: str, blocking: bool = True, fix: str = "") -> Problem:
     """One unsafe (or noteworthy) operation in a pending migration; the fix by its code unless given."""
-    return Problem(code, migration, detail, blocking, fix or FIXES.get(code, LINTER_FIX), source)
+    return Problem(code, migration, detail, blocking, fix or _fix(code), source)
 
 
 def finding_line(found: Problem) -> str:
@@ -206,10 +198,10 @@ def linter_findings(
 
 def merge_squawk(found: list[Problem], violations: list[squawk.Violation], label: str) -> list[Problem]:
     """`found` (ours and the linter's for one migration) with squawk's added; a problem said twice is kept once."""
-    merged = list(found)
+    merged, same_as = list(found), squawk_same_as()
     for v in violations:
         code = f"squawk:{v.rule}"
-        same = [i for i, f in enumerate(merged) if f.code in squawk.SAME_AS.get(v.rule, ()) and f.source != "squawk"
+        same = [i for i, f in enumerate(merged) if f.code in same_as.get(v.rule, ()) and f.source != "squawk"
                 and (f.blocking or not v.blocking)]
         if same:
             first = merged[same[0]]

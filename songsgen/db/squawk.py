@@ -32,38 +32,10 @@ from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
 
 from songsgen.db.exceptions import SquawkError
+from songsgen.db.safety_rules import squawk_size_sensitive
 
 DOCS = "https://squawkhq.com/docs/"
 TIMEOUT_SECONDS = 60
-
-# squawk rule → the codes (ours or django-migration-linter's) that mean the same problem.
-SAME_AS = {
-    "require-concurrent-index-creation": {"INDEX_NOT_CONCURRENT", "CREATE_INDEX"},
-    "require-concurrent-index-deletion": {"DROP_INDEX"},
-    "adding-required-field": {"NOT_NULL"},
-    "adding-not-nullable-field": {"NOT_NULL"},
-    "ban-drop-default": {"NOT_NULL"},
-    "ban-drop-column": {"DROP_COLUMN"},
-    "ban-drop-table": {"DROP_TABLE"},
-    "renaming-column": {"RENAME_COLUMN"},
-    "renaming-table": {"RENAME_TABLE"},
-    "disallowed-unique-constraint": {"ADD_UNIQUE"},
-    "constraint-missing-not-valid": {"CONSTRAINT_NOT_VALID", "ADD_UNIQUE"},  # a UNIQUE cannot be NOT VALID
-    "adding-field-with-default": {"TABLE_REWRITE"},
-    "adding-foreign-key-constraint": {"CONSTRAINT_NOT_VALID"},
-    "changing-column-type": {"COLUMN_TYPE_REWRITE", "ALTER_COLUMN"},
-}
-
-# Rules about how long a lock is held while the table is read: harmless on a small table.
-SIZE_SENSITIVE = {
-    "require-concurrent-index-creation",
-    "disallowed-unique-constraint",
-    "constraint-missing-not-valid",
-    "adding-foreign-key-constraint",
-    "changing-column-type",
-    "adding-not-nullable-field",
-    "adding-field-with-default",
-}
 
 FIXES = {
     "require-concurrent-index-creation": "Use django.contrib.postgres.operations.AddIndexConcurrently in a "
@@ -238,7 +210,7 @@ def judge(
 def _overruled(rule: str, statement: str, ours: OurJudgment) -> str | None:
     column = _COLUMN_TYPE.search(statement) if rule == "changing-column-type" else None
     reason = ours.widening(*column.groups()) if column else None
-    table = _TABLE.search(statement) if rule in SIZE_SENSITIVE else None
+    table = _TABLE.search(statement) if rule in squawk_size_sensitive() else None
     return reason or (ours.small(table.group(1)) if table else None)
 
 
