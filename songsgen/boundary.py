@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from enum import IntEnum
 from types import TracebackType
 from typing import NamedTuple
 
-# As argparse's usage errors and migrate's refusals: the command could not run as configured; fix what
-# the line says and run again.
-EXIT_REFUSED = 2
-EXIT_FAILED = 1  # a database tool stopped (DatabaseToolError) without its command mapping it
+
+class ExitCode(IntEnum):
+    """Every command's exit codes, defined once; a CommandError without a returncode exits FAILED."""
+
+    OK = 0
+    FAILED = 1  # stopped; nothing left half-done (migrate: the database is back at its migrations)
+    REFUSED = 2  # as argparse's usage errors: refused before anything changed; fix what the line says
+    BROKEN = 3  # failed and the database could NOT be brought back: the operator must act
 
 
 class Failure(NamedTuple):
     """What to print and the exit code, for an error an operator can fix."""
 
     line: str
-    code: int
+    code: ExitCode
 
 
 def recognise(exc: BaseException) -> Failure | None:
@@ -33,17 +38,17 @@ def recognise(exc: BaseException) -> Failure | None:
     from django.core.exceptions import ImproperlyConfigured
 
     if isinstance(exc, ImproperlyConfigured):
-        return Failure(_one_line(f"Configuration error: {exc}"), EXIT_REFUSED)
+        return Failure(_one_line(f"Configuration error: {exc}"), ExitCode.REFUSED)
     from songsgen.db import diagnose
     from songsgen.db.exceptions import DatabaseToolError
 
     if isinstance(exc, DatabaseToolError):
-        return Failure(_one_line(f"Error: {exc}"), EXIT_FAILED)
+        return Failure(_one_line(f"Error: {exc}"), ExitCode.FAILED)
     try:
         explained = diagnose.explain(exc)
     except Exception:  # diagnosing must never hide the error it looks at
         return None
-    return Failure(_one_line(f"Database error: {explained}"), EXIT_REFUSED) if explained else None
+    return Failure(_one_line(f"Database error: {explained}"), ExitCode.REFUSED) if explained else None
 
 
 def _one_line(text: str) -> str:

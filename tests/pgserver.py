@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from songsgen.db import pgdump
+from songsgen.db.exceptions import PgDumpError
 from tests import pgmajors
 
 NO_POSTGRES = 3
@@ -39,7 +40,7 @@ def find_bindir(major: int | None = None) -> Path | None:
     if major is None:
         try:
             folder = Path(pgdump.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
-        except pgdump.PgDumpError:
+        except PgDumpError:
             return None
         return folder if (folder / "pg_ctl").is_file() else None
     for folder in (Path(f"/usr/lib/postgresql/{major}/bin"), pgmajors.bindir(MAJORS_DIR, major)):

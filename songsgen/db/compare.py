@@ -35,7 +35,8 @@ from django.db import DatabaseError, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import rowhash
-from songsgen.db.external import DatabaseUnavailable, identity, open_database
+from songsgen.db.exceptions import DatabaseUnavailable
+from songsgen.db.external import identity, open_database
 from songsgen.db.fields import storage_field
 from songsgen.db.tables import Table, dependency_order, existing_tables
 

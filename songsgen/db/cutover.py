@@ -28,7 +28,7 @@ from django.db import transaction
 
 from songsgen.db.compare import Comparison, compare_connections, has_integer_pk
 from songsgen.db.dblock import APPLICATION_PREFIX
-from songsgen.db.exceptions import UpgradeError
+from songsgen.db.exceptions import UpgradeError, UpgradeUnproven
 from songsgen.db.external import open_database
 from songsgen.db.pgupgrade import NAME, SWITCHED, Lag, Side, connect, lag, one, quote, url_params
 from songsgen.db.tables import Table
@@ -263,7 +263,9 @@ def cut_over(
     report: Callable[[str], None], on_table: Callable[[Any], None] | None = None,
     committed: Callable[[], None] = lambda: None,
 ) -> Cutover:
-    """The steps of the module docstring; `committed()` is called once the application uses the target."""
+    """The steps of the module docstring; `committed()` is called once the application uses the target.
+
+    Raises UpgradeUnproven when the proof finds the target differs (after the switch: both sides are kept)."""
     result = Cutover(lag=lag(source, slot), mode="pgbouncer" if bouncer else "read-only")
     report(f"cutover: {result.lag} before the pause")
     with ExitStack() as stack:  # every connection open before the pause: none is made inside it
@@ -304,4 +306,10 @@ def cut_over(
         steps = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in result.steps.items())
         report(f"cutover: writes paused {result.paused * 1000:.0f} ms ({steps} ms); proving the copy")
         result.comparison = prove(source, target, tables, snapshot, on_table)
+    if not result.comparison.equal:
+        raise UpgradeUnproven(
+            "PROOF FAILED after the cutover: the target differs from the source in "
+            + "; ".join(f"{t.table} ({t.describe()})" for t in result.comparison.differences)
+            + ". Both sides and the replication objects are kept for repair; the application uses the target."
+        )
     return result

@@ -2,7 +2,8 @@
 
 A command catches the base (or a subclass it words in its own terms) and raises `CommandError`; one that
 escapes a command is turned into one line and exit code 1 by the command-line boundary (songsgen/boundary.py).
-Each error's message says what is wrong and what to do. The modules that raise them re-export their own.
+Each error's message says what is wrong and what to do. Every module imports them from here, never through
+the module that raises them.
 """
 
 from __future__ import annotations

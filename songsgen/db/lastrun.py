@@ -18,14 +18,9 @@ from typing import Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import marker
+from songsgen.db.runstatus import RECORDED, SUCCESS
 
 logger = logging.getLogger("songsgen.db.lastrun")
-
-# Runs that reached the live database, and which of them left it where the operator asked. Refusals
-# changed nothing and write nothing (an operator mistake leaves no file behind); --check-safety and
-# --rehearse-only are not migrates of the live database.
-RECORDED = frozenset({"ok", "nothing-to-do", "restored", "failed", "resume-restored", "snapshot-restored"})
-SUCCESS = frozenset({"ok", "nothing-to-do", "resume-restored", "snapshot-restored"})
 
 
 def path(connection: BaseDatabaseWrapper) -> Path:
@@ -40,7 +35,7 @@ def record(connection: BaseDatabaseWrapper, report: Any) -> None:
         return
     seconds = report.seconds.get("total", sum(report.seconds.values()))
     data = {
-        "status": report.status, "success": report.status in SUCCESS, "seconds": round(float(seconds), 3),
+        "status": str(report.status), "success": report.status in SUCCESS, "seconds": round(float(seconds), 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"), "database": connection.alias,
         "applied": [entry.get("migration") for entry in report.applied],
         "failed_migration": report.failed_migration, "error": next(iter((report.error or "").splitlines()), ""),

@@ -33,11 +33,12 @@ from django.db import IntegrityError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import schema, snapshot
-from songsgen.db.apply import Key, Undo, UndoFailed, label, undo_run
+from songsgen.db.apply import Key, Undo, label, undo_run
 from songsgen.db.backup import replaced_when_complete
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
+from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused, SnapshotError, UndoFailed
 from songsgen.db.partial import Progress
+from songsgen.db.runstatus import RunStatus
 
 
 def path(connection: BaseDatabaseWrapper) -> Path:
@@ -256,7 +257,7 @@ def orphans_kept_out_of_the_way(connection: BaseDatabaseWrapper) -> Iterator[Non
 
 def resume(
     connection: BaseDatabaseWrapper, *, from_snapshot: bool, log: Callable[[str], None]
-) -> tuple[str, str | None]:
+) -> tuple[RunStatus, str | None]:
     """Finish the rollback of an interrupted migrate; return (status, snapshot path)."""
     data = read(connection) or read(connection, stopped_path(connection))
     if data is None:
@@ -271,9 +272,9 @@ def resume(
         log(f"Putting back {snap}, taken before the interrupted migrate; rows written since are discarded ...")
         try:
             snapshot.restore_snapshot(connection, Path(snap))
-        except snapshot.SnapshotError as exc:
+        except SnapshotError as exc:
             raise MigrateFailed(f"putting back {snap} failed: {exc}", restored=False) from exc
-        status = "snapshot-restored"
+        status = RunStatus.SNAPSHOT_RESTORED
     else:
         try:
             with orphans_kept_out_of_the_way(connection):
@@ -289,7 +290,7 @@ def resume(
         if undo.unfinished:
             log(f"Not undone: what {undo.unfinished} wrote before the process died (it runs outside a "
                 "transaction; a batched backfill continues from there).")
-        status = "resume-restored"
+        status = RunStatus.RESUME_RESTORED
     problems = [p for p in schema.integrity_problems(connection) if p.blocking]
     if problems:
         clear(connection)  # the dead run is finished: what stays wrong is reported, not a reason to refuse
@@ -300,7 +301,7 @@ def resume(
             restored=False,
         )
     log("The database is back as it was before the interrupted migrate"
-        + ("." if status == "snapshot-restored" else "; rows written since are kept."))
+        + ("." if status == RunStatus.SNAPSHOT_RESTORED else "; rows written since are kept."))
     path(connection).unlink(missing_ok=True)
     stopped_path(connection).unlink(missing_ok=True)
     return status, snap

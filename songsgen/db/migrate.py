@@ -28,16 +28,17 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
 from songsgen.db import marker, pglocks, rehearse, rehearse_leftovers, snapshot
-from songsgen.db.apply import Applier, Key, UndoFailed, undo_run
-from songsgen.db.exceptions import MigrateFailed, MigrateRefused, VerificationFailed
+from songsgen.db.apply import Applier, Key, undo_run
+from songsgen.db.exceptions import MigrateFailed, MigrateRefused, RehearsalError, UndoFailed, VerificationFailed
 from songsgen.db.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.problems import Problem
+from songsgen.db.runstatus import RunStatus
 from songsgen.db.safety import check_plan, finding_dict, finding_line
 from songsgen.db.schema import applied_state
 from songsgen.db.verify import after_commit_problems, in_transaction, part, tables_changed_by, verify
 
 Plan = list[tuple[Migration, bool]]
-__all__ = ["MigrateFailed", "MigrateRefused", "Options", "Report", "run"]
+__all__ = ["Options", "Report", "run"]
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Report:
 
     database: str
     vendor: str
-    status: str = "pending"  # ok | nothing-to-do | safe | refused | restored | failed | resume-restored
+    report_format: int = 2  # 2: each findings[] entry is Problem.as_dict() plus the keys it had before
+    status: RunStatus = RunStatus.PENDING
     plan: list[PlanStep] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     backup: str | None = None
@@ -174,9 +176,9 @@ def run(
     for finding in findings:
         (warn if finding.blocking else log)(finding_line(finding))
     if options.check_safety:
-        report.status = "unsafe" if unsafe else "safe"
         if unsafe:
             raise MigrateRefused(f"{len(unsafe)} unsafe operation(s) in the pending migrations (see above).")
+        report.status = RunStatus.SAFE
         return report
     if unsafe and not options.allow_unsafe:
         raise MigrateRefused(
@@ -185,7 +187,7 @@ def run(
         )
     if not plan:
         apply()
-        report.status = "nothing-to-do"
+        report.status = RunStatus.NOTHING_TO_DO
         return report
 
     report.guard = "transaction" if all(step.atomic for step in report.plan) else "transaction+reverse"
@@ -219,7 +221,7 @@ def run(
     marker.clear(connection)
     if snap is not None:
         snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
-    report.status = "ok"
+    report.status = RunStatus.OK
     report.seconds["total"] = round(time.monotonic() - clock, 3)
     return report
 
@@ -231,7 +233,7 @@ def _rehearse(
     """Apply the plan to a scratch copy of the snapshot and report; False when the live run stops here."""
     try:
         rehearsal = rehearse.rehearse(connection, snap, [(m.app_label, m.name, back) for m, back in plan], log=log)
-    except rehearse.RehearsalError as exc:
+    except RehearsalError as exc:
         snap.unlink(missing_ok=True)  # taken for this run, which changed nothing: no snapshot left to fill the disk
         raise MigrateRefused(f"The rehearsal could not run: {exc}. Nothing was changed; the snapshot taken for "
                              "it is removed.") from exc
@@ -243,10 +245,10 @@ def _rehearse(
     if not rehearsal.ok:
         raise MigrateRefused("The rehearsal failed (see above); the live database was not touched.")
     if options.rehearse == "only":
-        report.status = "rehearsed"
+        report.status = RunStatus.REHEARSED
         return False
     if options.confirm is not None and not options.confirm("Apply this plan to the live database? [y/N] "):
-        report.status = "rehearsed"
+        report.status = RunStatus.REHEARSED
         log("Not applied: the live database was not touched.")
         return False
     return True
@@ -349,7 +351,7 @@ def _fail(
             undo = undo_run(connection, before, log, applier.interrupted,
                             lambda p: marker.record_progress(connection, p))
     except UndoFailed as undo_exc:
-        report.status = "failed"
+        report.status = RunStatus.FAILED
         warn(f"UNDO FAILED: {undo_exc}")
         raise MigrateFailed(
             f"{stage.capitalize()} failed{where}: {what}\n{marker.snapshot_advice(snap, str(undo_exc))}",
@@ -358,13 +360,13 @@ def _fail(
     report.unapplied, report.reversed_operations, report.stays = undo.unapplied, undo.reversed, undo.stays
     parts = undo.parts(report.rolled_back)
     if undo.stays:
-        report.status = "failed"
+        report.status = RunStatus.FAILED
         marker.write_stopped(connection, snap, before, undo, report.error)
         done = f"Undone: {'; '.join(parts)}. " if parts else ""
         raise MigrateFailed(f"{stage.capitalize()} failed{where}: {what}\nThe database could NOT be brought all "
                             f"the way back. {done}{marker.stopped_advice(undo, snap)}", restored=False) from exc
     marker.clear(connection)
-    report.status = "restored"
+    report.status = RunStatus.RESTORED
     how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
            + ". Rows other connections committed meanwhile are kept.")
     if undo.unfinished:

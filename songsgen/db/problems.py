@@ -4,8 +4,8 @@ pending migrations, and why a backup, a snapshot or a restored database is not s
 A `Problem` says which check found it (`code`, stable for scripts), what it is about (`subject`), what is
 wrong in one line (`detail`), whether it fails the command (`blocking`) and, when the check knows, what to do
 (`fix`). `line()` is its one line of text, `as_dict()` its JSON; `summary()` joins the details of a few.
-Two outputs older than this type keep their words: migrate's safety findings (`safety.finding_line`,
-`finding_dict`: `UNSAFE … in …`, `findings[]` keys) and the JSON of a backup check (a list of details).
+Every JSON problem list is `as_dict()`; two older ones keep their keys beside it (`"report_format": 2`):
+migrate's `findings[]` (`safety.finding_dict`) and backupcheck's `errors` (a list of details).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
-from songsgen.db.exceptions import RehearsalError
+from songsgen.db.exceptions import PgDumpError, RehearsalError
 from songsgen.db.rehearse_child import DATABASE_ENV, Rehearsal, RehearsedStep
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
         try:
             try:
                 pgdump.restore({**settings_dict, "NAME": name}, snapshot)
-            except pgdump.PgDumpError as exc:
+            except PgDumpError as exc:
                 raise RehearsalError(f"restoring the snapshot into the scratch database failed: {exc}") from exc
             _settle({**settings_dict, "NAME": name})
             yield name

@@ -31,6 +31,7 @@ from django.db.migrations.state import ProjectState
 from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
 
 from songsgen.db import squawk
+from songsgen.db.exceptions import SquawkError
 from songsgen.db.problems import Problem
 from songsgen.db.safety_ops import OperationChecker
 from songsgen.db.safety_rules import RULES, squawk_same_as
@@ -67,9 +68,9 @@ def finding_line(found: Problem) -> str:
 
 
 def finding_dict(found: Problem) -> dict[str, object]:
-    """A finding in `migrate --json`'s findings[], under the keys scripts read (`migration` is the subject)."""
-    return {"code": found.code, "migration": found.subject, "detail": found.detail, "source": found.source,
-            "blocking": found.blocking, "agreed": list(found.agreed), "fix": found.fix}
+    """`Problem.as_dict()` plus the keys migrate's findings[] had before it (`migration` is the subject)."""
+    return found.as_dict() | {"code": found.code, "migration": found.subject, "source": found.source,
+                              "blocking": found.blocking, "agreed": list(found.agreed), "fix": found.fix}
 
 
 def big_table_rows() -> int:
@@ -216,7 +217,7 @@ def _squawk_findings(connection: BaseDatabaseWrapper, ours: _Ours, label: str, s
                      found: list[Problem]) -> list[Problem]:
     try:
         violations = squawk.judge_sql(connection, sql, ours)
-    except squawk.SquawkError as exc:
+    except SquawkError as exc:
         detail = f"{exc}: squawk did not judge the PostgreSQL SQL of this migration"
         return [*found, finding("SQUAWK_FAILED", label, detail, "squawk", fix=squawk.FIXES["SQUAWK_FAILED"])]
     return merge_squawk(found, violations, label)

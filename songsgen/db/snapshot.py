@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db import backup, pgdump
-from songsgen.db.exceptions import MigrateRefused, SnapshotError, SnapshotUnsupported
+from songsgen.db.exceptions import BackupError, MigrateRefused, PgDumpError, SnapshotError, SnapshotUnsupported
 from songsgen.db.problems import summary
 
 SNAPSHOT_PREFIX = "pre-migrate-"
@@ -67,7 +67,7 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
         try:
             with backup.replaced_when_complete(final, suffix=suffix) as partial:
                 pgdump.dump(connection.settings_dict, partial)
-        except pgdump.PgDumpError as exc:
+        except PgDumpError as exc:
             raise SnapshotError(str(exc)) from exc
         return final
     live = _sqlite_path(connection)
@@ -87,7 +87,7 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
         connection.close()  # its session may sit in a failed transaction or hold locks
         try:
             pgdump.restore(connection.settings_dict, path)
-        except pgdump.PgDumpError as exc:
+        except PgDumpError as exc:
             raise SnapshotError(str(exc)) from exc
         return
     live = _sqlite_path(connection)
@@ -98,7 +98,7 @@ def restore_snapshot(connection: BaseDatabaseWrapper, path: Path) -> None:
     connection.close()
     try:
         backup.copy_into_live(path, live, timeout=60)
-    except (backup.BackupError, sqlite3.Error, OSError) as exc:
+    except (BackupError, sqlite3.Error, OSError) as exc:
         raise SnapshotError(f"putting the snapshot {path} back failed ({exc})") from exc
     errors = backup.check_errors(live)
     if errors:

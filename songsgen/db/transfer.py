@@ -36,9 +36,9 @@ from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db.compare import Comparison, TableComparison, TableDigest, compare_connections, count_rows
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy, TransferError
-from songsgen.db.external import DatabaseUnavailable, identity, mask_url, open_database
-from songsgen.db.tables import MIGRATIONS_TABLE, DependencyCycle, Table, dependency_order, existing_tables
+from songsgen.db.exceptions import DatabaseBusy, DatabaseUnavailable, DependencyCycle, TransferError
+from songsgen.db.external import identity, mask_url, open_database
+from songsgen.db.tables import MIGRATIONS_TABLE, Table, dependency_order, existing_tables
 from songsgen.db.transfer_background import Background
 from songsgen.db.transfer_copy import bulk_session, copy_batches
 from songsgen.db.transfer_defer import defer, restore

@@ -20,7 +20,7 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
 from songsgen.db import diagnose, guards
-from songsgen.db.backup import BackupError
+from songsgen.db.exceptions import BackupError
 from songsgen.monitoring import probes
 
 SHOWN = 3  # names a message lists before "and N more"

@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from songsgen.db import lastrun
+from songsgen.db.runstatus import RECORDED
 from songsgen.monitoring import probes
 
 logger = logging.getLogger("songsgen.monitoring")
@@ -133,7 +133,7 @@ def _migrate(connection: BaseDatabaseWrapper, results: ProbeResults) -> Iterator
                      finished.timestamp() if finished else None)
     status = str(last.get("status") or "unknown")
     yield from gauge("songsgen_migrate_last_result", "The last migrate's result, as its status label "
-                     f"({', '.join(sorted(lastrun.RECORDED))}).", 1, status=status)
+                     f"({', '.join(sorted(RECORDED))}).", 1, status=status)
 
 
 def _replication(status: probes.Replication) -> Iterator[Metric]:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from songsgen.db.rehearse import Rehearsal, RehearsalError, RehearsedStep, format_report, rehearse
+from songsgen.db.exceptions import RehearsalError
+from songsgen.db.rehearse import Rehearsal, RehearsedStep, format_report, rehearse
 from songsgen.db.snapshot import take_snapshot
 from tests.conftest import REPO
 from tests.db.dbstate import database_state

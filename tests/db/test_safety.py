@@ -133,7 +133,7 @@ def test_a_finding_prints_and_serialises_in_migrates_shape():
     assert finding_line(found) == (
         "UNSAFE DROP_COLUMN in songs.0009_x: drops column song.mood (also squawk:ban-drop-column)\n"
         f"    fix: {FIXES['DROP_COLUMN']}")
-    assert finding_dict(found) == {
+    assert finding_dict(found) == found.as_dict() | {  # report_format 2: the Problem, and the keys it had before
         "code": "DROP_COLUMN", "migration": "songs.0009_x", "detail": "drops column song.mood",
         "source": "songsgen", "blocking": True, "agreed": ["squawk:ban-drop-column"], "fix": FIXES["DROP_COLUMN"]}
     note = finding("CREATE_INDEX", "songs.0009_x", "CREATE INDEX locks table", "django-migration-linter", False)

@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db import squawk
+from songsgen.db.exceptions import SquawkError
 from songsgen.db.problems import Problem
 from songsgen.db.safety import check_plan, merge_squawk
 from tests.conftest import REPO
@@ -47,7 +48,7 @@ def test_installed_and_config_valid():
 def test_a_broken_config_is_an_error_not_a_crash(tmp_path):
     bad = tmp_path / "squawk.toml"
     bad.write_text('excluded_rules = ["no-such-rule"]\n')
-    with pytest.raises(squawk.SquawkError, match="no-such-rule"):
+    with pytest.raises(SquawkError, match="no-such-rule"):
         squawk.run("SELECT 1;\n", config=bad)
 
 

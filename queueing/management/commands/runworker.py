@@ -15,6 +15,7 @@ from queueing.generation import GeneratorUnavailable
 from queueing.models import GenerationQueue, song_model
 from queueing.supervisor import Supervisor, worker_args
 from queueing.worker import Worker
+from songsgen.boundary import ExitCode
 from songsgen.cli import poll_seconds, positive_int
 from songsgen.db.exceptions import DatabaseNotReady
 from songsgen.db.preflight import check_ready_for_writer, pending_note
@@ -50,7 +51,7 @@ class Command(BaseCommand):
             pending = check_ready_for_writer(connections[DEFAULT_DB_ALIAS],
                                              tables=[GenerationQueue._meta.db_table, song_model()._meta.db_table])
         except DatabaseNotReady as exc:
-            raise CommandError(str(exc), returncode=2) from None  # 2: refused, nothing done
+            raise CommandError(str(exc), returncode=ExitCode.REFUSED) from None
         if pending and verbosity >= 1:
             self.stderr.write(pending_note(pending))
         log: Callable[[str], None] = self.stdout.write if verbosity >= 1 else _silent

@@ -11,6 +11,8 @@ module of the package. One concern per module:
 - `verify`: is a file a sound songsgen database, and `backupcheck`'s report;
 - `restore`: the safe restore; `safetycopies`: the safety copies it keeps, and those killed restores left;
 - `connectors`: the two django-dbbackup connectors (SQLite, pg_dump).
+
+Its errors (`BackupError`, `RestoreUndone`, `RestoreUnverified`) are imported from songsgen.db.exceptions.
 """
 
 from songsgen.db.backup import safetycopies
@@ -18,7 +20,6 @@ from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
 from songsgen.db.backup.codec import READS as READABLE_FORMATS
 from songsgen.db.backup.codec import compress, unpack
 from songsgen.db.backup.connectors import PostgresDumpConnector, SqliteBackupConnector
-from songsgen.db.backup.errors import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.backup.files import (
     TEMP_PREFIX,
     atomic_write,
@@ -59,11 +60,11 @@ from songsgen.db.backup.verify import (
 
 __all__ = [
     "atomic_write", "AtomicFileSystemStorage", "backup_created", "backup_filename", "BACKUP_FORMAT",
-    "BackupError", "BackupReport", "check_backup", "check_errors", "compress", "copy_into_live",
+    "BackupReport", "check_backup", "check_errors", "compress", "copy_into_live",
     "database_label", "frozen_file", "FrozenFile", "latest_backup", "list_backups", "page_size",
     "PostgresDumpConnector", "private_dir", "prune_backups", "READABLE_FORMATS", "remove_file",
     "remove_stale_temp_files", "replaced_when_complete", "restore_sqlite", "RestoreResult", "RestoreSteps",
-    "RestoreUndone", "RestoreUnverified", "row_counts", "safety_copy", "safetycopies", "set_wal", "snapshot",
+    "row_counts", "safety_copy", "safetycopies", "set_wal", "snapshot",
     "songsgen_errors", "sqlite_path", "SqliteBackupConnector", "StoredBackup", "temp_path", "TEMP_PREFIX",
     "unpack",
 ]

@@ -16,8 +16,8 @@ from typing import IO
 import zstandard
 from django.conf import settings
 
-from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.live import CHUNK
+from songsgen.db.exceptions import BackupError
 
 FORMAT = "zstd"  # what backups are written in; `unpack` also reads "gzip" and "sqlite"
 READS = "zstd, gzip or plain SQLite"  # the formats `unpack` detects, as messages name them

@@ -23,10 +23,10 @@ from django.conf import settings
 
 from songsgen.db import guards, pgdump
 from songsgen.db.backup import codec, live, verify
-from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup.restore import RestoreResult, restore_sqlite
 from songsgen.db.backup.storage import backup_filename, database_label
+from songsgen.db.exceptions import BackupError, PgDumpError
 from songsgen.db.problems import Problem, summary
 
 logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
@@ -147,7 +147,7 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
                 raise BackupError(guards.newer_release(gap.ahead))
             pgdump.restore(self.settings, archive)
             self.pending = gap.behind
-        except pgdump.PgDumpError as exc:
+        except PgDumpError as exc:
             raise BackupError(str(exc)) from exc
         finally:
             remove_file(archive)

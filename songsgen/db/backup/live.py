@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from songsgen.db import replica
-from songsgen.db.backup.errors import BackupError
+from songsgen.db.exceptions import BackupError
 from songsgen.db.problems import Problem
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat

@@ -15,8 +15,8 @@ from typing import IO, Any
 
 from songsgen.db import guards
 from songsgen.db.backup.codec import unpack
-from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.exceptions import BackupError
 from songsgen.db.problems import Problem, summary
 
 
@@ -163,11 +163,12 @@ class BackupReport:
     format: str
     tables: dict[str, int]
     ok: bool
-    errors: list[Problem]  # in JSON, each its detail
+    errors: list[Problem]  # in JSON: `problems` (each Problem.as_dict()), and `errors` (each its detail)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "ok": self.ok, "errors": [p.detail for p in self.errors], "size": self.size,
+            "report_format": 2, "name": self.name, "ok": self.ok, "errors": [p.detail for p in self.errors],
+            "problems": [p.as_dict() for p in self.errors], "size": self.size,
             "database_size": self.database_size, "format": self.format,
             "created": self.created.isoformat() if self.created else None, "age_seconds": self.age_seconds,
             "tables": self.tables,

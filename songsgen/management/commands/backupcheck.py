@@ -23,8 +23,8 @@ from django.db import connections
 
 from songsgen.cli import positive_hours
 from songsgen.db import pitr
-from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup
-from songsgen.db.exceptions import ReplicaError
+from songsgen.db.backup import backup_created, check_backup, database_label, latest_backup
+from songsgen.db.exceptions import BackupError, ReplicaError
 from songsgen.db.problems import Problem, summary
 
 

@@ -26,7 +26,8 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import quiet_level
-from songsgen.db.backup import BACKUP_FORMAT, BackupError, atomic_write, database_label, prune_backups
+from songsgen.db.backup import BACKUP_FORMAT, atomic_write, database_label, prune_backups
+from songsgen.db.exceptions import BackupError
 
 
 class Command(dbbackup.Command):

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair
 from songsgen.db.compare import Comparison, TableComparison, compare_databases, render
-from songsgen.db.external import DatabaseUnavailable
+from songsgen.db.exceptions import DatabaseUnavailable
 
 
 class Command(BaseCommand):

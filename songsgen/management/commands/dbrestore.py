@@ -22,18 +22,9 @@ from django.db import connections
 
 from songsgen.cli import non_negative_float
 from songsgen.db import guards, pitr, replica
-from songsgen.db.backup import (
-    READABLE_FORMATS,
-    BackupError,
-    RestoreUndone,
-    RestoreUnverified,
-    database_label,
-    latest_backup,
-    safetycopies,
-    sqlite_path,
-)
+from songsgen.db.backup import READABLE_FORMATS, database_label, latest_backup, safetycopies, sqlite_path
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy, ReplicaError
+from songsgen.db.exceptions import BackupError, DatabaseBusy, ReplicaError, RestoreUndone, RestoreUnverified
 
 
 class Command(dbrestore.Command):

@@ -7,8 +7,9 @@ with `--plain` (`safe=False` from code), for the read-only `--plan`, `--check` a
 test runner's creation of its test database and the tests' own calls opt out explicitly.
 The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
 
-Exit codes: 0 done; 1 failed and the database is back at the migrations it had (rolled back, or unapplied by
-reverse operations); 2 refused before anything changed; 3 failed and the database could NOT be brought back.
+Exit codes (`songsgen.boundary.ExitCode`): 0 done; 1 failed and the database is back at the migrations it had
+(rolled back, or unapplied by reverse operations); 2 refused before anything changed; 3 failed and the database
+could NOT be brought back.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
+from songsgen.boundary import ExitCode
 from songsgen.cli import non_negative_float, non_negative_int
 from songsgen.db import guards, lastrun, marker
 from songsgen.db import migrate as safe_migrate
 from songsgen.db.apply import Applier
 from songsgen.db.dblock import database_lock
-from songsgen.db.exceptions import DatabaseBusy
+from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
+from songsgen.db.runstatus import RunStatus
 
-EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
 Log = Callable[[str], None]
 
 
@@ -153,7 +155,7 @@ class Command(DjangoMigrateCommand):
 
         try:
             if self._foreign:  # refused before the lock, which would leave its file beside it
-                raise safe_migrate.MigrateRefused(self._foreign)
+                raise MigrateRefused(self._foreign)
             with database_lock(connection.settings_dict, purpose="migrate", wait=options["lock_wait"]), \
                     _sigterm_as_interrupt():
                 if options["resume_restore"]:
@@ -166,19 +168,19 @@ class Command(DjangoMigrateCommand):
                     with redirect_stdout(sys.stderr) if as_json else nullcontext():
                         report = self._run_safe(connection, options, log, warn, args, report)
         except DatabaseBusy as exc:
-            report.status, report.error = "refused", str(exc)
+            report.status, report.error = RunStatus.REFUSED, str(exc)
             self._finish(report, as_json)
-            raise CommandError(f"Refused: {exc}", returncode=EXIT_REFUSED) from None
-        except safe_migrate.MigrateRefused as exc:
-            report.status, report.error = "refused", str(exc)
+            raise CommandError(f"Refused: {exc}", returncode=ExitCode.REFUSED) from None
+        except MigrateRefused as exc:
+            report.status, report.error = RunStatus.REFUSED, str(exc)
             self._finish(report, as_json)
-            raise CommandError(f"Refused: {exc}", returncode=EXIT_REFUSED) from None
-        except safe_migrate.MigrateFailed as exc:
-            report.status = "restored" if exc.restored else "failed"
+            raise CommandError(f"Refused: {exc}", returncode=ExitCode.REFUSED) from None
+        except MigrateFailed as exc:
+            report.status = RunStatus.RESTORED if exc.restored else RunStatus.FAILED
             report.error = report.error or str(exc)
             lastrun.record(connection, report)
             self._finish(report, as_json)
-            raise CommandError(str(exc), returncode=EXIT_RESTORED if exc.restored else EXIT_BROKEN) from None
+            raise CommandError(str(exc), returncode=ExitCode.FAILED if exc.restored else ExitCode.BROKEN) from None
         lastrun.record(connection, report)
         self._finish(report, as_json)
 
@@ -192,7 +194,7 @@ class Command(DjangoMigrateCommand):
         conflicts = executor.loader.detect_conflicts()
         if conflicts:
             names = "; ".join(f"{', '.join(n)} in {app}" for app, n in conflicts.items())
-            raise safe_migrate.MigrateRefused(
+            raise MigrateRefused(
                 f"Conflicting migrations ({names}): the graph has two leaves. Run `manage.py makemigrations --merge`."
             )
         targets = safe_migrate.resolve_targets(executor, options["app_label"], options["migration_name"])
@@ -227,7 +229,7 @@ class Command(DjangoMigrateCommand):
         if as_json:
             self.stdout.write(report.as_json())
             return
-        if self.verbosity < 1 or report.status in ("refused",):
+        if self.verbosity < 1 or report.status == RunStatus.REFUSED:
             return
         lines = [f"Result: {report.status}"]
         if report.applied:
@@ -241,12 +243,12 @@ class Command(DjangoMigrateCommand):
             lines.append(f"Backup: {report.backup}")
         if report.applied:
             lines.append(f"Longest write lock held by migrate: {report.longest_lock_seconds:.2f} s")
-        if report.status == "ok":
+        if report.status == RunStatus.OK:
             warnings = len(report.verification)
             lines.append("Verified: the live schema matches the migrations; integrity and foreign keys hold"
                          + (f" ({warnings} warning(s) above)" if warnings else "") + ".")
         timing = ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items())
         if timing:
             lines.append(f"Time: {timing}")
-        self.stdout.write("\n".join(lines), style_func=self.style.SUCCESS if report.status == "ok" else None)
+        self.stdout.write("\n".join(lines), style_func=self.style.SUCCESS if report.status == RunStatus.OK else None)
         sys.stdout.flush()

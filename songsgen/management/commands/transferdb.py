@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair, non_negative_float, positive_int
 from songsgen.db.compare import TableComparison, render
-from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
+from songsgen.db.exceptions import TransferError
+from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, describe, transfer
 
 
 class Command(BaseCommand):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from songsgen.db.backup import BACKUP_FORMAT, BackupError, compress, unpack
+from songsgen.db.backup import BACKUP_FORMAT, compress, unpack
+from songsgen.db.exceptions import BackupError
 
 
 def _database_bytes(tmp_path: Path) -> bytes:

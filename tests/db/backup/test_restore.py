@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from songsgen.db.backup import (
-    TEMP_PREFIX,
-    BackupError,
-    RestoreSteps,
-    RestoreUndone,
-    RestoreUnverified,
-    remove_file,
-    restore_sqlite,
-)
+from songsgen.db.backup import TEMP_PREFIX, RestoreSteps, remove_file, restore_sqlite
+from songsgen.db.exceptions import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.problems import Problem
 from tests.db.backup.helpers import (
     add_songs,

@@ -12,7 +12,6 @@ from django.core.files.base import ContentFile
 from songsgen.db.backup import (
     TEMP_PREFIX,
     AtomicFileSystemStorage,
-    BackupError,
     backup_created,
     backup_filename,
     database_label,
@@ -20,6 +19,7 @@ from songsgen.db.backup import (
     list_backups,
     prune_backups,
 )
+from songsgen.db.exceptions import BackupError
 
 
 @pytest.fixture
