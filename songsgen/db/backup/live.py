@@ -1,9 +1,6 @@
-"""The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
+"""The live SQLite file: held still, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, fsync). The one machine-specific
-tuning left, a second thread beside each long step (`beside`), can be turned off with the environment
-variable SONGSGEN_IO_TUNING_OFF (see `tuned()`) so that bench/backup_bench.py measures it with and
-without; bench/README.md has the figures, and why the other pieces went.
+The package's only OS-level I/O; its one machine-specific tuning is `beside`.
 """
 
 from __future__ import annotations
@@ -25,19 +22,8 @@ from songsgen.db.problems import Problem
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
 LOCK_WAIT = 2.0  # seconds frozen_file() waits for the write lock before it gives way
-TUNING_OFF = "SONGSGEN_IO_TUNING_OFF"  # benchmark switch: tuning pieces to run without
 
 T = TypeVar("T")
-
-
-def tuned(piece: str) -> bool:
-    """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
-
-    Pieces: the four second threads threads:pack, threads:safety, threads:check, threads:verify
-    ("threads" names the four at once).
-    """
-    off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
-    return piece not in off and not (piece.startswith("threads:") and "threads" in off)
 
 
 def sqlite_path(settings_dict: dict[str, Any]) -> Path:
@@ -200,21 +186,10 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 
 @contextlib.contextmanager
 def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
-    """`work` run in a second thread while the caller goes on, as a Future; joined when the context ends.
-
-    Two cores: a check reads on one while a copy or the compression runs on the other. With the tuning
-    `piece` off, `work` runs first, in this thread.
-    """
-    if tuned(piece):
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            yield pool.submit(work)
-        return
-    done: Future[T] = Future()
-    try:
-        done.set_result(work())
-    except Exception as exc:
-        done.set_exception(exc)
-    yield done
+    """`work` in a second thread, as a Future joined when the context ends: a check reads on one core
+    while the copy or compression runs on the other. `piece` names the step (threads:pack, …)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(work)
 
 
 # --- copying into the live database -----------------------------------------------------------------
