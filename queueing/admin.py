@@ -1,9 +1,4 @@
-"""The generation queue in the admin: read-only, changed only through the retry and cancel transitions.
-
-Both transitions are offered as list actions and as buttons on a job's page (POST, CSRF-protected,
-needing the change permission); each run is recorded in the admin history (LogEntry), and jobs a
-transition skipped are counted with the reason.
-"""
+"""The generation queue in the admin: read-only but for the retry and cancel transitions."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
 """Where a generation runs: in a child process the worker can kill, so a hung generator frees it.
 
-A thread cannot be stopped, and one stuck in C code holding the GIL stops its whole process; a
-process can always be killed. The generator process is started once and serves batch after batch:
-the worker sends a claimed batch's songs in one message and the process streams back each result,
-so quick jobs cost no round trip each. A small shared "turn" (which job it is on, up to which it may
-go) lets the worker stop a batch at an exact job while one still generates, and see how long the
-current one has run: past its timeout the process is killed with the process group it leads (so
-whatever the generator started goes too), and a fresh one serves the next batch.
+A thread cannot be stopped; a process (and its group) can.
 """
 
 from __future__ import annotations

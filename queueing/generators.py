@@ -1,9 +1,6 @@
-"""The generator interface, and the local generator that works offline.
+"""The generator interface (`GenerationResult`), and the local generator that works offline.
 
-A generator is a class named by the setting SONGSGEN_GENERATOR (a dotted path), instantiated
-without arguments, whose `generate(song)` writes the audio under MEDIA_ROOT and returns a
-GenerationResult. It runs outside any database transaction: raise to fail the attempt (the worker
-records the error and retries with backoff); never touch the job or the song's status.
+A generator runs outside any transaction: it raises to fail, and never touches the job or status.
 """
 
 from __future__ import annotations

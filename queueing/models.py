@@ -1,8 +1,6 @@
 """The generation queue: one row per attempt-series of generating one song.
 
-This is the song-generation queue: a job holds a foreign key to `songs.Song` and drives the song's own
-transitions (`mark_pending`, `mark_generating`, `mark_completed`, `mark_failed`), each in one transaction
-with the job's. A second kind of job would get a queue of its own rather than a generic one here.
+A second kind of job would get a queue of its own rather than a generic one here.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """The queue's part of /health and /metrics: waits, stuck leases, depth, outcomes, job durations.
 
-Read from the database at each request by indexed queries whose cost does not grow with the table:
-counts stop at COUNT_CAP rows (a count equal to the cap means "at least"), finished jobs are read by a
-range of `queue_status_completed`, running ones by `queue_lease_expiry`. Workers are separate
-processes, so the database, not a counter in one process, is where every outcome is seen.
+Indexed queries with capped counts, so the cost does not grow with the table.
 """
 
 from __future__ import annotations

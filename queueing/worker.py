@@ -1,9 +1,6 @@
-"""The worker loop: claim, hold a lease, generate, finish or retry (its supervisor: queueing/supervisor.py).
+"""The worker loop: claim, hold a lease, generate, finish or retry.
 
-Only the claim and the finish touch the database; generation runs outside any transaction, in a
-generator process the worker kills when it runs past its timeout (queueing/generation.py). A
-heartbeat thread renews the lease of the jobs a worker holds, so a job whose worker dies (SIGKILL,
-power loss) becomes claimable again once its lease expires, and any worker returns it to the queue.
+Only the claim and the finish touch the database; an expired lease frees a dead worker's job.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Realistic demo data, written fast: users, songs over two years, and the queue entries of unfinished songs.
+"""Realistic demo data, written fast: users, songs over two years, unfinished songs' queue entries.
 
-Rows are built in Python from small precomputed pools (lines of lyrics, titles, prompts, names) and written
-in bulk below the ORM: `executemany` on SQLite's own cursor, `COPY … FROM STDIN` on PostgreSQL, one
-transaction per batch of songs (with their queue entries). Ids are given explicitly, continuing after the
-largest existing one, so a queue entry can name its song and a song its audio file without reading anything
-back; PostgreSQL's sequences are moved past them at the end. Meant for an idle database: a writer adding
-rows at the same moment would race for the same ids.
-
-Every value respects the models' CHECK and unique constraints, which the database enforces while we write.
+Bulk writes below the ORM with explicit ids: meant for an idle database.
 """
 
 from __future__ import annotations

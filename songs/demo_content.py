@@ -1,8 +1,6 @@
 """The demo's content: pools of names, titles, lyrics and prompts that seeded rows are drawn from.
 
-Everything random per row is an index into one of these pools, so a row costs a handful of random()
-calls. Used by the bulk seed (songs/demo.py) and by make run's trickle of new requests
-(songs/demo_activity.py).
+A row costs a few random() calls: everything random is an index into a pool.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Dense admin cells shared by the songs and queue lists: badges, relative times, clipped text.
 
-Each keeps a list row on one line at 1366 px: the short form in the cell, the whole value on hover
-(the `title` attribute), so nothing an operator needs is hidden behind a horizontal scroll.
+Short form in the cell, whole value on hover, so a row stays on one line at 1366 px.
 """
 
 from __future__ import annotations

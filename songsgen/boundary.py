@@ -1,11 +1,7 @@
 """The command-line boundary: an operator's mistake ends in one line on stderr, not a traceback.
 
-Django reads the settings before any command class runs, so a settings error (ImproperlyConfigured)
-and a database the project cannot use (songsgen/db/diagnose.py) escape every command; `main()`,
-which manage.py calls, turns them into one line and an exit code. Anything else is not recognised
-and keeps its traceback, and `--traceback` or `-v 3` shows the traceback of a recognised one too.
-`install_excepthook()` gives the same line (exit code 1) to the other entry points, which import this
-package first: django-admin, `python -c "import songsgen.wsgi"`, scripts.
+Settings and database errors escape every command class, so `main()` (and the excepthook for the
+other entry points) words them; anything unrecognised keeps its traceback.
 """
 
 from __future__ import annotations

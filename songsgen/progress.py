@@ -1,8 +1,4 @@
-"""One shape for "where a long command stands", handed to its progress callback after each batch.
-
-The seed (songs/demo.py) and the transfer (songsgen/db/transfer.py) report through it; the rate and the
-time left are worked out here, once.
-"""
+"""One shape for "where a long command stands", handed to its progress callback after each batch."""
 
 from __future__ import annotations
 

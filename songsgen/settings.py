@@ -1,20 +1,6 @@
 """Settings for songsgen: one module, every deployment difference from the environment.
 
-Environment variables (all optional in development, see README.md):
-  DEBUG                    "1"/"true"/"yes"/"on" turns debug on; off by default.
-  SECRET_KEY               required when DEBUG is off.
-  ALLOWED_HOSTS            comma-separated host names.
-  SONGSGEN_DATA_DIR        folder for the SQLite file, media/ and backups/ (default: ./data).
-  DATABASE_URL             default sqlite:///<data dir>/songs.db; postgres://… for PostgreSQL.
-  SONGSGEN_BACKUP_DIR      default <data dir>/backups.
-  SONGSGEN_BACKUP_KEEP     backups kept by `dbbackup --clean` (default 7).
-  SONGSGEN_BACKUP_ZSTD_LEVEL, SONGSGEN_BACKUP_GPG_RECIPIENT   backups (docs/backups.md).
-  SONGSGEN_REPLICA_URL, SONGSGEN_REPLICA_SYNC_INTERVAL   continuous replication (`replicate`, docs/backups.md).
-  SONGSGEN_SQLITE_CACHE_SIZE, SONGSGEN_SQLITE_BUSY_TIMEOUT   SQLite pragmas (see songsgen/db/sqlite.py).
-  SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
-  SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
-  SONGSGEN_BEHIND_TLS_PROXY   HTTPS hardening; all on (except the proxy header) when DEBUG is off.
-  SONGSGEN_METRICS_TOKEN, SONGSGEN_HEALTH_*, SONGSGEN_REPLICA_URL   /health and /metrics (docs/monitoring.md).
+The variables are listed in README.md, "Configuration".
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """Applying a plan on a live database so that a failure never costs another connection's commit.
 
-Two mechanisms, no file copied back:
-
-- **Transactions.** Consecutive atomic migrations run in one transaction (`Applier`, driven by the
-  executor's progress callback). A failure, a failed verification or Ctrl-C rolls it back; other
-  writers only waited for the lock. On SQLite foreign-key enforcement is switched off before the
-  transaction begins, as Django's schema editor needs, and `PRAGMA foreign_key_check` runs before commit.
-- **Reverse operations.** A non-atomic migration (batched backfill, concurrent index build) commits as
-  it goes, so the open transaction is committed before it starts. After a later failure, what this run
-  committed is unapplied by Django's own backward migration (`undo_run`). The operations a non-atomic
-  migration completed before it failed are tracked as they run and reversed last first
-  (songsgen/db/partial.py). A committed drop is never "undone" by re-creating its table or column empty:
-  `undo_run` stops before it, and says what stays.
-- A group that drops a table or column is verified (`verify_group`) before its commit, while a failure
-  still rolls the drop back.
-
-While `metered` runs, each migration's write lock is measured (songsgen/db/lockmeter.py): the live run
-reports it per migration, and the rehearsal, which applies the plan with this same `Applier`, predicts it.
+Atomic migrations share one transaction that rolls back; what a run committed is undone
+by reverse operations, never by a file copied back.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Batched backfills for data migrations: keyset batches by primary key, one transaction per batch.
+"""Batched, restartable backfills for data migrations: keyset batches, one transaction per batch.
 
-Never LIMIT/OFFSET (each batch would re-read every row before it: quadratic), never one UPDATE per row.
-Each batch is one `UPDATE … WHERE pk > last AND pk <= upper AND <still needs work>` in its own transaction,
-so a writer waits at most one batch, an interrupted backfill keeps the batches it committed, and running it
-again skips the rows already done (the `pending` predicate). On SQLite the WAL is checkpointed every few
-batches so it does not grow with the table. Use from a migration with `atomic = False`.
+Use from a migration with `atomic = False`; a writer waits one batch at most.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """Prove two databases hold the same rows: per table, a row count and an order-independent checksum.
 
-Rows are read through the ORM (`values_list` on each model's base manager, keyset batches by primary
-key), so each engine's values arrive as the same Python types — booleans as `bool`, datetimes aware,
-JSON decoded — and are then written out in one canonical text form:
-
-- NULL is its own marker; every other value carries a type tag, so `1`, `"1"` and `True` differ;
-- datetimes with a time zone become UTC ISO 8601 with microseconds;
-- JSON is dumped with sorted keys and fixed separators (PostgreSQL's jsonb reorders keys);
-- floats are printed to 15 significant digits (what every engine round-trips exactly);
-- Decimals are normalized, bytes are hex.
-
-Each row hashes (BLAKE2b, 64 bits) to a number and a table's checksum is the sum of its rows' numbers
-modulo 2**64: the order rows come back in does not matter, and a duplicated row still counts. Sums are
-also kept per primary-key range (buckets of 1,000 ids), so a difference is narrowed to a few ranges
-that are then reread row by row to name the primary keys that are missing, extra or changed.
-
-Tables whose column types `songsgen.db.rowhash` knows (all of this project's) are hashed there instead,
-by the database itself on PostgreSQL and from the stored values on SQLite, the same way on both sides;
-the rest (e.g. a table with decimals) are hashed here, on both sides too.
+Rows are read through the ORM and hashed from one canonical text, so both engines agree.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The switch from the replicating source to the target, with writes paused for as short as possible.
+"""The switch from the replicating source to the target, with writes paused as briefly as possible.
 
-Inside the pause (PgBouncer's `PAUSE`, or without PgBouncer the source made read-only): a marker row is
-written on the source and awaited on the target (so everything committed before is applied), every
-sequence on the target is set past the source's, row counts and highest ids are compared per table, a
-snapshot is exported on the target and held open, and PgBouncer is repointed to the target (its config,
-RELOAD, RECONNECT) and resumed. A failure inside the pause resumes the source: it stays the truth.
-
-After it, the proof: `songsgen.db.compare` reads the source (frozen: nothing writes to it any more) and
-the target in the exported snapshot, i.e. exactly as of the cutover.
+A failure inside the pause resumes the source: it stays the truth.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""One schema-changing command at a time per database: the lock `migrate`, `dbrestore` and `transferdb` share.
+"""One schema-changing command at a time per database: migrate, dbrestore, transferdb share it.
 
-SQLite: an exclusive `flock` on `<database>.migrate-lock` beside the file. PostgreSQL: a session-level
-`pg_advisory_lock` on a fixed key, held by a connection of its own (Django's connection may be closed and
-reopened under it). Either way the operating system or the server releases it when the process dies,
-so a lock is never left behind by a crash; whoever holds it is named in the refusal.
+The OS or the server releases it when the process dies, so a crash never leaves it behind.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
 """What a database error means to an operator: one line saying what is wrong and what to do.
 
-`explain(exc)` recognises the errors a person causes by pointing the project at the wrong place —
-an unreachable PostgreSQL server, a file that is not an SQLite database, a read-only or unopenable
-file, a database whose migrations were never applied — and returns None for anything else, which
-stays a traceback: an unknown error may be a bug. The command-line boundary (songsgen/boundary.py)
-prints the line instead of the traceback.
+Returns None for anything else, which stays a traceback: an unknown error may be a bug.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Every error of the database tools, under one base: `DatabaseToolError`.
 
-A command catches the base (or a subclass it words in its own terms) and raises `CommandError`; one that
-escapes a command is turned into one line and exit code 1 by the command-line boundary (songsgen/boundary.py).
-Each error's message says what is wrong and what to do. The modules that raise them re-export their own.
+Each message says what is wrong and what to do; the command-line boundary prints it as one line.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """Open a database named by a URL as a temporary connection alias, beside the project's own.
 
-`transferdb` and `dbcompare` work on two databases that need not be `DATABASES["default"]`. Each URL
-is parsed the way settings.py parses `DATABASE_URL` (dj-database-url; SQLite gets the same OPTIONS,
-and the `connection_created` receiver gives it our pragmas), registered under a fresh alias in
-`django.db.connections` for the duration of a `with` block, and removed afterwards.
-
-Nothing is written while opening: a SQLite file that does not exist is an error rather than a new
-empty file, and connection failures (unreachable host, wrong password) become `DatabaseUnavailable`
-with the URL's password masked.
+Nothing is written while opening; connection errors come back with the password masked.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """A model's column fields by name, typed, for code that writes its own SQL.
 
-`_meta.get_field(name)` may also answer a reverse relation or a generic foreign key, neither of
-which has a column; these helpers refuse those instead of building SQL from a missing column.
+`_meta.get_field` may answer a relation without a column; these refuse it instead.
 """
 
 from __future__ import annotations

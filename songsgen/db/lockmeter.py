@@ -1,29 +1,6 @@
-"""How long each migration keeps other writers waiting, measured the same way live and in the rehearsal.
+"""How long each migration keeps other writers waiting, measured the same way live and in rehearsal.
 
-`LockMeter` watches one connection while `Applier` (songsgen/db/apply.py) runs a plan on it: the live
-migrate and its rehearsal on a scratch copy (songsgen/db/rehearse.py) both use it, so the predicted and the
-measured figure are one quantity.
-
-A lock counts from the statement that took it to the end of the transaction that held it (COMMIT or
-ROLLBACK included). A migration's `lock_seconds` is the longest such hold that overlapped its run. When
-consecutive atomic migrations share one transaction, each of them reports that transaction's hold, the
-verification and foreign-key check before its commit included: a writer arriving during any of them waits
-for the commit.
-- SQLite: the database write lock, from the statement that takes it (a write; or BEGIN IMMEDIATE, once it
-  returns) to the end of its COMMIT/ROLLBACK, or one autocommit write statement; seen by an execute wrapper
-  and the connection's `_commit`/`_rollback`.
-- PostgreSQL: per table, the modes held; SHARE and stronger (those that conflict with the ROW EXCLUSIVE of
-  INSERT/UPDATE/DELETE) count. Inside a transaction the backend's own pg_locks rows are read after each
-  statement; a monitor thread samples pg_locks every 10 ms for what autocommit statements take (from the
-  first to the last sample that saw it: up to a sample short). Tables created in the same transaction (or
-  by the same non-atomic migration) are listed "(new)" and do not count: nobody else can wait for them.
-
-Rows (with `rows=True`, the rehearsal's scratch copy only: live, other sessions write too): rows the
-migration inserted, updated or deleted, django_migrations left out. SQLite: the sum of the DML statements'
-own row counts (sqlite3_changes); `total_changes` is useless here because it counts FTS5's shadow-table
-writes. PostgreSQL: the delta of n_tup_ins + n_tup_upd + n_tup_del over pg_stat_user_tables plus
-pg_stat_xact_user_tables (the open transaction's own, not flushed yet), so writes count however they were
-made, triggers included.
+One meter for both, so the predicted and the measured figure are one quantity.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
 """The safe migrate path: lock → plan → safety → room → snapshot → apply → verify → report.
 
-`manage.py migrate` (songsgen/management/commands/migrate.py) holds the database lock (songsgen/db/dblock.py)
-and hands this module the plan Django's executor computed and a callable that applies it exactly as
-Django's own `migrate` would (signals, syncdb, every option). Everything around that call lives here.
-
-A failure never puts a file back over the live database: the open transaction rolls back and what this
-run already committed is unapplied by reverse operations (songsgen/db/apply.py), so rows other
-connections committed meanwhile stay. The snapshot is the disaster-recovery copy, put back only on the
-operator's explicit word (songsgen/db/marker.py, which also tells an interrupted run from a running one).
-On PostgreSQL a lock timeout rolls the attempt back and retries with backoff.
+Django's executor applies the plan; everything around that call lives here.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""A non-atomic migration's operations one by one: recorded as each completes, reversed last first after a
-failure, skipped by the next run where they stayed applied; and which operations drop data for good.
+"""A non-atomic migration's operations one by one: tracked, reversed on failure, skipped on rerun.
 
-Django commits a non-atomic migration's operations as they run but records the migration only at its end: a
-failure half-way leaves operations applied that django_migrations does not know (an added column on which
-every later run fails). `Tracker` hooks each operation of the running migration for the time it runs, so
-the run knows exactly which completed (`Progress`, also written to the crash marker); `reverse` undoes them
-with their own reverse operations. A reverse that would re-create a dropped table or column empty is never
-run: the operation stays, and `Progress` tells the next run to skip it once the live schema shows it done.
+Django records such a migration only at its end; this knows which operations completed.
 """
 
 from __future__ import annotations

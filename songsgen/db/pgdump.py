@@ -1,11 +1,4 @@
-"""PostgreSQL snapshots with pg_dump, restored in one transaction.
-
-`dump(settings_dict, target)` writes a custom-format archive. `restore(settings_dict, archive)` puts it
-back so the database is exactly as it was when dumped, as one transaction: psql runs
-`DROP SCHEMA public CASCADE; CREATE SCHEMA public;` followed by pg_restore's SQL, with ON_ERROR_STOP, and
-commits only at the end. Other sessions see the old database until the commit and the restored one
-after; a failure anywhere rolls everything back. Objects a half-applied migration created are dropped
-with the schema, which a plain `pg_restore --clean` would leave behind.
+"""PostgreSQL snapshots with pg_dump, restored in one transaction (schema dropped first).
 
 The connecting role must own the `public` schema (in PostgreSQL 15 the database owner does).
 """

@@ -1,9 +1,4 @@
-"""Who holds the lock a PostgreSQL session waits for, and how long to wait before trying again.
-
-For the migrate lock retry: when a migration's statement waits on a lock (and `lock_timeout` ends the
-wait), the operator needs the sessions in the way, named from a second, monitoring connection, since the
-waiting one is busy. `pg_blocking_pids()` gives them; `pg_stat_activity` says what each is doing.
-"""
+"""Who holds the lock a PostgreSQL session waits for, and how long to wait before trying again."""
 
 from __future__ import annotations
 

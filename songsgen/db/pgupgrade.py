@@ -1,19 +1,6 @@
 """A PostgreSQL major upgrade by logical replication: refusals, set-up, progress and lag, clean-up.
 
-The order of work (`songsgen.db.cutover` does the switch itself):
-
-1. Refusals, before anything is written on either side: both URLs reachable PostgreSQL databases,
-   different ones; target major >= source major; the source's `wal_level` is `logical`; the source is
-   migrated to this code's state; the target is empty (no tables, or migrated to the same history with
-   no rows but the ones `migrate` writes); the extensions the schema needs are available on the target.
-2. Leftovers of an interrupted earlier run (`songsgen.db.pgupgrade_leftovers`: each run's objects carry its
-   id and are recorded on the source) are dropped on both sides first, and the source's
-   `default_transaction_read_only` is reset: the source is never left read-only by a run that died.
-3. The target gets its schema from our own migrations (`manage.py migrate` in a subprocess against it);
-   the rows `migrate` wrote there give way to the source's, copied by the subscription.
-4. A marker table on both sides (the cutover writes a row to it to know when everything before has been
-   applied), a publication and a slot on the source and a subscription on the target (created disabled, so
-   its oid is recorded on the source before any table-sync slot exists), which copies every table.
+Every refusal comes before anything is written; `songsgen.db.cutover` does the switch.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
-"""What `pgupgrade` runs leave behind: each run recorded on the source, and an abandoned run's objects found
-again and removed (by the next run, or on its own by `pgupgrade --cleanup`).
-
-A run's publication, slot and subscription carry its id (`pgupgrade.Run`). Its record, a row of
-`songsgen_pgupgrade_runs` on the source, says where its subscription lives (the target's URL without its
-password), the subscription's oid there and the target's system identifier: together they name the table-sync
-slots `pg_<subid>_sync_<relid>_<sysid>` that the subscription's workers create on the source. A live run holds
-the source's run lock (`pgupgrade.run_lock`), so what its holder finds recorded belongs to abandoned runs.
-"""
+"""What `pgupgrade` runs leave behind: each run recorded on the source, an abandoned run's objects
+removed (by the next run, or by `pgupgrade --cleanup`)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Point-in-time restore from the replica, through the same gate as every restore, and the replica drill.
+"""Point-in-time restore from the replica, through the same gate as every restore, and the drill.
 
-Litestream restores the replica — its newest state, or the newest before a moment — into a temporary
-file beside the database; from there `songsgen.db.backup.restore_sqlite` takes over exactly as for a backup
-file: integrity check, a songsgen database whose migration history is not ahead of the code, a safety copy,
-one transaction into the live database. Litestream's own `restore` would write the file in place.
-
-The restore is an ordinary write transaction on the live database, so a running `replicate` ships it like
-any other: the replica goes on, and a later point-in-time restore to a moment after this one gives the
-restored data plus what was written since.
+Litestream restores into a temporary file; `songsgen.db.backup.restore_sqlite` takes over.
 """
 
 from __future__ import annotations

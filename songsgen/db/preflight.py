@@ -1,8 +1,6 @@
-"""Before a long-running writer (the queue worker) starts: is the database there, writable and migrated?
+"""Before a long-running writer (the worker) starts: is the database there, writable, migrated?
 
-Looked at before anything is written: on SQLite a missing or empty file is reported without
-connecting (connecting would create the file and switch it to WAL, songsgen/db/sqlite.py), and a
-read-only file or folder before SQLite leaves -wal and -shm files beside it.
+Checked without writing: connecting to a missing SQLite file would create it.
 """
 
 from __future__ import annotations

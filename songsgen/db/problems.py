@@ -1,11 +1,6 @@
-"""One shape for "what is wrong": dbcheck's and migrate's verification problems, the safety findings of
-pending migrations, and why a backup, a snapshot or a restored database is not sound.
+"""One shape for "what is wrong" (`Problem`): check findings, safety findings, unsound backups.
 
-A `Problem` says which check found it (`code`, stable for scripts), what it is about (`subject`), what is
-wrong in one line (`detail`), whether it fails the command (`blocking`) and, when the check knows, what to do
-(`fix`). `line()` is its one line of text, `as_dict()` its JSON; `summary()` joins the details of a few.
-Two outputs older than this type keep their words: migrate's safety findings (`safety.finding_line`,
-`finding_dict`: `UNSAFE … in …`, `findings[]` keys) and the JSON of a backup check (a list of details).
+`line()` is its text and `as_dict()` its JSON, so every report words a problem the same way.
 """
 
 from __future__ import annotations

@@ -1,26 +1,6 @@
-"""`migrate --rehearse`: apply the plan to a scratch copy of the pre-migrate snapshot and measure each migration.
+"""`migrate --rehearse`: apply the plan to a scratch copy of the snapshot, measure each migration.
 
-`rehearse(connection, snapshot, plan_keys)` restores the snapshot into a scratch database (SQLite: a 0600 copy
-`.rehearse-<database>-….sqlite3` beside the snapshot, once the folder has room for it; PostgreSQL: a new
-database `songsgen_rehearse_…`, commented with the live database's name, filled by pg_restore, then vacuumed
-and analyzed) and applies the plan there in a process of its own (songsgen/db/rehearse_child.py) whose only
-database is the copy: a data migration that uses the default manager, `django.db.connection`, a raw cursor or
-`transaction.atomic()` without `using` reaches the copy, never the live database. The child applies the plan
-the way the live migrate does (the same `Applier`, songsgen/db/apply.py; verification inside the last
-transaction) and hands back the `Rehearsal` as JSON; its progress lines are passed on as they come.
-The scratch copy is removed in every case: a failure of the child becomes a one-line RehearsalError, and
-Ctrl-C or SIGTERM stops the child before the copy goes. What a SIGKILL leaves, the next migrate or dbcheck
-removes (songsgen/db/rehearse_leftovers.py).
-
-Per migration it reports:
-- `seconds`: wall time from the executor's start callback to its success callback.
-- `lock_seconds` and `locks`: measured by songsgen/db/lockmeter.py, as the live migrate measures them. The
-  longest a writer-blocking lock (SQLite: the database write lock; PostgreSQL: SHARE or stronger on a table
-  that existed before) was held while the migration ran, counted to the end of its transaction. Migrations
-  that share one transaction (`transaction`, the same number) each report that transaction's hold, the
-  verification and the commit's foreign-key check included: that is how long a writer waits live.
-- `rows`: rows it inserted, updated or deleted (django_migrations left out).
-Django's post_migrate signal (content types, permissions: a few small writes) is not sent on the copy.
+The plan runs in a process whose only database is the copy, so nothing can reach the live one.
 """
 
 from __future__ import annotations

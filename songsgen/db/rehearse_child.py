@@ -1,16 +1,7 @@
 """The rehearsal's own process: `python -m songsgen.db.rehearse_child PLAN_JSON RESULT_FILE`.
 
-songsgen/db/rehearse.py builds the scratch copy and starts this module with the copy's settings in
-`SONGSGEN_REHEARSAL_DATABASE` (and `DATABASE_URL` naming the copy). They replace `DATABASES` before Django is
-set up, so `default` *is* the copy and no alias names the live database: a data migration's managers,
-`django.db.connection`, raw cursors and `transaction.atomic()` without `using` all reach the copy, whatever
-alias the migration was written for. The plan is applied there as migrate applies it live (`Applier`,
-songsgen/db/apply.py): consecutive atomic migrations in one transaction, verification inside the last one,
-SQLite's page check after its commit; on PostgreSQL the session yields to autovacuum as the live one does.
-
-Progress lines go to stdout (the parent passes them on), the `Rehearsal` as JSON to RESULT_FILE, or
-`{"error": "..."}` when the rehearsal itself could not run. The process ends when its parent does: stdin
-is the parent's pipe, and its end of file means the parent is gone.
+`DATABASES` is replaced by the scratch copy before Django is set up, so no alias names the live
+database; the process ends when its parent's pipe closes.
 """
 
 from __future__ import annotations

@@ -1,14 +1,4 @@
-"""Scratch copies a killed rehearsal left behind (songsgen/db/rehearse.py), found and removed.
-
-A SIGKILLed `migrate --rehearse` cannot remove its copy: on SQLite `.rehearse-<database>-XXXXXXXX.sqlite3`
-and its -wal/-shm beside the snapshot, each about the database's size; on PostgreSQL a database
-`songsgen_rehearse_…` whose comment names the live database. A copy is in use only while a migrate holds the
-database's migrate lock (songsgen/db/dblock.py), so whoever holds that lock may remove every copy of its
-database: the next migrate does (`remove_leftovers`), and dbcheck does when it can take the lock at once
-(`dbcheck_problems`); while a migrate runs, dbcheck names the copies and leaves them alone.
-Older copies (`.rehearse-XXXXXXXX.sqlite3`; a scratch database without a comment that nobody is connected to)
-count as this database's too.
-"""
+"""Scratch copies a killed rehearsal left behind, found and removed under the migrate lock."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""Continuous replication of the SQLite database with Litestream: its settings, whether it runs, our checkpoints.
+"""Continuous replication's state: its settings, whether `replicate` runs, our checkpoint mode.
 
-`manage.py replicate` runs Litestream (songsgen/db/litestream.py) holding an exclusive `flock` on
-`<database>.replicate-lock` for as long as Litestream lives: the descriptor passes to Litestream when the
-command becomes it, and the kernel releases the lock when that process ends, however it ends. Other
-processes tell that replication runs by trying that lock (is_replicating()), never from a pid file alone,
-which a SIGKILL leaves behind and a reused pid makes lie.
-
-While it runs, Litestream owns the checkpoints: it keeps a read transaction open so that only it decides
-when the WAL is folded into the database file. A FULL, RESTART or TRUNCATE checkpoint of ours would wait
-for that reader for the whole busy timeout while holding every writer off, so checkpoint_mode() turns them
-into PASSIVE ones, which never block a writer. Every checkpoint of ours asks it.
-
-This module imports nothing of the backup machinery (songsgen/db/backup.py asks it for checkpoint modes).
+Imports nothing of the backup machinery: `songsgen.db.backup` asks it for checkpoint modes.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
-"""Row checksums computed where the rows are: one aggregate query on PostgreSQL, a plain cursor on SQLite.
+"""Row checksums computed where the rows are: one aggregate query on PostgreSQL, a cursor on SQLite.
 
-`songsgen.db.compare` hashes rows in Python after the ORM converted them, which costs more than copying
-them. For tables whose every column has a type listed here, both engines instead build the same canonical
-text per row from what they store, hash it with MD5 and keep the first 64 bits:
-
-- PostgreSQL computes it in SQL and returns one row per bucket of 1,000 ids (count and sum of hashes), so
-  no row leaves the server;
-- SQLite's rows are read as stored (no ORM conversion) and turned into the same text by one small
-  function per column.
-
-The canonical text: columns joined by U+001F; NULL is U+001E; text is `length:value`; integers and
-booleans in decimal (1/0); datetimes `YYYY-MM-DD HH:MM:SS.ffffff` in UTC; dates `YYYY-MM-DD`; times
-`HH:MM:SS.ffffff`; floats the hex of their IEEE 754 bytes (exact); UUIDs 32 hex digits; bytes hex;
-durations microseconds; JSON as PostgreSQL's jsonb prints it (keys by length then bytes, ", " and ": ",
-numbers as written). A stored value that is not in its column's storage form (text in an integer column,
-an unparseable date) hashes to a text PostgreSQL never produces, so it shows up as a difference.
-Tables with another column type (e.g. decimals) keep compare.py's Python hashing, on both sides alike.
+Both engines build the same canonical text per row from what they store, so the sums compare.
 """
 
 from __future__ import annotations

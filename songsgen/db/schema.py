@@ -1,12 +1,6 @@
-"""Does the live database match what the migrations say it should be? (`dbcheck --schema`, migrate's verify.)
+"""Does the live database match the migration state? (`dbcheck --schema`, migrate's verification.)
 
-The expected schema comes from the migration state (`ProjectState`), never from importing an app's models:
-every managed model's table, its columns with their database type and nullability, its named indexes and
-constraints, field-level unique/index/foreign-key constraints and the primary key. The live schema comes
-from the database's own catalogue. Missing or mismatched things are errors; extra tables and indexes the
-state does not know (a text-search table made by RunSQL, say) are warnings, extra columns are errors —
-except what a `SeparateDatabaseAndState` removed from the state only (`forgotten`): the documented first
-half of dropping a column or table, expected to stay until a later migration drops it (a warning naming it).
+The expected schema comes from `ProjectState`, never from importing an app's models.
 """
 
 from __future__ import annotations

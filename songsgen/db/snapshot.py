@@ -1,16 +1,6 @@
-"""The snapshot the safe `migrate` takes before it changes anything, and puts back on failure.
+"""The snapshot the safe `migrate` takes before it changes anything, and puts back on request.
 
-A small interface over the backup machinery (songsgen/db/backup/), kept uncompressed so a failed
-migration is put back quickly:
-
-- `take_snapshot(connection, directory) -> Path`: a consistent copy of the live database.
-- `restore_snapshot(connection, path)`: put that copy back, atomically for every other connection.
-
-SQLite: a plain file copy of a live WAL database is not consistent, so both directions use SQLite's online
-backup API (`pages=-1`: one step, one read transaction on the source). Restoring copies *into* the live
-database through the same API, so a process holding the database open sees the old or the new database as
-one transaction, never a half-written file.
-PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.py).
+Uncompressed, so putting it back is quick; over `songsgen.db.backup` (SQLite) and pg_dump.
 """
 
 from __future__ import annotations

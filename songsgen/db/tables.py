@@ -1,8 +1,6 @@
 """Every table the project's code knows, from the app registry, in foreign-key dependency order.
 
-The list is built from `apps.get_models(include_auto_created=True)` (so many-to-many through tables
-are included) plus Django's own `django_migrations`, never from a hard-coded list of our models: a
-new app or model is transferred and compared without touching this module.
+Never a hard-coded list: a new model is transferred and compared without touching this module.
 """
 
 from __future__ import annotations

@@ -1,24 +1,6 @@
 """Copy every table from one database to another (SQLite ⇄ PostgreSQL), then prove the copy.
 
-The order of work, each step refusing before anything is written when it cannot go on:
-
-1. Open both URLs (`songsgen.db.external`); the same database twice is an error.
-2. Both must be migrated to this code's state, with the same migration history; otherwise the
-   message names the command to run.
-3. The target must hold no data (rows `migrate` writes itself — content types, permissions, the
-   migration history — do not count), unless `truncate` empties it first, or `resume` continues an
-   interrupted transfer recorded on the target.
-4. The migrate-created rows are replaced by the source's in one transaction, so ids referring to
-   them (admin log entries, permission assignments) stay right; a progress table is created.
-5. Every other table is copied in foreign-key dependency order, in keyset batches by primary key:
-   one transaction per batch that writes the rows (COPY on PostgreSQL, two connections at once
-   committing in order; executemany on SQLite) and records the batch's last primary key in the
-   progress table, so `resume` continues from the last committed batch (`songsgen.db.transfer_copy`).
-   On PostgreSQL, tables that start empty are loaded without their secondary indexes and foreign
-   keys, rebuilt once a table is in, beside the next table's copy (`transfer_defer`,
-   `transfer_background`), where the target's checksums are computed too.
-6. Sequences are moved past the copied ids (PostgreSQL), the progress table is dropped, and
-   `songsgen.db.compare` proves every table equal (source checksums were computed while reading).
+Each step refuses before anything is written when it cannot go on; `resume` continues a kill.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The target's server-side work that can run beside the copy, on connections of its own (PostgreSQL only).
+"""The target's server-side work beside the copy, on connections of its own (PostgreSQL only).
 
-Once a table's last batch is in, rebuilding its deferred indexes and computing its checksums
-(songsgen.db.rowhash) are queries that keep the server busy without this process: running them on a few
-worker threads, each with its own connection, while the main thread copies the next table, puts both
-cores to work. Index builds and checksums take locks that never conflict with each other or with the
-copy; the foreign keys, which do (re-adding one locks the table it points to), are re-added by `wait()`
-at the end, one at a time. Each index and foreign key is rebuilt in a transaction of its own that also
-forgets its saved statement (songsgen.db.transfer_defer), so a kill at any point leaves every deferred
-object either rebuilt or still saved for `--resume`.
+Index rebuilds and checksums keep the server busy while this process copies the next table.
 """
 
 from __future__ import annotations

@@ -1,14 +1,4 @@
-"""transferdb's table copy: read a table in keyset batches, write each batch below the ORM, digest it on the way.
-
-Two ways to read, chosen per table:
-
-- from SQLite, for tables `songsgen.db.rowhash` can hash: the values as stored (a plain cursor, no ORM
-  conversion), hashed on the way for the proof; most values go to PostgreSQL as they are (COPY parses
-  the stored text of a datetime, a date, a JSON document itself), the rest through Django's converters;
-  to another SQLite database every stored value is already in its storage form;
-- otherwise through the ORM (`compare.read_batches`), converted values, hashed as compare.py does when
-  that is the table's method (a PostgreSQL source is hashed by one query at the end instead).
-"""
+"""transferdb's table copy: keyset batches read, written below the ORM, digested on the way."""
 
 from __future__ import annotations
 

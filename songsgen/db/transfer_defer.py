@@ -1,20 +1,6 @@
-"""Bulk load into an empty PostgreSQL table without its secondary indexes and foreign keys, then rebuild them.
+"""Bulk load into an empty PostgreSQL table without its secondary indexes and foreign keys.
 
-Keeping nine indexes (two of them trigram GIN indexes) and a per-row foreign-key check up to date row by
-row costs the server more than the COPY itself; building each index once from the loaded table and
-checking each foreign key with one query is several times cheaper. So, for a table transferdb starts
-from empty on PostgreSQL:
-
-1. its secondary indexes (not the primary key, nor an index a constraint uses) and the foreign keys it
-   holds are dropped, and the statements that recreate them saved in `songsgen_transfer_deferred`, in
-   one transaction, but only if the locks are free right away (tried five times within 0.3 s: a session
-   writing to the target meanwhile keeps the indexes, and the copy goes on the usual way);
-2. after the table's last batch, each saved statement is run (if its index or foreign key is not there
-   yet) and forgotten, in one transaction per statement (songsgen.db.transfer_background runs them beside
-   the copy of the next table) or all in one (`restore`); re-adding a foreign key checks every row.
-
-An interrupted transfer leaves the saved statements on the target; `--resume` (or `--truncate`) runs
-them when the table is done, and the end of every transfer restores whatever is still saved.
+Building each index once after the load is several times cheaper than keeping it up row by row.
 """
 
 from __future__ import annotations

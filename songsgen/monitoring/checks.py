@@ -1,8 +1,6 @@
-"""django-health-check plugins for the database machinery: each fails naming what is wrong and what to do.
+"""django-health-check plugins for the database machinery.
 
-A check runs in a thread of the health view's pool (songsgen/monitoring/views.py) on that thread's own
-database connection, closed when the check ends. Database and file-system errors become one line
-(songsgen/db/diagnose.py), never "unknown error".
+Each failure names what is wrong and what to do, never "unknown error".
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The facts /health judges and /metrics exports, read from files and the database when asked.
 
-Each probe is cheap at any size: a directory listing, a file's stat, a small JSON file, catalogue
-figures (no table is counted). The migrate lock is only tried when a crash marker exists, to tell a
-running migrate from a dead one (songsgen/db/marker.py).
+Cheap at any size: listings, stats, small files, catalogue figures; no table is counted.
 """
 
 from __future__ import annotations

@@ -1,10 +1,4 @@
-"""The /health and /metrics endpoints, and who may read them.
-
-Both are closed to the public. A request passes with `Authorization: Bearer <SONGSGEN_METRICS_TOKEN>` or
-from a logged-in staff user. Otherwise: 401 when a token is configured (a scraper with a wrong or missing
-token is told so), 404 when none is and DEBUG is off (the endpoints do not exist for the public), and
-open only in development (DEBUG on, no token).
-"""
+"""The /health and /metrics endpoints, and who may read them (bearer token or staff login)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The backup file format: zstd with a checksum, written as a stream; gzip and plain SQLite read too.
+"""The backup file format: zstd with a checksum, streamed; gzip and plain SQLite read too.
 
-The one place for compression: the format's name, magic numbers and filename extension, the level,
-compressing and unpacking. Memory stays flat whatever the database's size.
+The one place for compression; memory stays flat whatever the database's size.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""The two django-dbbackup connectors: SQLite through our snapshot and restore, PostgreSQL through pg_dump.
-
-SQLite backup: a snapshot of the live database as of one instant while writers go on, compressed
-straight from the database file while frozen_file() holds it still, `PRAGMA quick_check` of the same
-state running beside; when a reader of an older state keeps part of the WAL out of the file, from a
-backup-API copy instead. Memory stays flat whatever the database's size.
-"""
+"""The two django-dbbackup connectors: SQLite through our snapshot and restore,
+PostgreSQL through pg_dump."""
 
 from __future__ import annotations
 

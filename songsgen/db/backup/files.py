@@ -1,7 +1,6 @@
-"""Files that appear only when complete: temporary names, the rename or link into place, and removal.
+"""Files that appear only when complete: temporary names, the rename or link into place, removal.
 
-Every temporary file is `.songsgen-tmp-<pid>-<random>` in the folder of its final name, so a rename
-never crosses file systems and the next run removes what a process killed by SIGKILL left behind.
+Temporaries sit beside their final name, so a rename never crosses file systems.
 """
 
 from __future__ import annotations

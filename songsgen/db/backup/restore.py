@@ -1,12 +1,6 @@
 """Restoring an SQLite backup into the live database, which other processes keep open and write.
 
-The backup is unpacked into a temporary file beside the live database while a safety copy of the live
-database is taken, and must be a songsgen database; then the backup API copies it *into* the live
-database in steps, inside one write transaction, while `integrity_check` of the unpacked file runs
-beside the copy. The last step, which commits, waits for that check: a backup that fails it is rolled
-back and no other connection ever sees any of it. A checkpoint then folds the WAL into the database
-file while the live database is checked again, and the safety copy is removed only then; if that
-check fails, the safety copy is put back.
+One write transaction, committed only after the backup's integrity check: no reader sees a half.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Where backups live and what they are called: the storage, filenames with the UTC time, retention.
 
-A backup's filename is the database's own name and the UTC time (DBBACKUP_FILENAME_TEMPLATE), so the
-backups of one database are found, ordered and pruned by name alone, whatever else shares the folder.
+The filename carries the database's name, so retention works by name whatever shares the folder.
 """
 
 from __future__ import annotations

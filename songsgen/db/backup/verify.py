@@ -1,9 +1,4 @@
-"""Is this SQLite file a sound songsgen database? The checks a backup passes before it is restored, and
-`backupcheck`'s report.
-
-Django only: the project's apps and migrations come from the app registry and the migration files,
-never by name.
-"""
+"""Is this SQLite file a sound songsgen database? The checks before a restore, and backupcheck's."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""`manage.py dbrestore`: django-dbbackup's command, restoring SQLite without writing over the live file.
-
-On SQLite the backup is unpacked beside the database, checked, and copied into the live database
-through SQLite's backup API (songsgen/db/backup/); a safety copy is kept until the result is
-verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
-CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
-commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
-`--from-replica [--to-time T]` restores from the Litestream replica through the same gate
-(songsgen/db/pitr.py); `--list-restore-points` lists what it can restore.
-"""
+"""`manage.py dbrestore`: django-dbbackup's command; SQLite restored never over the live file."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify → rollback.
+"""`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify.
 
-Every option of Django's migrate still works; ours are added. The safe path is the default however the
-command is run: typed, or `call_command("migrate")` from a deploy script. Django's migrate runs unchanged
-with `--plain` (`safe=False` from code), for the read-only `--plan`, `--check` and `--prune`, and for
-`call_command` when settings.MIGRATE_SAFE_BY_DEFAULT is False — which the test settings set, so that the
-test runner's creation of its test database and the tests' own calls opt out explicitly.
-The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
-
-Exit codes: 0 done; 1 failed and the database is back at the migrations it had (rolled back, or unapplied by
-reverse operations); 2 refused before anything changed; 3 failed and the database could NOT be brought back.
+Safe by default however it is called; `--plain` is Django's own. Exit codes: docs/migrations.md.
 """
 
 from __future__ import annotations
