@@ -205,7 +205,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         return reclaimed
 
     def stats(self, *, now: datetime | None = None, cap: int | None = None) -> QueueStats:
-        """Counts by status, oldest queued job, recent failures and throughput, in one query (queueing/stats.py)."""
+        """Counts by status, oldest queued job, recent failures and throughput, in one query (`queueing.stats`)."""
         return queue_stats(self, now=now, cap=cap)
 
 

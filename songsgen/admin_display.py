@@ -44,7 +44,7 @@ def relative_time(value: datetime | None, *, now: datetime | None = None, prefix
 
 
 def badge(value: str, label: str, *, hover: str = "") -> SafeString:
-    """A status as a coloured pill (songsgen/static/songsgen/admin.css gives each value its colour)."""
+    """A status as a coloured pill (the admin.css static file gives each value its colour)."""
     return format_html('<span class="status-badge status-{}" title="{}">{}</span>', value, hover or label, label)
 
 

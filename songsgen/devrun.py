@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
-        if _sqlite():  # continuous replication beside the writers (docs/backups.md)
+        if _sqlite():  # continuous replication beside the writers
             procs["replicate"] = _start("replicate")
         procs["worker"] = _start("runworker")
         procs["server"] = _start("runserver", f"127.0.0.1:{args.port}")

@@ -106,7 +106,7 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "songsgen.wsgi.application"
 
-# --- Database -----------------------------------------------------------------------------------
+# --- Database ------------------------------------------------------------------------------------
 SQLITE_CACHE_SIZE = env_int("SONGSGEN_SQLITE_CACHE_SIZE", -10000)  # negative: KiB, as SQLite reads it
 SQLITE_BUSY_TIMEOUT_MS = env_int("SONGSGEN_SQLITE_BUSY_TIMEOUT", 10000)
 
@@ -150,9 +150,9 @@ else:
 
 DATABASES = {"default": _db}
 
-# --- Safe migrate and database checks (songsgen/db/, docs/migrations.md) -------------------------
+# --- Safe migrate and database checks (docs/migrations.md) ---------------------------------------
 # Free space the backup folder must have before migrate touches anything: database size x factor + margin.
-# `call_command("migrate")` from code takes the safe path too (tests/settings.py opts out, for the test runner).
+# `call_command("migrate")` from code takes the safe path too (the test settings opt out, for the test runner).
 MIGRATE_SAFE_BY_DEFAULT = True
 MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
@@ -184,7 +184,7 @@ SONGSGEN_HOT_QUERIES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Generation queue (queueing/, docs/queue.md) ----------------------------------------------------
+# --- Generation queue (docs/queue.md) ------------------------------------------------------------
 def _env_number(name: str, default: float, unit: str) -> float:
     """Read a non-negative number of `unit` (seconds, hours) from the environment."""
     value = os.environ.get(name, "").strip()
@@ -201,10 +201,10 @@ def _env_seconds(name: str, default: float) -> float:
     return _env_number(name, default, "seconds")
 
 
-# Dotted path of the generator class, instantiated without arguments (queueing/generators.py).
+# Dotted path of the generator class, instantiated without arguments (`queueing.generators`).
 SONGSGEN_GENERATOR = os.environ.get("SONGSGEN_GENERATOR") or "queueing.generators.LocalWavGenerator"
 # How long a claimed job stays a worker's without a renewal; the worker renews it every
-# HEARTBEAT seconds (default: a third of the lease). queueing/config.py checks both at start.
+# HEARTBEAT seconds (default: a third of the lease). `queueing.config` checks both at start.
 SONGSGEN_LEASE_SECONDS = _env_seconds("SONGSGEN_LEASE_SECONDS", 60)
 SONGSGEN_HEARTBEAT_SECONDS = (_env_seconds("SONGSGEN_HEARTBEAT_SECONDS", 0)
                               if os.environ.get("SONGSGEN_HEARTBEAT_SECONDS", "").strip() else None)
@@ -218,7 +218,7 @@ SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SE
 SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 64)
 # --- end of generation queue ---------------------------------------------------------------------
 
-# --- Auth ---------------------------------------------------------------------------------------
+# --- Auth ----------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -228,7 +228,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 
-# --- i18n / static ------------------------------------------------------------------------------
+# --- i18n / static -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -239,7 +239,7 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- Backups (django-dbbackup) -------------------------------------------------------------------
 # `manage.py dbbackup --clean` from cron; docs/backups.md. On SQLite our connector and commands
-# (songsgen/db/backup/) snapshot through SQLite's backup API and restore without writing over the
+# (`songsgen.db.backup`) snapshot through SQLite's backup API and restore without writing over the
 # live file; on PostgreSQL django-dbbackup's pg_dump (custom format) runs as it ships.
 INSTALLED_APPS.append("dbbackup")  # after "songsgen", whose dbbackup/dbrestore commands take precedence
 BACKUP_KEEP = env_int("SONGSGEN_BACKUP_KEEP", 7)
@@ -270,7 +270,7 @@ DBBACKUP_SEND_EMAIL = False
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
 
-# --- Continuous replication (`manage.py replicate`, Litestream; songsgen/db/replica.py) -------------
+# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.replica`) -----------
 # Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path), its credentials from
 # Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset: <data dir>/replica/<database file>.
 REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL") or ""
@@ -281,8 +281,8 @@ if not 0.01 <= REPLICA_SYNC_INTERVAL <= 3600:
         f"SONGSGEN_REPLICA_SYNC_INTERVAL must be between 0.01 and 3600 seconds, got {REPLICA_SYNC_INTERVAL:g}."
     )
 
-# --- Monitoring: /health and /metrics (songsgen/monitoring/, docs/monitoring.md) --------------
-# django-health-check is used as a library (its view and check classes, songsgen/monitoring/), not installed
+# --- Monitoring: /health and /metrics (docs/monitoring.md) ---------------------------------------
+# django-health-check is used as a library (its view and check classes, in `songsgen.monitoring`), not installed
 # as an app: its package imports dnspython for a DNS check we do not run, 6 MiB in every manage.py process,
 # which put `dbbackup` over its 64 MiB budget. The status page is our own template.
 # The bearer token Prometheus and uptime checks send (staff may log in instead). Without one, and with
@@ -303,7 +303,7 @@ HEALTH_REPLICATION_MAX_LAG_SECONDS = _env_seconds("SONGSGEN_HEALTH_REPLICATION_M
 # callable(connection) returning songsgen.monitoring.probes.Replication.
 REPLICATION_STATUS = ""
 
-# --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) -------------------
+# --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) ----------------------
 SESSION_COOKIE_SECURE = env_bool("SONGSGEN_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("SONGSGEN_SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -325,7 +325,7 @@ LOGGING = {
 }
 
 
-# --- The data folder: last, so that a settings error above leaves nothing behind ----------------
+# --- The data folder: last, so that a settings error above leaves nothing behind -----------------
 def _data_dir_problem(folder: Path) -> str | None:
     """Why the data folder cannot be used (created if missing), or None."""
     try:

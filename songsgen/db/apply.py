@@ -212,7 +212,7 @@ class Applier:
 
     @contextmanager
     def metered(self, *, rows: bool = False) -> Iterator[LockMeter]:
-        """Measure each migration's write lock (songsgen/db/lockmeter.py) while the body runs."""
+        """Measure each migration's write lock (`songsgen.db.lockmeter`) while the body runs."""
         with metered(self.connection, rows=rows) as meter:
             self.meter = meter
             try:

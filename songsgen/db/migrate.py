@@ -61,7 +61,7 @@ class Report:
     reversed_operations: list[str] = field(default_factory=list)  # of a non-atomic migration that failed half-way
     stays: list[str] = field(default_factory=list)  # what a failure's undo could not undo, with why
     # The longest any grouped transaction of ours lasted (SQLite: held the write lock); each `applied` entry
-    # has its own measured `lock_seconds` and `locks` (songsgen/db/lockmeter.py) and its `transaction`.
+    # has its own measured `lock_seconds` and `locks` (`songsgen.db.lockmeter`) and its `transaction`.
     longest_lock_seconds: float = 0.0
     attempts: int = 1
     lock_waits: list[dict[str, Any]] = field(default_factory=list)

@@ -85,7 +85,7 @@ def migrate_state(connection: BaseDatabaseWrapper) -> MigrateState:
 
 
 def last_migrate(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
-    """The last guarded migrate's recorded outcome (songsgen/db/lastrun.py), or None."""
+    """The last guarded migrate's recorded outcome (`songsgen.db.lastrun`), or None."""
     return lastrun.read(connection)
 
 
@@ -153,7 +153,7 @@ def replication_configured() -> bool:
 
 
 def replication(connection: BaseDatabaseWrapper) -> Replication:
-    """Where replication stands: Litestream's, read from `manage.py replicate` (songsgen/db/replica.py), unless
+    """Where replication stands: Litestream's, read from `manage.py replicate` (`songsgen.db.replica`), unless
     settings.REPLICATION_STATUS names another reader (a callable(connection) returning Replication)."""
     reader = getattr(settings, "REPLICATION_STATUS", "")
     if reader:

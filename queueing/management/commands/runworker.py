@@ -1,4 +1,4 @@
-"""`manage.py runworker`: work the generation queue (the loop lives in queueing/worker.py)."""
+"""`manage.py runworker`: work the generation queue (the loop lives in `queueing.worker`)."""
 
 from __future__ import annotations
 

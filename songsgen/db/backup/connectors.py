@@ -125,7 +125,7 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
     """django-dbbackup's pg_dump (custom format) connector, with our filenames and our restore.
 
     The restore is checked first (a readable archive of a songsgen database), then applied as one
-    transaction that also drops what the archive does not hold (songsgen/db/pgdump.py): other sessions see
+    transaction that also drops what the archive does not hold (`songsgen.db.pgdump`): other sessions see
     the old database or the restored one, and a failure leaves the old one. django-dbbackup's own
     `pg_restore --clean` would leave tables created since the backup behind.
     """

@@ -117,7 +117,7 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
         notes.append(safetycopies.summary(left))
     try:
         live.set_wal(target, timeout)
-    except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)
+    except sqlite3.Error as exc:  # the application's connections switch it themselves (`songsgen.db.sqlite`)
         notes.append(f"the restored database is not in WAL mode yet ({exc})")
     return RestoreResult(target, expected, checkpointed, time.monotonic() - started, held, notes, pending)
 

@@ -1,4 +1,4 @@
-"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron (songsgen/db/health.py)."""
+"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron."""
 
 from __future__ import annotations
 

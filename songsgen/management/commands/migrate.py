@@ -98,7 +98,7 @@ class Command(DjangoMigrateCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         # Look before the system checks do: their first query connects, and a new SQLite connection
-        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them: refused.
+        # switches the file to WAL (`songsgen.db.sqlite`). A foreign database skips them: refused.
         self._foreign = None
         if self._guarded(options) and not options.get("resume_restore") and not options.get("adopt"):
             alias = options.get("database") or DEFAULT_DB_ALIAS
