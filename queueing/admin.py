@@ -76,7 +76,8 @@ class JobColumns:
 
     @admin.display(description="last run")
     def last_run(self, job: GenerationQueue) -> SafeString | str:
-        """What the job is doing now: running since, finished when, or waiting out a retry's backoff."""
+        """What the job is doing now: running since, finished when, or waiting out a retry's
+        backoff."""
         now = timezone.now()
         if job.status == Status.RUNNING:
             return relative_time(job.started_at, now=now, prefix="started ")
@@ -143,7 +144,8 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
         css = {"all": ("songsgen/admin.css",)}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """The list, with the queue at a glance above it (GenerationQueueQuerySet.stats: one query)."""
+        """The list, with the queue at a glance above it (GenerationQueueQuerySet.stats: one
+        query)."""
         extra_context = {
             **(extra_context or {}),
             "queue_stats": GenerationQueue.objects.stats(cap=self.stats_cap),
@@ -154,7 +156,8 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """The job's page, with Retry or Cancel buttons when the job allows them and the user may."""
+        """The job's page, with Retry or Cancel buttons when the job allows them and the user
+        may."""
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -187,9 +190,11 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
         """Retry and cancel need the model's change permission, though the form stays read-only."""
         return request.user.has_perm("queueing.change_generationqueue")
 
-    # --- the transitions ---------------------------------------------------------------------------
+    # --- the transitions
+    # ---------------------------------------------------------------------------
     def run_transition(self, request: HttpRequest, jobs: Iterable[GenerationQueue], name: str) -> int:
-        """Run `retry` or `cancel` on each job; report what was done and, by reason, what was skipped."""
+        """Run `retry` or `cancel` on each job; report what was done and, by reason, what was
+        skipped."""
         done_word, history = _DONE[name]
         done, skipped, gone = 0, Counter[str](), 0
         for job in jobs:

@@ -24,7 +24,8 @@ from songsgen.db.backup import replaced_when_complete
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """What a generator made: the audio file (relative to MEDIA_ROOT), its length, an external id."""
+    """What a generator made: the audio file (relative to MEDIA_ROOT), its length, an external
+    id."""
 
     audio_path: str
     duration: float
@@ -43,7 +44,8 @@ def get_generator(path: str | None = None) -> Generator:
 
 
 def check_media_path(relative: str) -> str:
-    """Refuse a path that is not a plain relative path under the media root (absolute, `..`, backslash)."""
+    """Refuse a path that is not a plain relative path under the media root (absolute, `..`,
+    backslash)."""
     parts = PurePosixPath(relative).parts
     if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/") or ".." in parts:
         raise ValueError(f"{relative!r} is not a file path inside the media root.")
@@ -89,7 +91,8 @@ def media_file(relative: str) -> Path:
 
 
 def write_media_file(relative: str, write: Any) -> Path:
-    """Write a file under MEDIA_ROOT atomically: `write(tmp_path)` fills a temporary file, then it is renamed."""
+    """Write a file under MEDIA_ROOT atomically: `write(tmp_path)` fills a temporary file, then
+    it is renamed."""
     target = media_file(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Readers see the old file or the whole new one, never half.
@@ -106,10 +109,11 @@ PENTATONIC = (0, 2, 4, 7, 9)  # semitones above the root: any sequence of these 
 
 
 class LocalWavGenerator:
-    """Renders a short melody as a playable WAV from the song's fields, offline and deterministically.
+    """Renders a short melody as a playable WAV from the song's fields, offline and
+    deterministically.
 
-    The same song (id, title, genre, prompt, lyrics) always gives the same bytes: the fields seed the
-    melody, and nothing else (no clock, no global random state) goes in.
+    The same song (id, title, genre, prompt, lyrics) always gives the same bytes: the fields seed
+    the melody, and nothing else (no clock, no global random state) goes in.
     """
 
     sample_rate = 16_000
@@ -133,7 +137,8 @@ class LocalWavGenerator:
         return GenerationResult(audio_path=relative, duration=self.seconds)
 
     def render(self, seed: bytes, bpm: int) -> bytes:
-        """16-bit mono PCM: one pentatonic note per beat, with a short fade at each end of a note."""
+        """16-bit mono PCM: one pentatonic note per beat, with a short fade at each end of a
+        note."""
         rng = random.Random(seed)
         rate = self.sample_rate
         root = 220.0 * 2 ** (rng.randrange(12) / 12)

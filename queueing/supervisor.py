@@ -1,4 +1,5 @@
-"""The supervisor of `runworker --concurrency N`: N worker processes, signals passed on, the dead restarted."""
+"""The supervisor of `runworker --concurrency N`: N worker processes, signals passed on, the
+dead restarted."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from queueing.worker import PARENT_ENV
 
 
 class Supervisor:
-    """Runs N worker processes (`manage.py runworker --concurrency 1 …`), each with its own connection.
+    """Runs N worker processes (`manage.py runworker --concurrency 1 …`), each with its own
+    connection.
 
     Each worker runs in its own session so a terminal's Ctrl-C reaches only the supervisor, which
     passes SIGTERM/SIGINT on once (a second one too, for an immediate exit). Without --burst or

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NamedTuple
 
-# As argparse's usage errors and migrate's refusals: the command could not run as configured; fix what
-# the line says and run again.
+# As argparse's usage errors and migrate's refusals: the command could not run as configured; fix
+# what the line says and run again.
 EXIT_REFUSED = 2
 EXIT_FAILED = 1  # a database tool stopped (DatabaseToolError) without its command mapping it
 
@@ -25,7 +25,8 @@ class Failure(NamedTuple):
 
 
 def recognise(exc: BaseException) -> Failure | None:
-    """The one line and exit code for an operator's mistake; None for anything else (a possible bug)."""
+    """The one line and exit code for an operator's mistake; None for anything else (a possible
+    bug)."""
     from django.core.exceptions import ImproperlyConfigured
 
     if isinstance(exc, ImproperlyConfigured):
@@ -47,7 +48,8 @@ def _one_line(text: str) -> str:
 
 
 def wants_traceback(argv: Sequence[str]) -> bool:
-    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …), as Django's commands spell them."""
+    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …), as Django's commands
+    spell them."""
     args = list(argv)
     if "--traceback" in args:
         return True
@@ -92,6 +94,7 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 
 
 def install_excepthook() -> None:
-    """Print a settings error escaping any entry point as one line (leave a hook someone else set alone)."""
+    """Print a settings error escaping any entry point as one line (leave a hook someone else
+    set alone)."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook

@@ -27,10 +27,11 @@ def run_in_batches(
     progress: Callable[[str], None] | None = None,
     label: str = "backfill",
 ) -> int:
-    """Run `statement` once per keyset batch of `table`; it gets `params` then (low, high]: pk bounds.
+    """Run `statement` once per keyset batch of `table`; it gets `params` then (low, high]: pk
+    bounds.
 
-    The statement must leave done rows alone (a NOT EXISTS or a still-to-do predicate), so a run that was
-    interrupted can simply be run again. Returns the rows the statements reported changed.
+    The statement must leave done rows alone (a NOT EXISTS or a still-to-do predicate), so a run
+    that was interrupted can simply be run again. Returns the rows the statements reported changed.
     """
     qn = connection.ops.quote_name
     t, key = qn(table), qn(pk)
@@ -76,7 +77,8 @@ def backfill(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows changed."""
+    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows
+    changed."""
     qn = connection.ops.quote_name
     key = qn(pk)
     statement = f"UPDATE {qn(table)} SET {set_sql} WHERE ({pending}) AND {key} > %s AND {key} <= %s"

@@ -30,12 +30,14 @@ DETAIL_ROW_LIMIT = 100_000  # tables with other primary keys are reread whole on
 _MASK = (1 << 64) - 1
 
 
-# --- canonical values ---------------------------------------------------------------------------------
+# --- canonical values
+# ---------------------------------------------------------------------------------
 
 
 def _datetime(value: dt.datetime) -> str:
     offset = value.utcoffset()
-    if offset:  # aware, not UTC: in UTC (an aware UTC value keeps its "+00:00", a naive one has none)
+    # aware, not UTC: in UTC (an aware UTC value keeps its "+00:00", a naive one has none)
+    if offset:
         value = value.astimezone(dt.UTC)
     return "t" + value.isoformat(timespec="microseconds")
 
@@ -69,7 +71,8 @@ def canonical(value: Any) -> str | None:
         return None
     convert = _CANONICAL.get(type(value))
     if convert is None:
-        for kind, candidate in _CANONICAL.items():  # subclasses (e.g. SafeString, a tz-aware subclass)
+        # subclasses (e.g. SafeString, a tz-aware subclass)
+        for kind, candidate in _CANONICAL.items():
             if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
                 convert = candidate
                 break
@@ -79,7 +82,8 @@ def canonical(value: Any) -> str | None:
 
 
 def _text(value: Any) -> str:
-    # Length-prefixed, so a separator inside a value can never shift one column's text into the next.
+    # Length-prefixed, so a separator inside a value can never shift one column's text into the
+    # next.
     if type(value) is str:
         return f"{len(value)}:{value}"
     return "\x00" if value is None else str(canonical(value))
@@ -119,14 +123,16 @@ class RowHasher:
         return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-# --- reading ------------------------------------------------------------------------------------------
+# --- reading
+# ------------------------------------------------------------------------------------------
 
 
 def read_batches(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
     pk_range: tuple[int, int] | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows of `table` in primary-key order, `batch_size` at a time (keyset pagination, never OFFSET).
+    """Rows of `table` in primary-key order, `batch_size` at a time (keyset pagination, never
+    OFFSET).
 
     Each batch is one `WHERE pk > last ORDER BY pk LIMIT n` query, so memory holds one batch at most
     however big the table, and each batch costs the same (an index range scan), however deep.
@@ -148,8 +154,8 @@ def read_batches(
 
 def keyset(fetch: Callable[[Any], list[tuple[Any, ...]]], batch_size: int, after: Any = None
            ) -> Iterator[list[tuple[Any, ...]]]:
-    """Batches from `fetch(last key or None)` (rows with the key first, in key order, at most `batch_size`)
-    until one comes back short: keyset pagination, each batch one bounded query."""
+    """Batches from `fetch(last key or None)` (rows with the key first, in key order, at most
+    `batch_size`) until one comes back short: keyset pagination, each batch one bounded query."""
     last = after
     while batch := fetch(last):
         yield batch
@@ -172,7 +178,8 @@ def has_integer_pk(table: Table) -> bool:
 
 @dataclass
 class TableDigest:
-    """Count and checksum of one table in one database, with per-range sums for narrowing differences."""
+    """Count and checksum of one table in one database, with per-range sums for narrowing
+    differences."""
 
     table: str
     rows: int = 0
@@ -199,7 +206,8 @@ def digest_table(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None, method: str = "python",
 ) -> TableDigest:
-    """Read a whole table and return its digest (by `method`: this module's hashing, or rowhash's)."""
+    """Read a whole table and return its digest (by `method`: this module's hashing, or
+    rowhash's)."""
     digest = TableDigest(table.name, method=method)
     if method == rowhash.METHOD:
         for key, rows, total in rowhash.bucket_sums(connection, table):
@@ -217,7 +225,8 @@ def digest_table(
     return digest
 
 
-# --- comparing ----------------------------------------------------------------------------------------
+# --- comparing
+# ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -369,7 +378,8 @@ def compare_connections(
     source_digests: dict[str, TableDigest] | None = None, target_digests: dict[str, TableDigest] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Compare every table of `tables` between two open connections (digests already computed are reused)."""
+    """Compare every table of `tables` between two open connections (digests already computed
+    are reused)."""
     source_tables, target_tables = existing_tables(source), existing_tables(target)
     results = []
     for table in tables:

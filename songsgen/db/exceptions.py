@@ -10,7 +10,8 @@ class DatabaseToolError(Exception):
     """Something a database command could not do; the message says what and what to do."""
 
 
-# --- migrate ----------------------------------------------------------------------------------------
+# --- migrate
+# ----------------------------------------------------------------------------------------
 class DatabaseBusy(DatabaseToolError):
     """Another schema-changing command holds the database."""
 
@@ -20,7 +21,8 @@ class MigrateRefused(DatabaseToolError):
 
 
 class MigrateFailed(DatabaseToolError):
-    """Applying or verifying failed; `restored` says whether the database is back at its migrations."""
+    """Applying or verifying failed; `restored` says whether the database is back at its
+    migrations."""
 
     def __init__(self, message: str, *, restored: bool) -> None:
         super().__init__(message)
@@ -32,11 +34,13 @@ class VerificationFailed(DatabaseToolError):
 
 
 class UndoFailed(DatabaseToolError):
-    """A migration this run committed could not be unapplied (irreversible, or its reverse failed)."""
+    """A migration this run committed could not be unapplied (irreversible, or its reverse
+    failed)."""
 
 
 class RehearsalError(DatabaseToolError):
-    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing tool)."""
+    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing
+    tool)."""
 
 
 class SquawkError(DatabaseToolError):
@@ -47,13 +51,15 @@ class DatabaseNotReady(DatabaseToolError):
     """The database cannot take a long-running writer yet: missing, read-only, or not migrated."""
 
 
-# --- backups, snapshots, restores -------------------------------------------------------------------
+# --- backups, snapshots, restores
+# -------------------------------------------------------------------
 class BackupError(DatabaseToolError):
     """A backup, restore or check cannot go on; the message says why and what to do."""
 
 
 class RestoreUndone(BackupError):
-    """The restored database failed its check and the live database was put back from the safety copy."""
+    """The restored database failed its check and the live database was put back from the safety
+    copy."""
 
 
 class RestoreUnverified(BackupError):
@@ -72,9 +78,11 @@ class PgDumpError(DatabaseToolError):
     """pg_dump, pg_restore or psql failed, or is missing."""
 
 
-# --- moving between databases ------------------------------------------------------------------------
+# --- moving between databases
+# ------------------------------------------------------------------------
 class DatabaseUnavailable(DatabaseToolError):
-    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no connection."""
+    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no
+    connection."""
 
 
 class TransferError(DatabaseToolError):
@@ -85,7 +93,8 @@ class DependencyCycle(DatabaseToolError):
     """Tables reference each other in a cycle; no order copies one before the other."""
 
 
-# --- replication ---------------------------------------------------------------------------------------
+# --- replication
+# ---------------------------------------------------------------------------------------
 class ReplicaError(DatabaseToolError):
     """Replication (Litestream) cannot run, or a replica cannot be read or restored as asked."""
 
@@ -94,7 +103,8 @@ class ReplicaBusy(ReplicaError):
     """Another `replicate` already replicates the database."""
 
 
-# --- major upgrade -------------------------------------------------------------------------------------
+# --- major upgrade
+# -------------------------------------------------------------------------------------
 class UpgradeError(DatabaseToolError):
     """The upgrade cannot start or go on as asked; the message says what to do."""
 

@@ -47,7 +47,8 @@ def settings_for_url(url: str) -> dict[str, Any]:
         db["OPTIONS"] = dict(settings.SQLITE_OPTIONS)
     elif db["ENGINE"] in (POSTGRESQL, "django.db.backends.postgresql_psycopg2"):
         db["ENGINE"] = POSTGRESQL
-        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them.
+        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url
+        # parsed them.
         db.setdefault("OPTIONS", {}).setdefault("connect_timeout", settings.PG_CONNECT_TIMEOUT)
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")
@@ -70,8 +71,8 @@ def identity(connection: BaseDatabaseWrapper) -> Identity:
         stat = path.stat()
         return Identity("sqlite", (stat.st_dev, stat.st_ino))
     with connection.cursor() as cursor:
-        # Two URLs may name one server differently (localhost, 127.0.0.1, a socket): the postmaster's
-        # start time and the port identify it; the database name completes the key.
+        # Two URLs may name one server differently (localhost, 127.0.0.1, a socket): the
+        # postmaster's start time and the port identify it; the database name completes the key.
         cursor.execute("SELECT pg_postmaster_start_time()::text, inet_server_port(), current_database()")
         return Identity("postgresql", tuple(cursor.fetchone()))
 

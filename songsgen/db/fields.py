@@ -25,6 +25,7 @@ def column_of(model: type[models.Model], name: str) -> str:
 
 def storage_field(field: models.Field) -> models.Field:
     """The field whose type stores `field`'s values: itself, or where its foreign keys lead."""
-    while isinstance(field, RelatedField):  # a foreign key to a foreign key: a one-to-one primary key
+    # a foreign key to a foreign key: a one-to-one primary key
+    while isinstance(field, RelatedField):
         field = field.target_field
     return field

@@ -19,7 +19,8 @@ from songsgen.db.exceptions import ReplicaError
 from songsgen.db.replica import Replication, private_socket_folder
 
 RUN_TIMEOUT = 3600  # seconds a restore or a listing may take before we give up on it
-SNAPSHOT_LEVEL = 9  # Litestream's level of full snapshots; 0 holds each sync's transactions, 1-8 compactions
+# Litestream's level of full snapshots; 0 holds each sync's transactions, 1-8 compactions
+SNAPSHOT_LEVEL = 9
 
 
 def binary() -> Path:
@@ -44,7 +45,8 @@ def config(rep: Replication) -> dict[str, object]:
     return {
         "dbs": [{
             "path": str(rep.database),
-            # How often Litestream looks at the WAL, and uploads what it found: the commits a lost disk costs.
+            # How often Litestream looks at the WAL, and uploads what it found: the commits a lost
+            # disk costs.
             "monitor-interval": interval,
             "replica": {"url": rep.url, "sync-interval": interval},
         }],
@@ -54,7 +56,8 @@ def config(rep: Replication) -> dict[str, object]:
 
 
 def write_config(rep: Replication) -> Path:
-    """Write Litestream's configuration beside the database, owner-only, replacing the last one whole."""
+    """Write Litestream's configuration beside the database, owner-only, replacing the last one
+    whole."""
     partial = rep.config.with_name(f"{rep.config.name}.{os.getpid()}.part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -67,21 +70,25 @@ def write_config(rep: Replication) -> Path:
 
 
 def prepare(rep: Replication) -> None:
-    """Create what Litestream needs before it starts: an owner-only file replica folder, the socket's folder."""
+    """Create what Litestream needs before it starts: an owner-only file replica folder, the
+    socket's folder."""
     if rep.folder is not None:
-        umask = os.umask(0o077)  # every folder made on the way is owner-only (mkdir's mode reaches the last only)
+        # every folder made on the way is owner-only (mkdir's mode reaches the last only)
+        umask = os.umask(0o077)
         try:
             rep.folder.mkdir(parents=True, exist_ok=True)
         finally:
             os.umask(umask)
         if rep.folder.stat().st_uid == os.getuid():
-            os.chmod(rep.folder, 0o700)  # the replica is a copy of the database: nobody else's to read
+            # the replica is a copy of the database: nobody else's to read
+            os.chmod(rep.folder, 0o700)
     if rep.socket.parent != rep.database.parent:
         private_socket_folder(rep.socket)
 
 
 def exec_replicate(rep: Replication, lock_fd: int) -> NoReturn:
-    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open in it."""
+    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open in
+    it."""
     exe = binary()
     path = write_config(rep)
     os.set_inheritable(lock_fd, True)
@@ -95,7 +102,8 @@ def _private() -> None:
 
 
 def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
-    """Run `litestream ARGS` and return its standard output; ReplicaError with its own message if it fails."""
+    """Run `litestream ARGS` and return its standard output; ReplicaError with its own message
+    if it fails."""
     try:
         done = subprocess.run([str(binary()), *args], capture_output=True, text=True, timeout=timeout,
                               preexec_fn=_private, stdin=subprocess.DEVNULL)
@@ -110,7 +118,8 @@ def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
 
 @dataclass(frozen=True)
 class LtxFile:
-    """One LTX file in the replica: its level, the transactions it holds, and when it was written (UTC)."""
+    """One LTX file in the replica: its level, the transactions it holds, and when it was
+    written (UTC)."""
 
     level: int
     min_txid: int
@@ -131,9 +140,11 @@ def ltx_files(url: str) -> list[LtxFile]:
 
 
 def restore(url: str, target: Path, moment: datetime | None = None) -> None:
-    """Restore the replica at `url` into the new file `target`: its newest state, or the newest before `moment`."""
+    """Restore the replica at `url` into the new file `target`: its newest state, or the newest
+    before `moment`."""
     args = ["restore", "-o", str(target)]
     if moment is not None:
-        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's time to the millisecond.
+        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's time to the
+        # millisecond.
         args += ["-timestamp", moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")]
     run(*args, url)

@@ -17,7 +17,8 @@ CHUNK = 1 << 20
 
 
 def tool(name: str) -> str:
-    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR first, then PATH, then Debian's folders."""
+    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR first, then PATH, then
+    Debian's folders."""
     folders = [os.environ.get("SONGSGEN_PG_BINDIR", "")]
     found = shutil.which(name)
     if found:
@@ -47,7 +48,8 @@ def _env(settings_dict: dict[str, Any]) -> dict[str, str]:
 
 
 def connect_params(settings_dict: dict[str, Any], dbname: str | None = None) -> dict[str, Any]:
-    """psycopg keywords for a Django PostgreSQL settings dict (`dbname` for another database of the server)."""
+    """psycopg keywords for a Django PostgreSQL settings dict (`dbname` for another database of
+    the server)."""
     options = settings_dict.get("OPTIONS") or {}
     params = {
         "dbname": dbname or settings_dict.get("NAME"), "user": settings_dict.get("USER"),
@@ -144,7 +146,8 @@ def restore(settings_dict: dict[str, Any], archive: Path) -> None:
         # Without COMMIT psql ends the session and the server rolls the transaction back.
         psql.stdin.close()
     except BrokenPipeError:
-        # psql stopped on an error (its stderr says which); nobody reads pg_restore's output any more.
+        # psql stopped on an error (its stderr says which); nobody reads pg_restore's output any
+        # more.
         script.kill()
     psql.wait()
     script.wait()

@@ -19,7 +19,8 @@ SHOWN = 3  # migrations a message names before "and N more"
 
 
 def _name(connection: BaseDatabaseWrapper) -> str:
-    """The database as a message names it: the SQLite file as typed here, or the PostgreSQL name and host."""
+    """The database as a message names it: the SQLite file as typed here, or the PostgreSQL name
+    and host."""
     path = sqlite_file(connection) if connection.vendor == "sqlite" else None
     if path is not None:
         return shown_path(path)
@@ -47,9 +48,10 @@ def _check_sqlite_file(connection: BaseDatabaseWrapper) -> None:
 
 
 def check_ready_for_writer(connection: BaseDatabaseWrapper, *, tables: Iterable[str]) -> list[str]:
-    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the database
-    exists, is writable, was migrated and holds `tables`. Returns the code's migrations not applied yet:
-    not a refusal, as every release runs on the schema before its own migrations (docs/postgres.md)."""
+    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the
+    database exists, is writable, was migrated and holds `tables`. Returns the code's migrations
+    not applied yet: not a refusal, as every release runs on the schema before its own
+    migrations (docs/postgres.md)."""
     if connection.vendor == "sqlite":
         _check_sqlite_file(connection)
     executor = MigrationExecutor(connection)

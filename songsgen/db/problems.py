@@ -15,12 +15,14 @@ ERROR, WARNING = "error", "warning"
 class Problem:
     """One thing wrong (or worth a note) that a check found."""
 
-    code: str  # the check or rule: "schema", "integrity", "DROP_COLUMN", "squawk:<rule>", "quick_check"
+    # the check or rule: "schema", "integrity", "DROP_COLUMN", "squawk:<rule>", "quick_check"
+    code: str
     subject: str  # what it is about: a table, a migration ("app.name"), a file
     detail: str  # what is wrong, one line
     blocking: bool = True  # an error: the command fails or refuses; False: a warning, a note
     fix: str = ""  # what to do about it, when the check knows
-    source: str = ""  # who judged, where several do: "songsgen", "django-migration-linter", "squawk"
+    # who judged, where several do: "songsgen", "django-migration-linter", "squawk"
+    source: str = ""
     agreed: tuple[str, ...] = ()  # the codes of other judges that found the same thing
 
     @property
@@ -36,7 +38,8 @@ class Problem:
         return self.line()
 
     def as_dict(self) -> dict[str, object]:
-        """The problem as JSON: severity, check, subject, detail, then fix, source, agreed where known."""
+        """The problem as JSON: severity, check, subject, detail, then fix, source, agreed where
+        known."""
         data: dict[str, object] = {
             "severity": self.severity, "check": self.code, "subject": self.subject, "detail": self.detail,
         }

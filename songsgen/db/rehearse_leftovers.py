@@ -16,13 +16,15 @@ from songsgen.db.exceptions import DatabaseBusy
 from songsgen.db.problems import Problem
 from songsgen.db.rehearse import FILE_PREFIX, SCRATCH_PREFIX, scratch_comment
 
-# mkstemp's eight random characters; the database's name before them since the copies were named for it.
+# mkstemp's eight random characters; the database's name before them since the copies were named
+# for it.
 _FILE = re.compile(rf"{re.escape(FILE_PREFIX)}(?:(?P<stem>.+)-)?[a-z0-9_]{{8}}\.sqlite3(?:-wal|-shm|-journal)?")
 
 
 @dataclass(frozen=True)
 class Leftover:
-    """One scratch copy: the SQLite file's path (its -wal/-shm counted in) or the database's name."""
+    """One scratch copy: the SQLite file's path (its -wal/-shm counted in) or the database's
+    name."""
 
     name: str
     size: int | None  # bytes; None when the server does not say
@@ -34,7 +36,8 @@ class Leftover:
 
 
 def leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """This database's scratch copies (SQLite: in `folder`, default the backup folder), whether in use or not."""
+    """This database's scratch copies (SQLite: in `folder`, default the backup folder), whether
+    in use or not."""
     if connection.vendor == "sqlite":
         return _sqlite_leftovers(connection, Path(settings.BACKUP_DIR) if folder is None else folder)
     if connection.vendor == "postgresql":
@@ -71,7 +74,8 @@ def _pg_leftovers(connection: BaseDatabaseWrapper) -> list[Leftover]:
 
 
 def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """Remove this database's scratch copies; the caller holds the migrate lock. Returns those removed."""
+    """Remove this database's scratch copies; the caller holds the migrate lock. Returns those
+    removed."""
     removed: list[Leftover] = []
     for item in leftovers(connection, folder):
         if connection.vendor == "sqlite":
@@ -90,14 +94,16 @@ def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None
 
 
 def dbcheck_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
-    """dbcheck's warnings: copies removed now, or named and left alone while a migrate (maybe rehearsing) runs."""
+    """dbcheck's warnings: copies removed now, or named and left alone while a migrate (maybe
+    rehearsing) runs."""
     found = leftovers(connection)
     if not found:
         return []
     try:
         with database_lock(connection.settings_dict, purpose="dbcheck", wait=0):
             removed = remove_leftovers(connection)
-    except OSError as exc:  # no lock file can be made beside the database: whether a migrate runs is unknown
+    except OSError as exc:
+        # no lock file can be made beside the database: whether a migrate runs is unknown
         return [Problem("rehearsal", item.name, f"scratch copy kept: the migrate lock cannot be taken ({exc.strerror})",
                         blocking=False) for item in found]
     except DatabaseBusy as exc:

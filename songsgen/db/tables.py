@@ -17,7 +17,8 @@ from songsgen.db.exceptions import DependencyCycle
 
 # Rows that `migrate` writes by itself (post_migrate signals and the migration history). They are
 # not user data: a freshly migrated target holds them, and a transfer replaces them with the
-# source's rows so that ids referring to them (admin log entries, permission assignments) stay right.
+# source's rows so that ids referring to them (admin log entries, permission assignments) stay
+# right.
 MIGRATE_CREATED = (("contenttypes", "contenttype"), ("auth", "permission"))
 MIGRATIONS_TABLE = MigrationRecorder.Migration._meta.db_table
 
@@ -44,7 +45,8 @@ class Table:
 
     @property
     def migrate_created(self) -> bool:
-        """True for tables whose rows `migrate` writes itself (replaced by the source's on transfer)."""
+        """True for tables whose rows `migrate` writes itself (replaced by the source's on
+        transfer)."""
         meta = self.model._meta
         return self.name == MIGRATIONS_TABLE or (meta.app_label, meta.model_name) in MIGRATE_CREATED
 

@@ -42,7 +42,8 @@ class TransferResult:
     notes: list[str]
 
 
-# --- checks before anything is written ------------------------------------------------------------------
+# --- checks before anything is written
+# ------------------------------------------------------------------
 
 
 def _pending(connection: BaseDatabaseWrapper) -> tuple[set[tuple[str, str]], list[str]]:
@@ -60,7 +61,8 @@ def _short(names: Sequence[str], limit: int = 5) -> str:
 def check_migration_states(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, *, source_url: str, target_url: str
 ) -> None:
-    """Both databases migrated to this code's state with the same history, or a TransferError saying how."""
+    """Both databases migrated to this code's state with the same history, or a TransferError
+    saying how."""
     src_applied, src_pending = _pending(source)
     if src_pending:
         raise TransferError(
@@ -92,7 +94,8 @@ def _has_rows(connection: BaseDatabaseWrapper, table: str) -> bool:
         return cursor.fetchone() is not None
 
 
-# --- the progress table on the target ---------------------------------------------------------------------
+# --- the progress table on the target
+# ---------------------------------------------------------------------
 
 
 def _read_progress(connection: BaseDatabaseWrapper) -> dict[str, tuple[str | None, int, bool, str]] | None:
@@ -113,7 +116,8 @@ def _create_progress(connection: BaseDatabaseWrapper) -> None:
 
 
 def _record_progress(connection: Any, table: str, last_pk: Any, copied: int, done: bool, source: str) -> None:
-    """Upsert a table's progress, on a Django connection or a psycopg one (transfer_copy.OrderedWriters)."""
+    """Upsert a table's progress, on a Django connection or a psycopg one
+    (transfer_copy.OrderedWriters)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
@@ -128,7 +132,8 @@ def _drop_progress(connection: BaseDatabaseWrapper) -> None:
         cursor.execute(f"DROP TABLE IF EXISTS {PROGRESS_TABLE}")
 
 
-# --- the transfer -----------------------------------------------------------------------------------------
+# --- the transfer
+# -----------------------------------------------------------------------------------------
 
 
 class _Meter:
@@ -151,8 +156,9 @@ def _copy_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any,
     copied: int, total: int, source_label: str, meter: _Meter, whole: bool,
 ) -> tuple[int, TableDigest | None]:
-    """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written
-    and, when `whole` (read from its start), the digest of the rows read if it was computed on the way."""
+    """Copy one table from `after` on, one transaction per batch recording how far it got; the
+    rows written and, when `whole` (read from its start), the digest of the rows read if it was
+    computed on the way."""
 
     def then(connection: Any, batch: list[tuple[Any, ...]], written: int) -> None:
         _record_progress(connection, table.name, batch[-1][0], copied + written, False, source_label)
@@ -170,7 +176,8 @@ def transfer(
     resume: bool = False, dry_run: bool = False, report: Callable[[Progress], None] | None = None,
     on_table: Callable[[TableComparison], None] | None = None, lock_wait: float = 0.0,
 ) -> TransferResult:
-    """Copy every table from `source_url` to `target_url` and compare them; see the module docstring."""
+    """Copy every table from `source_url` to `target_url` and compare them; see the module
+    docstring."""
     started = time.monotonic()
     try:
         tables = dependency_order()
@@ -182,7 +189,8 @@ def transfer(
                 raise TransferError(
                     "The source and the target are the same database; give a different --to."
                 )
-            # The target's migrate lock: no migrate, restore or second transfer changes it meanwhile.
+            # The target's migrate lock: no migrate, restore or second transfer changes it
+            # meanwhile.
             with nullcontext() if dry_run else database_lock(target.settings_dict, purpose="transferdb",
                                                              wait=lock_wait):
                 return _run(
@@ -267,7 +275,8 @@ def _copy_all(
     progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
     source_label: str, report: Callable[[Progress], None] | None, background: Background,
 ) -> tuple[int, dict[str, TableDigest]]:
-    """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read tables."""
+    """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read
+    tables."""
     tables = [t for t, _ in counts]
     totals = {t.name: n for t, n in counts}
     if truncate:
@@ -307,7 +316,8 @@ def _copy_all(
                     digests[table.name] = digest
                 copied += written
         progress = {}
-    for table in rest:  # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+    # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+    for table in rest:
         last_text, _, done, _ = progress.get(table.name, (None, 0, False, ""))
         if not done and last_text is None:
             defer(target, table)
@@ -318,7 +328,8 @@ def _copy_all(
         after = table.pk.to_python(last_text) if last_text is not None else None
         written, digest = _copy_table(
             source, target, table, batch_size=batch_size, after=after, copied=done_rows, total=totals[table.name],
-            source_label=source_label, meter=meter, whole=after is None,  # only a table read from its start
+            # only a table read from its start
+            source_label=source_label, meter=meter, whole=after is None,
         )
         copied += written
         if digest is not None:
@@ -329,8 +340,8 @@ def _copy_all(
 
 
 def _finish(target: BaseDatabaseWrapper, tables: Sequence[Table]) -> None:
-    """Indexes and foreign keys left deferred come back; new rows get fresh ids; the planner learns the new
-    sizes; the progress table goes."""
+    """Indexes and foreign keys left deferred come back; new rows get fresh ids; the planner
+    learns the new sizes; the progress table goes."""
     with transaction.atomic(using=target.alias):
         restore(target)
         with target.cursor() as cursor:

@@ -27,7 +27,8 @@ def _rebuild(connection: BaseDatabaseWrapper, *, table: str, name: str, create_s
 
 
 class Background:
-    """Index rebuilds, foreign-key checks and target checksums of copied tables, on worker threads."""
+    """Index rebuilds, foreign-key checks and target checksums of copied tables, on worker
+    threads."""
 
     def __init__(self, target: BaseDatabaseWrapper, source: BaseDatabaseWrapper) -> None:
         self.alias, self.source = target.alias, source
@@ -35,7 +36,8 @@ class Background:
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="transferdb") if self.enabled else None
         self.jobs: list[Future[Any]] = []
         self.digests: dict[str, Future[TableDigest]] = {}
-        self.foreign_keys: list[tuple[str, str, str]] = []  # (table, name, statement), run by wait()
+        # (table, name, statement), run by wait()
+        self.foreign_keys: list[tuple[str, str, str]] = []
 
     def _submit(self, work: Callable[[BaseDatabaseWrapper], Any]) -> Future[Any]:
         assert self.pool is not None
@@ -52,7 +54,8 @@ class Background:
         return future
 
     def table_copied(self, table: Table, target: BaseDatabaseWrapper) -> bool:
-        """Queue the work for a table whose copy just ended; False when it has to run in the caller."""
+        """Queue the work for a table whose copy just ended; False when it has to run in the
+        caller."""
         if not self.enabled:
             return False
         if rowhash.supported(table, self.source, target):
@@ -66,15 +69,16 @@ class Background:
         return True
 
     def wait(self, target: BaseDatabaseWrapper) -> None:
-        """Until every queued job is done, then the foreign keys, one after the other on `target`; the first
-        failure is raised here. A foreign key locks the table it points to against an index build there, so
-        they come last: no job ever waits for another's lock."""
+        """Until every queued job is done, then the foreign keys, one after the other on
+        `target`; the first failure is raised here. A foreign key locks the table it points to
+        against an index build there, so they come last: no job ever waits for another's lock."""
         for future in self.jobs:
             future.result()
         for table, name, create_sql in self.foreign_keys:
             try:
                 rebuild_one(target, table, name, create_sql)
-            except IntegrityError as exc:  # rows copied whole: --resume would meet the same rows again
+            except IntegrityError as exc:
+                # rows copied whole: --resume would meet the same rows again
                 raise TransferError(
                     f"{table} holds rows whose foreign key {name} points at no row on the source (SQLite does not "
                     f"enforce foreign keys on files written without them): {str(exc).strip().splitlines()[0]}. "

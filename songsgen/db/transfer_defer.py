@@ -30,16 +30,18 @@ def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, st
 
 
 def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str, bool]]:
-    """(name, statement, is an index) of every index and foreign key of `table` waiting to be rebuilt, indexes
-    first."""
+    """(name, statement, is an index) of every index and foreign key of `table` waiting to be
+    rebuilt, indexes first."""
     return [(name, create_sql, is_index) for _, name, create_sql, is_index in _saved(target, table)]
 
 
 def defer(target: BaseDatabaseWrapper, table: Table) -> int:
-    """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys dropped."""
+    """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys
+    dropped."""
     if target.vendor != "postgresql":
         return 0
-    for attempt in range(LOCK_ATTEMPTS):  # a reader's short query passes; a writer's open transaction stays
+    # a reader's short query passes; a writer's open transaction stays
+    for attempt in range(LOCK_ATTEMPTS):
         dropped = _defer(target, table)
         if dropped is not None:
             return dropped
@@ -52,7 +54,8 @@ def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
     qn = target.ops.quote_name
     try:
         with transaction.atomic(using=target.alias), target.cursor() as cursor:
-            # Never wait on another session's lock (the table is theirs right now); the timeout is a backstop.
+            # Never wait on another session's lock (the table is theirs right now); the timeout is
+            # a backstop.
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {qn(table.name)} IN ACCESS EXCLUSIVE MODE NOWAIT")
             referenced = sorted({qn(f.related_model._meta.db_table) for f in table.fields
@@ -88,7 +91,8 @@ def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
                     cursor.execute(f"ALTER TABLE {qn(table.name)} DROP CONSTRAINT {qn(name)}")
             return len(found)
     except DatabaseError as exc:
-        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":  # lock_not_available
+        # lock_not_available
+        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":
             return None
         raise
 
@@ -113,14 +117,15 @@ def _rebuild(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str
 
 
 def rebuild_one(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str) -> bool:
-    """Step 2 for one index or foreign key, in a transaction of its own; False when it was already there."""
+    """Step 2 for one index or foreign key, in a transaction of its own; False when it was
+    already there."""
     with transaction.atomic(using=target.alias):
         return _rebuild(target, table, name, create_sql)
 
 
 def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
-    """Step 2 for `table` (every table when None, then the saved-statements table goes too), in the caller's
-    transaction or one of its own; the number of statements run."""
+    """Step 2 for `table` (every table when None, then the saved-statements table goes too), in
+    the caller's transaction or one of its own; the number of statements run."""
     if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return 0
     ran = 0

@@ -82,11 +82,13 @@ class ClosingExecutor(ThreadPoolExecutor):
 class HealthView(HealthCheckView):
     """django-health-check's view over our checks: 200 when all pass, 500 naming each that failed.
 
-    JSON with `?format=json` or `Accept: application/json`, text with `?format=text`, HTML otherwise.
+    JSON with `?format=json` or `Accept: application/json`, text with `?format=text`, HTML
+    otherwise.
     """
 
     checks = HEALTH_CHECKS
-    template_name = "monitoring/health.html"  # ours: the package is not an installed app (settings.py)
+    # ours: the package is not an installed app (settings.py)
+    template_name = "monitoring/health.html"
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         denied = refusal(request, await request.auser())

@@ -54,7 +54,8 @@ class Command(BaseCommand):
         if pending and verbosity >= 1:
             self.stderr.write(pending_note(pending))
         log: Callable[[str], None] = self.stdout.write if verbosity >= 1 else _silent
-        worker_config(claim_batch=batch)  # ImproperlyConfigured before any worker starts or any job is claimed
+        # ImproperlyConfigured before any worker starts or any job is claimed
+        worker_config(claim_batch=batch)
         if concurrency > 1:
             code = Supervisor(
                 concurrency=concurrency, log=log,
@@ -65,7 +66,8 @@ class Command(BaseCommand):
                 raise CommandError("A worker process failed; see its output above.", returncode=code)
             return
         try:
-            import_string(settings.SONGSGEN_GENERATOR)  # made in the generator process; named here if it is wrong
+            # made in the generator process; named here if it is wrong
+            import_string(settings.SONGSGEN_GENERATOR)
         except ImportError as exc:
             raise CommandError(
                 f"SONGSGEN_GENERATOR={settings.SONGSGEN_GENERATOR!r} cannot be imported ({exc}). Set it to the "

@@ -1,4 +1,5 @@
-"""`manage.py seed_demo --users N --songs M`: append realistic demo users, songs and queue entries, fast."""
+"""`manage.py seed_demo --users N --songs M`: append realistic demo users, songs and queue
+entries, fast."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ BUFFER = 4 * CHUNK  # compress() reads the database this much at a time
 def compress(pieces: Iterable[memoryview], size: int, target: IO[bytes], *, level: int | None = None) -> None:
     """zstd-compress `size` bytes, arriving as `pieces`, into `target`, streaming, with a checksum.
 
-    The frame records the content size, so unpack() knows a truncated backup from a whole one. `level`:
-    SONGSGEN_BACKUP_ZSTD_LEVEL unless given.
+    The frame records the content size, so unpack() knows a truncated backup from a whole one.
+    `level`: SONGSGEN_BACKUP_ZSTD_LEVEL unless given.
     """
     level = int(settings.BACKUP_ZSTD_LEVEL) if level is None else level
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
@@ -43,7 +43,8 @@ def compress(pieces: Iterable[memoryview], size: int, target: IO[bytes], *, leve
 
 
 def unpack(stream: IO[bytes], target: Path) -> str:
-    """Write the database in a backup stream (zstd, gzip or plain SQLite) to `target`; returns the format.
+    """Write the database in a backup stream (zstd, gzip or plain SQLite) to `target`; returns the
+    format.
 
     A truncated or damaged stream raises BackupError: the zstd frame carries its content size and a
     checksum, and gzip a CRC, both checked here.

@@ -1,4 +1,5 @@
-"""The errors of backups, restores and backup checks (defined in `songsgen.db.exceptions` with the rest)."""
+"""The errors of backups, restores and backup checks (defined in `songsgen.db.exceptions` with
+the rest)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ def remove_file(path: Path) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left by processes that died (a SIGKILL cannot clean up after itself)."""
+    """Delete temporary files left by processes that died (a SIGKILL cannot clean up after
+    itself)."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
@@ -84,10 +85,11 @@ def fsync_dir(folder: Path) -> None:
 @contextlib.contextmanager
 def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
                            durable: bool = True) -> Iterator[Path]:
-    """A temporary file beside `target` for the block to fill, renamed over `target` when the block ends.
+    """A temporary file beside `target` for the block to fill, renamed over `target` when the block
+    ends.
 
-    Readers see the old file or the whole new one, never half; if the block raises, the temporary file goes.
-    `durable`: the file and the rename reach the disk before the block's caller goes on.
+    Readers see the old file or the whole new one, never half; if the block raises, the temporary
+    file goes. `durable`: the file and the rename reach the disk before the block's caller goes on.
     """
     tmp = temp_path(target.parent, suffix)
     try:
@@ -105,7 +107,8 @@ def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
 
 
 def atomic_write(source: IO[bytes], target: Path, *, mode: int = 0o600) -> None:
-    """Write `source` to `target` under a temporary name, fsync, and link it into place when complete.
+    """Write `source` to `target` under a temporary name, fsync, and link it into place when
+    complete.
 
     Never replaces an existing file (FileExistsError): a backup is never written over another.
     """

@@ -28,7 +28,8 @@ class Command(dbbackup.Command):
         super()._set_logger_level()
         # Its messages go to the handler set up here, not again through the root logger's console.
         self.logger.propagate = False
-        if not self.quiet:  # silent on success at the default verbosity, as cron wants; -v2 for the steps
+        # silent on success at the default verbosity, as cron wants; -v2 for the steps
+        if not self.quiet:
             level = quiet_level(self.verbosity)
             self.logger.setLevel(level)
             for handler in self.logger.handlers:

@@ -108,8 +108,8 @@ class Command(DjangoMigrateCommand):
         return super().execute(*args, **options)
 
     def _guarded(self, options: dict[str, Any]) -> bool:
-        """The safe path unless opted out (`--plain`, `safe=False`, or the setting for calls from code), and
-        none of Django's own read-only modes."""
+        """The safe path unless opted out (`--plain`, `safe=False`, or the setting for calls
+        from code), and none of Django's own read-only modes."""
         safe = options.get("safe")
         if safe is None:
             safe = self._typed or settings.MIGRATE_SAFE_BY_DEFAULT
@@ -153,8 +153,8 @@ class Command(DjangoMigrateCommand):
                         connection, from_snapshot=options["from_snapshot"], log=log
                     )
                 else:
-                    # With --json stdout holds the report alone: what migrations print (a backfill's progress)
-                    # goes to stderr. self.stdout keeps the real stdout.
+                    # With --json stdout holds the report alone: what migrations print (a
+                    # backfill's progress) goes to stderr. self.stdout keeps the real stdout.
                     with redirect_stdout(sys.stderr) if as_json else nullcontext():
                         report = self._run_safe(connection, options, log, warn, args, report)
         except DatabaseBusy as exc:
