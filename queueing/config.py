@@ -32,8 +32,7 @@ class WorkerConfig:
 
 
 def _seconds(name: str, value: object, low: float, high: float, rule: str = "") -> float:
-    """`value` as seconds within [low, high], or ImproperlyConfigured naming the variable and
-    the range."""
+    """`value` as seconds within [low, high], or ImproperlyConfigured naming variable and range."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

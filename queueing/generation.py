@@ -54,8 +54,7 @@ class GeneratorUnavailable(Exception):
 
 
 class Done(NamedTuple):
-    """Job `position` of the batch finished: its result, or the error that failed it, and its
-    seconds."""
+    """Job `position` of the batch finished: its result or the error that failed it; seconds."""
 
     position: int  # the job's place in the batch
     result: Any
@@ -175,8 +174,7 @@ class _Turn:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def begin(self, index: int) -> bool:
-        """In the generator process: take job `index`, unless the worker stopped the batch
-        before it."""
+        """In the generator process: take job `index`, unless the worker stopped the batch first."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             limit, _, _ = self._read()
@@ -188,8 +186,7 @@ class _Turn:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def stop_after_current(self) -> int:
-        """In the worker: let no job start after the one in progress; returns the first that
-        will not."""
+        """In the worker: no job starts after the one in progress; returns the first that won't."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             limit, current, started = self._read()
@@ -226,8 +223,7 @@ class ProcessRunner:
         self._last_turn = (-1, 0.0)
 
     def start(self) -> None:
-        """Start the generator process unless it runs; GeneratorUnavailable if it cannot be made
-        ready."""
+        """Start the generator process unless it runs; GeneratorUnavailable if it can't start."""
         if self._proc is not None and self._proc.is_alive():
             return
         self.kill()
@@ -256,8 +252,7 @@ class ProcessRunner:
             )
 
     def submit(self, songs: list[Any], timeouts: list[float]) -> None:
-        """Send a batch: the songs' field values, not pickled instances (from_db rebuilds them,
-        far cheaper)."""
+        """Send a batch as field values, not pickled instances (from_db rebuilds them cheaper)."""
         if not songs:
             return
         meta = songs[0]._meta
@@ -275,8 +270,7 @@ class ProcessRunner:
             self._conn.send(request)  # type: ignore[union-attr]
 
     def next(self, tick: Callable[[], None]) -> Done | End:
-        """The next outcome of the batch, in order, or its End; a hang past its timeout is
-        killed."""
+        """The batch's next outcome, in order, or its End; a hang past its timeout is killed."""
         if self._ended is not None:
             return End(self._ended)
         conn = self._conn
@@ -307,8 +301,7 @@ class ProcessRunner:
                 raise
 
     def _died(self, error: str | GenerationError) -> Done | End:
-        """The process is gone mid-batch: the job it was on failed; the jobs after it never
-        started."""
+        """The process is gone mid-batch: its current job failed; the later ones never began."""
         index, started = self._last_turn
         self._ended = index + 1
         if index <= self._reported:  # it died between jobs
@@ -340,8 +333,7 @@ class ProcessRunner:
         return f"exited with code {code}"
 
     def kill(self) -> None:
-        """Kill the generator process and the process group it leads (what the generator
-        started)."""
+        """Kill the generator process and the process group it leads (what the generator began)."""
         if self._turn is not None:
             self._last_turn = self._turn.current()
             self._turn.close()
@@ -361,8 +353,7 @@ class ProcessRunner:
         proc.join(10)
 
     def stop(self) -> None:
-        """Let the generator process exit (it is idle between batches), or kill it if it does
-        not."""
+        """Let the generator process exit (it is idle between batches), or kill it if it won't."""
         if self._conn is not None and self._proc is not None and self._proc.is_alive():
             try:
                 self._conn.send(None)
@@ -373,8 +364,7 @@ class ProcessRunner:
 
 
 def _exit_with_orphan(parent_pid: int) -> None:
-    """Kill this process group once the worker is gone (SIGKILL, a second signal): no orphan
-    generates on."""
+    """Kill this process group once the worker is gone (SIGKILL, a second signal): no orphans."""
     while True:
         time.sleep(ORPHAN_CHECK)
         if os.getppid() != parent_pid:
@@ -382,8 +372,7 @@ def _exit_with_orphan(parent_pid: int) -> None:
 
 
 def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid: int) -> None:
-    """The generator process: set up Django, make the generator, then generate each batch it is
-    sent."""
+    """The generator process: set up Django, make the generator, then generate each batch sent."""
     # its own group: a terminal's Ctrl-C is not for it, and the worker can kill the group
     os.setpgid(0, 0)
     # The worker decides what a signal means for the job in hand (it finishes it); the generation

@@ -212,8 +212,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         return reclaimed
 
     def stats(self, *, now: datetime | None = None, cap: int | None = None) -> QueueStats:
-        """Counts by status, oldest queued job, recent failures and throughput, in one query
-        (`queueing.stats`)."""
+        """Counts by status, oldest queued job, recent failures, throughput: one query (stats)."""
         return queue_stats(self, now=now, cap=cap)
 
 
@@ -396,8 +395,7 @@ class GenerationQueue(models.Model):
         return True
 
     def release(self, *, worker_id: str) -> bool:
-        """Give an unfinished job back to the queue untouched (the worker is stopping); not an
-        attempt."""
+        """Give an unfinished job back to the queue untouched (the worker stops); not an attempt."""
         with transaction.atomic():
             fields = {"status": self.Status.QUEUED, "worker_id": None, "lease_expires_at": None, "started_at": None}
             if not self._update_held(worker_id, **fields):

@@ -181,8 +181,7 @@ class QueueWaitCheck(SongsgenCheck):
 
 
 class StuckJobsCheck(SongsgenCheck):
-    """No running job is past its lease by more than the grace: a worker died and none reclaims
-    its jobs."""
+    """No running job is past its lease by more than the grace (else a dead worker's jobs sit)."""
 
     name = "queue leases"
 

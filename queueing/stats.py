@@ -16,8 +16,7 @@ from django.utils.dateparse import parse_datetime
 
 
 def _db_datetime(value: datetime | str | None) -> datetime | None:
-    """A datetime read by raw SQL: SQLite hands back Django's naive-UTC text, PostgreSQL a
-    datetime."""
+    """A datetime read by raw SQL: SQLite gives Django's naive-UTC text, PostgreSQL a datetime."""
     if value is None or isinstance(value, datetime):
         return value
     parsed = parse_datetime(value)

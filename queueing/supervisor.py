@@ -1,5 +1,4 @@
-"""The supervisor of `runworker --concurrency N`: N worker processes, signals passed on, the
-dead restarted."""
+"""The supervisor of `runworker --concurrency N`: N workers, signals passed on, restarts."""
 
 from __future__ import annotations
 

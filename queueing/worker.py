@@ -59,14 +59,12 @@ class Outcome(NamedTuple):
 
 
 class _WorkerFailed(Exception):
-    """Recording or releasing failed while a generation ran: raised again as the worker's own
-    error."""
+    """Recording or releasing failed while a generation ran: raised again as the worker's error."""
 
 
 @dataclass
 class Batch:
-    """The jobs of one claim, their timeouts, the outcomes not yet recorded; jobs[end:] were
-    released."""
+    """One claim's jobs, their timeouts, the outcomes not yet recorded; jobs[end:] were released."""
 
     jobs: list[GenerationQueue]
     timeouts: list[float]
@@ -298,8 +296,7 @@ class Worker:
         return len(jobs)
 
     def _tick(self) -> None:
-        """Between jobs, and while one generates: record quick outcomes, release jobs whose turn
-        is late."""
+        """Between jobs and during one: record quick outcomes, release jobs whose turn is late."""
         batch = self._batch
         if batch is None:
             return
@@ -316,8 +313,7 @@ class Worker:
             batch.end = first
 
     def _tick_between(self) -> None:
-        """While a generation runs: _tick, and no lease renewal for the job in progress past its
-        deadline."""
+        """While a generation runs: _tick; no lease renewal for the running job past deadline."""
         try:
             self._tick()
             batch = self._batch
@@ -406,8 +402,7 @@ class Worker:
                 self._lost(job)
 
     def _lost(self, job: GenerationQueue) -> None:
-        """Say why a job's outcome could not be recorded: what became of the row this worker
-        held."""
+        """Say why a job's outcome could not be recorded: what became of the row we held."""
         row = GenerationQueue.objects.filter(pk=job.pk).values("status", "worker_id", "started_at",
                                                                "error_message").first()
         if row is None:
@@ -427,8 +422,7 @@ class Worker:
         logger.warning("Job %s: %s; its outcome was discarded.", job.pk, why)
 
     def _adapt_batch(self, seconds: float) -> None:
-        """Claim as many jobs at once as fit in FAIR_WINDOW at the recent pace, between 1 and
-        max_batch."""
+        """Claim as many jobs as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""
         avg = seconds if self._avg_job_seconds is None else 0.8 * self._avg_job_seconds + 0.2 * seconds
         self._avg_job_seconds = avg
         self.batch_size = max(1, min(self.max_batch, int(FAIR_WINDOW / max(avg, 1e-6))))

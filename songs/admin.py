@@ -68,8 +68,7 @@ class SongForm(forms.ModelForm):
 
 
 class SongRequestForm(SongForm):
-    """"Add song": what songs.services.song_request takes (the job's priority too), refused as
-    it would."""
+    """"Add song": what songs.services.song_request takes (job priority too), refused alike."""
 
     priority = forms.IntegerField(initial=0, help_text="Higher runs first.")
 
@@ -92,8 +91,7 @@ class SongRequestForm(SongForm):
 
 
 def integer_form_field(model_field: Field[Any, Any], **kwargs: Any) -> forms.Field:
-    """The model field's form field with the bounds of its validators as min and max (the input
-    says them too)."""
+    """The model field's form field, its validators' bounds as min and max (the input says them)."""
     low = [v.limit_value for v in model_field.validators if isinstance(v, MinValueValidator)]
     high = [v.limit_value for v in model_field.validators if isinstance(v, MaxValueValidator)]
     field = model_field.formfield(min_value=max(low, default=None), max_value=min(high, default=None), **kwargs)

@@ -84,8 +84,7 @@ class _Writer:
         """Make the database's own id generation continue after the ids we gave."""
 
     def analyze(self) -> None:
-        """Refresh the planner's statistics after the load: the tables grew by orders of
-        magnitude."""
+        """Refresh the planner's statistics after the load: the tables grew by magnitudes."""
         with self.connection.cursor() as cursor:
             cursor.execute("ANALYZE")
 
@@ -185,8 +184,7 @@ class _Plan:
 
 
 def _user_rows(plan: _Plan, first_index: int, count: int, password_hash: str) -> list[Row]:
-    """Users first_index … first_index+count-1 of this run, their sign-ups spread over the whole
-    history."""
+    """Users first_index … first_index+count-1 of this run, sign-ups spread over the history."""
     rnd = plan.rng.random
     ts = plan.writer.timestamp
     firsts, lasts = plan.pools.first_names, plan.pools.last_names
@@ -204,8 +202,7 @@ def _user_rows(plan: _Plan, first_index: int, count: int, password_hash: str) ->
 
 
 def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], list[Row]]:
-    """Songs first_index … first_index+count-1 of this run, and the queue entries of the
-    unfinished ones."""
+    """Songs first_index … first_index+count-1 of this run, with unfinished ones' queue entries."""
     rnd = plan.rng.random
     ts = plan.writer.timestamp
     pools = plan.pools
@@ -301,8 +298,7 @@ def seed_demo_data(
     using: str = DEFAULT_DB_ALIAS,
     progress: Callable[[Progress], None] | None = None,
 ) -> SeedResult:
-    """Append `users` users and `songs` songs (with queue entries for unfinished ones) to the
-    database."""
+    """Append `users` users and `songs` songs (with queue entries for unfinished ones)."""
     if users < 0 or songs < 0:
         raise SeedError("The numbers of users and songs cannot be negative.")
     if batch_size < 1:
@@ -349,8 +345,7 @@ def seed_demo_data(
 def _write(
     plan: _Plan, *, users: int, songs: int, batch_size: int, using: str, report: Callable[[str, int, int], None]
 ) -> int:
-    """Write the users, then the songs with their queue entries, one transaction per batch;
-    count the entries."""
+    """Write users, then songs with queue entries, one transaction per batch; count entries."""
     writer = plan.writer
     queue_entries = 0
     if users:

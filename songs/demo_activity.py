@@ -51,8 +51,7 @@ class DemoGenerator(LocalWavGenerator):
         return requested
 
     def demo_user(self) -> User | None:
-        """A random demo account (an indexed range read from a random id, never ORDER BY
-        RANDOM())."""
+        """A random demo account (an indexed range read from a random id, no ORDER BY RANDOM())."""
         demo = User.objects.filter(email__endswith=DEMO_EMAIL_DOMAIN, is_active=True, is_staff=False)
         top = User.objects.order_by("-pk").values_list("pk", flat=True).first()
         if top is None:

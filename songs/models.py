@@ -36,8 +36,7 @@ def validate_media_path(value: str) -> None:
 
 
 def validate_encodable_text(value: str) -> None:
-    """Refuse text neither database can store: a lone surrogate (e.g. from JSON's "\\ud800") has
-    no UTF-8 form."""
+    """Refuse text neither database can store: a lone surrogate (JSON's "\\ud800") has no UTF-8."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -67,8 +66,7 @@ class SongQuerySet(models.QuerySet["Song"]):
     """The hot queries, each served by a named index in Song.Meta."""
 
     def for_user(self, user: User) -> SongQuerySet:
-        """Songs of one user; with `.with_status()` and `.newest()` uses
-        songs_user_status_created."""
+        """Songs of one user; with `.with_status()`, `.newest()`: songs_user_status_created."""
         return self.filter(user=user)
 
     def with_status(self, status: str) -> SongQuerySet:
@@ -167,8 +165,7 @@ class Completions:
     rows: dict[int, CompletionRow]
 
     def run(self, song_ids: Iterable[int] | None = None) -> None:
-        """Write the completions (only of `song_ids` when given) and set the fields on the
-        instances."""
+        """Write the completions (only `song_ids`' when given); set the fields on the instances."""
         chosen = [self.rows[pk] for pk in song_ids] if song_ids is not None else list(self.rows.values())
         if not chosen:
             return

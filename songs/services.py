@@ -40,8 +40,7 @@ def song_request(
 
 
 def validated(request: SongRequest) -> tuple[Song, GenerationQueue]:
-    """The unsaved song and job of a request, or the ValidationError (by field) that refuses it;
-    forms call it too."""
+    """The unsaved song and job of a request, or the ValidationError (by field) refusing it."""
     song = Song(user=request.user, title=request.title, genre=request.genre,
                 style_prompt=request.style_prompt, lyrics=request.lyrics)
     job = GenerationQueue(priority=request.priority)

@@ -49,8 +49,7 @@ def badge(value: str, label: str, *, hover: str = "") -> SafeString:
 
 
 def clipped(text: str, *, css_class: str = "") -> SafeString | str:
-    """`text` on one line, cut with an ellipsis by CSS where the column ends; the whole text on
-    hover."""
+    """`text` on one line, cut with an ellipsis by CSS where the column ends; whole on hover."""
     if not text:
         return EMPTY
     first_line = text.strip().splitlines()[0] if text.strip() else text

@@ -25,8 +25,7 @@ class Failure(NamedTuple):
 
 
 def recognise(exc: BaseException) -> Failure | None:
-    """The one line and exit code for an operator's mistake; None for anything else (a possible
-    bug)."""
+    """The one line and exit code for an operator's mistake; None for anything else (a bug?)."""
     from django.core.exceptions import ImproperlyConfigured
 
     if isinstance(exc, ImproperlyConfigured):
@@ -48,8 +47,7 @@ def _one_line(text: str) -> str:
 
 
 def wants_traceback(argv: Sequence[str]) -> bool:
-    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …), as Django's commands
-    spell them."""
+    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …) as Django spells them."""
     args = list(argv)
     if "--traceback" in args:
         return True
@@ -94,7 +92,6 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 
 
 def install_excepthook() -> None:
-    """Print a settings error escaping any entry point as one line (leave a hook someone else
-    set alone)."""
+    """Print a settings error escaping any entry point as one line (another's hook left alone)."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook

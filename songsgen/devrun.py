@@ -34,8 +34,7 @@ POLL = 0.2  # seconds between looks at the children and the file
 
 
 def _hold(path: Path) -> IO[str] | str:
-    """The lock of one `make run`: FILE opened and locked, our pid in it; or the holder's pid if
-    another has it."""
+    """The lock of one `make run`: FILE opened, locked, our pid in it; or the holder's pid."""
     handle = open(path, "a+")  # noqa: SIM115 — held open for the whole run: closing it releases the lock
     if not flock_within(handle.fileno(), 0):
         handle.seek(0)
@@ -78,15 +77,13 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
 
 
 def _sqlite() -> bool:
-    """Whether the settings will name an SQLite database (DATABASE_URL unset, or sqlite://):
-    replicate runs then."""
+    """Whether settings will name an SQLite database (no DATABASE_URL, or sqlite://): replicate."""
     url = os.environ.get("DATABASE_URL", "").strip().lower()
     return not url or url.startswith("sqlite")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run server, worker and replicate until a signal, a child's exit or the file's removal; 0
-    when asked to stop."""
+    """Run server, worker, replicate until a signal, a child's exit or the file goes; 0 if asked."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--while-exists", type=Path, metavar="FILE",

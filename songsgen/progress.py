@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """`done` of `total` units (rows) in `phase`, `elapsed` seconds into it; `table` when the
-    work is per table."""
+    """`done` of `total` units in `phase`, `elapsed` seconds in; `table` when work is per table."""
 
     phase: str
     done: int

@@ -36,8 +36,7 @@ def label(key: Key) -> str:
 
 @dataclass
 class Applier:
-    """Filled and steered by the migrate command's progress callback while Django's executor
-    runs."""
+    """Filled and steered by the migrate command's progress callback while the executor runs."""
 
     connection: BaseDatabaseWrapper
     group: bool = True  # run consecutive atomic migrations in one transaction
@@ -288,8 +287,7 @@ def before_state(executor: MigrationExecutor, before: set[Key]) -> ProjectState:
 
 def _undoable(keys: list[Key], executor: MigrationExecutor, backwards: bool, state: ProjectState, undo: Undo
               ) -> list[Key]:
-    """The first of `keys` (in undo order) up to one whose undo cannot bring back the data it
-    dropped."""
+    """The first of `keys` (undo order) up to one whose undo cannot bring back what it dropped."""
     for n, key in enumerate(keys):
         lost = partial.migration_drops(executor.loader.graph.nodes[key], backwards, state)
         if lost:
@@ -346,6 +344,5 @@ def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[s
 
 
 def _drops_anything(op: Operation, backwards: bool) -> bool:
-    """Whether running `op` that way drops a table or column (whatever its age): its group is
-    verified first."""
+    """Whether running `op` that way drops a table or column: its group is verified first."""
     return bool(partial.drops_kind(op, backwards))

@@ -77,8 +77,7 @@ def backfill(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows
-    changed."""
+    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows."""
     qn = connection.ops.quote_name
     key = qn(pk)
     statement = f"UPDATE {qn(table)} SET {set_sql} WHERE ({pending}) AND {key} > %s AND {key} <= %s"

@@ -66,7 +66,7 @@ _CANONICAL: dict[type, Callable[[Any], str]] = {
 
 
 def canonical(value: Any) -> str | None:
-    """One value as the same text on every engine (see the module docstring); None stays None."""
+    """One value as the same typed text on every engine (UTC, sorted JSON); None stays None."""
     if value is None:
         return None
     convert = _CANONICAL.get(type(value))
@@ -178,8 +178,7 @@ def has_integer_pk(table: Table) -> bool:
 
 @dataclass
 class TableDigest:
-    """Count and checksum of one table in one database, with per-range sums for narrowing
-    differences."""
+    """Count and checksum of one table in one database, per-range sums to narrow differences."""
 
     table: str
     rows: int = 0
@@ -206,8 +205,7 @@ def digest_table(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None, method: str = "python",
 ) -> TableDigest:
-    """Read a whole table and return its digest (by `method`: this module's hashing, or
-    rowhash's)."""
+    """Read a whole table and return its digest (by `method`: our hashing or rowhash's)."""
     digest = TableDigest(table.name, method=method)
     if method == rowhash.METHOD:
         for key, rows, total in rowhash.bucket_sums(connection, table):
@@ -378,8 +376,7 @@ def compare_connections(
     source_digests: dict[str, TableDigest] | None = None, target_digests: dict[str, TableDigest] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Compare every table of `tables` between two open connections (digests already computed
-    are reused)."""
+    """Compare every table of `tables` between two open connections (known digests reused)."""
     source_tables, target_tables = existing_tables(source), existing_tables(target)
     results = []
     for table in tables:

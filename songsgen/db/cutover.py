@@ -31,8 +31,7 @@ PROBE = f"{NAME}_probe"  # PgBouncer's temporary entry for the login check
 
 @dataclass(frozen=True)
 class Bouncer:
-    """The PgBouncer the application connects through: admin console, config file, database
-    entry."""
+    """The PgBouncer the application connects through: admin console, config file, db entry."""
 
     admin_url: str
     config: Path
@@ -41,8 +40,7 @@ class Bouncer:
     login: tuple[str, str] | None = None
 
     def command(self, sql: str, conn: psycopg.Connection | None = None) -> None:
-        """One admin console command (PAUSE db, RESUME db, RELOAD, RECONNECT db), on `conn` if
-        given."""
+        """One admin console command (PAUSE db, RESUME db, RELOAD, RECONNECT db), on `conn`."""
         if conn is not None:
             conn.execute(sql)
             return
@@ -128,8 +126,7 @@ class Cutover:
 
 
 class _Frozen:
-    """Writes stopped on the source: PgBouncer paused, or the source read-only with its sessions
-    closed."""
+    """Writes stopped on the source: PgBouncer paused, or the source read-only, sessions closed."""
 
     def __init__(self, source: psycopg.Connection, dbname: str, bouncer: Bouncer | None,
                  admin: psycopg.Connection | None, pauser: psycopg.Connection | None) -> None:
@@ -142,8 +139,7 @@ class _Frozen:
             self.pauser.close()
 
     def freeze(self, timeout: float) -> None:
-        """Stop writes; PgBouncer's PAUSE waits for transactions in flight, at most `timeout`
-        seconds."""
+        """Stop writes; PgBouncer's PAUSE waits for transactions in flight, `timeout` s at most."""
         if self.bouncer is not None:
             self._pause(self.bouncer, timeout)
             return
@@ -182,8 +178,7 @@ class _Frozen:
             raise failed[0]
 
     def thaw(self, config: str | None) -> None:
-        """Writes resume on the source (a failure inside the pause); PgBouncer's config put back
-        if changed."""
+        """Writes resume on the source (a failure in the pause); PgBouncer's config put back."""
         if self.bouncer is not None:
             if config is not None:
                 self.bouncer.config.write_text(config)
@@ -195,8 +190,7 @@ class _Frozen:
 
 
 def _await_marker(source: psycopg.Connection, target: psycopg.Connection, timeout: float) -> None:
-    """A row written on the source now, seen on the target: everything committed before it is
-    applied."""
+    """A row written on the source now, seen on the target: all committed before is applied."""
     token = secrets.token_hex(8)
     source.execute("SET default_transaction_read_only = off")
     source.execute(f"INSERT INTO {NAME} (id, token) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET token = "
@@ -209,8 +203,7 @@ def _await_marker(source: psycopg.Connection, target: psycopg.Connection, timeou
 
 
 def _sync_sequences(source: psycopg.Connection, target: psycopg.Connection) -> None:
-    """Every sequence on the target set to the source's last value: new ids there come after the
-    copied ones."""
+    """Every target sequence set to the source's last value: new ids follow the copied ones."""
     values = source.execute(
         "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL "
         "AND schemaname = 'public'"
@@ -230,8 +223,7 @@ def _tally(conn: psycopg.Connection, tables: list[Table]) -> dict[str, tuple[Any
 
 
 def _compare_tallies(source: psycopg.Connection, target: psycopg.Connection, tables: list[Table]) -> dict[str, int]:
-    """Counts and highest ids on both servers at once (each on its own connection): the pause
-    lasts the slower."""
+    """Counts and highest ids on both servers at once (a connection each): pause of the slower."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         on_source = pool.submit(_tally, source, tables)
         after = _tally(target, tables)
@@ -245,8 +237,7 @@ def _compare_tallies(source: psycopg.Connection, target: psycopg.Connection, tab
 
 @contextmanager
 def _snapshot_connection(target: Side) -> Iterator[psycopg.Connection]:
-    """A REPEATABLE READ transaction on the target, held open while the block runs (its snapshot
-    exported)."""
+    """A REPEATABLE READ transaction on the target, open during the block (snapshot exported)."""
     conn = psycopg.connect(**target.params)
     # psycopg begins it at the first statement
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -272,8 +263,7 @@ def cut_over(
     report: Callable[[str], None], on_table: Callable[[Any], None] | None = None,
     committed: Callable[[], None] = lambda: None,
 ) -> Cutover:
-    """The steps of the module docstring; `committed()` is called once the application uses the
-    target."""
+    """Pause, wait, sequences, counts, snapshot, repoint, resume; `committed()` once switched."""
     result = Cutover(lag=lag(source, slot), mode="pgbouncer" if bouncer else "read-only")
     report(f"cutover: {result.lag} before the pause")
     with ExitStack() as stack:  # every connection open before the pause: none is made inside it

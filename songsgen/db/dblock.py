@@ -63,8 +63,7 @@ def _refusal(holder: Holder, waited: float) -> DatabaseBusy:
 
 
 def flock_within(fd: int, wait: float) -> bool:
-    """An exclusive flock on `fd`, retried every 0.1 s for `wait` seconds; False if another
-    process holds it."""
+    """An exclusive flock on `fd`, retried every 0.1 s for `wait` s; False if another holds it."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -145,8 +144,7 @@ def _pg_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterat
 
 @contextmanager
 def database_lock(settings_dict: dict[str, Any], *, purpose: str = "migrate", wait: float = 0) -> Iterator[None]:
-    """Hold the database's schema lock for the block; raise DatabaseBusy when another holder
-    keeps it past `wait`."""
+    """Hold the database's schema lock for the block; DatabaseBusy if held past `wait`."""
     if _is_sqlite(settings_dict):
         with _sqlite_lock(settings_dict, purpose, wait):
             yield

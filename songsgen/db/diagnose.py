@@ -28,8 +28,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
-    """The sqlite3 or psycopg error behind `exc` (Django re-raises driver errors as its own,
-    `from` them)."""
+    """The sqlite3 or psycopg error behind `exc` (Django re-raises driver errors `from` them)."""
     if not isinstance(exc, DatabaseError | sqlite3.Error) and not _is_psycopg(exc):
         return None
     for candidate in (exc, exc.__cause__):

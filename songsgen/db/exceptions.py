@@ -21,8 +21,7 @@ class MigrateRefused(DatabaseToolError):
 
 
 class MigrateFailed(DatabaseToolError):
-    """Applying or verifying failed; `restored` says whether the database is back at its
-    migrations."""
+    """Applying or verifying failed; `restored`: the database is back at its migrations."""
 
     def __init__(self, message: str, *, restored: bool) -> None:
         super().__init__(message)
@@ -34,13 +33,11 @@ class VerificationFailed(DatabaseToolError):
 
 
 class UndoFailed(DatabaseToolError):
-    """A migration this run committed could not be unapplied (irreversible, or its reverse
-    failed)."""
+    """A migration this run committed could not be unapplied (irreversible, or reverse failed)."""
 
 
 class RehearsalError(DatabaseToolError):
-    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing
-    tool)."""
+    """The scratch database could not be made (no CREATEDB, a failed restore, a missing tool)."""
 
 
 class SquawkError(DatabaseToolError):
@@ -58,8 +55,7 @@ class BackupError(DatabaseToolError):
 
 
 class RestoreUndone(BackupError):
-    """The restored database failed its check and the live database was put back from the safety
-    copy."""
+    """The restored database failed its check; the live one was put back from the safety copy."""
 
 
 class RestoreUnverified(BackupError):
@@ -81,8 +77,7 @@ class PgDumpError(DatabaseToolError):
 # --- moving between databases
 # ------------------------------------------------------------------------
 class DatabaseUnavailable(DatabaseToolError):
-    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no
-    connection."""
+    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no link."""
 
 
 class TransferError(DatabaseToolError):

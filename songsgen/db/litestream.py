@@ -56,8 +56,7 @@ def config(rep: Replication) -> dict[str, object]:
 
 
 def write_config(rep: Replication) -> Path:
-    """Write Litestream's configuration beside the database, owner-only, replacing the last one
-    whole."""
+    """Write Litestream's configuration beside the database, owner-only, replaced whole."""
     partial = rep.config.with_name(f"{rep.config.name}.{os.getpid()}.part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -70,8 +69,7 @@ def write_config(rep: Replication) -> Path:
 
 
 def prepare(rep: Replication) -> None:
-    """Create what Litestream needs before it starts: an owner-only file replica folder, the
-    socket's folder."""
+    """Create what Litestream needs first: an owner-only file replica folder, socket folder."""
     if rep.folder is not None:
         # every folder made on the way is owner-only (mkdir's mode reaches the last only)
         umask = os.umask(0o077)
@@ -87,8 +85,7 @@ def prepare(rep: Replication) -> None:
 
 
 def exec_replicate(rep: Replication, lock_fd: int) -> NoReturn:
-    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open in
-    it."""
+    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open."""
     exe = binary()
     path = write_config(rep)
     os.set_inheritable(lock_fd, True)
@@ -102,8 +99,7 @@ def _private() -> None:
 
 
 def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
-    """Run `litestream ARGS` and return its standard output; ReplicaError with its own message
-    if it fails."""
+    """Run `litestream ARGS`, return its stdout; ReplicaError with its own message if it fails."""
     try:
         done = subprocess.run([str(binary()), *args], capture_output=True, text=True, timeout=timeout,
                               preexec_fn=_private, stdin=subprocess.DEVNULL)
@@ -118,8 +114,7 @@ def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
 
 @dataclass(frozen=True)
 class LtxFile:
-    """One LTX file in the replica: its level, the transactions it holds, and when it was
-    written (UTC)."""
+    """One LTX file in the replica: its level, its transactions, when it was written (UTC)."""
 
     level: int
     min_txid: int
@@ -140,8 +135,7 @@ def ltx_files(url: str) -> list[LtxFile]:
 
 
 def restore(url: str, target: Path, moment: datetime | None = None) -> None:
-    """Restore the replica at `url` into the new file `target`: its newest state, or the newest
-    before `moment`."""
+    """Restore the replica at `url` into new file `target`: newest, or newest before `moment`."""
     args = ["restore", "-o", str(target)]
     if moment is not None:
         # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's time to the

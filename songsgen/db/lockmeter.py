@@ -59,8 +59,7 @@ def _keyword(sql: str) -> str:
 
 
 class LockMeter:
-    """Lock spans and rows of one connection, per migration; fed by an execute wrapper and
-    commit/rollback."""
+    """Lock spans and rows of one connection, per migration: an execute wrapper, commit/rollback."""
 
     def __init__(self, connection: BaseDatabaseWrapper, *, rows: bool = False) -> None:
         self.connection, self.pg, self.count_rows = connection, connection.vendor == "postgresql", rows
@@ -81,8 +80,7 @@ class LockMeter:
 
     # --- steps ------------------------------------------------------------------------------------
     def begin_step(self, fresh: bool) -> None:
-        """A migration starts; `fresh`: in a transaction of its own (not one an earlier
-        migration opened)."""
+        """A migration starts; `fresh`: in a transaction of its own, not an earlier one's."""
         if self.pg and (fresh or not self.steps):
             self.tables = dict(self._raw(f"SELECT oid::bigint, relname FROM pg_class WHERE oid >= {USER_OID} "
                                          f"AND relkind IN {TABLE_KINDS}"))
@@ -178,8 +176,7 @@ class LockMeter:
             self.spans.append((key, since, until))
 
     def execute(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        """Time the statement; count its rows (SQLite); note the locks it took, also when it
-        fails."""
+        """Time the statement; count its rows (SQLite); note the locks it took, even if it fails."""
         start, done = time.monotonic(), False
         try:
             result = execute(sql, params, many, context)
@@ -253,8 +250,7 @@ class LockMeter:
 
 
 class _TransactionEnds(Protocol):
-    """The private methods every COMMIT and ROLLBACK of a Django connection runs (not in
-    django-stubs)."""
+    """The private methods every COMMIT and ROLLBACK of a Django connection runs (unstubbed)."""
 
     _commit: Callable[[], None]
     _rollback: Callable[[], None]

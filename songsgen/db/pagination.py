@@ -50,8 +50,7 @@ class CappedCountPaginator(Paginator):
         return min(counted, self.cap)
 
     def validate_number(self, number: int | float | str) -> int:
-        """A page number in range: below 1 is the first page, past the end the last (never
-        EmptyPage)."""
+        """A page number in range: below 1 the first page, past the end the last (no EmptyPage)."""
         try:
             return super().validate_number(number)
         except EmptyPage:
@@ -88,8 +87,7 @@ class CappedChangeList(ChangeList):
 
     @property
     def count_text(self) -> str:
-        """'More than 1100 songs', '56 jobs', '1 job': what the list's counts say, top and
-        bottom."""
+        """'More than 1100 songs', '56 jobs', '1 job': the list's counts, top and bottom."""
         nouns = self.large_table_admin.count_nouns
         singular, plural = nouns or (self.opts.verbose_name, self.opts.verbose_name_plural)
         noun = singular if self.result_count == 1 and not self.paginator.more else plural
@@ -97,8 +95,7 @@ class CappedChangeList(ChangeList):
 
     @property
     def everything_url(self) -> str:
-        """Where the search bar's "Show all" goes: every row, whatever the admin's default
-        filter."""
+        """Where the search bar's "Show all" goes: every row, whatever the default filter."""
         params = {IS_POPUP_VAR: 1} if self.is_popup else {}
         return "?" + urlencode({**params, **self.large_table_admin.everything_params})
 

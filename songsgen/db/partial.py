@@ -34,8 +34,7 @@ Key = tuple[str, str]
 
 @dataclass
 class Progress:
-    """How far one migration's operations got, in the order they run (`backwards`: it was being
-    unapplied)."""
+    """How far one migration's operations got, in running order (`backwards`: being unapplied)."""
 
     migration: str  # "app.name"
     backwards: bool = False
@@ -130,8 +129,7 @@ class Tracker:
 
 @contextmanager
 def _verified_drop(connection: BaseDatabaseWrapper, tables: set[str]) -> Iterator[None]:
-    """One transaction around a drop; on SQLite the tables referencing `tables` keep valid keys
-    or it rolls back."""
+    """One transaction around a drop; on SQLite, rolled back unless keys into `tables` hold."""
     with transaction.atomic(using=connection.alias):
         yield
         # PostgreSQL's constraints refuse (or CASCADE) at the statement
@@ -154,15 +152,13 @@ def _referencing(connection: BaseDatabaseWrapper, tables: set[str]) -> list[str]
 # --- what an operation did to the schema
 # -----------------------------------------------------------------
 def changed_tables(before: ProjectState, after: ProjectState, connection: BaseDatabaseWrapper) -> set[str]:
-    """The tables whose expected shape differs between two states (empty: the operation changes
-    no schema)."""
+    """The tables whose expected shape differs between two states (empty: no schema change)."""
     a, b = schema.expected_schema(before, connection), schema.expected_schema(after, connection)
     return {t for t in a.keys() | b.keys() if a.get(t) != b.get(t)}
 
 
 def matches(connection: BaseDatabaseWrapper, state: ProjectState, tables: set[str]) -> bool:
-    """The live `tables` are exactly as `state` says (present with every column and constraint,
-    or absent)."""
+    """The live `tables` are as `state` says (present with every column and constraint, or not)."""
     expected = {t: spec for t, spec in schema.expected_schema(state, connection).items() if t in tables}
     with connection.cursor() as cursor:
         live = set(connection.introspection.table_names(cursor))

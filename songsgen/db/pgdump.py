@@ -17,8 +17,7 @@ CHUNK = 1 << 20
 
 
 def tool(name: str) -> str:
-    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR first, then PATH, then
-    Debian's folders."""
+    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR, then PATH, then Debian's."""
     folders = [os.environ.get("SONGSGEN_PG_BINDIR", "")]
     found = shutil.which(name)
     if found:
@@ -48,8 +47,7 @@ def _env(settings_dict: dict[str, Any]) -> dict[str, str]:
 
 
 def connect_params(settings_dict: dict[str, Any], dbname: str | None = None) -> dict[str, Any]:
-    """psycopg keywords for a Django PostgreSQL settings dict (`dbname` for another database of
-    the server)."""
+    """psycopg keywords for a Django PostgreSQL settings dict (`dbname`: another database)."""
     options = settings_dict.get("OPTIONS") or {}
     params = {
         "dbname": dbname or settings_dict.get("NAME"), "user": settings_dict.get("USER"),

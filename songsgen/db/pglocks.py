@@ -29,16 +29,14 @@ _SINCE_OLD = "SELECT query_start FROM pg_stat_activity WHERE pid = %s"
 
 
 class _Connection(Protocol):
-    """A Django connection or a psycopg one: both hand out %s-style cursors that are context
-    managers."""
+    """A Django or a psycopg connection: both give %s-style cursors that are context managers."""
 
     def cursor(self) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Blocker:
-    """A backend in the way of a waiting session: enough to name it in a retry message or kill
-    it knowingly."""
+    """A backend in a waiting session's way: enough to name it in a retry message or kill it."""
 
     pid: int
     application_name: str
@@ -58,8 +56,7 @@ def _cut(text: str) -> str:
 
 
 def blockers_of(connection: _Connection, pid: int) -> list[Blocker]:
-    """Who blocks backend `pid`, asked on `connection` (a monitoring session, not the waiting
-    one)."""
+    """Who blocks backend `pid`, asked on `connection` (a monitoring session, not the waiter)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('server_version_num')::int")
         since = _SINCE_14 if cursor.fetchone()[0] >= 140000 else _SINCE_OLD
@@ -73,15 +70,13 @@ def blockers_of(connection: _Connection, pid: int) -> list[Blocker]:
 
 
 def backend_pid(connection: BaseDatabaseWrapper) -> int:
-    """The server pid of a Django PostgreSQL connection, read client-side: works while it waits
-    on a query."""
+    """The server pid of a Django PostgreSQL connection, read client-side: works mid-query."""
     connection.ensure_connection()
     return int(connection.connection.info.backend_pid)
 
 
 def blockers(connection: BaseDatabaseWrapper) -> list[Blocker]:
-    """Who blocks `connection` (a Django PostgreSQL connection, perhaps waiting in another
-    thread) right now."""
+    """Who blocks `connection` (Django, PostgreSQL, maybe waiting in another thread) right now."""
     pid = backend_pid(connection)
     monitor = connection.copy()  # same settings, its own session: the waiting one cannot answer
     try:
@@ -99,8 +94,7 @@ def describe(found: Sequence[Blocker]) -> str:
 
 
 def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[float]:
-    """Seconds to sleep before each retry: exponential with full jitter, so retrying migrates do
-    not line up."""
+    """Seconds before each retry: exponential, full jitter, so retrying migrates don't line up."""
     if retries < 0 or base < 0 or cap < 0:
         raise ValueError("retries, base and cap must not be negative")
     return [random.uniform(0, min(cap, base * 2 ** min(attempt, 62))) for attempt in range(retries)]
@@ -155,8 +149,7 @@ AUTOVACUUM_YIELD = "20ms"
 
 
 def may_set(connection: _Connection, parameter: str) -> bool:
-    """Whether this session's role may SET a superuser-only parameter (superuser, or GRANT SET
-    on 15+)."""
+    """Whether this role may SET a superuser-only parameter (superuser, or GRANT SET on 15+)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
         superuser, version = cursor.fetchone()
@@ -167,8 +160,7 @@ def may_set(connection: _Connection, parameter: str) -> bool:
 
 
 def hurry_autovacuum(connection: _Connection) -> bool:
-    """Have an autovacuum that blocks this session's DDL cancelled after 20 ms, where the role
-    may; whether set."""
+    """Have an autovacuum blocking this session's DDL cancelled after 20 ms; whether set."""
     if not may_set(connection, "deadlock_timeout"):
         return False
     with connection.cursor() as cursor:
@@ -188,8 +180,7 @@ def limit_waits(connection: BaseDatabaseWrapper) -> None:
 
 
 def unlimit_waits(connection: BaseDatabaseWrapper) -> None:
-    """The session's defaults back, unless its transaction is broken (then the connection is
-    closed anyway)."""
+    """The session's defaults back, unless its transaction is broken (then it is closed anyway)."""
     if connection.vendor != "postgresql" or connection.connection is None or connection.needs_rollback:
         return
     with connection.cursor() as cursor:

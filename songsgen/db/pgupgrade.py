@@ -78,8 +78,7 @@ class Run:
 
 @contextmanager
 def connect(side: Side | str, *, role: str = "database") -> Iterator[psycopg.Connection]:
-    """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable with the URL
-    masked."""
+    """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable, URL masked."""
     url = side.url if isinstance(side, Side) else side
     params = side.params if isinstance(side, Side) else url_params(url)
     if isinstance(side, Side):
@@ -144,8 +143,7 @@ def describe(url: str, role: str) -> tuple[Side, tuple[Any, ...]]:
 
 
 def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
-    """Both sides connected once and described; refusals for unreachable, same or downgraded
-    servers."""
+    """Both sides connected once and described; refusals: unreachable, same, downgraded servers."""
     (source, src_id), (target, dst_id) = describe(source_url, "source"), describe(target_url, "target")
     if src_id == dst_id:
         raise UpgradeError("The source and the target are the same database; give the new server's database as --to.")
@@ -187,8 +185,7 @@ def check_source(source: Side) -> None:
 
 
 def check_target(target: Side, source: Side, *, ours: bool) -> bool:
-    """The target empty and able to hold our schema; True when it is already migrated (no
-    migrate needed)."""
+    """The target empty and able to hold our schema; True when already migrated (no migrate)."""
     with connect(target, role="target") as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
@@ -239,8 +236,7 @@ def run_lock(source: Side) -> Iterator[bool]:
 
 
 def request_cutover(source: Side) -> None:
-    """Ask the running pgupgrade to cut over (a row in its marker table on the source, which it
-    polls)."""
+    """Ask the running pgupgrade to cut over (a row in its marker table on the source, polled)."""
     with connect(source, role="source") as conn:
         try:
             conn.execute(f"INSERT INTO {NAME} (id, token) VALUES (0, 'cutover') ON CONFLICT (id) DO NOTHING")
@@ -265,8 +261,7 @@ def wait_for_lock(source: Side, *, interval: float) -> None:
 
 
 def switched(target: Side) -> bool:
-    """True when an earlier run cut over to this target (its marker row 2): its data is the
-    application's now."""
+    """True when an earlier run cut over to this target (marker row 2): its data is live now."""
     with connect(target, role="target") as conn:
         if conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() in (None, (None,)):
             return False
@@ -292,8 +287,7 @@ def migrate_target(target: Side) -> None:
 
 
 def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
-    """Marker tables, publication, slot, the subscription created disabled (step 4); the tables
-    replicated."""
+    """Marker tables, publication, slot, the subscription created disabled; tables replicated."""
     marker = f"CREATE TABLE {NAME} (id bigint PRIMARY KEY, token text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
     with connect(target, role="target") as conn:
         tables = code_tables(conn)
@@ -321,8 +315,7 @@ def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
 
 
 def enable_subscription(target: Side, run: Run) -> None:
-    """Start the subscription's workers (its initial copy), once its oid is recorded on the
-    source."""
+    """Start the subscription's workers (its initial copy), once its oid is on the source."""
     with connect(target, role="target") as conn:
         conn.execute(f"ALTER SUBSCRIPTION {run.subscription} ENABLE")
 
@@ -354,8 +347,7 @@ class CopyState:
 
 
 def copy_state(target: Side, run: Run, totals: dict[str, int], started: float) -> CopyState:
-    """Where the subscription's initial copy is, per table (pg_subscription_rel and
-    pg_stat_progress_copy)."""
+    """The subscription's initial copy, per table (pg_subscription_rel, pg_stat_progress_copy)."""
     with connect(target, role="target") as conn:
         states = dict(conn.execute(
             "SELECT c.relname, r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
@@ -375,8 +367,7 @@ def copy_state(target: Side, run: Run, totals: dict[str, int], started: float) -
 
 @dataclass(frozen=True)
 class Lag:
-    """How far the target is behind: WAL bytes not yet confirmed, and the replay delay in
-    seconds."""
+    """How far the target is behind: WAL bytes not yet confirmed, and the replay delay in s."""
 
     bytes: int
     seconds: float
@@ -414,8 +405,7 @@ def wait_for_copy(
     source: Side, target: Side, run: Run, tables: list[Table], *, report: Callable[[str], None],
     interval: float = 1.0,
 ) -> tuple[dict[str, int], float]:
-    """Report the initial copy until every table is synchronized; (rows per table at the start,
-    seconds)."""
+    """Report the initial copy until every table is synchronized; (rows per table, seconds)."""
     with connect(source, role="source") as conn:
         totals = {t.name: int(one(conn, f"SELECT count(*) FROM {quote(t.name)}")[0]) for t in tables}
     started = time.monotonic()

@@ -89,8 +89,7 @@ def record(source: Side, run: Run, target: Side) -> None:
 
 
 def record_subscription(source: Side, target: Side, run: Run) -> None:
-    """The subscription's oid and the target's system identifier, before it is enabled (its sync
-    slots' names)."""
+    """The subscription's oid and the target's system id, before it is enabled (sync slot names)."""
     with connect(target, role="target") as conn:
         (subid,) = conn.execute(f"SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION}",
                                 (run.subscription,)).fetchone() or (None,)
@@ -123,8 +122,7 @@ class Slot:
 
 @dataclass
 class Abandoned:
-    """One abandoned run: its record (if any), how to reach its target, whether its subscription
-    is there."""
+    """One abandoned run: its record (if any), how to reach its target, whether its sub is there."""
 
     run: Run
     record: Record | None = None
@@ -151,8 +149,7 @@ class Leftovers:
 
 
 def _run_of(name: str, prefix: str) -> str | None:
-    """The run id in a publication (prefix NAME) or slot (prefix NAME_<oid>) name; "" for the
-    old names."""
+    """The run id in a publication (NAME) or slot (NAME_<oid>) name; "" for the old names."""
     if name == prefix:
         return ""
     return name[len(prefix) + 1:] if name.startswith(prefix + "_") else None
@@ -363,16 +360,14 @@ def remove(source: Side, found: Leftovers, *, report: Callable[[str], None]) -> 
 
 
 def on_target(target: Side) -> bool:
-    """The target holds an earlier run's subscription or marker table (it may be emptied and
-    reused)."""
+    """The target holds an earlier run's subscription or marker table (may be emptied, reused)."""
     with connect(target, role="target") as conn:
         marker = conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() not in (None, (None,))
     return marker or bool(_subscriptions(target.params))
 
 
 def clear_target(source: Side, target: Side) -> None:
-    """An earlier run's subscriptions and marker table dropped on this target, its copied rows
-    emptied."""
+    """An earlier run's subscriptions and marker table dropped on this target, its rows emptied."""
     for name in _subscriptions(target.params):
         drop_subscription(target.params, source, Run(_run_of(name, NAME) or "", source.oid), None)
     with connect(target, role="target") as conn:

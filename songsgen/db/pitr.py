@@ -54,8 +54,7 @@ class Level:
 
 @dataclass(frozen=True)
 class RestorePoints:
-    """What the replica can restore: from `earliest` to `latest` (UTC, to the second), level by
-    level."""
+    """What the replica can restore: from `earliest` to `latest` (UTC, to the second), by level."""
 
     url: str
     earliest: datetime | None
@@ -99,8 +98,7 @@ def restore_points(rep: Replication) -> RestorePoints:
 
 
 def _check_moment(points: RestorePoints, when: datetime) -> bool:
-    """Refuse a moment the replica cannot restore; True when it is past the newest point
-    (restore the newest)."""
+    """Refuse a moment the replica cannot restore; True when past the newest point (use newest)."""
     now = datetime.now(UTC)
     if when > now + FUTURE_SLACK:
         raise ReplicaError(f"--to-time {_stamp(when)} is in the future (it is {_stamp(now)} now)")

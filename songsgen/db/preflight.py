@@ -19,8 +19,7 @@ SHOWN = 3  # migrations a message names before "and N more"
 
 
 def _name(connection: BaseDatabaseWrapper) -> str:
-    """The database as a message names it: the SQLite file as typed here, or the PostgreSQL name
-    and host."""
+    """The database as a message names it: the SQLite file as typed, or PostgreSQL name and host."""
     path = sqlite_file(connection) if connection.vendor == "sqlite" else None
     if path is not None:
         return shown_path(path)

@@ -38,8 +38,7 @@ class Problem:
         return self.line()
 
     def as_dict(self) -> dict[str, object]:
-        """The problem as JSON: severity, check, subject, detail, then fix, source, agreed where
-        known."""
+        """The problem as JSON: severity, check, subject, detail; fix, source, agreed if known."""
         data: dict[str, object] = {
             "severity": self.severity, "check": self.code, "subject": self.subject, "detail": self.detail,
         }

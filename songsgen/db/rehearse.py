@@ -47,8 +47,7 @@ def scratch_comment(settings_dict: dict[str, Any]) -> str:
 # --- the scratch database
 # ---------------------------------------------------------------------------
 def scratch_room(snapshot: Path) -> tuple[int, int]:
-    """(needed, free) bytes for a scratch copy of `snapshot` beside it: its size x factor +
-    margin (settings)."""
+    """(needed, free) bytes for a scratch copy of `snapshot` beside it: size x factor + margin."""
     needed = int(snapshot.stat().st_size * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
         settings.MIGRATE_BACKUP_MARGIN_BYTES)
     return needed, shutil.disk_usage(snapshot.parent).free
@@ -56,8 +55,7 @@ def scratch_room(snapshot: Path) -> tuple[int, int]:
 
 @contextmanager
 def _scratch_sqlite(snapshot: Path, stem: str) -> Iterator[str]:
-    """A private copy of the snapshot beside it, once there is room for it; removed with its WAL
-    files afterwards."""
+    """A private copy of the snapshot beside it, once there is room; removed with its WAL after."""
     needed, free = scratch_room(snapshot)
     if free < needed:
         raise RehearsalError(
@@ -94,8 +92,7 @@ def _maintenance_connection(settings_dict: dict[str, Any]) -> psycopg.Connection
 
 @contextmanager
 def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator[str]:
-    """A new database with the live one's encoding and locale, filled from the archive; dropped
-    afterwards."""
+    """A new database with the live one's encoding and locale, filled from the archive; dropped."""
     import psycopg
     from psycopg import sql
 
@@ -177,8 +174,7 @@ def rehearse(
 
 
 def _scratch_url(scratch: dict[str, Any]) -> str:
-    """A DATABASE_URL naming the scratch copy, so nothing in the child's environment names the
-    live database."""
+    """A DATABASE_URL naming the scratch copy: nothing in the child's environment names live."""
     if str(scratch["ENGINE"]).endswith("sqlite3"):
         return f"sqlite:///{Path(scratch['NAME']).resolve()}"
     user, password = quote(str(scratch.get("USER") or ""), safe=""), quote(str(scratch.get("PASSWORD") or ""), safe="")
@@ -203,8 +199,7 @@ def _child_env(settings_dict: dict[str, Any], name: str) -> dict[str, str]:
 
 def _run_child(settings_dict: dict[str, Any], name: str, plan_keys: list[tuple[str, str, bool]],
                log: Callable[[str], None]) -> Rehearsal:
-    """Run the plan in `python -m songsgen.db.rehearse_child` on the scratch copy `name`; its
-    Rehearsal."""
+    """Run the plan in `python -m songsgen.db.rehearse_child` on copy `name`; its Rehearsal."""
     env = _child_env(settings_dict, name)
     with tempfile.TemporaryDirectory(prefix="songsgen-rehearsal-") as folder:
         result = Path(folder) / "rehearsal.json"

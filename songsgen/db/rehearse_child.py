@@ -52,8 +52,7 @@ class Rehearsal:
     longest_lock_seconds: float = 0.0  # the prediction of the live report's figure of the same name
 
     def as_dict(self) -> dict[str, Any]:
-        """The rehearsal as JSON (migrate's report), each verification problem in its own JSON
-        shape."""
+        """The rehearsal as JSON (migrate's report), each verification problem in its own shape."""
         return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
 
     @classmethod
@@ -68,8 +67,7 @@ class Rehearsal:
 
 
 def _end_with_parent() -> None:
-    """Exit at once when the parent's end of stdin closes: a SIGKILLed migrate leaves no
-    rehearsal running."""
+    """Exit when the parent's end of stdin closes: a SIGKILLed migrate leaves no rehearsal."""
 
     def watch() -> None:
         # the raw descriptor: no buffer lock left held at interpreter shutdown
@@ -135,8 +133,7 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
 
 def _verified_group(scratch: BaseDatabaseWrapper, plan: list, labels: list[str]) -> set[str] | None:
-    """The open group that drops a table or column, verified before its commit as the live
-    migrate does."""
+    """The open group that drops a table or column, verified before its commit as live."""
     from songsgen.db.exceptions import VerificationFailed
     from songsgen.db.verify import part, verify
 

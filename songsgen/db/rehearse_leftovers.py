@@ -23,8 +23,7 @@ _FILE = re.compile(rf"{re.escape(FILE_PREFIX)}(?:(?P<stem>.+)-)?[a-z0-9_]{{8}}\.
 
 @dataclass(frozen=True)
 class Leftover:
-    """One scratch copy: the SQLite file's path (its -wal/-shm counted in) or the database's
-    name."""
+    """One scratch copy: the SQLite file's path (its -wal/-shm counted) or the database name."""
 
     name: str
     size: int | None  # bytes; None when the server does not say
@@ -36,8 +35,7 @@ class Leftover:
 
 
 def leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """This database's scratch copies (SQLite: in `folder`, default the backup folder), whether
-    in use or not."""
+    """This database's scratch copies (SQLite: in `folder`, default backups), in use or not."""
     if connection.vendor == "sqlite":
         return _sqlite_leftovers(connection, Path(settings.BACKUP_DIR) if folder is None else folder)
     if connection.vendor == "postgresql":
@@ -74,8 +72,7 @@ def _pg_leftovers(connection: BaseDatabaseWrapper) -> list[Leftover]:
 
 
 def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """Remove this database's scratch copies; the caller holds the migrate lock. Returns those
-    removed."""
+    """Remove this database's scratch copies (the caller holds the migrate lock); the removed."""
     removed: list[Leftover] = []
     for item in leftovers(connection, folder):
         if connection.vendor == "sqlite":
@@ -94,8 +91,7 @@ def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None
 
 
 def dbcheck_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
-    """dbcheck's warnings: copies removed now, or named and left alone while a migrate (maybe
-    rehearsing) runs."""
+    """dbcheck's warnings: copies removed now, or named and left while a migrate runs."""
     found = leftovers(connection)
     if not found:
         return []

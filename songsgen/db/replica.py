@@ -39,8 +39,7 @@ BLOCKING_CHECKPOINTS = {"FULL", "RESTART", "TRUNCATE"}
 
 @dataclass(frozen=True)
 class Replication:
-    """What `replicate` runs and a restore reads: the database, its replica, and Litestream's
-    own files."""
+    """What `replicate` runs and a restore reads: the database, its replica, Litestream's files."""
 
     database: Path
     url: str
@@ -93,8 +92,7 @@ def shown_url(url: str) -> str:
 
 
 def asked_for() -> bool:
-    """Whether the operator asked for replication (SONGSGEN_REPLICA_URL set): the one place that
-    decides it."""
+    """Whether replication was asked for (SONGSGEN_REPLICA_URL set): the one place deciding it."""
     return bool(str(getattr(settings, "REPLICA_URL", "") or "").strip())
 
 
@@ -118,8 +116,7 @@ def replica_url(database: Path) -> str:
 
 
 def replication(settings_dict: dict[str, Any]) -> Replication:
-    """The replication of a database as the settings describe it; ReplicaError when it cannot be
-    replicated."""
+    """The replication of a database as the settings describe it; ReplicaError if impossible."""
     database = database_file(settings_dict)
     return Replication(database, replica_url(database), float(settings.REPLICA_SYNC_INTERVAL))
 
@@ -150,8 +147,7 @@ def is_replicating(database: Path) -> bool:
 
 
 def holder(database: Path) -> dict[str, Any]:
-    """What the running `replicate` wrote into its lock file (pid, start time, replica); {} if
-    unreadable."""
+    """What the running `replicate` wrote in its lock file (pid, start time, replica); {} if not."""
     try:
         return dict(json.loads(lock_path(database).read_text() or "{}"))
     except (OSError, ValueError, TypeError):
@@ -159,8 +155,7 @@ def holder(database: Path) -> dict[str, Any]:
 
 
 def take_lock(rep: Replication) -> int:
-    """Lock the database for `replicate`; returns the descriptor, which holds the lock until
-    closed."""
+    """Lock the database for `replicate`; returns the descriptor, holding the lock until closed."""
     fd = os.open(rep.lock, os.O_RDWR | os.O_CREAT, 0o600)
     if not flock_within(fd, LOCK_WAIT):
         os.close(fd)
@@ -203,8 +198,7 @@ def checkpoint_mode(where: Path | sqlite3.Connection, wanted: str) -> str:
 
 
 def checkpoint(conn: sqlite3.Connection, wanted: str) -> tuple[int, int, int]:
-    """`PRAGMA wal_checkpoint` on `conn` in the mode checkpoint_mode() allows; SQLite's (busy,
-    frames, folded)."""
+    """`PRAGMA wal_checkpoint` in the mode checkpoint_mode() allows; (busy, frames, folded)."""
     busy, frames, folded = conn.execute(f"PRAGMA wal_checkpoint({checkpoint_mode(conn, wanted)})").fetchone()
     return int(busy), int(frames), int(folded)
 
@@ -236,8 +230,7 @@ def restored(conn: sqlite3.Connection) -> None:
 
 
 def socket_path(database: Path) -> Path:
-    """Where Litestream's control socket listens: beside the database, or, for a long path, in a
-    private folder."""
+    """Where Litestream's control socket listens: beside the database, or a private folder."""
     beside = database.with_name(database.name + SOCKET_SUFFIX)
     if len(os.fsencode(beside)) <= SOCKET_PATH_MAX:
         return beside
@@ -246,8 +239,7 @@ def socket_path(database: Path) -> Path:
 
 
 def private_socket_folder(path: Path) -> None:
-    """Create the socket's folder owner-only if missing; refuse one that someone else could
-    write into."""
+    """Create the socket's folder owner-only if missing; refuse one others could write into."""
     folder = path.parent
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
@@ -287,8 +279,7 @@ def control(database: Path, endpoint: str) -> dict[str, Any] | None:
 
 
 class ReplicationStatus(NamedTuple):
-    """Whether `replicate` runs, how many seconds ago the replica was last confirmed current,
-    and when."""
+    """Whether `replicate` runs, seconds since the replica was last confirmed current, and when."""
 
     running: bool
     lag_seconds: float | None

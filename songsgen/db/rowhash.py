@@ -49,8 +49,7 @@ def kind(field: models.Field) -> str | None:
 
 
 def supported(table: Table, *connections: BaseDatabaseWrapper) -> bool:
-    """True when every column of `table` has a canonical form here and every connection can
-    compute it."""
+    """True when every column of `table` has a canonical form and every connection computes it."""
     return all(kind(f) is not None for f in table.fields) and all(map(_can_hash, connections))
 
 
@@ -63,8 +62,7 @@ _CAPABLE: weakref.WeakKeyDictionary[BaseDatabaseWrapper, bool] = weakref.WeakKey
 
 
 def _can_hash(connection: BaseDatabaseWrapper) -> bool:
-    """Whether this database computes the canonical hashes: asked of the server once per
-    connection."""
+    """Whether this database computes the canonical hashes: asked once per connection."""
     if connection not in _CAPABLE:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -164,8 +162,7 @@ def _jsonb_key(key: str) -> tuple[int, bytes]:
 
 
 def jsonb_text(value: Any) -> str:
-    """A decoded JSON value (numbers as Decimal or int) as PostgreSQL prints the same value
-    stored in jsonb."""
+    """A decoded JSON value (numbers Decimal or int) as PostgreSQL prints it stored in jsonb."""
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda item: _jsonb_key(item[0]))
         return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(v)}" for k, v in items) + "}"
@@ -212,8 +209,7 @@ _INLINE = {
 
 
 class StoredRowHasher:
-    """Hashes rows of one table as SQLite stores them (a plain cursor's values): the 64-bit
-    canonical hash."""
+    """Hashes rows of one table as SQLite stores them (plain cursor values): 64-bit canonical."""
 
     def __init__(self, table: Table) -> None:
         kinds = [kind(f) or "" for f in table.fields]
@@ -271,8 +267,7 @@ def _pg_bucket(connection: BaseDatabaseWrapper, table: Table) -> str:
 
 
 def bucket_sums(connection: BaseDatabaseWrapper, table: Table) -> Iterator[tuple[int, int, int]]:
-    """(bucket, rows, sum of hashes mod 2**64) of every bucket of `table`, computed where the
-    rows are."""
+    """(bucket, rows, sum of hashes mod 2**64) of every bucket of `table`, where the rows are."""
     qn = connection.ops.quote_name
     if connection.vendor == "postgresql":
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
@@ -306,8 +301,7 @@ def stored_columns(connection: BaseDatabaseWrapper, table: Table) -> str:
 
 def _in_range(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None
               ) -> tuple[str, list[Any]]:
-    """The WHERE clause (and its parameters) of rows whose primary key is in [low, high); none
-    for all rows."""
+    """The WHERE clause (and parameters) for primary keys in [low, high); none for all rows."""
     if pk_range is None:
         return "", []
     pk = connection.ops.quote_name(table.pk.column)
@@ -327,8 +321,7 @@ def _stored_rows(
 
 
 def row_hashes(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None) -> dict[Any, int]:
-    """{primary key: 64-bit hash} of the rows in `pk_range` (all rows when None); keys as the
-    ORM gives them."""
+    """{primary key: 64-bit hash} of rows in `pk_range` (all when None); keys as the ORM's."""
     qn, key = connection.ops.quote_name, table.pk.to_python
     if connection.vendor == "postgresql":
         where, params = _in_range(connection, table, pk_range)

@@ -67,8 +67,7 @@ def applied_state(executor: MigrationExecutor) -> ProjectState:
 
 @dataclass
 class Forgotten:
-    """What applied migrations removed from the state only (SeparateDatabaseAndState), so the
-    database may keep."""
+    """What applied migrations removed from the state only, which the database may keep."""
 
     # (table, column) -> migration
     columns: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -100,8 +99,7 @@ def _forget(op: Any, app_label: str, state: ProjectState, connection: BaseDataba
 
 
 def forgotten_by_state_only(executor: MigrationExecutor, connection: BaseDatabaseWrapper) -> Forgotten:
-    """Columns, tables and indexes the applied migrations removed from the state only, replaying
-    the state."""
+    """Columns, tables, indexes applied migrations removed from the state only (state replayed)."""
     loader = executor.loader
     applied = set(loader.applied_migrations)
     order = [m for m, _ in executor.migration_plan(loader.graph.leaf_nodes(), clean_start=True)
@@ -183,8 +181,7 @@ def _kept(what: str, where: str) -> str:
 def compare_schema(
     expected: dict[str, TableSpec], connection: BaseDatabaseWrapper, forgotten: Forgotten | None = None
 ) -> list[Problem]:
-    """Every difference between the expected tables and the live database (`forgotten`:
-    state-only removals)."""
+    """Every difference between expected tables and the live database (`forgotten`: state-only)."""
     forgotten = forgotten or Forgotten()
     problems: list[Problem] = []
     with connection.cursor() as cursor:
@@ -334,8 +331,7 @@ def integrity_problems(
 
 
 def orphan_problems(connection: BaseDatabaseWrapper, expected: dict[str, TableSpec]) -> list[Problem]:
-    """Rows whose foreign key points at nothing (PostgreSQL; SQLite's foreign_key_check covers
-    it)."""
+    """Rows whose foreign key points at nothing (PostgreSQL; SQLite's foreign_key_check does it)."""
     problems: list[Problem] = []
     qn = connection.ops.quote_name
     with connection.cursor() as cursor:

@@ -46,8 +46,7 @@ def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Pat
 
 
 def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
-    """Copy the live database into `directory` (owner-only, renamed when complete); return its
-    path."""
+    """Copy the live database into `directory` (owner-only, renamed when complete); its path."""
     stem, suffix = _stem_and_suffix(connection)
     prepare_folder(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -117,16 +116,14 @@ def database_size(connection: BaseDatabaseWrapper) -> int:
 
 
 def room_needed(connection: BaseDatabaseWrapper) -> int:
-    """Bytes a backup of this database needs in its folder: its size x factor + margin
-    (settings)."""
+    """Bytes a backup of this database needs in its folder: size x factor + margin (settings)."""
     return int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
         settings.MIGRATE_BACKUP_MARGIN_BYTES
     )
 
 
 def check_writable(directory: Path) -> None:
-    """Raise MigrateRefused unless a file can be created in the backup folder (created if
-    missing)."""
+    """Raise MigrateRefused unless a file can be made in the backup folder (created if missing)."""
     try:
         prepare_folder(directory)
         backup.temp_path(directory).unlink()

@@ -45,8 +45,7 @@ class Table:
 
     @property
     def migrate_created(self) -> bool:
-        """True for tables whose rows `migrate` writes itself (replaced by the source's on
-        transfer)."""
+        """True for tables whose rows `migrate` writes itself (a transfer replaces them)."""
         meta = self.model._meta
         return self.name == MIGRATIONS_TABLE or (meta.app_label, meta.model_name) in MIGRATE_CREATED
 

@@ -61,8 +61,7 @@ def _short(names: Sequence[str], limit: int = 5) -> str:
 def check_migration_states(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, *, source_url: str, target_url: str
 ) -> None:
-    """Both databases migrated to this code's state with the same history, or a TransferError
-    saying how."""
+    """Both databases migrated to this code's state, one history; else a TransferError."""
     src_applied, src_pending = _pending(source)
     if src_pending:
         raise TransferError(
@@ -176,8 +175,7 @@ def transfer(
     resume: bool = False, dry_run: bool = False, report: Callable[[Progress], None] | None = None,
     on_table: Callable[[TableComparison], None] | None = None, lock_wait: float = 0.0,
 ) -> TransferResult:
-    """Copy every table from `source_url` to `target_url` and compare them; see the module
-    docstring."""
+    """Copy every table from `source_url` to `target_url`, then prove the copy equal."""
     started = time.monotonic()
     try:
         tables = dependency_order()
@@ -275,8 +273,7 @@ def _copy_all(
     progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
     source_label: str, report: Callable[[Progress], None] | None, background: Background,
 ) -> tuple[int, dict[str, TableDigest]]:
-    """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read
-    tables."""
+    """Replace migrate's rows, then copy the rest; rows written, the fully read tables' digests."""
     tables = [t for t, _ in counts]
     totals = {t.name: n for t, n in counts}
     if truncate:
@@ -296,7 +293,7 @@ def _copy_all(
         remaining += 0 if done else max(totals[t.name] - done_rows, 0)
     meter = _Meter("copy", remaining, report)
     if progress is None:
-        # Step 4, one transaction: the target's own migrate-created rows give way to the source's.
+        # One transaction: the target's own migrate-created rows give way to the source's.
         with transaction.atomic(using=target.alias):
             _create_progress(target)
             with target.cursor() as cursor:

@@ -27,8 +27,7 @@ def _rebuild(connection: BaseDatabaseWrapper, *, table: str, name: str, create_s
 
 
 class Background:
-    """Index rebuilds, foreign-key checks and target checksums of copied tables, on worker
-    threads."""
+    """Index rebuilds, foreign-key checks and target checksums of copied tables, on threads."""
 
     def __init__(self, target: BaseDatabaseWrapper, source: BaseDatabaseWrapper) -> None:
         self.alias, self.source = target.alias, source
@@ -54,8 +53,7 @@ class Background:
         return future
 
     def table_copied(self, table: Table, target: BaseDatabaseWrapper) -> bool:
-        """Queue the work for a table whose copy just ended; False when it has to run in the
-        caller."""
+        """Queue the work for a table whose copy just ended; False when the caller must run it."""
         if not self.enabled:
             return False
         if rowhash.supported(table, self.source, target):

@@ -43,8 +43,7 @@ _STORED_AS_IS_POSTGRESQL = {"text", "int", "bool", "datetime", "date", "time", "
 
 
 def value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Preparer]:
-    """Per column of ORM-converted values: None to pass the value through, or the target's
-    get_db_prep_save."""
+    """Per ORM-converted column: None to pass a value through, or the target's get_db_prep_save."""
     allowed = _PASS_THROUGH_POSTGRESQL if target.vendor == "postgresql" else _PASS_THROUGH
     preparers: list[Preparer] = []
     for f in table.fields:
@@ -141,8 +140,7 @@ class OrderedWriters:
         self.in_flight: deque[Future[None]] = deque()
 
     def submit(self, rows: Sequence[Sequence[Any]], then: Callable[[Any], None]) -> None:
-        """Write `rows`; `then(connection)` runs in the same transaction, once the batch before
-        is committed."""
+        """Write `rows`; `then(connection)` runs in the same transaction, after the last commit."""
         while len(self.in_flight) >= WRITERS:  # at most WRITERS batches in memory
             self.in_flight.popleft().result()
         previous = self.previous
@@ -175,8 +173,7 @@ class OrderedWriters:
 
 
 def _copy_zone(source: BaseDatabaseWrapper) -> str | None:
-    """The time zone COPY must read stored SQLite datetimes in (naive text in the source's
-    zone), if any."""
+    """The time zone COPY must read stored SQLite datetimes in (naive, source zone), if any."""
     return source.timezone_name if source.vendor == "sqlite" and settings.USE_TZ else None
 
 

@@ -30,14 +30,12 @@ def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, st
 
 
 def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str, bool]]:
-    """(name, statement, is an index) of every index and foreign key of `table` waiting to be
-    rebuilt, indexes first."""
+    """(name, statement, is an index) of `table`'s deferred objects, indexes first."""
     return [(name, create_sql, is_index) for _, name, create_sql, is_index in _saved(target, table)]
 
 
 def defer(target: BaseDatabaseWrapper, table: Table) -> int:
-    """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys
-    dropped."""
+    """Drop and save `table`'s secondary indexes and foreign keys (PostgreSQL); how many."""
     if target.vendor != "postgresql":
         return 0
     # a reader's short query passes; a writer's open transaction stays
@@ -50,7 +48,7 @@ def defer(target: BaseDatabaseWrapper, table: Table) -> int:
 
 
 def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
-    """One attempt at step 1; None when a lock was not free."""
+    """One attempt at dropping and saving; None when a lock was not free."""
     qn = target.ops.quote_name
     try:
         with transaction.atomic(using=target.alias), target.cursor() as cursor:
@@ -117,15 +115,14 @@ def _rebuild(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str
 
 
 def rebuild_one(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str) -> bool:
-    """Step 2 for one index or foreign key, in a transaction of its own; False when it was
-    already there."""
+    """Rebuild one index or foreign key, in a transaction of its own; False if already there."""
     with transaction.atomic(using=target.alias):
         return _rebuild(target, table, name, create_sql)
 
 
 def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
-    """Step 2 for `table` (every table when None, then the saved-statements table goes too), in
-    the caller's transaction or one of its own; the number of statements run."""
+    """Rebuild what `table` (every table when None; the saved-statements table then goes too) has
+    saved, in the caller's transaction or one of its own; the number of statements run."""
     if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return 0
     ran = 0

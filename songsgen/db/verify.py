@@ -25,8 +25,7 @@ from songsgen.db.schema import applied_state
 Plan = list[tuple[Migration, bool]]
 
 def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
-    """The tables the plan's operations change; None when one may change any table (RunSQL,
-    RunPython)."""
+    """The tables the plan's operations change; None when one may change any (RunSQL, RunPython)."""
     tables: set[str] = set()
     for migration, _backwards in plan:
         for op in migration.operations:
@@ -51,8 +50,7 @@ def tables_changed_by(plan: Plan, state: ProjectState) -> Callable[[list[str]], 
 
 
 def in_transaction(plan: Plan, applier: Applier) -> Plan:
-    """The part of the plan the applier's open transaction holds; the whole plan when none is
-    open."""
+    """The part of the plan the applier's open transaction holds; the whole plan if none is."""
     return part(plan, applier.grouped) if applier.in_transaction else plan
 
 
@@ -100,7 +98,6 @@ def verify(
 
 
 def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> list[Problem]:
-    """SQLite's page integrity check of `tables` (None: all): read-only, so it runs after the
-    commit."""
+    """SQLite's page integrity check of `tables` (None: all): read-only, so after the commit."""
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
     return schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)

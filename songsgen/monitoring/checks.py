@@ -48,8 +48,7 @@ def _amount(value: float, extra: int = 0) -> str:
 
 
 def duration(seconds: float, *, beside: float | None = None) -> str:
-    """`seconds` in the unit that fits its size; beside a limit shown in the same unit, enough
-    digits to differ."""
+    """`seconds` in the unit fitting its size; beside a limit, same unit, digits to differ."""
     name, scale = next(((n, s) for n, s in UNITS if abs(seconds) >= 2 * s), UNITS[-1])
     text = _amount(seconds / scale)
     if beside is not None and beside != seconds and duration(beside).endswith(f" {name}"):
@@ -170,8 +169,7 @@ class BackupCheck(SongsgenCheck):
 
 
 class ReplicationCheck(SongsgenCheck):
-    """The replica is at most HEALTH_REPLICATION_MAX_LAG_SECONDS behind; listed as not
-    configured until it is."""
+    """The replica is at most HEALTH_REPLICATION_MAX_LAG_SECONDS behind (or not configured)."""
 
     name = "replication"
 
@@ -191,8 +189,7 @@ class ReplicationCheck(SongsgenCheck):
 
 
 class DiskCheck(SongsgenCheck):
-    """The backup folder has room for the next backup (database size x factor + margin, as
-    migrate needs)."""
+    """The backup folder has room for the next backup (size x factor + margin, as migrate needs)."""
 
     name = "disk"
 

@@ -23,8 +23,7 @@ T = TypeVar("T")
 
 
 def gauge(name: str, documentation: str, value: float | None, **labels: str) -> Iterator[Metric]:
-    """One gauge sample, or nothing when the value is unknown (an absent metric, not a fake
-    zero)."""
+    """One gauge sample, or nothing when the value is unknown (absent, not a fake zero)."""
     if value is None:
         return
     family = GaugeMetricFamily(name, documentation, labels=list(labels))

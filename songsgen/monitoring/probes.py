@@ -73,8 +73,7 @@ class MigrateState:
 
 
 def migrate_state(connection: BaseDatabaseWrapper) -> MigrateState:
-    """A marker under a held lock is a running migrate; a marker we can lock over was left by a
-    dead one."""
+    """A marker under a held lock is a running migrate; one we can lock over, a dead one's."""
     if marker.read(connection) is None:
         return MigrateState(IDLE)
     try:
@@ -108,8 +107,7 @@ class Room:
 
 
 def _existing(folder: Path) -> Path:
-    """The folder, or its nearest existing parent (the backup folder appears with the first
-    backup)."""
+    """The folder, or its nearest existing parent (the backup folder comes with a first backup)."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder
@@ -127,8 +125,7 @@ def data_free_bytes() -> int:
 
 
 def database_sizes(connection: BaseDatabaseWrapper) -> dict[str, int]:
-    """Database and WAL bytes; on PostgreSQL the WAL only where the role may read it
-    (pg_monitor)."""
+    """Database and WAL bytes; on PostgreSQL the WAL only where the role may (pg_monitor)."""
     if connection.vendor != "postgresql":
         figures = health.sizes(connection)  # file sizes and PRAGMAs: no transaction (no write lock)
     else:
@@ -145,8 +142,7 @@ def database_sizes(connection: BaseDatabaseWrapper) -> dict[str, int]:
 # ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Replication:
-    """Continuous replication's position; `configured` False unless SONGSGEN_REPLICA_URL is set
-    or replicate runs."""
+    """Replication's position; `configured` False unless SONGSGEN_REPLICA_URL is set or it runs."""
 
     configured: bool
     lag_seconds: float | None = None

@@ -1,5 +1,4 @@
-"""The two django-dbbackup connectors: SQLite through our snapshot and restore,
-PostgreSQL through pg_dump."""
+"""The two django-dbbackup connectors: SQLite through our own code, PostgreSQL through pg_dump."""
 
 from __future__ import annotations
 
@@ -48,8 +47,7 @@ class _NamingMixin:
 
 
 class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
-    """A consistent online snapshot, compressed (codec.py), never held in memory; our safe
-    restore."""
+    """A consistent online snapshot, compressed, never held in memory; our safe restore."""
 
     extension = codec.EXTENSION
     # The backup-API copy taken when the file cannot be held still; a test counts them through it.
@@ -122,8 +120,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
 
 
 def _pieces(fd: int, size: int) -> Iterator[memoryview]:
-    """The file's bytes for the compressor, through one buffer for the whole file: memory stays
-    flat."""
+    """The file's bytes for the compressor, through one buffer for the whole file: flat memory."""
     return (piece for _, piece in live.read_pieces(fd, size, bytearray(codec.BUFFER)))
 
 

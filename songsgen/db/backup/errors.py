@@ -1,5 +1,4 @@
-"""The errors of backups, restores and backup checks (defined in `songsgen.db.exceptions` with
-the rest)."""
+"""The errors of backups, restores and checks (defined in `songsgen.db.exceptions`)."""
 
 from __future__ import annotations
 

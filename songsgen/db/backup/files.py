@@ -49,8 +49,7 @@ def remove_file(path: Path) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left by processes that died (a SIGKILL cannot clean up after
-    itself)."""
+    """Delete temporary files left by dead processes (a SIGKILL cannot clean up after itself)."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed

@@ -42,8 +42,7 @@ def _connect(path: Path, timeout: float, **options: Any) -> sqlite3.Connection:
 
 
 def snapshot(source: Path, target: Path, *, timeout: float) -> None:
-    """Copy the live database `source` into `target` in one backup-API step: one consistent
-    instant."""
+    """Copy the live database `source` into `target` in one backup-API step: one instant."""
     src = _connect(source, timeout)
     try:
         dst = sqlite3.connect(target, isolation_level=None)
@@ -62,8 +61,7 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
 
 
 def set_wal(live: Path, timeout: float) -> None:
-    """Put the database in WAL mode: one restored onto a missing file starts with a rollback
-    journal."""
+    """Put the database in WAL mode: one restored onto a missing file has a rollback journal."""
     conn = _connect(live, timeout)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -77,8 +75,7 @@ def set_wal(live: Path, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class FrozenFile:
-    """The live database file held still: a read transaction on it, a descriptor of it, its size
-    in bytes."""
+    """The live database file held still: a read transaction on it, a descriptor, its size."""
 
     reader: sqlite3.Connection
     fd: int
@@ -120,8 +117,7 @@ def frozen_file(live: Path, *, timeout: float, lock_wait: float = LOCK_WAIT) -> 
 
 
 def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: float) -> bool:
-    """Begin a read transaction on `reader` that reads the file alone; False where it cannot be
-    had."""
+    """Begin a read transaction on `reader` that reads the file alone; False where it can't."""
     lock = _connect(live, lock_wait)
     try:
         try:
@@ -211,8 +207,7 @@ def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
 
 
 class Copied(NamedTuple):
-    """What copy_into_live did: WAL folded in, the check's findings, how long writers were kept
-    waiting."""
+    """What copy_into_live did: WAL folded in, the check's findings, how long writers waited."""
 
     folded: bool
     errors: list[Problem]

@@ -39,8 +39,7 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class RestoreSteps:
-    """The steps of a restore that can be replaced, so that a test makes a failure or a race
-    happen on cue."""
+    """The replaceable steps of a restore, so that a test makes a failure or race happen on cue."""
 
     step: int = live.STEP  # bytes copied into the live database per backup-API step
     # (live, target, *, timeout): the live database, saved
@@ -54,8 +53,7 @@ class RestoreSteps:
 
 def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log = lambda _: None,
                    steps: RestoreSteps | None = None) -> RestoreResult:
-    """Restore the backup in `stream` into the SQLite database at `target`; see the module
-    docstring."""
+    """Restore the backup in `stream` into the SQLite file `target`, in one checked transaction."""
     steps = steps or RestoreSteps()
     started = time.monotonic()
     folder = target.parent

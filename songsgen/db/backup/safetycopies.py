@@ -28,8 +28,7 @@ def new_path(live: Path, moment: datetime | None = None) -> Path:
 
 
 def leftovers(live: Path, *, besides: Path | None = None) -> list[Leftover]:
-    """Safety copies of `live` that exist now, oldest first; `besides` (the running restore's
-    own) left out."""
+    """Safety copies of `live` that exist now, oldest first, but `besides` (the running one)."""
     found = []
     for path in sorted(live.parent.glob(f"{live.name}{INFIX}*")):
         if path == besides or not path.is_file():

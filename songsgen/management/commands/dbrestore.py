@@ -131,8 +131,7 @@ class Command(dbrestore.Command):
         return super()._get_backup_file(database=database, servername=servername)
 
     def _check_input(self) -> None:
-        """A named backup must be a file in the backup folder, a path an existing file: one
-        line, not a traceback."""
+        """A named backup must be a file in the backup folder, a path an existing file: one line."""
         if self.path and not Path(self.path).is_file():
             raise CommandError(f"Restore refused: no backup file at {self.path} (-I takes the path of a backup file).")
         if not self.filename:

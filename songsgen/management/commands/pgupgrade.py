@@ -1,5 +1,4 @@
-"""`manage.py pgupgrade --from URL --to URL [--cutover]`: move to a new PostgreSQL major by
-logical replication."""
+"""`manage.py pgupgrade --from URL --to URL [--cutover]`: a new major by logical replication."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _app_login() -> tuple[str, str] | None:
-    """The user and password the application logs in with (its DATABASE_URL), for PgBouncer's
-    login check."""
+    """The user and password the application logs in with (DATABASE_URL), for PgBouncer's check."""
     db = settings.DATABASES["default"]
     if db.get("ENGINE") != "django.db.backends.postgresql":
         return None
@@ -130,8 +128,7 @@ class Command(BaseCommand):
             self.stderr.flush()
 
     def _cleanup(self, source: str, target: str | None) -> None:
-        """`--cleanup`: what abandoned runs left, removed and listed; refused while a run is
-        live."""
+        """`--cleanup`: what abandoned runs left, removed and listed; refused while one is live."""
         try:
             src, _ = up.describe(source, "source")
             with up.run_lock(src) as alone:
@@ -171,8 +168,7 @@ class Command(BaseCommand):
         self.stdout.write("The running pgupgrade has finished: its output has the report.")
 
     def _switched_before(self, src: up.Side, dst: up.Side, *, finish: bool) -> bool:
-        """An earlier run cut over to this target: never start over on it; `--finish` drops the
-        replication."""
+        """An earlier run cut over to this target: never restart; `--finish` drops replication."""
         if not up.switched(dst):
             if finish:
                 raise UpgradeError("Nothing to finish: no earlier pgupgrade cut over to this target.")
@@ -189,8 +185,7 @@ class Command(BaseCommand):
         return True
 
     def _check(self, src: up.Side, dst: up.Side, bouncer: Bouncer | None) -> None:
-        """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written
-        before."""
+        """Every refusal first; then an earlier run's leftovers dropped. Nothing written before."""
         found = lo.survey(src, given=[dst.url, src.url], current=dst)
         on_target = lo.on_target(dst)
         up.check_source(src)
@@ -210,8 +205,7 @@ class Command(BaseCommand):
         self, src: up.Side, dst: up.Side, bouncer: Bouncer | None, *, cutover: bool, max_lag: float, timeout: float,
         interval: float,
     ) -> tuple[dict[str, int], float, Cutover | None]:
-        """Set up, copy, follow the lag, cut over; everything dropped again unless the switch
-        happened."""
+        """Set up, copy, follow the lag, cut over; all dropped again unless the switch happened."""
         switched = False
         run = up.Run.new(src)
 
