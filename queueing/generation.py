@@ -69,8 +69,7 @@ class End(NamedTuple):
 
 
 class Runner(Protocol):
-    """Generates a batch's songs in order; `next()` calls `tick()` at least every TICK s while it
-    waits.
+    """Generates a batch's songs in order; `next()` calls `tick()` at least every TICK s meanwhile.
 
     `stop_after_current()` lets no job start after the one in progress (the first job of a batch
     always runs) and returns the index of the first that will not.

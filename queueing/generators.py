@@ -106,8 +106,7 @@ PENTATONIC = (0, 2, 4, 7, 9)  # semitones above the root: any sequence of these 
 
 
 class LocalWavGenerator:
-    """Renders a short melody as a playable WAV from the song's fields, offline and
-    deterministically.
+    """Renders a short melody as a playable WAV from the song's fields, offline, deterministic.
 
     The same song (id, title, genre, prompt, lyrics) always gives the same bytes: the fields seed
     the melody, and nothing else (no clock, no global random state) goes in.

@@ -112,8 +112,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
     def claim(
         self, *, worker_id: str, lease_seconds: float, limit: int = 1, now: datetime | None = None
     ) -> list[GenerationQueue]:
-        """Take up to `limit` ready jobs for `worker_id`, best first, and mark their songs
-        generating.
+        """Take up to `limit` ready jobs for `worker_id`, best first; mark their songs generating.
 
         One statement picks and updates the jobs, so two workers never take the same job: on
         PostgreSQL its subquery locks with SKIP LOCKED (a worker passes over rows another is
@@ -191,8 +190,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         )
 
     def reclaim_expired(self, *, now: datetime | None = None, limit: int = 100) -> int:
-        """Return jobs whose lease expired to the queue (or fail them if out of retries); returns
-        how many.
+        """Return jobs whose lease expired to the queue (or fail those out of retries); how many.
 
         The crashed attempt counts as a failed one. A look outside any transaction first: the usual
         answer is "none", and then no write lock is taken.
@@ -367,8 +365,7 @@ class GenerationQueue(models.Model):
         return True
 
     def fail_attempt(self, *, worker_id: str, error: str, savepoint: bool = True) -> bool:
-        """This attempt failed: retry after a backoff, or fail the job and its song after
-        max_retries.
+        """This attempt failed: retry after a backoff, or fail job and song after max_retries.
 
         False if the lease was lost (another worker owns the job now; nothing is changed).
         """

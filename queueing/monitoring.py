@@ -105,8 +105,7 @@ def figures(connection: BaseDatabaseWrapper, now: datetime | None = None) -> Que
 
 
 def recent_durations(connection: BaseDatabaseWrapper, now: datetime) -> list[float]:
-    """Seconds from start to done of the newest DURATION_SAMPLE done jobs, those done within
-    DURATION_WINDOW.
+    """Start-to-done seconds of the newest DURATION_SAMPLE jobs done within DURATION_WINDOW.
 
     A backward walk of queue_status_completed, the window applied per row: a lower bound in the
     WHERE lets PostgreSQL misjudge the range and sort it. The database subtracts, so seconds come

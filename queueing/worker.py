@@ -84,8 +84,7 @@ def new_worker_id() -> str:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease of the jobs the worker holds, every `interval` seconds, on its own
-    connection.
+    """Renews the lease of the jobs the worker holds, every `interval` s, on its own connection.
 
     A job past its generation deadline is no longer renewed: should the worker itself be stuck, its
     lease runs out and another worker reclaims the job.
@@ -324,8 +323,7 @@ class Worker:
             raise _WorkerFailed from exc
 
     def _outcome(self, job: GenerationQueue, done: Done) -> Outcome | None:
-        """The attempt's outcome: the result, if the song's fields accept it, or the error that
-        failed it.
+        """The attempt's outcome: the result if the song's fields accept it, or the failing error.
 
         None when the generator was interrupted (KeyboardInterrupt, SystemExit) because this worker
         itself was signalled: the job goes back untouched, as the rest of a stopping worker's batch.
@@ -347,8 +345,7 @@ class Worker:
         return Outcome(job, None, error, done.seconds)
 
     def settle(self, outcomes: list[Outcome]) -> None:
-        """Record finished and failed attempts, all in one transaction (each job and its song
-        together).
+        """Record finished and failed attempts in one transaction (each job with its song).
 
         First without a savepoint per job (the common case, and the cheaper one); if one outcome
         cannot be recorded as it stands (an external id already taken, say), the batch is rolled

@@ -87,8 +87,7 @@ class SongQuerySet(models.QuerySet["Song"]):
         return self.filter(status=Song.Status.FAILED)
 
     def search(self, text: str) -> SongQuerySet:
-        """Songs matching every word: in title or suno id (substring), or the exact username or
-        email.
+        """Songs matching every word: in title or suno id (substring), or exact username or email.
 
         Served by the text index of migration 0004 (SQLite: the FTS5 trigram table
         songs_song_search; PostgreSQL: pg_trgm GIN indexes under icontains) and the user's unique

@@ -132,8 +132,7 @@ class Applier:
             self._tracker = None
 
     def _writers_turn(self) -> None:
-        """SQLite, between two of our transactions: let the writers that queued behind the last one
-        in.
+        """SQLite, between two of our transactions: let in the writers queued behind the last one.
 
         A writer waiting on the lock retries every 100 ms once it has waited 0.3 s (SQLite's
         busy handler); taking the lock again at once, the next migration would make it wait

@@ -27,8 +27,7 @@ def run_in_batches(
     progress: Callable[[str], None] | None = None,
     label: str = "backfill",
 ) -> int:
-    """Run `statement` once per keyset batch of `table`; it gets `params` then (low, high]: pk
-    bounds.
+    """Run `statement` per keyset batch of `table`, with `params` then (low, high]: pk bounds.
 
     The statement must leave done rows alone (a NOT EXISTS or a still-to-do predicate), so a run
     that was interrupted can simply be run again. Returns the rows the statements reported changed.

@@ -131,8 +131,7 @@ def read_batches(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
     pk_range: tuple[int, int] | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows of `table` in primary-key order, `batch_size` at a time (keyset pagination, never
-    OFFSET).
+    """Rows of `table` in primary-key order, `batch_size` at a time (keyset, never OFFSET).
 
     Each batch is one `WHERE pk > last ORDER BY pk LIMIT n` query, so memory holds one batch at most
     however big the table, and each batch costs the same (an index range scan), however deep.

@@ -293,8 +293,7 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
 
 
 class _Checkpoints:
-    """SQLite: the WAL checkpoint of the metered connection run after each of its transactions,
-    outside its span.
+    """SQLite: the metered connection's WAL checkpoint, after each transaction, outside its span.
 
     SQLite's autocheckpoint runs inside the COMMIT call, after the write lock is released, and
     writers do not wait for a PASSIVE checkpoint: timed with the COMMIT it added a hold no

@@ -118,8 +118,7 @@ def _before_first(when: datetime, points: RestorePoints) -> ReplicaError:
 
 
 def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, datetime | None]:
-    """Have Litestream restore the replica (as of `when`) into a new temporary file beside the
-    database.
+    """Have Litestream restore the replica (as of `when`) into a new temporary file beside it.
 
     Returns the file, which the caller removes, and the time of the replica's newest restore point.
     """
@@ -158,8 +157,7 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
 def restore_from_replica(
     settings_dict: dict[str, Any], when: datetime | None, *, log: Log, confirm: Callable[[], None] = lambda: None
 ) -> backup.RestoreResult:
-    """Restore the live SQLite database from its replica (as of `when`) through restore_sqlite's
-    gate.
+    """Restore the live SQLite database from its replica (as of `when`) through the restore gate.
 
     `confirm` runs once the replica is restored into its temporary file, before the live database
     is touched.
@@ -176,8 +174,7 @@ def restore_from_replica(
 
 
 def check_replica(settings_dict: dict[str, Any], *, log: Log = lambda _: None) -> backup.BackupReport:
-    """Restore the replica's newest state into a temporary file and check it like a backup
-    (`backupcheck --replica`).
+    """Restore the replica's newest state to a temporary file, checked like a backup.
 
     Its age is the age of the newest transaction the replica holds.
     """

@@ -131,8 +131,7 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
 
 
 def _settle(settings_dict: dict[str, Any]) -> None:
-    """VACUUM (ANALYZE) the freshly restored copy, so it looks like a live database autovacuum
-    keeps up with.
+    """VACUUM (ANALYZE) the restored copy: it looks like a live database autovacuum keeps up with.
 
     Otherwise autovacuum starts on every table just loaded and a migration's DDL queues behind
     it, and the first scans set every row's hint bits: both would be counted as lock time the
@@ -152,8 +151,7 @@ def rehearse(
     *,
     log: Callable[[str], None] = lambda s: None,
 ) -> Rehearsal:
-    """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each
-    migration.
+    """Apply the plan to a scratch copy of `snapshot` as live migrate would; report each migration.
 
     The live database is only read for its settings: neither this process nor the child connects
     to it."""

@@ -183,8 +183,7 @@ def _main_file(conn: sqlite3.Connection) -> Path | None:
 
 
 def checkpoint_mode(where: Path | sqlite3.Connection, wanted: str) -> str:
-    """The checkpoint to run on the database at `where` (a path or an open connection) instead of
-    `wanted`.
+    """The checkpoint to run on the database at `where` (path or connection) instead of `wanted`.
 
     `wanted` itself, unless it would block writers while `replicate` runs: then PASSIVE.
     """
@@ -204,8 +203,7 @@ def checkpoint(conn: sqlite3.Connection, wanted: str) -> tuple[int, int, int]:
 
 
 def restored(conn: sqlite3.Connection) -> None:
-    """After a restore into the live database: give back Litestream's two tables if the copy
-    removed them.
+    """After a restore into the live database: Litestream's two tables back if the copy lost them.
 
     A backup made before replication started lacks them; while `replicate` runs, Litestream needs
     them for every checkpoint and read lock it takes, and would otherwise stop replicating, backing
@@ -287,8 +285,7 @@ class ReplicationStatus(NamedTuple):
 
 
 def replication_status(settings_dict: dict[str, Any]) -> ReplicationStatus:
-    """Replication as monitoring sees it; (False, None, None) when it does not run or cannot
-    (PostgreSQL).
+    """Replication as monitoring sees it; (False, None, None) when it does not or cannot run.
 
     Litestream records a successful sync of the replica every sync interval, idle or not; the lag
     is the time since the last one, so a replica that stopped taking uploads shows a growing lag.

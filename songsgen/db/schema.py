@@ -53,8 +53,7 @@ def _normalize_type(db_type: str, vendor: str) -> str:
 
 
 def applied_state(executor: MigrationExecutor) -> ProjectState:
-    """The project state of the migrations applied now (django_migrations as the executor's loader
-    read it).
+    """The project state of the migrations applied now (django_migrations as the loader read it).
 
     The migration graph's own state of its applied nodes and their dependencies, through the
     loader's public `project_state()`; a recorded migration whose file is gone is not part of the
@@ -223,8 +222,7 @@ def compare_schema(
 def _compare_constraints(
     connection: BaseDatabaseWrapper, table: str, spec: TableSpec, kept: set[str], forgotten: Forgotten
 ) -> list[Problem]:
-    """Named, unique, index and foreign-key constraints; `kept`: columns of the table removed from
-    the state only.
+    """Named, unique, index, foreign-key constraints; `kept`: columns removed from the state only.
 
     Each expected field-level index or unique constraint is matched to its own live index, never
     to one a Meta entry names (a partial unique constraint on the same column is not the foreign

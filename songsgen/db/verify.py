@@ -1,5 +1,4 @@
-"""Verification of the safe migrate: the live schema equals the migration state, integrity and
-foreign keys hold.
+"""The safe migrate's verification: live schema equals the migration state, integrity holds.
 
 Shared by the live migrate and the rehearsal's process; the tables a plan changes bound the row
 checks."""

@@ -43,8 +43,7 @@ def compress(pieces: Iterable[memoryview], size: int, target: IO[bytes], *, leve
 
 
 def unpack(stream: IO[bytes], target: Path) -> str:
-    """Write the database in a backup stream (zstd, gzip or plain SQLite) to `target`; returns the
-    format.
+    """Write the database in a backup stream (zstd, gzip or plain) to `target`; the format.
 
     A truncated or damaged stream raises BackupError: the zstd frame carries its content size and a
     checksum, and gzip a CRC, both checked here.

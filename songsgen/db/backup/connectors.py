@@ -87,8 +87,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         return packed
 
     def _pack(self, source: Path, packed: IO[bytes], *, timeout: float) -> list[Problem]:
-        """Compress a consistent snapshot of `source` into `packed`; return what quick_check found
-        wrong with it.
+        """Compress a consistent snapshot of `source` into `packed`; what quick_check found.
 
         Straight from the database file while frozen_file() holds it still, quick_check of that same
         state running beside the compression; else (a reader pins the WAL) from a backup-API copy.

@@ -84,8 +84,7 @@ def fsync_dir(folder: Path) -> None:
 @contextlib.contextmanager
 def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
                            durable: bool = True) -> Iterator[Path]:
-    """A temporary file beside `target` for the block to fill, renamed over `target` when the block
-    ends.
+    """A temporary file beside `target` for the block to fill, renamed over it at the end.
 
     Readers see the old file or the whole new one, never half; if the block raises, the temporary
     file goes. `durable`: the file and the rename reach the disk before the block's caller goes on.
@@ -106,8 +105,7 @@ def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
 
 
 def atomic_write(source: IO[bytes], target: Path, *, mode: int = 0o600) -> None:
-    """Write `source` to `target` under a temporary name, fsync, and link it into place when
-    complete.
+    """Write `source` to `target` under a temporary name, fsync, link it into place when done.
 
     Never replaces an existing file (FileExistsError): a backup is never written over another.
     """

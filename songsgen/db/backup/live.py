@@ -84,8 +84,7 @@ class FrozenFile:
 
 @contextlib.contextmanager
 def frozen_file(live: Path, *, timeout: float, lock_wait: float = LOCK_WAIT) -> Iterator[FrozenFile | None]:
-    """The database file held still while the context lasts, its bytes the database as of one
-    instant; or None.
+    """The database file held still while the context lasts, as of one instant; or None.
 
     In WAL mode a read transaction begun when every committed frame is in the file reads the file
     alone, and no checkpoint may write into the file while it lasts. We checkpoint, then, holding
@@ -141,8 +140,7 @@ def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: f
 
 def safety_copy(live: Path, target: Path, *, timeout: float,
                 api_copy: Callable[..., None] = snapshot) -> None:
-    """Copy the live database over the existing file `target` as of one instant, without stopping
-    writers.
+    """Copy the live database over the file `target` as of one instant, writers going on.
 
     From the file while frozen_file() holds it still; when it cannot, `api_copy` (the backup API)
     takes it.
@@ -159,8 +157,7 @@ def safety_copy(live: Path, target: Path, *, timeout: float,
 
 
 def read_pieces(fd: int, size: int, buffer: Any) -> Iterator[tuple[int, memoryview]]:
-    """The first `size` bytes of the file `fd`, read into `buffer` a piece at a time: (offset,
-    piece).
+    """The first `size` bytes of file `fd`, read into `buffer` a piece at a time: (offset, piece).
 
     Each piece is a view of `buffer`, valid until the next one is read. The file's position is left
     alone.
@@ -224,8 +221,7 @@ def copy_into_live(
     alongside: Callable[[], list[Problem]] = list,
     after_commit: Callable[[], None] = lambda: None,
 ) -> Copied:
-    """Replace the content of `live` with `source` in one transaction, and fold the WAL into the
-    file.
+    """Replace the content of `live` with `source` in one transaction; fold the WAL in after.
 
     `before_commit` runs before the copy's last step, which commits: if it raises, the transaction
     is rolled back and nothing of the copy is ever visible. `alongside` (the check of the result)
@@ -297,8 +293,7 @@ def _opened(path: Path) -> Iterator[int | None]:
 
 def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
                      before_commit: Callable[[], None] | None) -> None:
-    """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the
-    last step.
+    """Copy database `source` into `dst` by the backup API; `before_commit` before the last step.
 
     One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds
     it from the first step to the last, which commits): readers of `dst` see the old database or

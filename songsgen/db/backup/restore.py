@@ -129,8 +129,7 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
 
 def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
                      steps: RestoreSteps) -> tuple[bool, list[Problem], dict[str, int], float]:
-    """Check `candidate` while copying it into `target`, committed only if it passes
-    integrity_check.
+    """Check `candidate` while copying it into `target`; committed only if integrity_check passes.
 
     Returns whether the WAL was folded in, what is wrong with the result, the backup's row counts,
     and how long the copy held the write lock. A backup that fails its integrity_check, or a copy
