@@ -374,8 +374,8 @@ def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid:
     """The generator process: set up Django, make the generator, then generate each batch sent."""
     # its own group: a terminal's Ctrl-C is not for it, and the worker can kill the group
     os.setpgid(0, 0)
-    # The worker decides what a signal means for the job in hand (it finishes it); the generation
-    # goes on.
+    # The worker decides what a signal means for the job in hand (it finishes it);
+    # the generation goes on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_orphan, args=(parent_pid,), name="orphan-check", daemon=True).start()

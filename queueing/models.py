@@ -126,20 +126,20 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             GenerationQueue.Status.RUNNING, worker_id, adapt(now), adapt(now + timedelta(seconds=lease_seconds)),
             GenerationQueue.Status.QUEUED, adapt(now), int(limit),
         ]
-        # Only the statements run inside the write transaction (on SQLite it holds the database's
-        # one write lock, which other workers wait for); reading the jobs and building them comes
-        # after.
+        # Only the statements run inside the write transaction (on SQLite it holds the
+        # database's one write lock, which other workers wait for); reading the jobs and
+        # building them comes after.
         with transaction.atomic(using=self.db):
             with connection.cursor() as cursor:
                 cursor.execute(self.claim_sql(), params)
                 claimed = cursor.fetchall()
             if not claimed:
                 return []
-            # The songs' own transition, in bulk: one statement for the batch instead of one per
-            # song.
+            # The songs' own transition, in bulk: one statement for the batch
+            # instead of one per song.
             songs(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
-        # The jobs are this worker's until its lease runs out: reading them after the commit is
-        # safe.
+        # The jobs are this worker's until its lease runs out: reading them
+        # after the commit is safe.
         jobs = self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed])
         return list(jobs.order_by(*CLAIM_ORDER))
 
@@ -247,9 +247,9 @@ class GenerationQueue(models.Model):
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="Not claimed before this time (a retry's backoff); empty: at once."
     )
-    # Nullable, so adding it is a plain ADD COLUMN; its type's CHECK (>= 0) comes with the column,
-    # and the worker reads 0 (only writable around the model) as "the default", never as "no
-    # limit".
+    # Nullable, so adding it is a plain ADD COLUMN; its type's CHECK (>= 0) comes with the
+    # column, and the worker reads 0 (only writable around the model) as "the default",
+    # never as "no limit".
     timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(int(MAX_GENERATION_TIMEOUT))],
         help_text="Seconds one generation of this job may take; empty: SONGSGEN_GENERATION_TIMEOUT.",

@@ -40,9 +40,9 @@ def _capped(queryset: GenerationQueueQuerySet) -> int:
 
 
 def stuck(connection: BaseDatabaseWrapper, now: datetime) -> list[GenerationQueueQuerySet]:
-    """Running jobs whose lease ran out more than HEALTH_LEASE_GRACE_SECONDS ago (or that never
-    had one): nobody reclaims them. Two querysets, each a range of the partial index
-    queue_lease_expiry."""
+    """Running jobs whose lease ran out more than HEALTH_LEASE_GRACE_SECONDS ago (or
+    that never had one): nobody reclaims them. Two querysets, each a range of the
+    partial index queue_lease_expiry."""
     grace = timedelta(seconds=float(settings.HEALTH_LEASE_GRACE_SECONDS))
     running = _jobs(connection).running()
     return [running.filter(lease_expires_at__lt=now - grace), running.filter(lease_expires_at__isnull=True)]

@@ -134,8 +134,8 @@ class _PostgreSQLWriter(_Writer):
                 copy.write_row(row)
 
     def reset_sequences(self, models_written: Sequence[type[models.Model]]) -> None:
-        # Identity sequences do not see explicit ids (SQLite's AUTOINCREMENT counter does): move
-        # them on.
+        # Identity sequences do not see explicit ids (SQLite's AUTOINCREMENT counter
+        # does): move them on.
         with self.connection.cursor() as cursor:
             for sql in self.connection.ops.sequence_reset_sql(no_style(), list(models_written)):
                 cursor.execute(sql)

@@ -201,8 +201,8 @@ class Song(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="songs",
-        # No separate index: songs_user_status_created starts with user and serves every user
-        # lookup.
+        # No separate index: songs_user_status_created starts with user and
+        # serves every user lookup.
         db_index=False,
     )
     title = models.CharField(max_length=200)
@@ -225,11 +225,11 @@ class Song(models.Model):
     play_count = models.IntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
-    # Expand step: added with a database default, so the column appears without rewriting the table
-    # and code that does not know it yet can still insert rows. Filled from play_count by a batched
-    # backfill. A nullable column with a constant Value default is a plain ALTER TABLE ADD COLUMN
-    # on both engines; a NOT NULL one would make SQLite copy the whole table. Code treats NULL like
-    # {}.
+    # Expand step: added with a database default, so the column appears without rewriting the
+    # table and code that does not know it yet can still insert rows. Filled from play_count by a
+    # batched backfill. A nullable column with a constant Value default is a plain ALTER TABLE
+    # ADD COLUMN on both engines; a NOT NULL one would make SQLite copy the whole table. Code
+    # treats NULL like {}.
     analytics_data = models.JSONField(
         null=True, blank=True, db_default=models.Value({}, output_field=models.JSONField()),
         help_text="Plays, likes, …",
@@ -239,8 +239,8 @@ class Song(models.Model):
 
     class Meta:
         indexes = [
-            # SongQuerySet.for_user(u).with_status(s).newest(): a user's songs by status, newest
-            # first.
+            # SongQuerySet.for_user(u).with_status(s).newest(): a user's songs by
+            # status, newest first.
             models.Index(fields=["user", "status", "created_at"], name="songs_user_status_created"),
             # SongQuerySet.newest(): the newest songs; also the admin changelist's ordering.
             models.Index(fields=["created_at", "id"], name="songs_created"),
@@ -285,9 +285,9 @@ class Song(models.Model):
         return f"{self.title} ({self.get_status_display()})"
 
     def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
-        """Django's field validation, and every text field encodable (the database driver would
-        raise UnicodeEncodeError on saving it; the admin form and song_request show a
-        ValidationError)."""
+        """Django's field validation, and every text field encodable (the database
+        driver would raise UnicodeEncodeError on saving it; the admin form and
+        song_request show a ValidationError)."""
         skip = set(exclude or ())
         errors: dict[str, list[ValidationError]] = {}
         for field in self._meta.concrete_fields:

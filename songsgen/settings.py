@@ -168,16 +168,16 @@ MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 800)
 MIGRATE_STATEMENT_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_STATEMENT_TIMEOUT_MS", 0)  # 0: no limit
 # "full" (PRAGMA integrity_check) or "quick" (quick_check) after migrating a SQLite database.
 MIGRATE_VERIFY_INTEGRITY = os.environ.get("SONGSGEN_MIGRATE_VERIFY_INTEGRITY") or "full"
-# A table with at least this many rows is "big": unique additions and (PostgreSQL) locking DDL are
-# unsafe.
+# A table with at least this many rows is "big": unique additions and (PostgreSQL)
+# locking DDL are unsafe.
 MIGRATE_BIG_TABLE_ROWS = env_int("SONGSGEN_MIGRATE_BIG_TABLE_ROWS", 100_000)
 # dbcheck: a hot query may not scan a table holding at least this many rows.
 DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
 # dbmaintain: VACUUM when free pages exceed this share of the file.
 DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
-# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not
-# report. The SQLite FTS5 search table and its shadow tables; Litestream's own two tables
-# (`replicate`).
+# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck
+# should not report. The SQLite FTS5 search table and its shadow tables; Litestream's own
+# two tables (`replicate`).
 SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*", "_litestream_*"]
 # Indexes the same way: songs 0004's PostgreSQL trigram indexes (the state cannot hold an index
 # that exists on one engine only; SQLite's FTS5 table stands in for them there).
@@ -256,8 +256,8 @@ BACKUP_ZSTD_LEVEL = env_int("SONGSGEN_BACKUP_ZSTD_LEVEL", 1)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    # Written under a temporary name and renamed when complete, owner-only (0600 files, 0700
-    # folder).
+    # Written under a temporary name and renamed when complete, owner-only (0600
+    # files, 0700 folder).
     "dbbackup": {
         "BACKEND": "songsgen.db.backup.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(BACKUP_DIR), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
@@ -280,10 +280,10 @@ DBBACKUP_SEND_EMAIL = False
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
 
-# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.replica`) -----------
-# Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path), its
-# credentials from Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset: <data
-# dir>/replica/<database file>.
+# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.replica`)
+# ----------- Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path),
+# its credentials from Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset:
+# <data dir>/replica/<database file>.
 REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL") or ""
 # Seconds between Litestream's looks at the WAL and its uploads: about the most a lost disk costs.
 REPLICA_SYNC_INTERVAL = _env_seconds("SONGSGEN_REPLICA_SYNC_INTERVAL", 0.1)
@@ -347,8 +347,8 @@ def _data_dir_problem(folder: Path) -> str | None:
         return f"cannot be created ({exc.strerror})"
     if not folder.is_dir():
         return "is not a folder"
-    # SQLite writes its -wal and -shm files beside the database; the worker writes media/, dbbackup
-    # backups/.
+    # SQLite writes its -wal and -shm files beside the database; the worker writes
+    # media/, dbbackup backups/.
     if not os.access(folder, os.W_OK | os.X_OK):
         return "is not writable by this user"
     return None

@@ -32,7 +32,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
 ]
 
-# The generated audio, served by runserver while DEBUG is on (static() adds nothing otherwise): in
-# production the web server serves MEDIA_ROOT at MEDIA_URL (README, "Serving audio and static
-# files").
+# The generated audio, served by runserver while DEBUG is on (static() adds nothing
+# otherwise): in production the web server serves MEDIA_ROOT at MEDIA_URL (README, "Serving
+# audio and static files").
 urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

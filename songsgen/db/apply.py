@@ -51,8 +51,8 @@ class Applier:
     meter: LockMeter | None = None  # measures each migration's write lock while `metered` runs
     transactions: int = 0  # grouped transactions opened so far
     _measured: LockMeter | None = None  # the meter of the last `metered` run, read by `measure`
-    # Verifies the open group before its commit (the migrations' labels); set when the group drops
-    # data.
+    # Verifies the open group before its commit (the migrations' labels); set when
+    # the group drops data.
     verify_group: Callable[[list[str]], set[str] | None] | None = None
     # each operation of a non-atomic migration, as it runs
     on_progress: Callable[[Progress], None] | None = None
@@ -119,8 +119,8 @@ class Applier:
         self._untrack()
         self.interrupted = None
         if self._atomic is None:
-            # Non-atomic: it committed as it went, in transactions of its own (the meter times
-            # those).
+            # Non-atomic: it committed as it went, in transactions of its own
+            # (the meter times those).
             self.committed.append(self.current)
         else:
             self._in_group.append(self.current)
@@ -134,9 +134,9 @@ class Applier:
     def _writers_turn(self) -> None:
         """SQLite, between two of our transactions: let in the writers queued behind the last one.
 
-        A writer waiting on the lock retries every 100 ms once it has waited 0.3 s (SQLite's
-        busy handler); taking the lock again at once, the next migration would make it wait
-        through both."""
+        A writer waiting on the lock retries every 100 ms once it has waited 0.3 s
+        (SQLite's busy handler); taking the lock again at once, the next migration would
+        make it wait through both."""
         if self.connection.vendor == "sqlite" and self.applied:
             time.sleep(WRITERS_TURN)
 

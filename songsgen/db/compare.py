@@ -82,8 +82,8 @@ def canonical(value: Any) -> str | None:
 
 
 def _text(value: Any) -> str:
-    # Length-prefixed, so a separator inside a value can never shift one column's text into the
-    # next.
+    # Length-prefixed, so a separator inside a value can never shift one
+    # column's text into the next.
     if type(value) is str:
         return f"{len(value)}:{value}"
     return "\x00" if value is None else str(canonical(value))

@@ -152,9 +152,9 @@ class _Frozen:
         )
 
     def _pause(self, bouncer: Bouncer, timeout: float) -> None:
-        # PAUSE blocks until every server connection is released and ignores a cancel request, so
-        # it runs in a thread; if it is not done in time, RESUME from a new admin session gives up
-        # the pause.
+        # PAUSE blocks until every server connection is released and ignores a cancel
+        # request, so it runs in a thread; if it is not done in time, RESUME from a new admin
+        # session gives up the pause.
         failed: list[BaseException] = []
         done = threading.Event()
 
@@ -299,8 +299,8 @@ def cut_over(
                 raise UpgradeError(f"Cutover abandoned, the source resumed and stays the truth: {exc}") from exc
             raise
         committed()
-        # Should the proof fail or be interrupted, a later run must know the target is live (never
-        # emptied).
+        # Should the proof fail or be interrupted, a later run must know the target is
+        # live (never emptied).
         dst.execute(f"INSERT INTO {NAME} (id, token) VALUES ({SWITCHED}, 'switched') ON CONFLICT (id) DO NOTHING")
         steps = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in result.steps.items())
         report(f"cutover: writes paused {result.paused * 1000:.0f} ms ({steps} ms); proving the copy")

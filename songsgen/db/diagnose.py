@@ -46,9 +46,9 @@ def _is_psycopg(error: BaseException | None) -> bool:
 
 
 def _settings_of(exc: BaseException) -> dict[str, Any]:
-    """The settings of the connection that raised `exc`: its frames hold the DatabaseWrapper (or
-    a cursor of it); the default database when none does (an error raised outside Django's
-    connection)."""
+    """The settings of the connection that raised `exc`: its frames hold the
+    DatabaseWrapper (or a cursor of it); the default database when none does (an error
+    raised outside Django's connection)."""
     found = None
     for frame, _line in traceback.walk_tb(exc.__traceback__):
         owner = frame.f_locals.get("self")

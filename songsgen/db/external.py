@@ -47,8 +47,8 @@ def settings_for_url(url: str) -> dict[str, Any]:
         db["OPTIONS"] = dict(settings.SQLITE_OPTIONS)
     elif db["ENGINE"] in (POSTGRESQL, "django.db.backends.postgresql_psycopg2"):
         db["ENGINE"] = POSTGRESQL
-        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url
-        # parsed them.
+        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as
+        # dj-database-url parsed them.
         db.setdefault("OPTIONS", {}).setdefault("connect_timeout", settings.PG_CONNECT_TIMEOUT)
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")

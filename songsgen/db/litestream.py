@@ -45,8 +45,8 @@ def config(rep: Replication) -> dict[str, object]:
     return {
         "dbs": [{
             "path": str(rep.database),
-            # How often Litestream looks at the WAL, and uploads what it found: the commits a lost
-            # disk costs.
+            # How often Litestream looks at the WAL, and uploads what it found: the
+            # commits a lost disk costs.
             "monitor-interval": interval,
             "replica": {"url": rep.url, "sync-interval": interval},
         }],
@@ -138,7 +138,7 @@ def restore(url: str, target: Path, moment: datetime | None = None) -> None:
     """Restore the replica at `url` into new file `target`: newest, or newest before `moment`."""
     args = ["restore", "-o", str(target)]
     if moment is not None:
-        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's time to the
-        # millisecond.
+        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's
+        # time to the millisecond.
         args += ["-timestamp", moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")]
     run(*args, url)

@@ -33,8 +33,8 @@ OWN_LOCKS = (
     f"WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation >= {USER_OID} "
     f"AND c.relkind IN {TABLE_KINDS}"
 )
-# The monitor cannot see tables the migrating transaction has created yet: those come back without
-# a name.
+# The monitor cannot see tables the migrating transaction has created yet: those come
+# back without a name.
 SAMPLED_LOCKS = (
     "SELECT l.relation::bigint, c.relname, l.mode FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation "
     f"WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted AND l.relation >= {USER_OID} "
@@ -235,9 +235,9 @@ class LockMeter:
         self.held = {}
 
     def sampled(self, rows: list[tuple[int, str | None, str]], now: float) -> None:
-        """One pg_locks sample from the monitor thread: a lock counts from the first to the last
-        sample that saw it (so a lock released just before the next migration began is not that
-        migration's)."""
+        """One pg_locks sample from the monitor thread: a lock counts from the first to the
+        last sample that saw it (so a lock released just before the next migration began is
+        not that migration's)."""
         seen = {(oid, mode) for oid, _name, mode in rows}
         with self.guard:
             for oid, name, mode in rows:
@@ -323,9 +323,9 @@ class _Checkpoints:
 
 
 def _monitor(connection: BaseDatabaseWrapper, meter: LockMeter, stop: threading.Event) -> threading.Thread | None:
-    """Sample the connection's locks from a second connection until `stop`; None (no sampling,
-    autocommit statements unseen) when that connection cannot be made: a measurement never stops
-    a migrate."""
+    """Sample the connection's locks from a second connection until `stop`; None (no
+    sampling, autocommit statements unseen) when that connection cannot be made: a
+    measurement never stops a migrate."""
     import psycopg
 
     pid = meter._raw("SELECT pg_backend_pid()")[0][0]

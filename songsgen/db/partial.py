@@ -75,9 +75,9 @@ def order(migration: Migration, backwards: bool) -> list[int]:
 
 
 class Tracker:
-    """Hooks the database work of each operation of one running migration: counts it, or skips
-    it when an earlier run left it applied (`skip` operations) and the live schema shows it
-    done."""
+    """Hooks the database work of each operation of one running migration: counts it,
+    or skips it when an earlier run left it applied (`skip` operations) and the live
+    schema shows it done."""
 
     def __init__(self, connection: BaseDatabaseWrapper, migration: Migration, progress: Progress, skip: int,
                  on_change: Callable[[Progress], None] | None, log: Callable[[str], None] | None = None) -> None:
@@ -200,9 +200,9 @@ def drops_kind(op: Operation, backwards: bool) -> list[Operation]:
 
 
 def drops(app_label: str, op: Operation, backwards: bool, before: ProjectState) -> list[str]:
-    """What running `op` (in that direction) dropped that existed before the run (`before`): its
-    rows cannot be brought back by a reverse operation, which would re-create the table or
-    column empty."""
+    """What running `op` (in that direction) dropped that existed before the run
+    (`before`): its rows cannot be brought back by a reverse operation, which would
+    re-create the table or column empty."""
     lost: list[str] = []
     for inner in drops_kind(op, backwards):
         model_name = getattr(inner, "model_name", None) or getattr(inner, "name", "")
@@ -254,9 +254,9 @@ def states(loader_state: ProjectState, migration: Migration) -> list[ProjectStat
 
 def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: ProjectState,
             log: Callable[[str], None], on_change: Callable[[Progress], None] | None = None) -> Reversal:
-    """Undo, last first, the operations of a migration that stopped half-way, with their own
-    reverse operations; stop before one that is irreversible or whose reverse cannot bring its
-    data back."""
+    """Undo, last first, the operations of a migration that stopped half-way, with their
+    own reverse operations; stop before one that is irreversible or whose reverse cannot
+    bring its data back."""
     executor = MigrationExecutor(connection)
     loader = executor.loader
     migration = loader.graph.nodes[progress.key]

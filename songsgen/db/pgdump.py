@@ -144,8 +144,8 @@ def restore(settings_dict: dict[str, Any], archive: Path) -> None:
         # Without COMMIT psql ends the session and the server rolls the transaction back.
         psql.stdin.close()
     except BrokenPipeError:
-        # psql stopped on an error (its stderr says which); nobody reads pg_restore's output any
-        # more.
+        # psql stopped on an error (its stderr says which); nobody reads
+        # pg_restore's output any more.
         script.kill()
     psql.wait()
     script.wait()

@@ -103,8 +103,8 @@ def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[f
 class BlockerWatch:
     """Who blocks a Django connection while it works in this thread, sampled by a thread of its own.
 
-    A lock timeout ends the wait, and with it the evidence: the blockers are named while the
-    wait lasts."""
+    A lock timeout ends the wait, and with it the evidence: the blockers are named
+    while the wait lasts."""
 
     def __init__(self, connection: BaseDatabaseWrapper, every: float = 0.2) -> None:
         import threading
@@ -171,8 +171,8 @@ def hurry_autovacuum(connection: _Connection) -> bool:
 def limit_waits(connection: BaseDatabaseWrapper) -> None:
     """The migrate session's lock and statement timeouts, and its autovacuum hurry.
 
-    Session-wide, so they cover every statement of every operation: RunSQL and RunPython
-    included."""
+    Session-wide, so they cover every statement of every operation: RunSQL
+    and RunPython included."""
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
         cursor.execute("SET statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])

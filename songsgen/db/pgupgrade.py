@@ -51,9 +51,9 @@ class Side:
 
 @dataclass(frozen=True)
 class Run:
-    """One run's names, carrying its id so that they can be found again whatever became of the
-    process (the id "" gives the names of runs made before ids: one publication and slot per
-    source)."""
+    """One run's names, carrying its id so that they can be found again whatever became
+    of the process (the id "" gives the names of runs made before ids: one publication
+    and slot per source)."""
 
     id: str
     source_oid: int
@@ -227,9 +227,9 @@ def check_target(target: Side, source: Side, *, ours: bool) -> bool:
 
 @contextmanager
 def run_lock(source: Side) -> Iterator[bool]:
-    """Hold the source's pgupgrade lock (a session advisory lock) while the block runs; yields
-    False, holding nothing, when another pgupgrade holds it. A killed run's lock goes with its
-    connection."""
+    """Hold the source's pgupgrade lock (a session advisory lock) while the block runs;
+    yields False, holding nothing, when another pgupgrade holds it. A killed run's lock goes
+    with its connection."""
     with connect(source, role="source") as conn:
         (got,) = one(conn, "SELECT pg_try_advisory_lock(hashtext(%s))", (NAME,))
         yield bool(got)
@@ -293,8 +293,8 @@ def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
         tables = code_tables(conn)
         with conn.transaction():
             conn.execute(marker)
-            # migrate's own rows give way to the source's (same history, checked), with the
-            # source's ids.
+            # migrate's own rows give way to the source's (same history, checked),
+            # with the source's ids.
             rewritten = [t.name for t in tables if t.migrate_created]
             conn.execute(f"TRUNCATE {', '.join(quote(n) for n in rewritten)} CASCADE")
     with connect(source, role="source") as conn:
@@ -303,8 +303,8 @@ def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
         conn.execute(marker)
         names = ", ".join(quote(n) for n in [*(t.name for t in tables), NAME])
         conn.execute(f"CREATE PUBLICATION {run.publication} FOR TABLE {names}")
-        # The slot made here, not by CREATE SUBSCRIPTION: that would hang were both databases on
-        # one server.
+        # The slot made here, not by CREATE SUBSCRIPTION: that would hang were both
+        # databases on one server.
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (run.slot,))
     with connect(target, role="target") as conn:
         conn.execute(
@@ -378,10 +378,10 @@ class Lag:
 
 def vacuum(source: Side, target: Side, tables: list[Table]) -> None:
     """VACUUM the tables on both sides (the target's with ANALYZE), as autovacuum would in its
-    own time: the visibility map lets the counts inside the cutover's pause read the primary key
-    indexes alone (a freshly copied or loaded table has none, so each count read the whole heap:
-    4.3 s of a 5.8 s pause at 1M songs), and the target's planner has its statistics before the
-    application arrives."""
+    own time: the visibility map lets the counts inside the cutover's pause read the primary
+    key indexes alone (a freshly copied or loaded table has none, so each count read the whole
+    heap: 4.3 s of a 5.8 s pause at 1M songs), and the target's planner has its statistics
+    before the application arrives."""
     for side, role, command in ((target, "target", "VACUUM (ANALYZE)"), (source, "source", "VACUUM")):
         with connect(side, role=role) as conn:
             for table in tables:

@@ -185,9 +185,9 @@ def _reach(target: str, given: Sequence[str]) -> tuple[dict[str, Any] | None, st
 
 
 def survey(source: Side, *, given: Sequence[str] = (), current: Side | None = None) -> Leftovers:
-    """What abandoned runs left, read without writing; an UpgradeError if one cut over, or if a
-    slot of ours is active and its subscriber cannot be stopped from here (another run, or an
-    unreachable target)."""
+    """What abandoned runs left, read without writing; an UpgradeError if one cut over, or if
+    a slot of ours is active and its subscriber cannot be stopped from here (another run, or
+    an unreachable target)."""
     prefix = f"{NAME}_{source.oid}"
     with connect(source, role="source") as conn:
         recs = _records(conn, source.oid)
@@ -378,9 +378,9 @@ def clear_target(source: Side, target: Side) -> None:
 
 
 def drop_replication(source: Side, target: Side, run: Run, *, empty_target: bool) -> None:
-    """This run's subscription, publication, slots, marker tables and record dropped; with
-    `empty_target`, the copied rows too (the target is left migrated and empty, ready for a new
-    run)."""
+    """This run's subscription, publication, slots, marker tables and record dropped;
+    with `empty_target`, the copied rows too (the target is left migrated and empty,
+    ready for a new run)."""
     rec = next((r for r in records(source) if r.run.id == run.id), None)
     drop_subscription(target.params, source, run, rec)
     with connect(target, role="target") as conn:

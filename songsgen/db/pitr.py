@@ -89,8 +89,8 @@ def restore_points(rep: Replication) -> RestorePoints:
     for f in files:
         by_level.setdefault(f.level, []).append(f)
     levels = [Level(n, fs[0].timestamp, fs[-1].timestamp, len(fs)) for n, fs in sorted(by_level.items())]
-    # A restore starts from a snapshot, or from the very first transaction, older than the moment
-    # asked for.
+    # A restore starts from a snapshot, or from the very first transaction, older than
+    # the moment asked for.
     starts = [f.timestamp for f in files if f.level == litestream.SNAPSHOT_LEVEL or f.min_txid == 1]
     earliest = min(starts) if starts else None
     latest = max((f.timestamp for f in files), default=None)
@@ -106,8 +106,8 @@ def _check_moment(points: RestorePoints, when: datetime) -> bool:
         raise ReplicaError(f"the replica {points.url} holds nothing to restore yet; is `manage.py replicate` running?")
     if when < points.earliest:
         raise _before_first(when, points)
-    # Listed times are cut to the second: only a moment a whole second past the newest is surely
-    # past it.
+    # Listed times are cut to the second: only a moment a whole second past the
+    # newest is surely past it.
     return when >= points.latest + timedelta(seconds=1)
 
 
@@ -139,9 +139,9 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
         try:
             litestream.restore(rep.url, target, asked)
         except ReplicaError as exc:
-            # Listed times are cut to the second: a moment within the first point's second may be
-            # before it, one within the newest point's second past it (then the newest state is the
-            # answer).
+            # Listed times are cut to the second: a moment within the first point's second may
+            # be before it, one within the newest point's second past it (then the newest
+            # state is the answer).
             if asked is None or points.latest is None or "timestamp does not exist" not in str(exc):
                 raise
             if asked < points.latest:

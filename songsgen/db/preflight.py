@@ -48,9 +48,9 @@ def _check_sqlite_file(connection: BaseDatabaseWrapper) -> None:
 
 def check_ready_for_writer(connection: BaseDatabaseWrapper, *, tables: Iterable[str]) -> list[str]:
     """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the
-    database exists, is writable, was migrated and holds `tables`. Returns the code's migrations
-    not applied yet: not a refusal, as every release runs on the schema before its own
-    migrations (docs/postgres.md)."""
+    database exists, is writable, was migrated and holds `tables`. Returns the code's
+    migrations not applied yet: not a refusal, as every release runs on the schema before its
+    own migrations (docs/postgres.md)."""
     if connection.vendor == "sqlite":
         _check_sqlite_file(connection)
     executor = MigrationExecutor(connection)

@@ -153,8 +153,8 @@ def rehearse(
 ) -> Rehearsal:
     """Apply the plan to a scratch copy of `snapshot` as live migrate would; report each migration.
 
-    The live database is only read for its settings: neither this process nor the child connects
-    to it."""
+    The live database is only read for its settings: neither this process nor the
+    child connects to it."""
     clock = time.monotonic()
     if connection.vendor == "sqlite":
         scratch_db = _scratch_sqlite(snapshot, backup.sqlite_path(connection.settings_dict).stem)

@@ -146,8 +146,8 @@ def _verified_group(scratch: BaseDatabaseWrapper, plan: list, labels: list[str])
 
 def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[Problem]:
     """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the
-    foreign-key check of what verification left), then SQLite's page check outside the lock; the
-    problems found."""
+    foreign-key check of what verification left), then SQLite's page check outside the
+    lock; the problems found."""
     from songsgen.db.verify import after_commit_problems, in_transaction, verify
 
     try:

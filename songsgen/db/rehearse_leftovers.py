@@ -16,8 +16,8 @@ from songsgen.db.exceptions import DatabaseBusy
 from songsgen.db.problems import Problem
 from songsgen.db.rehearse import FILE_PREFIX, SCRATCH_PREFIX, scratch_comment
 
-# mkstemp's eight random characters; the database's name before them since the copies were named
-# for it.
+# mkstemp's eight random characters; the database's name before them since the
+# copies were named for it.
 _FILE = re.compile(rf"{re.escape(FILE_PREFIX)}(?:(?P<stem>.+)-)?[a-z0-9_]{{8}}\.sqlite3(?:-wal|-shm|-journal)?")
 
 

@@ -97,8 +97,8 @@ def asked_for() -> bool:
 
 
 def replica_url(database: Path) -> str:
-    """SONGSGEN_REPLICA_URL, a bare path read as a file replica; unset: `<data
-    folder>/replica/<database file>`."""
+    """SONGSGEN_REPLICA_URL, a bare path read as a file replica; unset:
+    `<data folder>/replica/<database file>`."""
     url = str(getattr(settings, "REPLICA_URL", "") or "").strip()
     if not url:
         return (Path(settings.DATA_DIR) / "replica" / database.name).resolve().as_uri()

@@ -213,9 +213,9 @@ class StoredRowHasher:
 
     def __init__(self, table: Table) -> None:
         kinds = [kind(f) or "" for f in table.fields]
-        # One generated expression per table: row[i] into its column's canonical text, joined. Only
-        # the column positions and the fixed templates above go into the source, never data or
-        # names.
+        # One generated expression per table: row[i] into its column's canonical text,
+        # joined. Only the column positions and the fixed templates above go into the source,
+        # never data or names.
         parts = [_INLINE.get(k, f"_{k}({{v}})").format(v=f"r[{i}]") for i, k in enumerate(kinds)]
         namespace = {f"_{k}": _PYTHON[k] for k in _PYTHON} | {"_sep": SEP}
         self.text: Callable[[Sequence[Any]], str] = eval(f"lambda r: _sep.join(({', '.join(parts)},))", namespace)  # noqa: S307
@@ -271,8 +271,8 @@ def bucket_sums(connection: BaseDatabaseWrapper, table: Table) -> Iterator[tuple
     qn = connection.ops.quote_name
     if connection.vendor == "postgresql":
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            # The planner cannot tell there are few buckets and would sort every row by bucket, on
-            # disk.
+            # The planner cannot tell there are few buckets and would sort every
+            # row by bucket, on disk.
             cursor.execute("SET LOCAL enable_sort = off")
             cursor.execute(
                 f"SELECT {_pg_bucket(connection, table)} AS b, count(*), sum({_pg_hash(connection, table)}) "

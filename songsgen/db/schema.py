@@ -224,9 +224,9 @@ def _compare_constraints(
 ) -> list[Problem]:
     """Named, unique, index, foreign-key constraints; `kept`: columns removed from the state only.
 
-    Each expected field-level index or unique constraint is matched to its own live index, never
-    to one a Meta entry names (a partial unique constraint on the same column is not the foreign
-    key's index)."""
+    Each expected field-level index or unique constraint is matched to its own live index,
+    never to one a Meta entry names (a partial unique constraint on the same column is not the
+    foreign key's index)."""
     problems: list[Problem] = []
     with connection.cursor() as cursor:
         live: dict[str, dict[str, Any]] = connection.introspection.get_constraints(cursor, table)

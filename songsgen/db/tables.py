@@ -15,10 +15,10 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from songsgen.db.exceptions import DependencyCycle
 
-# Rows that `migrate` writes by itself (post_migrate signals and the migration history). They are
-# not user data: a freshly migrated target holds them, and a transfer replaces them with the
-# source's rows so that ids referring to them (admin log entries, permission assignments) stay
-# right.
+# Rows that `migrate` writes by itself (post_migrate signals and the migration history).
+# They are not user data: a freshly migrated target holds them, and a transfer replaces them
+# with the source's rows so that ids referring to them (admin log entries, permission
+# assignments) stay right.
 MIGRATE_CREATED = (("contenttypes", "contenttype"), ("auth", "permission"))
 MIGRATIONS_TABLE = MigrationRecorder.Migration._meta.db_table
 

@@ -115,8 +115,8 @@ def _create_progress(connection: BaseDatabaseWrapper) -> None:
 
 
 def _record_progress(connection: Any, table: str, last_pk: Any, copied: int, done: bool, source: str) -> None:
-    """Upsert a table's progress, on a Django connection or a psycopg one
-    (transfer_copy.OrderedWriters)."""
+    """Upsert a table's progress, on a Django connection or a
+    psycopg one (transfer_copy.OrderedWriters)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
@@ -187,8 +187,8 @@ def transfer(
                 raise TransferError(
                     "The source and the target are the same database; give a different --to."
                 )
-            # The target's migrate lock: no migrate, restore or second transfer changes it
-            # meanwhile.
+            # The target's migrate lock: no migrate, restore or second transfer
+            # changes it meanwhile.
             with nullcontext() if dry_run else database_lock(target.settings_dict, purpose="transferdb",
                                                              wait=lock_wait):
                 return _run(

@@ -117,10 +117,10 @@ def insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[An
 
 
 class OrderedWriters:
-    """COPY of consecutive batches on WRITERS PostgreSQL connections of their own at once, each
-    batch in its own transaction, committed in batch order: the server stores two batches at a
-    time, and what is committed is still always every batch up to some point (what `--resume`
-    relies on)."""
+    """COPY of consecutive batches on WRITERS PostgreSQL connections of their own at once,
+    each batch in its own transaction, committed in batch order: the server stores two batches
+    at a time, and what is committed is still always every batch up to some point (what
+    `--resume` relies on)."""
 
     def __init__(self, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table) -> None:
         self.sql = _copy_sql(target, table)
@@ -181,8 +181,8 @@ def _copy_zone(source: BaseDatabaseWrapper) -> str | None:
 def bulk_session(source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> Iterator[None]:
     """Per-connection settings for a bulk load, restored afterwards."""
     if target.vendor == "postgresql":
-        # Stored SQLite datetimes are naive text in the source's time zone: COPY reads them in the
-        # session's.
+        # Stored SQLite datetimes are naive text in the source's time zone: COPY reads
+        # them in the session's.
         with target.cursor() as cursor:
             cursor.execute("SELECT current_setting('TimeZone')")
             (previous,) = cursor.fetchone()
@@ -196,8 +196,8 @@ def bulk_session(source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> It
     if target.vendor != "sqlite":
         yield
         return
-    # A transfer that is interrupted is resumed, so no fsync per batch; the usual setting comes
-    # back.
+    # A transfer that is interrupted is resumed, so no fsync per batch; the
+    # usual setting comes back.
     with target.cursor() as cursor:
         cursor.execute("PRAGMA synchronous")
         (previous,) = cursor.fetchone()

@@ -52,8 +52,8 @@ def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
     qn = target.ops.quote_name
     try:
         with transaction.atomic(using=target.alias), target.cursor() as cursor:
-            # Never wait on another session's lock (the table is theirs right now); the timeout is
-            # a backstop.
+            # Never wait on another session's lock (the table is theirs right now); the
+            # timeout is a backstop.
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {qn(table.name)} IN ACCESS EXCLUSIVE MODE NOWAIT")
             referenced = sorted({qn(f.related_model._meta.db_table) for f in table.fields

@@ -1,7 +1,7 @@
 """The safe migrate's verification: live schema equals the migration state, integrity holds.
 
-Shared by the live migrate and the rehearsal's process; the tables a plan changes bound the row
-checks."""
+Shared by the live migrate and the rehearsal's process; the tables a plan changes
+bound the row checks."""
 
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def in_transaction(plan: Plan, applier: Applier) -> Plan:
 
 def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None
                           ) -> list[Problem]:
-    """SQLite's checks that need no lock, after the commit: the pages of the tables the plan
-    changed, and the foreign keys of those the transaction's own check (`checked`; None: all)
-    left out."""
+    """SQLite's checks that need no lock, after the commit: the pages of the tables the
+    plan changed, and the foreign keys of those the transaction's own check (`checked`;
+    None: all) left out."""
     tables = touched_tables(plan, applied_state(MigrationExecutor(connection)))
     problems = page_problems(connection, tables)
     rest = set() if checked is None else None if tables is None else tables - checked
@@ -72,11 +72,11 @@ def verify(
 ) -> tuple[list[Problem], set[str] | None]:
     """The live schema equals the state of the applied migrations; integrity and foreign keys hold.
 
-    `structure`: the schema, compared in full, and the foreign keys; `pages`: SQLite's
-    integrity_check, read-only, so the safe path runs it after the commit, outside the write
-    lock. The row checks cover the tables the plan changed when that is known
-    (`touched_tables`), else the whole database; returns the problems and those tables (None:
-    all)."""
+    `structure`: the schema, compared in full, and the foreign keys; `pages`:
+    SQLite's integrity_check, read-only, so the safe path runs it after the commit,
+    outside the write lock. The row checks cover the tables the plan changed when
+    that is known (`touched_tables`), else the whole database; returns the problems
+    and those tables (None: all)."""
     # A fresh executor reads django_migrations as it is now (inside our transaction).
     executor = MigrationExecutor(connection)
     state = applied_state(executor)

@@ -33,8 +33,8 @@ def names(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-# A duration is shown in the largest unit it has two of (90 s, 5 min, 30 h, 3 d): never "0.0 h" for
-# 40 s.
+# A duration is shown in the largest unit it has two of (90 s, 5 min, 30 h, 3 d):
+# never "0.0 h" for 40 s.
 UNITS = (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
 
 

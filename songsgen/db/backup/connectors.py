@@ -61,16 +61,16 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         source = live.sqlite_path(self.connection.settings_dict)
         if not source.exists():
             raise BackupError(f"There is no database at {source} to back up.")
-        # No connection of this process may close a descriptor of the file while it is read
-        # (frozen_file).
+        # No connection of this process may close a descriptor of the file while it
+        # is read (frozen_file).
         self.connection.close()
         timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
         folder = self.work_dir
         remove_stale_temp_files(folder)
         private_dir(folder)
-        # Compressed straight into a temporary file in the backup folder, which the storage then
-        # names without copying; it is unlinked when closed, and after a SIGKILL by the next
-        # backup.
+        # Compressed straight into a temporary file in the backup folder, which the
+        # storage then names without copying; it is unlinked when closed, and after a
+        # SIGKILL by the next backup.
         packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
         try:
             errors = self._pack(source, packed, timeout=timeout)

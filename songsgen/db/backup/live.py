@@ -51,8 +51,8 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
             dst.execute("PRAGMA journal_mode = OFF")
             dst.execute("PRAGMA synchronous = OFF")
             src.backup(dst, pages=-1)
-            # A plain rollback-journal file: it opens anywhere, even read-only, with no -wal beside
-            # it.
+            # A plain rollback-journal file: it opens anywhere, even read-only,
+            # with no -wal beside it.
             dst.execute("PRAGMA journal_mode = DELETE")
         finally:
             dst.close()
@@ -192,9 +192,9 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
 
 @contextlib.contextmanager
 def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
-    """`work` in a second thread, as a Future joined when the context ends: a check reads on one
-    core while the copy or compression runs on the other. `piece` names the step (threads:pack,
-    …)."""
+    """`work` in a second thread, as a Future joined when the context ends: a check
+    reads on one core while the copy or compression runs on the other. `piece` names the
+    step (threads:pack, …)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         yield pool.submit(work)
 
@@ -246,9 +246,9 @@ def copy_into_live(
             _backup_in_steps(source, dst, step, before_commit)
             held = time.monotonic() - began
         except BaseException as exc:
-            # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual
-            # size unless a reader is in the middle of a transaction (best effort, a second at
-            # most).
+            # Rolled back; the WAL may have grown by the uncommitted pages: give it back
+            # its usual size unless a reader is in the middle of a transaction (best
+            # effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
                 dst.execute("PRAGMA busy_timeout = 1000")
                 replica.checkpoint(dst, "TRUNCATE")

@@ -153,15 +153,15 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
             errors = [Problem("schema", str(target), "its schema differs from the backup's")]
         return errors
 
-    # The copy's last step, which commits, waits for the backup's check and is rolled back if it
-    # fails.
+    # The copy's last step, which commits, waits for the backup's check and is
+    # rolled back if it fails.
     with live.beside("threads:check", check_backup) as checked:
         try:
             checkpointed, errors, held = live.copy_into_live(
                 candidate, target, timeout=timeout, step=steps.step, before_commit=checked.result,
                 alongside=check_result,
-                # Its pages are in the live database now; the memory they held takes the
-                # checkpoint's.
+                # Its pages are in the live database now; the memory they held
+                # takes the checkpoint's.
                 after_commit=lambda: remove_file(candidate),
             )
         except (sqlite3.Error, OSError) as exc:

@@ -66,8 +66,8 @@ class Command(dbrestore.Command):
         if self._sqlite and options.get("uncompress"):
             raise CommandError(f"Drop -z: the backup's format ({READABLE_FORMATS}) is detected.")
         try:
-            # The migrate lock: a restore under a running migrate (or the reverse) would undo one
-            # of them.
+            # The migrate lock: a restore under a running migrate (or the reverse)
+            # would undo one of them.
             with database_lock(connections[alias].settings_dict, purpose="dbrestore", wait=options["lock_wait"]):
                 super().handle(*args, **options)
         except DatabaseBusy as exc:

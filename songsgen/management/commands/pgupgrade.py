@@ -104,8 +104,8 @@ class Command(BaseCommand):
                     bouncer.check(dst)
                 if self._switched_before(src, dst, finish=finish):
                     return
-                # The source's migrate lock: a schema change there would break the replication
-                # meanwhile.
+                # The source's migrate lock: a schema change there would break
+                # the replication meanwhile.
                 with database_lock(settings_for_url(src.url), purpose="pgupgrade"):
                     self._check(src, dst, bouncer)
                     result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
