@@ -411,7 +411,8 @@ def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid:
             payload: Any
             try:
                 ok, payload = True, generator.generate(song)
-            except BaseException as exc:  # noqa: B036 - a generator's KeyboardInterrupt/SystemExit fails its attempt
+            except BaseException as exc:  # noqa: B036
+                # a generator's KeyboardInterrupt/SystemExit fails its attempt
                 ok, payload = False, (type(exc).__name__, str(exc), isinstance(exc, KeyboardInterrupt | SystemExit),
                                       traceback.format_exc())
             seconds = time.monotonic() - started

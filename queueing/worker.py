@@ -192,8 +192,9 @@ class Worker:
         """Work until stopped, out of --max-jobs, or (with burst) out of ready jobs."""
         if self.own_process:
             self._install_signal_handlers()
-            # One persistent connection for the worker's life: close_old_connections() each turn
-            # then only drops a connection that broke, instead of reconnecting (and re-applying pragmas).
+            # One persistent connection for the worker's life: close_old_connections() each
+            # turn then only drops a connection that broke, instead of reconnecting (and
+            # re-applying pragmas).
             for alias in connections:
                 connections[alias].settings_dict["CONN_MAX_AGE"] = None
         self.runner.start()  # GeneratorUnavailable here, before any claim

@@ -35,7 +35,8 @@ POLL = 0.2  # seconds between looks at the children and the file
 
 def _hold(path: Path) -> IO[str] | str:
     """The lock of one `make run`: FILE opened, locked, our pid in it; or the holder's pid."""
-    handle = open(path, "a+")  # noqa: SIM115 — held open for the whole run: closing it releases the lock
+    # held open for the whole run: closing it releases the lock
+    handle = open(path, "a+")  # noqa: SIM115
     if not flock_within(handle.fileno(), 0):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"

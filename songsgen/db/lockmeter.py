@@ -318,7 +318,8 @@ class _Checkpoints:
 
     def restore(self) -> None:
         if self.raw is not None:
-            with suppress(Exception):  # a connection closed meanwhile: its successor gets the pragmas anew
+            # a connection closed meanwhile: its successor gets the pragmas anew
+            with suppress(Exception):
                 self.raw.execute(f"PRAGMA wal_autocheckpoint = {self.pages}")
 
 

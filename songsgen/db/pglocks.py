@@ -131,7 +131,8 @@ class BlockerWatch:
                 found = blockers_of(monitor, self._pid)
                 if found:
                     self.last = found
-        except Exception:  # noqa: BLE001 — the watch only adds words to a message; it never fails the migrate
+        except Exception:  # noqa: BLE001
+            # the watch only adds words to a message; it never fails the migrate
             pass
         finally:
             monitor.close()

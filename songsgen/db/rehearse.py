@@ -64,7 +64,8 @@ def _scratch_sqlite(snapshot: Path, stem: str) -> Iterator[str]:
             f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin); free space or point "
             "SONGSGEN_BACKUP_DIR at a bigger disk"
         )
-    fd, name = tempfile.mkstemp(prefix=f"{FILE_PREFIX}{stem}-", suffix=".sqlite3", dir=snapshot.parent)  # 0600
+    # the file is 0600 (mkstemp)
+    fd, name = tempfile.mkstemp(prefix=f"{FILE_PREFIX}{stem}-", suffix=".sqlite3", dir=snapshot.parent)
     try:
         try:
             with os.fdopen(fd, "wb") as out, open(snapshot, "rb") as source:

@@ -158,7 +158,8 @@ def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applie
         applier.commit(keys_checked=tables)
         if scratch.vendor == "sqlite":
             problems += after_commit_problems(scratch, plan, tables)
-    except Exception as exc:  # noqa: BLE001 — a check that cannot run, or the check at commit, is a failed check
+    except Exception as exc:  # noqa: BLE001
+        # a check that cannot run, or the check at commit, is a failed check
         applier.rollback(exc)
         detail = f"{type(exc).__name__}: {exc}"
         return [Problem("verify", name, detail)]

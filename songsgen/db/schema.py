@@ -94,7 +94,8 @@ def _forget(op: Any, app_label: str, state: ProjectState, connection: BaseDataba
         attname = f"{op.name}_id" if isinstance(removed, models.ForeignKey) else op.name
         forgotten.columns[(table, removed.db_column or attname)] = where
     elif isinstance(op, RemoveIndex | RemoveConstraint):
-        forgotten.indexes.add((table, str(op.name)))  # type: ignore[union-attr]  # RemoveConstraint.name: not in stubs
+        # RemoveConstraint.name: not in the stubs
+        forgotten.indexes.add((table, str(op.name)))  # type: ignore[union-attr]
 
 
 def forgotten_by_state_only(executor: MigrationExecutor, connection: BaseDatabaseWrapper) -> Forgotten:
@@ -138,7 +139,8 @@ def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dic
                 spec.primary_key = f.column
             elif f.unique:
                 spec.unique_columns.append((f.column,))
-            elif f.db_index:  # type: ignore[attr-defined]  # set in Field.__init__, missing from django-stubs
+            # db_index is set in Field.__init__, missing from django-stubs
+            elif f.db_index:  # type: ignore[attr-defined]
                 spec.index_columns.append((f.column,))
             # not in django-stubs
             if isinstance(f, models.ForeignKey) and getattr(f, "db_constraint", False):

@@ -48,7 +48,8 @@ class RestoreSteps:
     integrity_check: Callable[[Path], None] = verify.sound
     # of the unpacked backup, once it is sound
     count_rows: Callable[[Path], dict[str, int]] = verify.row_counts
-    quick_check: Callable[[Path], list[Problem]] = functools.partial(verify.check_errors, quick=True)  # the result
+    # of the result
+    quick_check: Callable[[Path], list[Problem]] = functools.partial(verify.check_errors, quick=True)
 
 
 def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log = lambda _: None,
