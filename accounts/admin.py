@@ -14,8 +14,8 @@ from accounts.models import User, UserEvent
 
 
 class KeyedMultipleChoiceField(forms.ModelMultipleChoiceField):
-    """A choice that is no valid key (past the integer range, not a number) is an invalid choice, not a query the
-    driver cannot send (SQLite's OverflowError)."""
+    """A choice that is no valid key (past the integer range, not a number) is an invalid
+    choice, not a query the driver cannot send (SQLite's OverflowError)."""
 
     def clean(self, value: Any) -> Any:
         assert self.queryset is not None  # the admin gives the relation's queryset

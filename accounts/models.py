@@ -64,7 +64,8 @@ class UserEvent(models.Model):
 
     class Meta:
         indexes = [
-            # A user's events, newest first; also serves every lookup by user (so no separate FK index).
+            # A user's events, newest first; also serves every lookup by user (so
+            # no separate FK index).
             models.Index(fields=["user", "created_at"], name="accounts_event_user_created"),
             # Events of one type over time: the analytics reports.
             models.Index(fields=["event_type", "created_at"], name="accounts_event_type_created"),

@@ -15,10 +15,10 @@ separate process under `/usr/bin/time -v` (median wall time and peak resident me
 Then one restore of each while another process holds the database open and writes, and the
 `integrity_check` each process sees afterwards. Results: a table on stdout, JSON in bench/results/.
 
---without runs our commands with those I/O tuning pieces off (SONGSGEN_IO_TUNING_OFF,
-songsgen/db/backup/live.py). --compare times, in every run, our backup and restore all on and with each
-listed piece off, one after the other in an order rotated per run: what each piece pays, in one run
-(the ratio column is then off against all on).
+--without runs our commands with those I/O tuning pieces off (through _untuned.py, which replaces
+`songsgen.db.backup.live.beside` in the command's process). --compare times, in every run, our
+backup and restore all on and with each listed piece off, one after the other in an order rotated
+per run: what each piece pays, in one run (the ratio column is then off against all on).
 """
 
 from __future__ import annotations
@@ -95,6 +95,13 @@ def tuning_pieces(value: str) -> str:
     return value
 
 
+def ours(off: str, *args: str) -> list[str]:
+    """Our manage.py command, with the I/O tuning pieces `off` (comma-separated) replaced by inline calls."""
+    if not off:
+        return [PY, "manage.py", *args]
+    return [PY, str(Path(__file__).with_name("_untuned.py")), off, "manage.py", *args]
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run `cmd` under /usr/bin/time -v: wall seconds, peak RSS in MiB, the process."""
     os.sync()  # no step pays for writing back the previous step's dirty pages
@@ -146,7 +153,7 @@ def main() -> None:
     (work / "stock_settings.py").write_text(STOCK_SETTINGS)
     base_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     base_env.update(DEBUG="1", SONGSGEN_DATA_DIR=str(data), PYTHONPATH=f"{REPO}:{work}")
-    ours_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(ours_dir), SONGSGEN_IO_TUNING_OFF=args.without)
+    ours_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(ours_dir))
     stock_env = dict(base_env, SONGSGEN_BACKUP_DIR=str(stock_dir), DJANGO_SETTINGS_MODULE="stock_settings")
 
     def fresh_live() -> None:
@@ -165,10 +172,10 @@ def main() -> None:
         """Our backup then restore, all tuning on and with each compared piece off, in an order rotated per run."""
         shift = run % len(variants) if variants else 0
         for off in variants[shift:] + variants[:shift]:
-            env, name = dict(ours_env, SONGSGEN_IO_TUNING_OFF=off), f"without {off}" if off else "all on"
+            name = f"without {off}" if off else "all on"
             clear(ours_dir)
-            record(f"compare backup: {name}", *timed([PY, "manage.py", "dbbackup"], env)[:2])
-            record(f"compare restore: {name}", *timed([PY, "manage.py", "dbrestore", "--noinput"], env)[:2])
+            record(f"compare backup: {name}", *timed(ours(off, "dbbackup"), ours_env)[:2])
+            record(f"compare restore: {name}", *timed(ours(off, "dbrestore", "--noinput"), ours_env)[:2])
             assert integrity(live) == "ok"
 
     fresh_live()
@@ -181,14 +188,14 @@ def main() -> None:
         copy.unlink()
         record("backup: raw backup API", *timed([PY, "-c", RAW_BACKUP, str(live), str(work / "raw.db")])[:2])
         clear(ours_dir)
-        record("backup: ours (dbbackup, zstd)", *timed([PY, "manage.py", "dbbackup"], ours_env)[:2])
+        record("backup: ours (dbbackup, zstd)", *timed(ours(args.without, "dbbackup"), ours_env)[:2])
         clear(stock_dir)
         record("backup: django-dbbackup default", *timed(
             [PY, "-c", STOCK_COMMAND.format("dbbackup")], stock_env)[:2])
 
         record("restore: cp + integrity_check", *timed(
             ["sh", "-c", f'cp "$1" "$2" && {PY} -c "$3" "$2"', "sh", str(work / "raw.db"), str(live), INTEGRITY])[:2])
-        record("restore: ours (dbrestore)", *timed([PY, "manage.py", "dbrestore", "--noinput"], ours_env)[:2])
+        record("restore: ours (dbrestore)", *timed(ours(args.without, "dbrestore", "--noinput"), ours_env)[:2])
         assert integrity(live) == "ok"
         (stock_file,) = [p for p in stock_dir.iterdir() if not p.name.endswith(".metadata")]
         record("restore: django-dbbackup default", *timed(
@@ -199,7 +206,7 @@ def main() -> None:
     # Never corrupt: one restore of each while another process holds the database open and writes.
     safety: dict[str, str] = {}
     for name, cmd, env in (
-        ("ours", [PY, "manage.py", "dbrestore", "--noinput"], ours_env),
+        ("ours", ours(args.without, "dbrestore", "--noinput"), ours_env),
         ("django-dbbackup default", [PY, "-c", STOCK_COMMAND.format("dbrestore"), "--noinput", "-I",
                                      str(stock_file)], stock_env),
     ):

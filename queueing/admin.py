@@ -1,9 +1,4 @@
-"""The generation queue in the admin: read-only, changed only through the retry and cancel transitions.
-
-Both transitions are offered as list actions and as buttons on a job's page (POST, CSRF-protected,
-needing the change permission); each run is recorded in the admin history (LogEntry), and jobs a
-transition skipped are counted with the reason.
-"""
+"""The generation queue in the admin: read-only but for the retry and cancel transitions."""
 
 from __future__ import annotations
 
@@ -81,7 +76,7 @@ class JobColumns:
 
     @admin.display(description="last run")
     def last_run(self, job: GenerationQueue) -> SafeString | str:
-        """What the job is doing now: running since, finished when, or waiting out a retry's backoff."""
+        """What the job is doing now: running since, finished when, or waiting out a backoff."""
         now = timezone.now()
         if job.status == Status.RUNNING:
             return relative_time(job.started_at, now=now, prefix="started ")
@@ -148,7 +143,7 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
         css = {"all": ("songsgen/admin.css",)}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """The list, with the queue at a glance above it (GenerationQueueQuerySet.stats: one query)."""
+        """The list, the queue at a glance above it (one query: GenerationQueueQuerySet.stats)."""
         extra_context = {
             **(extra_context or {}),
             "queue_stats": GenerationQueue.objects.stats(cap=self.stats_cap),
@@ -159,7 +154,7 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """The job's page, with Retry or Cancel buttons when the job allows them and the user may."""
+        """The job's page, with Retry or Cancel buttons when the job allows and the user may."""
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -192,9 +187,10 @@ class GenerationQueueAdmin(JobColumns, LargeTableAdminMixin, admin.ModelAdmin):
         """Retry and cancel need the model's change permission, though the form stays read-only."""
         return request.user.has_perm("queueing.change_generationqueue")
 
-    # --- the transitions ---------------------------------------------------------------------------
+    # --- the transitions
+    # ---------------------------------------------------------------------------
     def run_transition(self, request: HttpRequest, jobs: Iterable[GenerationQueue], name: str) -> int:
-        """Run `retry` or `cancel` on each job; report what was done and, by reason, what was skipped."""
+        """Run `retry` or `cancel` on each job; report what was done and, by reason, what not."""
         done_word, history = _DONE[name]
         done, skipped, gone = 0, Counter[str](), 0
         for job in jobs:

@@ -1,7 +1,6 @@
 """The worker's settings, checked once at start: a value out of range is refused before any claim.
 
-A lease shorter than the time a renewal can take, or a heartbeat slower than the lease, lets a job
-slip to a second worker while the first still runs it (SONGSGEN_LEASE_SECONDS=0 ran songs twice).
+A lease shorter than a renewal lets a second worker run the same job.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class WorkerConfig:
 
 
 def _seconds(name: str, value: object, low: float, high: float, rule: str = "") -> float:
-    """`value` as seconds within [low, high], or ImproperlyConfigured naming the variable and the range."""
+    """`value` as seconds within [low, high], or ImproperlyConfigured naming variable and range."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -1,12 +1,6 @@
 """Where a generation runs: in a child process the worker can kill, so a hung generator frees it.
 
-A thread cannot be stopped, and one stuck in C code holding the GIL stops its whole process; a
-process can always be killed. The generator process is started once and serves batch after batch:
-the worker sends a claimed batch's songs in one message and the process streams back each result,
-so quick jobs cost no round trip each. A small shared "turn" (which job it is on, up to which it may
-go) lets the worker stop a batch at an exact job while one still generates, and see how long the
-current one has run: past its timeout the process is killed with the process group it leads (so
-whatever the generator started goes too), and a fresh one serves the next batch.
+A thread cannot be stopped; a process (and its group) can.
 """
 
 from __future__ import annotations
@@ -60,7 +54,7 @@ class GeneratorUnavailable(Exception):
 
 
 class Done(NamedTuple):
-    """Job `position` of the batch finished: its result, or the error that failed it, and its seconds."""
+    """Job `position` of the batch finished: its result or the error that failed it; seconds."""
 
     position: int  # the job's place in the batch
     result: Any
@@ -75,7 +69,7 @@ class End(NamedTuple):
 
 
 class Runner(Protocol):
-    """Generates a batch's songs in order; `next()` calls `tick()` at least every TICK s while it waits.
+    """Generates a batch's songs in order; `next()` calls `tick()` at least every TICK s meanwhile.
 
     `stop_after_current()` lets no job start after the one in progress (the first job of a batch
     always runs) and returns the index of the first that will not.
@@ -99,7 +93,8 @@ class InlineRunner:
 
     def __init__(self, generator: Generator, *, catch_interrupts: bool) -> None:
         self.generator = generator
-        self.catch_interrupts = catch_interrupts  # False: KeyboardInterrupt is the embedding process's Ctrl-C
+        # False: KeyboardInterrupt is the embedding process's Ctrl-C
+        self.catch_interrupts = catch_interrupts
         self._songs: list[Any] = []
         self._timeouts: list[float] = []
         self._next = self._limit = 0
@@ -155,7 +150,8 @@ class _Turn:
     started by the process or released by the worker, never both.
     """
 
-    LAYOUT = struct.Struct("qqd")  # limit, current job (-1: none yet), when it started (time.monotonic)
+    # limit, current job (-1: none yet), when it started (time.monotonic)
+    LAYOUT = struct.Struct("qqd")
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR)
@@ -177,7 +173,7 @@ class _Turn:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def begin(self, index: int) -> bool:
-        """In the generator process: take job `index`, unless the worker stopped the batch before it."""
+        """In the generator process: take job `index`, unless the worker stopped the batch first."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             limit, _, _ = self._read()
@@ -189,7 +185,7 @@ class _Turn:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def stop_after_current(self) -> int:
-        """In the worker: let no job start after the one in progress; returns the first that will not."""
+        """In the worker: no job starts after the one in progress; returns the first that won't."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             limit, current, started = self._read()
@@ -226,7 +222,7 @@ class ProcessRunner:
         self._last_turn = (-1, 0.0)
 
     def start(self) -> None:
-        """Start the generator process unless it runs; GeneratorUnavailable if it cannot be made ready."""
+        """Start the generator process unless it runs; GeneratorUnavailable if it can't start."""
         if self._proc is not None and self._proc.is_alive():
             return
         self.kill()
@@ -234,7 +230,8 @@ class ProcessRunner:
             turn, path = _Turn.create()
         except OSError as exc:
             raise GeneratorUnavailable(f"the generator process's turn file cannot be made ({exc})") from exc
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited connections or threads
+        # a fresh interpreter: no inherited connections or threads
+        context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         proc = context.Process(target=host_main, args=(theirs, self.generator_path, path, os.getpid()),
                                name="songsgen-generator")
@@ -254,7 +251,7 @@ class ProcessRunner:
             )
 
     def submit(self, songs: list[Any], timeouts: list[float]) -> None:
-        """Send a batch: the songs' field values, not pickled instances (from_db rebuilds them, far cheaper)."""
+        """Send a batch as field values, not pickled instances (from_db rebuilds them cheaper)."""
         if not songs:
             return
         meta = songs[0]._meta
@@ -272,7 +269,7 @@ class ProcessRunner:
             self._conn.send(request)  # type: ignore[union-attr]
 
     def next(self, tick: Callable[[], None]) -> Done | End:
-        """The next outcome of the batch, in order, or its End; a hang past its timeout is killed."""
+        """The batch's next outcome, in order, or its End; a hang past its timeout is killed."""
         if self._ended is not None:
             return End(self._ended)
         conn = self._conn
@@ -298,11 +295,12 @@ class ProcessRunner:
             try:
                 tick()
             except BaseException:
-                self.kill()  # the worker is failing: no generation may outlive it, nor answer a later batch
+                # the worker is failing: no generation may outlive it, nor answer a later batch
+                self.kill()
                 raise
 
     def _died(self, error: str | GenerationError) -> Done | End:
-        """The process is gone mid-batch: the job it was on failed; the jobs after it never started."""
+        """The process is gone mid-batch: its current job failed; the later ones never began."""
         index, started = self._last_turn
         self._ended = index + 1
         if index <= self._reported:  # it died between jobs
@@ -334,7 +332,7 @@ class ProcessRunner:
         return f"exited with code {code}"
 
     def kill(self) -> None:
-        """Kill the generator process and the process group it leads (what the generator started)."""
+        """Kill the generator process and the process group it leads (what the generator began)."""
         if self._turn is not None:
             self._last_turn = self._turn.current()
             self._turn.close()
@@ -354,7 +352,7 @@ class ProcessRunner:
         proc.join(10)
 
     def stop(self) -> None:
-        """Let the generator process exit (it is idle between batches), or kill it if it does not."""
+        """Let the generator process exit (it is idle between batches), or kill it if it won't."""
         if self._conn is not None and self._proc is not None and self._proc.is_alive():
             try:
                 self._conn.send(None)
@@ -365,7 +363,7 @@ class ProcessRunner:
 
 
 def _exit_with_orphan(parent_pid: int) -> None:
-    """Kill this process group once the worker is gone (SIGKILL, a second signal): no orphan generates on."""
+    """Kill this process group once the worker is gone (SIGKILL, a second signal): no orphans."""
     while True:
         time.sleep(ORPHAN_CHECK)
         if os.getppid() != parent_pid:
@@ -373,9 +371,11 @@ def _exit_with_orphan(parent_pid: int) -> None:
 
 
 def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid: int) -> None:
-    """The generator process: set up Django, make the generator, then generate each batch it is sent."""
-    os.setpgid(0, 0)  # its own group: a terminal's Ctrl-C is not for it, and the worker can kill the group
-    # The worker decides what a signal means for the job in hand (it finishes it); the generation goes on.
+    """The generator process: set up Django, make the generator, then generate each batch sent."""
+    # its own group: a terminal's Ctrl-C is not for it, and the worker can kill the group
+    os.setpgid(0, 0)
+    # The worker decides what a signal means for the job in hand (it finishes it);
+    # the generation goes on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_orphan, args=(parent_pid,), name="orphan-check", daemon=True).start()
@@ -411,7 +411,8 @@ def host_main(conn: Connection, generator_path: str, turn_path: str, parent_pid:
             payload: Any
             try:
                 ok, payload = True, generator.generate(song)
-            except BaseException as exc:  # noqa: B036 - a generator's KeyboardInterrupt/SystemExit fails its attempt
+            except BaseException as exc:  # noqa: B036
+                # a generator's KeyboardInterrupt/SystemExit fails its attempt
                 ok, payload = False, (type(exc).__name__, str(exc), isinstance(exc, KeyboardInterrupt | SystemExit),
                                       traceback.format_exc())
             seconds = time.monotonic() - started

@@ -1,9 +1,6 @@
-"""The generator interface, and the local generator that works offline.
+"""The generator interface (`GenerationResult`), and the local generator that works offline.
 
-A generator is a class named by the setting SONGSGEN_GENERATOR (a dotted path), instantiated
-without arguments, whose `generate(song)` writes the audio under MEDIA_ROOT and returns a
-GenerationResult. It runs outside any database transaction: raise to fail the attempt (the worker
-records the error and retries with backoff); never touch the job or the song's status.
+A generator runs outside any transaction: it raises to fail, and never touches the job or status.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from songsgen.db.backup import replaced_when_complete
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """What a generator made: the audio file (relative to MEDIA_ROOT), its length, an external id."""
+    """What a generator made: the audio file (relative to MEDIA_ROOT), its length, external id."""
 
     audio_path: str
     duration: float
@@ -46,7 +43,7 @@ def get_generator(path: str | None = None) -> Generator:
 
 
 def check_media_path(relative: str) -> str:
-    """Refuse a path that is not a plain relative path under the media root (absolute, `..`, backslash)."""
+    """Refuse a path that is not plain and relative under the media root (`/`, `..`, backslash)."""
     parts = PurePosixPath(relative).parts
     if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/") or ".." in parts:
         raise ValueError(f"{relative!r} is not a file path inside the media root.")
@@ -92,7 +89,7 @@ def media_file(relative: str) -> Path:
 
 
 def write_media_file(relative: str, write: Any) -> Path:
-    """Write a file under MEDIA_ROOT atomically: `write(tmp_path)` fills a temporary file, then it is renamed."""
+    """Write a file under MEDIA_ROOT atomically: `write(tmp_path)` fills a temporary, renamed."""
     target = media_file(relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Readers see the old file or the whole new one, never half.
@@ -109,10 +106,10 @@ PENTATONIC = (0, 2, 4, 7, 9)  # semitones above the root: any sequence of these 
 
 
 class LocalWavGenerator:
-    """Renders a short melody as a playable WAV from the song's fields, offline and deterministically.
+    """Renders a short melody as a playable WAV from the song's fields, offline, deterministic.
 
-    The same song (id, title, genre, prompt, lyrics) always gives the same bytes: the fields seed the
-    melody, and nothing else (no clock, no global random state) goes in.
+    The same song (id, title, genre, prompt, lyrics) always gives the same bytes: the fields seed
+    the melody, and nothing else (no clock, no global random state) goes in.
     """
 
     sample_rate = 16_000
@@ -136,7 +133,7 @@ class LocalWavGenerator:
         return GenerationResult(audio_path=relative, duration=self.seconds)
 
     def render(self, seed: bytes, bpm: int) -> bytes:
-        """16-bit mono PCM: one pentatonic note per beat, with a short fade at each end of a note."""
+        """16-bit mono PCM: one pentatonic note per beat, with a short fade at each note's ends."""
         rng = random.Random(seed)
         rate = self.sample_rate
         root = 220.0 * 2 ** (rng.randrange(12) / 12)

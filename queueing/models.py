@@ -1,8 +1,6 @@
 """The generation queue: one row per attempt-series of generating one song.
 
-This is the song-generation queue: a job holds a foreign key to `songs.Song` and drives the song's own
-transitions (`mark_pending`, `mark_generating`, `mark_completed`, `mark_failed`), each in one transaction
-with the job's. A second kind of job would get a queue of its own rather than a generic one here.
+A second kind of job would get a queue of its own rather than a generic one here.
 """
 
 from __future__ import annotations
@@ -33,8 +31,9 @@ class TransitionError(Exception):
 def retry_delay(attempt: int) -> timedelta:
     """Backoff before retry number `attempt` (1, 2, …): exponential, capped, with jitter.
 
-    The jitter draws from the upper half of the window ("equal jitter"), so jobs that failed together
-    (an outage of the generator) spread out but still wait at least half the nominal delay.
+    The jitter draws from the upper half of the window ("equal jitter"), so jobs that failed
+    together (an outage of the generator) spread out but still wait at least half the nominal
+    delay.
     """
     base = float(settings.SONGSGEN_RETRY_BACKOFF_SECONDS)
     cap = float(settings.SONGSGEN_RETRY_BACKOFF_MAX_SECONDS)
@@ -89,7 +88,8 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         now = now or timezone.now()
         return self.running().filter(Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
 
-    # --- the worker's side ---------------------------------------------------------------------------
+    # --- the worker's side
+    # ---------------------------------------------------------------------------
     def claim_sql(self) -> str:
         """The claim: one UPDATE of the best ready jobs, returning their ids (see claim())."""
         connection = connections[self.db]
@@ -112,7 +112,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
     def claim(
         self, *, worker_id: str, lease_seconds: float, limit: int = 1, now: datetime | None = None
     ) -> list[GenerationQueue]:
-        """Take up to `limit` ready jobs for `worker_id`, best first, and mark their songs generating.
+        """Take up to `limit` ready jobs for `worker_id`, best first; mark their songs generating.
 
         One statement picks and updates the jobs, so two workers never take the same job: on
         PostgreSQL its subquery locks with SKIP LOCKED (a worker passes over rows another is
@@ -126,17 +126,20 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
             GenerationQueue.Status.RUNNING, worker_id, adapt(now), adapt(now + timedelta(seconds=lease_seconds)),
             GenerationQueue.Status.QUEUED, adapt(now), int(limit),
         ]
-        # Only the statements run inside the write transaction (on SQLite it holds the database's one
-        # write lock, which other workers wait for); reading the jobs and building them comes after.
+        # Only the statements run inside the write transaction (on SQLite it holds the
+        # database's one write lock, which other workers wait for); reading the jobs and
+        # building them comes after.
         with transaction.atomic(using=self.db):
             with connection.cursor() as cursor:
                 cursor.execute(self.claim_sql(), params)
                 claimed = cursor.fetchall()
             if not claimed:
                 return []
-            # The songs' own transition, in bulk: one statement for the batch instead of one per song.
+            # The songs' own transition, in bulk: one statement for the batch
+            # instead of one per song.
             songs(self.db).filter(pk__in=[song for _, song in claimed]).mark_generating()
-        # The jobs are this worker's until its lease runs out: reading them after the commit is safe.
+        # The jobs are this worker's until its lease runs out: reading them
+        # after the commit is safe.
         jobs = self.model._base_manager.using(self.db).select_related("song").filter(pk__in=[pk for pk, _ in claimed])
         return list(jobs.order_by(*CLAIM_ORDER))
 
@@ -187,7 +190,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         )
 
     def reclaim_expired(self, *, now: datetime | None = None, limit: int = 100) -> int:
-        """Return jobs whose lease expired to the queue (or fail them if out of retries); returns how many.
+        """Return jobs whose lease expired to the queue (or fail those out of retries); how many.
 
         The crashed attempt counts as a failed one. A look outside any transaction first: the usual
         answer is "none", and then no write lock is taken.
@@ -207,7 +210,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         return reclaimed
 
     def stats(self, *, now: datetime | None = None, cap: int | None = None) -> QueueStats:
-        """Counts by status, oldest queued job, recent failures and throughput, in one query (queueing/stats.py)."""
+        """Counts by status, oldest queued job, recent failures, throughput: one query (stats)."""
         return queue_stats(self, now=now, cap=cap)
 
 
@@ -244,8 +247,9 @@ class GenerationQueue(models.Model):
     next_attempt_at = models.DateTimeField(
         null=True, blank=True, help_text="Not claimed before this time (a retry's backoff); empty: at once."
     )
-    # Nullable, so adding it is a plain ADD COLUMN; its type's CHECK (>= 0) comes with the column, and
-    # the worker reads 0 (only writable around the model) as "the default", never as "no limit".
+    # Nullable, so adding it is a plain ADD COLUMN; its type's CHECK (>= 0) comes with the
+    # column, and the worker reads 0 (only writable around the model) as "the default",
+    # never as "no limit".
     timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(int(MAX_GENERATION_TIMEOUT))],
         help_text="Seconds one generation of this job may take; empty: SONGSGEN_GENERATION_TIMEOUT.",
@@ -324,8 +328,8 @@ class GenerationQueue(models.Model):
     def _update_held(self, holder: str, /, **fields: object) -> bool:
         """UPDATE this job if `worker_id` still holds it; False if its lease was lost.
 
-        A prepared statement rather than QuerySet.update(): this runs once per job on the worker's hot
-        path, where the ORM's query building cost more than the statement itself.
+        A prepared statement rather than QuerySet.update(): this runs once per job on the worker's
+        hot path, where the ORM's query building cost more than the statement itself.
         """
         connection = connections[self._state.db or "default"]
         qn = connection.ops.quote_name
@@ -346,7 +350,8 @@ class GenerationQueue(models.Model):
     ) -> bool:
         """The song was generated: job done, song completed, together. False if the lease was lost.
 
-        `savepoint=False` inside a caller's transaction: cheaper, but an error spoils that transaction.
+        `savepoint=False` inside a caller's transaction: cheaper, but an error spoils that
+        transaction.
         """
         now = timezone.now()
         with transaction.atomic(savepoint=savepoint):
@@ -360,7 +365,7 @@ class GenerationQueue(models.Model):
         return True
 
     def fail_attempt(self, *, worker_id: str, error: str, savepoint: bool = True) -> bool:
-        """This attempt failed: retry after a backoff, or fail the job and its song after max_retries.
+        """This attempt failed: retry after a backoff, or fail job and song after max_retries.
 
         False if the lease was lost (another worker owns the job now; nothing is changed).
         """
@@ -387,7 +392,7 @@ class GenerationQueue(models.Model):
         return True
 
     def release(self, *, worker_id: str) -> bool:
-        """Give an unfinished job back to the queue untouched (the worker is stopping); not an attempt."""
+        """Give an unfinished job back to the queue untouched (the worker stops); not an attempt."""
         with transaction.atomic():
             fields = {"status": self.Status.QUEUED, "worker_id": None, "lease_expires_at": None, "started_at": None}
             if not self._update_held(worker_id, **fields):

@@ -1,9 +1,6 @@
 """The queue's part of /health and /metrics: waits, stuck leases, depth, outcomes, job durations.
 
-Read from the database at each request by indexed queries whose cost does not grow with the table:
-counts stop at COUNT_CAP rows (a count equal to the cap means "at least"), finished jobs are read by a
-range of `queue_status_completed`, running ones by `queue_lease_expiry`. Workers are separate
-processes, so the database, not a counter in one process, is where every outcome is seen.
+Indexed queries with capped counts, so the cost does not grow with the table.
 """
 
 from __future__ import annotations
@@ -43,8 +40,9 @@ def _capped(queryset: GenerationQueueQuerySet) -> int:
 
 
 def stuck(connection: BaseDatabaseWrapper, now: datetime) -> list[GenerationQueueQuerySet]:
-    """Running jobs whose lease ran out more than HEALTH_LEASE_GRACE_SECONDS ago (or that never had one):
-    nobody reclaims them. Two querysets, each a range of the partial index queue_lease_expiry."""
+    """Running jobs whose lease ran out more than HEALTH_LEASE_GRACE_SECONDS ago (or
+    that never had one): nobody reclaims them. Two querysets, each a range of the
+    partial index queue_lease_expiry."""
     grace = timedelta(seconds=float(settings.HEALTH_LEASE_GRACE_SECONDS))
     running = _jobs(connection).running()
     return [running.filter(lease_expires_at__lt=now - grace), running.filter(lease_expires_at__isnull=True)]
@@ -107,11 +105,11 @@ def figures(connection: BaseDatabaseWrapper, now: datetime | None = None) -> Que
 
 
 def recent_durations(connection: BaseDatabaseWrapper, now: datetime) -> list[float]:
-    """Seconds from start to done of the newest DURATION_SAMPLE done jobs, those done within DURATION_WINDOW.
+    """Start-to-done seconds of the newest DURATION_SAMPLE jobs done within DURATION_WINDOW.
 
-    A backward walk of queue_status_completed, the window applied per row: a lower bound in the WHERE lets
-    PostgreSQL misjudge the range and sort it. The database subtracts, so seconds come back as numbers:
-    converting 1,000 timestamps cost more than finding the rows.
+    A backward walk of queue_status_completed, the window applied per row: a lower bound in the
+    WHERE lets PostgreSQL misjudge the range and sort it. The database subtracts, so seconds come
+    back as numbers: converting 1,000 timestamps cost more than finding the rows.
     """
     qn = connection.ops.quote_name
     started, completed = qn("started_at"), qn("completed_at")
@@ -124,11 +122,13 @@ def recent_durations(connection: BaseDatabaseWrapper, now: datetime) -> list[flo
     since = connection.ops.adapt_datetimefield_value(now - DURATION_WINDOW)
     with connection.cursor() as cursor:
         cursor.execute(sql, [since, GenerationQueue.Status.DONE.value, DURATION_SAMPLE])
-        # Milliseconds: SQLite's julianday arithmetic is off by some 20 µs, enough to put a 60 s job past le=60.
+        # Milliseconds: SQLite's julianday arithmetic is off by some 20 µs, enough to put a 60 s
+        # job past le=60.
         return [max(0.0, round(float(value), 3)) for (value,) in cursor.fetchall() if value is not None]
 
 
-# --- /metrics ---------------------------------------------------------------------------------------
+# --- /metrics
+# ---------------------------------------------------------------------------------------
 def queue_metrics(connection: BaseDatabaseWrapper, results: ProbeResults) -> Iterator[Metric]:
     """Depth by status, oldest wait, outcomes, stuck leases and job durations."""
     queue = results.run("queue", lambda: figures(connection))
@@ -163,7 +163,8 @@ def _durations(durations: list[float]) -> Metric:
     return family
 
 
-# --- /health ----------------------------------------------------------------------------------------
+# --- /health
+# ----------------------------------------------------------------------------------------
 class QueueWaitCheck(SongsgenCheck):
     """The oldest queued job has waited less than HEALTH_QUEUE_MAX_WAIT_SECONDS."""
 
@@ -179,7 +180,7 @@ class QueueWaitCheck(SongsgenCheck):
 
 
 class StuckJobsCheck(SongsgenCheck):
-    """No running job is past its lease by more than the grace: a worker died and none reclaims its jobs."""
+    """No running job is past its lease by more than the grace (else a dead worker's jobs sit)."""
 
     name = "queue leases"
 

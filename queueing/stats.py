@@ -1,9 +1,6 @@
 """The queue at a glance: counts by status, the oldest queued job, recent failures and throughput.
 
-One query for `queue_stats`, the admin's queue page and monitoring. Each figure is a scalar subquery served
-by an index: counts by status range-scan queue_status_order, the last hour's finished jobs range-scan
-queue_status_completed, and the oldest queued job reads the queued rows only. With `cap`, counts stop at
-`cap` rows, so millions of done jobs cost no more than `cap` index entries.
+One query of indexed scalar subqueries; with `cap`, counts stop at `cap` rows.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from django.utils.dateparse import parse_datetime
 
 
 def _db_datetime(value: datetime | str | None) -> datetime | None:
-    """A datetime read by raw SQL: SQLite hands back Django's naive-UTC text, PostgreSQL a datetime."""
+    """A datetime read by raw SQL: SQLite gives Django's naive-UTC text, PostgreSQL a datetime."""
     if value is None or isinstance(value, datetime):
         return value
     parsed = parse_datetime(value)

@@ -1,9 +1,6 @@
-"""The worker loop: claim, hold a lease, generate, finish or retry (its supervisor: queueing/supervisor.py).
+"""The worker loop: claim, hold a lease, generate, finish or retry.
 
-Only the claim and the finish touch the database; generation runs outside any transaction, in a
-generator process the worker kills when it runs past its timeout (queueing/generation.py). A
-heartbeat thread renews the lease of the jobs a worker holds, so a job whose worker dies (SIGKILL,
-power loss) becomes claimable again once its lease expires, and any worker returns it to the queue.
+Only the claim and the finish touch the database; an expired lease frees a dead worker's job.
 """
 
 from __future__ import annotations
@@ -62,12 +59,12 @@ class Outcome(NamedTuple):
 
 
 class _WorkerFailed(Exception):
-    """Recording or releasing failed while a generation ran: raised again as the worker's own error."""
+    """Recording or releasing failed while a generation ran: raised again as the worker's error."""
 
 
 @dataclass
 class Batch:
-    """The jobs of one claim, their timeouts, the outcomes not yet recorded; jobs[end:] were released."""
+    """One claim's jobs, their timeouts, the outcomes not yet recorded; jobs[end:] were released."""
 
     jobs: list[GenerationQueue]
     timeouts: list[float]
@@ -87,7 +84,7 @@ def new_worker_id() -> str:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease of the jobs the worker holds, every `interval` seconds, on its own connection.
+    """Renews the lease of the jobs the worker holds, every `interval` s, on its own connection.
 
     A job past its generation deadline is no longer renewed: should the worker itself be stuck, its
     lease runs out and another worker reclaims the job.
@@ -98,7 +95,8 @@ class Heartbeat(threading.Thread):
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.interval = interval
-        self._held: dict[int, float | None] = {}  # job id -> generation deadline (monotonic), once started
+        # job id -> generation deadline (monotonic), once started
+        self._held: dict[int, float | None] = {}
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -165,7 +163,8 @@ class Worker:
         own_process: bool = True,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self.config = worker_config(lease_seconds=lease_seconds, claim_batch=batch)  # before anything is claimed
+        # before anything is claimed
+        self.config = worker_config(lease_seconds=lease_seconds, claim_batch=batch)
         self.burst = burst
         self.max_jobs = max_jobs
         self.queue_poll = queue_poll
@@ -193,8 +192,9 @@ class Worker:
         """Work until stopped, out of --max-jobs, or (with burst) out of ready jobs."""
         if self.own_process:
             self._install_signal_handlers()
-            # One persistent connection for the worker's life: close_old_connections() each turn
-            # then only drops a connection that broke, instead of reconnecting (and re-applying pragmas).
+            # One persistent connection for the worker's life: close_old_connections() each
+            # turn then only drops a connection that broke, instead of reconnecting (and
+            # re-applying pragmas).
             for alias in connections:
                 connections[alias].settings_dict["CONN_MAX_AGE"] = None
         self.runner.start()  # GeneratorUnavailable here, before any claim
@@ -291,11 +291,12 @@ class Worker:
         finally:
             self._batch = None
         self.settle(batch.outcomes)
-        self._release(jobs[event.first_unstarted:batch.end])  # never started: after a timeout, a crash
+        # never started: after a timeout, a crash
+        self._release(jobs[event.first_unstarted:batch.end])
         return len(jobs)
 
     def _tick(self) -> None:
-        """Between jobs, and while one generates: record quick outcomes, release jobs whose turn is late."""
+        """Between jobs and during one: record quick outcomes, release jobs whose turn is late."""
         batch = self._batch
         if batch is None:
             return
@@ -312,7 +313,7 @@ class Worker:
             batch.end = first
 
     def _tick_between(self) -> None:
-        """While a generation runs: _tick, and no lease renewal for the job in progress past its deadline."""
+        """While a generation runs: _tick; no lease renewal for the running job past deadline."""
         try:
             self._tick()
             batch = self._batch
@@ -323,7 +324,7 @@ class Worker:
             raise _WorkerFailed from exc
 
     def _outcome(self, job: GenerationQueue, done: Done) -> Outcome | None:
-        """The attempt's outcome: the result, if the song's fields accept it, or the error that failed it.
+        """The attempt's outcome: the result if the song's fields accept it, or the failing error.
 
         None when the generator was interrupted (KeyboardInterrupt, SystemExit) because this worker
         itself was signalled: the job goes back untouched, as the rest of a stopping worker's batch.
@@ -345,11 +346,11 @@ class Worker:
         return Outcome(job, None, error, done.seconds)
 
     def settle(self, outcomes: list[Outcome]) -> None:
-        """Record finished and failed attempts, all in one transaction (each job and its song together).
+        """Record finished and failed attempts in one transaction (each job with its song).
 
         First without a savepoint per job (the common case, and the cheaper one); if one outcome
-        cannot be recorded as it stands (an external id already taken, say), the batch is rolled back
-        and recorded again job by job, each in a savepoint, that job's attempt failing.
+        cannot be recorded as it stands (an external id already taken, say), the batch is rolled
+        back and recorded again job by job, each in a savepoint, that job's attempt failing.
         """
         if not outcomes:
             return
@@ -388,7 +389,8 @@ class Worker:
                     held = job.finish(worker_id=self.worker_id, audio_path=result.audio_path,
                                       generation_time=elapsed, external_id=result.external_id,
                                       savepoint=savepoint)
-                except (ValidationError, IntegrityError) as exc:  # e.g. an external id already taken
+                except (ValidationError, IntegrityError) as exc:
+                    # e.g. an external id already taken
                     if not savepoint:
                         raise
                     error, result = f"{type(exc).__name__}: {exc}", None
@@ -398,7 +400,7 @@ class Worker:
                 self._lost(job)
 
     def _lost(self, job: GenerationQueue) -> None:
-        """Say why a job's outcome could not be recorded: what became of the row this worker held."""
+        """Say why a job's outcome could not be recorded: what became of the row we held."""
         row = GenerationQueue.objects.filter(pk=job.pk).values("status", "worker_id", "started_at",
                                                                "error_message").first()
         if row is None:
@@ -418,7 +420,7 @@ class Worker:
         logger.warning("Job %s: %s; its outcome was discarded.", job.pk, why)
 
     def _adapt_batch(self, seconds: float) -> None:
-        """Claim as many jobs at once as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""
+        """Claim as many jobs as fit in FAIR_WINDOW at the recent pace, between 1 and max_batch."""
         avg = seconds if self._avg_job_seconds is None else 0.8 * self._avg_job_seconds + 0.2 * seconds
         self._avg_job_seconds = avg
         self.batch_size = max(1, min(self.max_batch, int(FAIR_WINDOW / max(avg, 1e-6))))

@@ -68,7 +68,7 @@ class SongForm(forms.ModelForm):
 
 
 class SongRequestForm(SongForm):
-    """"Add song": what songs.services.song_request takes (the job's priority too), refused as it would."""
+    """"Add song": what songs.services.song_request takes (job priority too), refused alike."""
 
     priority = forms.IntegerField(initial=0, help_text="Higher runs first.")
 
@@ -91,7 +91,7 @@ class SongRequestForm(SongForm):
 
 
 def integer_form_field(model_field: Field[Any, Any], **kwargs: Any) -> forms.Field:
-    """The model field's form field with the bounds of its validators as min and max (the input says them too)."""
+    """The model field's form field, its validators' bounds as min and max (the input says them)."""
     low = [v.limit_value for v in model_field.validators if isinstance(v, MinValueValidator)]
     high = [v.limit_value for v in model_field.validators if isinstance(v, MaxValueValidator)]
     field = model_field.formfield(min_value=max(low, default=None), max_value=min(high, default=None), **kwargs)
@@ -127,8 +127,8 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     list_filter = ("status", GenreFilter)
     list_select_related = ("user",)
     # Title and the external id (through the text index); the user by exact username or email
-    # (indexed unique lookups). get_search_results below runs SongQuerySet.search instead of Django's
-    # icontains over a join, which reads every song.
+    # (indexed unique lookups). get_search_results below runs SongQuerySet.search instead of
+    # Django's icontains over a join, which reads every song.
     search_fields = ("title", "suno_song_id", "=user__username", "=user__email")
     # Newest first: songs_created serves it unfiltered, songs_status_created under the status
     # filter, so no list page sorts the table. Sorting by other columns would sort 1M rows.
@@ -167,7 +167,8 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         # The table takes the whole width at 1366 px; Home lists the apps.
         return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
 
-    # --- the list's dense columns ------------------------------------------------------------------
+    # --- the list's dense columns
+    # ------------------------------------------------------------------
     @admin.display(description="title")
     def song_title(self, song: Song) -> SafeString | str:
         return clipped(song.title, css_class="clip-title")

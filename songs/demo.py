@@ -1,13 +1,6 @@
-"""Realistic demo data, written fast: users, songs over two years, and the queue entries of unfinished songs.
+"""Realistic demo data, written fast: users, songs over two years, unfinished songs' queue entries.
 
-Rows are built in Python from small precomputed pools (lines of lyrics, titles, prompts, names) and written
-in bulk below the ORM: `executemany` on SQLite's own cursor, `COPY … FROM STDIN` on PostgreSQL, one
-transaction per batch of songs (with their queue entries). Ids are given explicitly, continuing after the
-largest existing one, so a queue entry can name its song and a song its audio file without reading anything
-back; PostgreSQL's sequences are moved past them at the end. Meant for an idle database: a writer adding
-rows at the same moment would race for the same ids.
-
-Every value respects the models' CHECK and unique constraints, which the database enforces while we write.
+Bulk writes below the ORM with explicit ids: meant for an idle database.
 """
 
 from __future__ import annotations
@@ -58,7 +51,8 @@ class SeedResult:
     seconds: float
 
 
-# --- writing rows -------------------------------------------------------------------------------------
+# --- writing rows
+# -------------------------------------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1)  # naive UTC: timestamps are computed as seconds since it
 
@@ -90,7 +84,7 @@ class _Writer:
         """Make the database's own id generation continue after the ids we gave."""
 
     def analyze(self) -> None:
-        """Refresh the planner's statistics after the load: the tables grew by orders of magnitude."""
+        """Refresh the planner's statistics after the load: the tables grew by magnitudes."""
         with self.connection.cursor() as cursor:
             cursor.execute("ANALYZE")
 
@@ -140,7 +134,8 @@ class _PostgreSQLWriter(_Writer):
                 copy.write_row(row)
 
     def reset_sequences(self, models_written: Sequence[type[models.Model]]) -> None:
-        # Identity sequences do not see explicit ids (SQLite's AUTOINCREMENT counter does): move them on.
+        # Identity sequences do not see explicit ids (SQLite's AUTOINCREMENT counter
+        # does): move them on.
         with self.connection.cursor() as cursor:
             for sql in self.connection.ops.sequence_reset_sql(no_style(), list(models_written)):
                 cursor.execute(sql)
@@ -154,7 +149,8 @@ def _writer_for(connection: BaseDatabaseWrapper) -> _Writer:
     raise SeedError(f"seed_demo supports SQLite and PostgreSQL, not {connection.vendor}.")
 
 
-# --- generating rows ----------------------------------------------------------------------------------
+# --- generating rows
+# ----------------------------------------------------------------------------------
 
 USER_FIELDS = ("id", "password", "last_login", "is_superuser", "username", "first_name", "last_name", "is_staff",
                "is_active", "email", "created_at", "updated_at")
@@ -188,7 +184,7 @@ class _Plan:
 
 
 def _user_rows(plan: _Plan, first_index: int, count: int, password_hash: str) -> list[Row]:
-    """Users first_index … first_index+count-1 of this run, their sign-ups spread over the whole history."""
+    """Users first_index … first_index+count-1 of this run, sign-ups spread over the history."""
     rnd = plan.rng.random
     ts = plan.writer.timestamp
     firsts, lasts = plan.pools.first_names, plan.pools.last_names
@@ -206,7 +202,7 @@ def _user_rows(plan: _Plan, first_index: int, count: int, password_hash: str) ->
 
 
 def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], list[Row]]:
-    """Songs first_index … first_index+count-1 of this run, and the queue entries of the unfinished ones."""
+    """Songs first_index … first_index+count-1 of this run, with unfinished ones' queue entries."""
     rnd = plan.rng.random
     ts = plan.writer.timestamp
     pools = plan.pools
@@ -225,7 +221,8 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
     songs: list[Row] = []
     jobs: list[Row] = []
     queue_id = plan.next_queue_id
-    audio_paths = {genre: demo_audio_path(genre) for genre in set(genres)}  # the shared files (demo_audio.py)
+    # the shared files (demo_audio.py)
+    audio_paths = {genre: demo_audio_path(genre) for genre in set(genres)}
     for index in range(first_index, first_index + count):
         song_id = plan.first_song_id + index
         # Ids and creation times rise together, with jitter, as they do in a live table.
@@ -301,7 +298,7 @@ def seed_demo_data(
     using: str = DEFAULT_DB_ALIAS,
     progress: Callable[[Progress], None] | None = None,
 ) -> SeedResult:
-    """Append `users` users and `songs` songs (with queue entries for unfinished ones) to the database."""
+    """Append `users` users and `songs` songs (with queue entries for unfinished ones)."""
     if users < 0 or songs < 0:
         raise SeedError("The numbers of users and songs cannot be negative.")
     if batch_size < 1:
@@ -334,7 +331,8 @@ def seed_demo_data(
         try:
             queue_entries = _write(plan, users=users, songs=songs, batch_size=batch_size, using=using, report=report)
         finally:
-            # Batches already committed stay (the seed appends); the ORM's next insert must not reuse their ids.
+            # Batches already committed stay (the seed appends); the ORM's next insert must not
+            # reuse their ids.
             writer.reset_sequences((User, Song, GenerationQueue))
         if users or songs:
             writer.analyze()
@@ -347,7 +345,7 @@ def seed_demo_data(
 def _write(
     plan: _Plan, *, users: int, songs: int, batch_size: int, using: str, report: Callable[[str, int, int], None]
 ) -> int:
-    """Write the users, then the songs with their queue entries, one transaction per batch; count the entries."""
+    """Write users, then songs with queue entries, one transaction per batch; count entries."""
     writer = plan.writer
     queue_entries = 0
     if users:

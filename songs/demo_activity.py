@@ -1,11 +1,6 @@
-"""`make run`'s generator: the demo's songs move through pending → generating → completed while you watch.
+"""`make run`'s generator: demo songs move through pending → generating → completed while you watch.
 
-The offline generator finishes a song in a fraction of a second, so the demo queue drained before the
-login page had loaded. DemoGenerator takes a few seconds per song, as a real generator would, and after
-each song keeps a small backlog of new requests from the demo's users waiting, so the lists keep
-moving for as long as `make run` runs. It runs in the worker `make run` starts (the Makefile names it
-in SONGSGEN_GENERATOR); it adds requests only where demo users exist (seed_demo's @example.com
-accounts), so pointed at real data it is only a slow generator.
+A few seconds per song and a small backlog of new requests, so the admin lists keep moving.
 """
 
 from __future__ import annotations
@@ -56,7 +51,7 @@ class DemoGenerator(LocalWavGenerator):
         return requested
 
     def demo_user(self) -> User | None:
-        """A random demo account (an indexed range read from a random id, never ORDER BY RANDOM())."""
+        """A random demo account (an indexed range read from a random id, no ORDER BY RANDOM())."""
         demo = User.objects.filter(email__endswith=DEMO_EMAIL_DOMAIN, is_active=True, is_staff=False)
         top = User.objects.order_by("-pk").values_list("pk", flat=True).first()
         if top is None:

@@ -1,8 +1,4 @@
-"""The demo's audio: one short WAV per genre, which every completed demo song of that genre plays.
-
-Seeding a million songs cannot render a million files; seventeen shared ones make every completed
-demo song playable in the admin. Rendered by the offline generator's synthesiser, written once.
-"""
+"""The demo's audio: one short WAV per genre, played by every completed demo song of that genre."""
 
 from __future__ import annotations
 

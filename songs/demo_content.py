@@ -1,8 +1,6 @@
 """The demo's content: pools of names, titles, lyrics and prompts that seeded rows are drawn from.
 
-Everything random per row is an index into one of these pools, so a row costs a handful of random()
-calls. Used by the bulk seed (songs/demo.py) and by make run's trickle of new requests
-(songs/demo_activity.py).
+A row costs a few random() calls: everything random is an index into a pool.
 """
 
 from __future__ import annotations
@@ -19,7 +17,8 @@ from songs.models import Song
 _GENRE_WEIGHTS = {"pop": 18, "hip-hop": 14, "rock": 12, "electronic": 11, "r&b": 7, "country": 6, "latin": 6,
                   "jazz": 4, "folk": 4, "metal": 4, "ambient": 3, "soul": 3, "reggae": 2, "funk": 2, "punk": 2,
                   "blues": 1, "classical": 1}
-# Share of songs per status, in per-mille: most finished, a backlog waiting, a few running, some failed.
+# Share of songs per status, in per-mille: most finished, a backlog waiting, a few
+# running, some failed.
 _STATUS_PER_MILLE = ((Song.Status.COMPLETED.value, 800), (Song.Status.PENDING.value, 100),
                      (Song.Status.GENERATING.value, 20), (Song.Status.FAILED.value, 80))
 

@@ -36,7 +36,7 @@ def validate_media_path(value: str) -> None:
 
 
 def validate_encodable_text(value: str) -> None:
-    """Refuse text neither database can store: a lone surrogate (e.g. from JSON's "\\ud800") has no UTF-8 form."""
+    """Refuse text neither database can store: a lone surrogate (JSON's "\\ud800") has no UTF-8."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -66,7 +66,7 @@ class SongQuerySet(models.QuerySet["Song"]):
     """The hot queries, each served by a named index in Song.Meta."""
 
     def for_user(self, user: User) -> SongQuerySet:
-        """Songs of one user; with `.with_status()` and `.newest()` uses songs_user_status_created."""
+        """Songs of one user; with `.with_status()`, `.newest()`: songs_user_status_created."""
         return self.filter(user=user)
 
     def with_status(self, status: str) -> SongQuerySet:
@@ -87,11 +87,12 @@ class SongQuerySet(models.QuerySet["Song"]):
         return self.filter(status=Song.Status.FAILED)
 
     def search(self, text: str) -> SongQuerySet:
-        """Songs matching every word: in title or suno id (substring), or the exact username or email.
+        """Songs matching every word: in title or suno id (substring), or exact username or email.
 
-        Served by the text index of migration 0004 (SQLite: the FTS5 trigram table songs_song_search;
-        PostgreSQL: pg_trgm GIN indexes under icontains) and the user's unique username/email indexes,
-        so a rare word does not read every song. Words under three letters fall back to a scan.
+        Served by the text index of migration 0004 (SQLite: the FTS5 trigram table
+        songs_song_search; PostgreSQL: pg_trgm GIN indexes under icontains) and the user's unique
+        username/email indexes, so a rare word does not read every song. Words under three letters
+        fall back to a scan.
         """
         from accounts.models import User
 
@@ -142,8 +143,8 @@ class SongQuerySet(models.QuerySet["Song"]):
 
 # Completions.FIELDS as set on the instance: status, audio_file_path, generation_time, completed_at.
 CompletedValues = tuple["Song.Status", str, float, datetime]
-# song, its values, its external id, and the values converted for the driver (Field.get_db_prep_save,
-# which may return a driver's adapter object, hence Any).
+# song, its values, its external id, and the values converted for the driver
+# (Field.get_db_prep_save, which may return a driver's adapter object, hence Any).
 CompletionRow = tuple["Song", CompletedValues, str | None, list[Any]]
 
 
@@ -163,7 +164,7 @@ class Completions:
     rows: dict[int, CompletionRow]
 
     def run(self, song_ids: Iterable[int] | None = None) -> None:
-        """Write the completions (only of `song_ids` when given) and set the fields on the instances."""
+        """Write the completions (only `song_ids`' when given); set the fields on the instances."""
         chosen = [self.rows[pk] for pk in song_ids] if song_ids is not None else list(self.rows.values())
         if not chosen:
             return
@@ -200,7 +201,8 @@ class Song(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="songs",
-        # No separate index: songs_user_status_created starts with user and serves every user lookup.
+        # No separate index: songs_user_status_created starts with user and
+        # serves every user lookup.
         db_index=False,
     )
     title = models.CharField(max_length=200)
@@ -223,10 +225,11 @@ class Song(models.Model):
     play_count = models.IntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
-    # Expand step: added with a database default, so the column appears without rewriting the table and
-    # code that does not know it yet can still insert rows. Filled from play_count by a batched backfill.
-    # A nullable column with a constant Value default is a plain ALTER TABLE ADD COLUMN on both engines; a
-    # NOT NULL one would make SQLite copy the whole table. Code treats NULL like {}.
+    # Expand step: added with a database default, so the column appears without rewriting the
+    # table and code that does not know it yet can still insert rows. Filled from play_count by a
+    # batched backfill. A nullable column with a constant Value default is a plain ALTER TABLE
+    # ADD COLUMN on both engines; a NOT NULL one would make SQLite copy the whole table. Code
+    # treats NULL like {}.
     analytics_data = models.JSONField(
         null=True, blank=True, db_default=models.Value({}, output_field=models.JSONField()),
         help_text="Plays, likes, …",
@@ -236,7 +239,8 @@ class Song(models.Model):
 
     class Meta:
         indexes = [
-            # SongQuerySet.for_user(u).with_status(s).newest(): a user's songs by status, newest first.
+            # SongQuerySet.for_user(u).with_status(s).newest(): a user's songs by
+            # status, newest first.
             models.Index(fields=["user", "status", "created_at"], name="songs_user_status_created"),
             # SongQuerySet.newest(): the newest songs; also the admin changelist's ordering.
             models.Index(fields=["created_at", "id"], name="songs_created"),
@@ -281,8 +285,9 @@ class Song(models.Model):
         return f"{self.title} ({self.get_status_display()})"
 
     def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
-        """Django's field validation, and every text field encodable (the database driver would raise
-        UnicodeEncodeError on saving it; the admin form and song_request show a ValidationError)."""
+        """Django's field validation, and every text field encodable (the database
+        driver would raise UnicodeEncodeError on saving it; the admin form and
+        song_request show a ValidationError)."""
         skip = set(exclude or ())
         errors: dict[str, list[ValidationError]] = {}
         for field in self._meta.concrete_fields:

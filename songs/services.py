@@ -40,7 +40,7 @@ def song_request(
 
 
 def validated(request: SongRequest) -> tuple[Song, GenerationQueue]:
-    """The unsaved song and job of a request, or the ValidationError (by field) that refuses it; forms call it too."""
+    """The unsaved song and job of a request, or the ValidationError (by field) refusing it."""
     song = Song(user=request.user, title=request.title, genre=request.genre,
                 style_prompt=request.style_prompt, lyrics=request.lyrics)
     job = GenerationQueue(priority=request.priority)
@@ -81,7 +81,8 @@ def song_requests(requests: Iterable[SongRequest]) -> list[Song]:
     if not songs:
         return []
     with transaction.atomic():
-        Song.objects.bulk_create(songs)  # primary keys come back (RETURNING on SQLite and PostgreSQL)
+        # primary keys come back (RETURNING on SQLite and PostgreSQL)
+        Song.objects.bulk_create(songs)
         for song, job in zip(songs, jobs, strict=True):
             job.song = song
         GenerationQueue.objects.bulk_create(jobs)

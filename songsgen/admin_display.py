@@ -1,7 +1,6 @@
 """Dense admin cells shared by the songs and queue lists: badges, relative times, clipped text.
 
-Each keeps a list row on one line at 1366 px: the short form in the cell, the whole value on hover
-(the `title` attribute), so nothing an operator needs is hidden behind a horizontal scroll.
+Short form in the cell, whole value on hover, so a row stays on one line at 1366 px.
 """
 
 from __future__ import annotations
@@ -45,12 +44,12 @@ def relative_time(value: datetime | None, *, now: datetime | None = None, prefix
 
 
 def badge(value: str, label: str, *, hover: str = "") -> SafeString:
-    """A status as a coloured pill (songsgen/static/songsgen/admin.css gives each value its colour)."""
+    """A status as a coloured pill (the admin.css static file gives each value its colour)."""
     return format_html('<span class="status-badge status-{}" title="{}">{}</span>', value, hover or label, label)
 
 
 def clipped(text: str, *, css_class: str = "") -> SafeString | str:
-    """`text` on one line, cut with an ellipsis by CSS where the column ends; the whole text on hover."""
+    """`text` on one line, cut with an ellipsis by CSS where the column ends; whole on hover."""
     if not text:
         return EMPTY
     first_line = text.strip().splitlines()[0] if text.strip() else text

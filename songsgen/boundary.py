@@ -1,11 +1,7 @@
 """The command-line boundary: an operator's mistake ends in one line on stderr, not a traceback.
 
-Django reads the settings before any command class runs, so a settings error (ImproperlyConfigured)
-and a database the project cannot use (songsgen/db/diagnose.py) escape every command; `main()`,
-which manage.py calls, turns them into one line and an exit code. Anything else is not recognised
-and keeps its traceback, and `--traceback` or `-v 3` shows the traceback of a recognised one too.
-`install_excepthook()` gives the same line (exit code 1) to the other entry points, which import this
-package first: django-admin, `python -c "import songsgen.wsgi"`, scripts.
+Settings and database errors escape every command class, so `main()` (and the excepthook for the
+other entry points) words them; anything unrecognised keeps its traceback.
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ class Failure(NamedTuple):
 
 
 def recognise(exc: BaseException) -> Failure | None:
-    """The one line and exit code for an operator's mistake; None for anything else (a possible bug)."""
+    """The one line and exit code for an operator's mistake; None for anything else (a bug?)."""
     from django.core.exceptions import ImproperlyConfigured
 
     if isinstance(exc, ImproperlyConfigured):
@@ -56,7 +52,7 @@ def _one_line(text: str) -> str:
 
 
 def wants_traceback(argv: Sequence[str]) -> bool:
-    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …), as Django's commands spell them."""
+    """`--traceback`, or verbosity 3 (`-v3`, `-v 3`, `--verbosity=3`, …) as Django spells them."""
     args = list(argv)
     if "--traceback" in args:
         return True
@@ -101,6 +97,6 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType
 
 
 def install_excepthook() -> None:
-    """Print a settings error escaping any entry point as one line (leave a hook someone else set alone)."""
+    """Print a settings error escaping any entry point as one line (another's hook left alone)."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook

@@ -23,6 +23,6 @@ def secret_key_set() -> bool:
 
 
 def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """songsgen.E001 (`check --deploy`): no SECRET_KEY with DEBUG off. The WSGI application refuses too;
-    tooling that signs nothing (makemigrations, migrate) runs without a key."""
+    """songsgen.E001 (`check --deploy`): no SECRET_KEY with DEBUG off. The WSGI application
+    refuses too; tooling that signs nothing (makemigrations, migrate) runs without a key."""
     return [] if secret_key_set() else [Error(MISSING_SECRET_KEY, id="songsgen.E001")]

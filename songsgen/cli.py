@@ -1,5 +1,5 @@
-"""argparse pieces shared by the project's commands and benchmarks: validators (bad values fail at parse time)
-and the arguments several commands take alike."""
+"""argparse pieces shared by the project's commands and benchmarks: validators (bad values fail
+at parse time) and the arguments several commands take alike."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def positive_int(value: str) -> int:
 
 
 def _number(value: str, not_a_number: str) -> float:
-    """`value` as a float, or argparse's error with the message `not_a_number` ({value!r} filled in)."""
+    """`value` as a float, or argparse's error with message `not_a_number` ({value!r} filled)."""
     try:
         return float(value)
     except ValueError:
@@ -42,7 +42,7 @@ def non_negative_float(value: str) -> float:
 
 
 def poll_seconds(value: str) -> float:
-    """Seconds between looks at an empty queue: more than 0 and at most an hour (runworker's --queue-poll)."""
+    """Seconds between looks at an empty queue: above 0, at most an hour (--queue-poll)."""
     seconds = _number(value, "{value!r} is not a number of seconds")
     if not 0 < seconds <= 3600:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {value}")
@@ -58,13 +58,13 @@ def positive_hours(value: str) -> float:
 
 
 def add_database_pair(parser: argparse.ArgumentParser, *, source_help: str, target_help: str) -> None:
-    """`--from URL --to URL` (dest `source`, `target`): the two databases of transferdb and dbcompare."""
+    """`--from URL --to URL` (dest `source`, `target`): transferdb's and dbcompare's databases."""
     parser.add_argument("--from", dest="source", required=True, metavar="URL", help=source_help)
     parser.add_argument("--to", dest="target", required=True, metavar="URL", help=target_help)
 
 
 def quiet_level(verbosity: int) -> int:
-    """The logging level of a cron command: warnings only at the default verbosity 1, the steps from -v2."""
+    """A cron command's log level: warnings only at the default verbosity 1, the steps from -v2."""
     import logging
 
     return {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(verbosity, logging.DEBUG)

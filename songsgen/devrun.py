@@ -1,18 +1,18 @@
-"""`make run`'s supervisor: the development server, a queue worker and (on SQLite) `replicate`, started and
-stopped together.
+"""`make run`'s supervisor: the development server, a queue worker and (on SQLite) `replicate`,
+started and stopped together.
 
     python -m songsgen.devrun --port 8000 [--while-exists FILE] [--check]
 
-They run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches them
-only through here, in order: SIGTERM, a grace period for the worker to finish its job, then SIGKILL.
-It stops on SIGTERM, SIGINT or SIGHUP, when any child exits, and when FILE disappears: GNU make passes
-SIGTERM on to a recipe but not SIGINT (it expects the terminal to have sent that to every process), and
-on either it deletes the target file its recipe was making; that deletion is how a `kill -INT` sent to
-make alone reaches us.
+They run in sessions of their own, so a signal meant for the whole (Ctrl-C in a terminal) reaches
+them only through here, in order: SIGTERM, a grace period for the worker to finish its job, then
+SIGKILL. It stops on SIGTERM, SIGINT or SIGHUP, when any child exits, and when FILE disappears: GNU
+make passes SIGTERM on to a recipe but not SIGINT (it expects the terminal to have sent that to
+every process), and on either it deletes the target file its recipe was making; that deletion is
+how a `kill -INT` sent to make alone reaches us.
 
-FILE is also the lock of one `make run` per checkout: a second one (`--check`, the recipe's first step,
-then the supervisor itself) is refused with the first one's pid and never deletes FILE, which would stop
-the first.
+FILE is also the lock of one `make run` per checkout: a second one (`--check`, the recipe's first
+step, then the supervisor itself) is refused with the first one's pid and never deletes FILE, which
+would stop the first.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ POLL = 0.2  # seconds between looks at the children and the file
 
 
 def _hold(path: Path) -> IO[str] | str:
-    """The lock of one `make run`: FILE opened and locked, our pid in it; or the holder's pid if another has it."""
-    handle = open(path, "a+")  # noqa: SIM115 — held open for the whole run: closing it releases the lock
+    """The lock of one `make run`: FILE opened, locked, our pid in it; or the holder's pid."""
+    # held open for the whole run: closing it releases the lock
+    handle = open(path, "a+")  # noqa: SIM115
     if not flock_within(handle.fileno(), 0):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
@@ -52,8 +53,8 @@ def _start(*args: str) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
-    """SIGTERM each child's process group (runserver's autoreloader runs the server in a child of its own),
-    then SIGKILL what is still there after `grace` seconds."""
+    """SIGTERM each child's process group (runserver's autoreloader runs the server in a child
+    of its own), then SIGKILL what is still there after `grace` seconds."""
     for proc in procs.values():
         if proc.poll() is None:
             _signal_group(proc, signal.SIGTERM)
@@ -64,7 +65,8 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
         except subprocess.TimeoutExpired:
             pass
     for proc in procs.values():
-        _signal_group(proc, signal.SIGKILL)  # the group's leftovers too, even once its leader is gone
+        # the group's leftovers too, even once its leader is gone
+        _signal_group(proc, signal.SIGKILL)
         proc.wait()
 
 
@@ -76,13 +78,13 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
 
 
 def _sqlite() -> bool:
-    """Whether the settings will name an SQLite database (DATABASE_URL unset, or sqlite://): replicate runs then."""
+    """Whether settings will name an SQLite database (no DATABASE_URL, or sqlite://): replicate."""
     url = os.environ.get("DATABASE_URL", "").strip().lower()
     return not url or url.startswith("sqlite")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run server, worker and replicate until a signal, a child's exit or the file's removal; 0 when asked to stop."""
+    """Run server, worker, replicate until a signal, a child's exit or the file goes; 0 if asked."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--while-exists", type=Path, metavar="FILE",
@@ -103,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     asked: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        asked.append(signum)  # a flag, not an exception: a child is never started and then forgotten
+        # a flag, not an exception: a child is never started and then forgotten
+        asked.append(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, handler)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
-        if _sqlite():  # continuous replication beside the writers (docs/backups.md)
+        if _sqlite():  # continuous replication beside the writers
             procs["replicate"] = _start("replicate")
         procs["worker"] = _start("runworker")
         procs["server"] = _start("runserver", f"127.0.0.1:{args.port}")
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                 code = code or 1
                 break
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        # a second Ctrl-C must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(procs, args.grace)
         if args.while_exists is not None:

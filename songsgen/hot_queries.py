@@ -1,8 +1,6 @@
 """The hot queries `manage.py dbcheck` explains, by name (settings.SONGSGEN_HOT_QUERIES lists them).
 
-Each is the shape of a query the application runs on every request or claim, built with the apps' own
-QuerySet methods, so a change there shows here. A plan does not depend on which user it is for, so
-user 1 stands for any one. dbcheck fails when one of them reads a big table without its index.
+Built from the apps' own QuerySet methods, so a change there shows here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""One shape for "where a long command stands", handed to its progress callback after each batch.
-
-The seed (songs/demo.py) and the transfer (songsgen/db/transfer.py) report through it; the rate and the
-time left are worked out here, once.
-"""
+"""One shape for "where a long command stands", handed to its progress callback after each batch."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """`done` of `total` units (rows) in `phase`, `elapsed` seconds into it; `table` when the work is per table."""
+    """`done` of `total` units in `phase`, `elapsed` seconds in; `table` when work is per table."""
 
     phase: str
     done: int

@@ -1,20 +1,6 @@
 """Settings for songsgen: one module, every deployment difference from the environment.
 
-Environment variables (all optional in development, see README.md):
-  DEBUG                    "1"/"true"/"yes"/"on" turns debug on; off by default.
-  SECRET_KEY               required when DEBUG is off.
-  ALLOWED_HOSTS            comma-separated host names.
-  SONGSGEN_DATA_DIR        folder for the SQLite file, media/ and backups/ (default: ./data).
-  DATABASE_URL             default sqlite:///<data dir>/songs.db; postgres://… for PostgreSQL.
-  SONGSGEN_BACKUP_DIR      default <data dir>/backups.
-  SONGSGEN_BACKUP_KEEP     backups kept by `dbbackup --clean` (default 7).
-  SONGSGEN_BACKUP_ZSTD_LEVEL, SONGSGEN_BACKUP_GPG_RECIPIENT   backups (docs/backups.md).
-  SONGSGEN_REPLICA_URL, SONGSGEN_REPLICA_SYNC_INTERVAL   continuous replication (`replicate`, docs/backups.md).
-  SONGSGEN_SQLITE_CACHE_SIZE, SONGSGEN_SQLITE_BUSY_TIMEOUT   SQLite pragmas (see songsgen/db/sqlite.py).
-  SONGSGEN_CONN_MAX_AGE, SONGSGEN_PG_CONNECT_TIMEOUT   PostgreSQL persistent connections and connect timeout.
-  SONGSGEN_SECURE_SSL_REDIRECT, SONGSGEN_SECURE_COOKIES, SONGSGEN_HSTS_SECONDS,
-  SONGSGEN_BEHIND_TLS_PROXY   HTTPS hardening; all on (except the proxy header) when DEBUG is off.
-  SONGSGEN_METRICS_TOKEN, SONGSGEN_HEALTH_*, SONGSGEN_REPLICA_URL   /health and /metrics (docs/monitoring.md).
+The variables are listed in README.md, "Configuration".
 """
 
 from __future__ import annotations
@@ -62,9 +48,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 DEBUG = env_bool("DEBUG")
 
-# With DEBUG off and no key, SECRET_KEY stays empty: tooling that never signs anything (makemigrations,
-# migrate, a lint in CI) still runs, while the WSGI application refuses to start, `check --deploy` fails
-# (songsgen.E001), and Django itself refuses any use of the empty key.
+# With DEBUG off and no key, SECRET_KEY stays empty: tooling that never signs anything
+# (makemigrations, migrate, a lint in CI) still runs, while the WSGI application refuses to start,
+# `check --deploy` fails (songsgen.E001), and Django itself refuses any use of the empty key.
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY and DEBUG:
     # Development only: never used when DEBUG is off.
@@ -72,7 +58,8 @@ if not SECRET_KEY and DEBUG:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
-DATA_DIR = Path(os.environ.get("SONGSGEN_DATA_DIR") or BASE_DIR / "data").resolve()  # created at the end
+# created at the end
+DATA_DIR = Path(os.environ.get("SONGSGEN_DATA_DIR") or BASE_DIR / "data").resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 BACKUP_DIR = Path(os.environ.get("SONGSGEN_BACKUP_DIR") or DATA_DIR / "backups").resolve()
@@ -120,8 +107,9 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "songsgen.wsgi.application"
 
-# --- Database -----------------------------------------------------------------------------------
-SQLITE_CACHE_SIZE = env_int("SONGSGEN_SQLITE_CACHE_SIZE", -10000)  # negative: KiB, as SQLite reads it
+# --- Database ------------------------------------------------------------------------------------
+# negative: KiB, as SQLite reads it
+SQLITE_CACHE_SIZE = env_int("SONGSGEN_SQLITE_CACHE_SIZE", -10000)
 SQLITE_BUSY_TIMEOUT_MS = env_int("SONGSGEN_SQLITE_BUSY_TIMEOUT", 10000)
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'songs.db'}"
@@ -140,9 +128,9 @@ except ValueError:  # dj-database-url's ParseError, or a port that is not a numb
         f"{_URL_ADVICE}"
     ) from None
 
-# Every SQLite connection of ours (this default one, and those transferdb/dbcompare open from a URL):
-# each write transaction takes the write lock up front, so two writers queue on the busy timeout
-# instead of one failing with "database is locked" on lock upgrade.
+# Every SQLite connection of ours (this default one, and those transferdb/dbcompare open from a
+# URL): each write transaction takes the write lock up front, so two writers queue on the busy
+# timeout instead of one failing with "database is locked" on lock upgrade.
 SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
 # A PostgreSQL server that does not answer fails after this many seconds instead of waiting for TCP
 # to give up; `?connect_timeout=N` in a URL wins.
@@ -154,8 +142,8 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = env_int("SONGSGEN_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    # sslmode, sslrootcert, … come from the URL's query string (dj-database-url puts them in OPTIONS,
-    # e.g. ?sslmode=verify-full).
+    # sslmode, sslrootcert, … come from the URL's query string (dj-database-url puts them in
+    # OPTIONS, e.g. ?sslmode=verify-full).
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
 else:
     raise ImproperlyConfigured(
@@ -164,30 +152,35 @@ else:
 
 DATABASES = {"default": _db}
 
-# --- Safe migrate and database checks (songsgen/db/, docs/migrations.md) -------------------------
-# Free space the backup folder must have before migrate touches anything: database size x factor + margin.
-# `call_command("migrate")` from code takes the safe path too (tests/settings.py opts out, for the test runner).
+# --- Safe migrate and database checks (docs/migrations.md) ---------------------------------------
+# Free space the backup folder must have before migrate touches anything: database size x factor +
+# margin. `call_command("migrate")` from code takes the safe path too (the test settings opt out,
+# for the test runner).
 MIGRATE_SAFE_BY_DEFAULT = True
 MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
-MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)  # pre-migrate snapshots kept per database
-# PostgreSQL: a migration waiting longer than this for a lock fails (and is retried) instead of queueing every
-# query behind it; below 1 s, so no write waits a second behind a queued DDL, and five attempts outlast 3 s.
+# pre-migrate snapshots kept per database
+MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)
+# PostgreSQL: a migration waiting longer than this for a lock fails (and is retried) instead of
+# queueing every query behind it; below 1 s, so no write waits a second behind a queued DDL, and
+# five attempts outlast 3 s.
 MIGRATE_LOCK_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS", 800)
 MIGRATE_STATEMENT_TIMEOUT_MS = env_int("SONGSGEN_MIGRATE_STATEMENT_TIMEOUT_MS", 0)  # 0: no limit
 # "full" (PRAGMA integrity_check) or "quick" (quick_check) after migrating a SQLite database.
 MIGRATE_VERIFY_INTEGRITY = os.environ.get("SONGSGEN_MIGRATE_VERIFY_INTEGRITY") or "full"
-# A table with at least this many rows is "big": unique additions and (PostgreSQL) locking DDL are unsafe.
+# A table with at least this many rows is "big": unique additions and (PostgreSQL)
+# locking DDL are unsafe.
 MIGRATE_BIG_TABLE_ROWS = env_int("SONGSGEN_MIGRATE_BIG_TABLE_ROWS", 100_000)
 # dbcheck: a hot query may not scan a table holding at least this many rows.
 DBCHECK_BIG_TABLE_ROWS = env_int("SONGSGEN_DBCHECK_BIG_TABLE_ROWS", 10_000)
 # dbmaintain: VACUUM when free pages exceed this share of the file.
 DBMAINTAIN_VACUUM_FREE_RATIO = float(os.environ.get("SONGSGEN_DBMAINTAIN_VACUUM_FREE_RATIO") or 0.2)
-# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck should not report.
-# The SQLite FTS5 search table and its shadow tables; Litestream's own two tables (`replicate`).
+# Tables migrations create outside the model state (RunSQL/RunPython), which dbcheck
+# should not report. The SQLite FTS5 search table and its shadow tables; Litestream's own
+# two tables (`replicate`).
 SCHEMA_KNOWN_EXTRA_TABLES = ["songs_song_search*", "_litestream_*"]
-# Indexes the same way: songs 0004's PostgreSQL trigram indexes (the state cannot hold an index that exists on
-# one engine only; SQLite's FTS5 table stands in for them there).
+# Indexes the same way: songs 0004's PostgreSQL trigram indexes (the state cannot hold an index
+# that exists on one engine only; SQLite's FTS5 table stands in for them there).
 SCHEMA_KNOWN_EXTRA_INDEXES = ["songs_title_trgm", "songs_suno_id_trgm"]
 # The named hot queries dbcheck explains: name -> dotted path of a callable returning a QuerySet.
 SONGSGEN_HOT_QUERIES = {
@@ -198,7 +191,7 @@ SONGSGEN_HOT_QUERIES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Generation queue (queueing/, docs/queue.md) ----------------------------------------------------
+# --- Generation queue (docs/queue.md) ------------------------------------------------------------
 def _env_number(name: str, default: float, unit: str) -> float:
     """Read a non-negative number of `unit` (seconds, hours) from the environment."""
     value = os.environ.get(name, "").strip()
@@ -215,10 +208,10 @@ def _env_seconds(name: str, default: float) -> float:
     return _env_number(name, default, "seconds")
 
 
-# Dotted path of the generator class, instantiated without arguments (queueing/generators.py).
+# Dotted path of the generator class, instantiated without arguments (`queueing.generators`).
 SONGSGEN_GENERATOR = os.environ.get("SONGSGEN_GENERATOR") or "queueing.generators.LocalWavGenerator"
 # How long a claimed job stays a worker's without a renewal; the worker renews it every
-# HEARTBEAT seconds (default: a third of the lease). queueing/config.py checks both at start.
+# HEARTBEAT seconds (default: a third of the lease). `queueing.config` checks both at start.
 SONGSGEN_LEASE_SECONDS = _env_seconds("SONGSGEN_LEASE_SECONDS", 60)
 SONGSGEN_HEARTBEAT_SECONDS = (_env_seconds("SONGSGEN_HEARTBEAT_SECONDS", 0)
                               if os.environ.get("SONGSGEN_HEARTBEAT_SECONDS", "").strip() else None)
@@ -232,7 +225,7 @@ SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SE
 SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 64)
 # --- end of generation queue ---------------------------------------------------------------------
 
-# --- Auth ---------------------------------------------------------------------------------------
+# --- Auth ----------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -242,7 +235,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 
-# --- i18n / static ------------------------------------------------------------------------------
+# --- i18n / static -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -253,15 +246,18 @@ STATIC_ROOT = DATA_DIR / "static"
 
 # --- Backups (django-dbbackup) -------------------------------------------------------------------
 # `manage.py dbbackup --clean` from cron; docs/backups.md. On SQLite our connector and commands
-# (songsgen/db/backup/) snapshot through SQLite's backup API and restore without writing over the
+# (`songsgen.db.backup`) snapshot through SQLite's backup API and restore without writing over the
 # live file; on PostgreSQL django-dbbackup's pg_dump (custom format) runs as it ships.
-INSTALLED_APPS.append("dbbackup")  # after "songsgen", whose dbbackup/dbrestore commands take precedence
+# after "songsgen", whose dbbackup/dbrestore commands take precedence
+INSTALLED_APPS.append("dbbackup")
 BACKUP_KEEP = env_int("SONGSGEN_BACKUP_KEEP", 7)
-BACKUP_ZSTD_LEVEL = env_int("SONGSGEN_BACKUP_ZSTD_LEVEL", 1)  # 1: measured fastest here, 4% larger than 3
+# 1: measured fastest here, 4% larger than 3
+BACKUP_ZSTD_LEVEL = env_int("SONGSGEN_BACKUP_ZSTD_LEVEL", 1)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    # Written under a temporary name and renamed when complete, owner-only (0600 files, 0700 folder).
+    # Written under a temporary name and renamed when complete, owner-only (0600
+    # files, 0700 folder).
     "dbbackup": {
         "BACKEND": "songsgen.db.backup.AtomicFileSystemStorage",
         "OPTIONS": {"location": str(BACKUP_DIR), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
@@ -276,17 +272,18 @@ DBBACKUP_CONNECTOR_MAPPING = {
 DBBACKUP_FILENAME_TEMPLATE = "{databasename}-{datetime}.{extension}"
 DBBACKUP_DATE_FORMAT = "%Y-%m-%dT%H%M%SZ"
 DBBACKUP_CLEANUP_KEEP = BACKUP_KEEP
-# No error mail from django-dbbackup (its handler has hidden the real error behind its own): a failed
-# backup exits non-zero with the error on stderr, which cron mails to the crontab's owner.
+# No error mail from django-dbbackup (its handler has hidden the real error behind its own): a
+# failed backup exits non-zero with the error on stderr, which cron mails to the crontab's owner.
 DBBACKUP_SEND_EMAIL = False
 # Optional encryption (`dbbackup --encrypt`, `dbrestore --decrypt`) to this GPG key; the key was
 # imported for this purpose, so gpg is not asked to check the web of trust.
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
 
-# --- Continuous replication (`manage.py replicate`, Litestream; songsgen/db/replica.py) -------------
-# Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path), its credentials from
-# Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset: <data dir>/replica/<database file>.
+# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.replica`)
+# ----------- Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path),
+# its credentials from Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset:
+# <data dir>/replica/<database file>.
 REPLICA_URL = os.environ.get("SONGSGEN_REPLICA_URL") or ""
 # Seconds between Litestream's looks at the WAL and its uploads: about the most a lost disk costs.
 REPLICA_SYNC_INTERVAL = _env_seconds("SONGSGEN_REPLICA_SYNC_INTERVAL", 0.1)
@@ -295,12 +292,12 @@ if not 0.01 <= REPLICA_SYNC_INTERVAL <= 3600:
         f"SONGSGEN_REPLICA_SYNC_INTERVAL must be between 0.01 and 3600 seconds, got {REPLICA_SYNC_INTERVAL:g}."
     )
 
-# --- Monitoring: /health and /metrics (songsgen/monitoring/, docs/monitoring.md) --------------
-# django-health-check is used as a library (its view and check classes, songsgen/monitoring/), not installed
-# as an app: its package imports dnspython for a DNS check we do not run, 6 MiB in every manage.py process,
-# which put `dbbackup` over its 64 MiB budget. The status page is our own template.
-# The bearer token Prometheus and uptime checks send (staff may log in instead). Without one, and with
-# DEBUG off, both endpoints answer 404 to everyone but staff.
+# --- Monitoring: /health and /metrics (docs/monitoring.md) ---------------------------------------
+# django-health-check is used as a library (its view and check classes, in `songsgen.monitoring`),
+# not installed as an app: its package imports dnspython for a DNS check we do not run, 6 MiB in
+# every manage.py process, which put `dbbackup` over its 64 MiB budget. The status page is our own
+# template. The bearer token Prometheus and uptime checks send (staff may log in instead). Without
+# one, and with DEBUG off, both endpoints answer 404 to everyone but staff.
 METRICS_TOKEN = os.environ.get("SONGSGEN_METRICS_TOKEN", "")
 
 
@@ -309,15 +306,17 @@ def _env_hours(name: str, default: float) -> float:
 
 
 # /health fails past these limits; docs/alerts.yml alerts on the same figures from /metrics.
-HEALTH_BACKUP_MAX_AGE_HOURS = _env_hours("SONGSGEN_HEALTH_BACKUP_MAX_AGE_HOURS", 26)  # 0: no backup check
+# 0: no backup check
+HEALTH_BACKUP_MAX_AGE_HOURS = _env_hours("SONGSGEN_HEALTH_BACKUP_MAX_AGE_HOURS", 26)
 HEALTH_QUEUE_MAX_WAIT_SECONDS = _env_seconds("SONGSGEN_HEALTH_QUEUE_MAX_WAIT_SECONDS", 900)
-HEALTH_LEASE_GRACE_SECONDS = _env_seconds("SONGSGEN_HEALTH_LEASE_GRACE_SECONDS", 60)  # past a lease, stuck
+# past a lease, stuck
+HEALTH_LEASE_GRACE_SECONDS = _env_seconds("SONGSGEN_HEALTH_LEASE_GRACE_SECONDS", 60)
 HEALTH_REPLICATION_MAX_LAG_SECONDS = _env_seconds("SONGSGEN_HEALTH_REPLICATION_MAX_LAG_SECONDS", 60)
 # Empty: Litestream's position from `manage.py replicate`; else the dotted path of another reader, a
 # callable(connection) returning songsgen.monitoring.probes.Replication.
 REPLICATION_STATUS = ""
 
-# --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) -------------------
+# --- Security (all on when DEBUG is off; `manage.py check --deploy` passes) ----------------------
 SESSION_COOKIE_SECURE = env_bool("SONGSGEN_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env_bool("SONGSGEN_SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -339,7 +338,7 @@ LOGGING = {
 }
 
 
-# --- The data folder: last, so that a settings error above leaves nothing behind ----------------
+# --- The data folder: last, so that a settings error above leaves nothing behind -----------------
 def _data_dir_problem(folder: Path) -> str | None:
     """Why the data folder cannot be used (created if missing), or None."""
     try:
@@ -348,7 +347,8 @@ def _data_dir_problem(folder: Path) -> str | None:
         return f"cannot be created ({exc.strerror})"
     if not folder.is_dir():
         return "is not a folder"
-    # SQLite writes its -wal and -shm files beside the database; the worker writes media/, dbbackup backups/.
+    # SQLite writes its -wal and -shm files beside the database; the worker writes
+    # media/, dbbackup backups/.
     if not os.access(folder, os.W_OK | os.X_OK):
         return "is not writable by this user"
     return None

@@ -7,9 +7,9 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 
-# The monitoring views are imported on their first request, not with this URLconf: every manage.py command
-# loads it for Django's system checks, and django-health-check and prometheus-client added 8 MiB to each
-# (`dbbackup` went over its 64 MiB budget).
+# The monitoring views are imported on their first request, not with this URLconf: every manage.py
+# command loads it for Django's system checks, and django-health-check and prometheus-client added
+# 8 MiB to each (`dbbackup` went over its 64 MiB budget).
 async def health(request: HttpRequest) -> HttpResponseBase:
     """/health: songsgen.monitoring.views.HealthView (async, as django-health-check's view is)."""
     from songsgen.monitoring.views import health_view
@@ -32,6 +32,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
 ]
 
-# The generated audio, served by runserver while DEBUG is on (static() adds nothing otherwise): in
-# production the web server serves MEDIA_ROOT at MEDIA_URL (README, "Serving audio and static files").
+# The generated audio, served by runserver while DEBUG is on (static() adds nothing
+# otherwise): in production the web server serves MEDIA_ROOT at MEDIA_URL (README, "Serving
+# audio and static files").
 urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -9,7 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "songsgen.settings")
 
 application = get_wsgi_application()
 
-from songsgen.checks import MISSING_SECRET_KEY, secret_key_set  # noqa: E402  (needs the apps loaded)
+# needs the apps loaded
+from songsgen.checks import MISSING_SECRET_KEY, secret_key_set  # noqa: E402
 
 if not secret_key_set():
     # A server process never runs the system checks: refuse here rather than on the first request.

@@ -1,22 +1,7 @@
 """Applying a plan on a live database so that a failure never costs another connection's commit.
 
-Two mechanisms, no file copied back:
-
-- **Transactions.** Consecutive atomic migrations run in one transaction (`Applier`, driven by the
-  executor's progress callback). A failure, a failed verification or Ctrl-C rolls it back; other
-  writers only waited for the lock. On SQLite foreign-key enforcement is switched off before the
-  transaction begins, as Django's schema editor needs, and `PRAGMA foreign_key_check` runs before commit.
-- **Reverse operations.** A non-atomic migration (batched backfill, concurrent index build) commits as
-  it goes, so the open transaction is committed before it starts. After a later failure, what this run
-  committed is unapplied by Django's own backward migration (`undo_run`). The operations a non-atomic
-  migration completed before it failed are tracked as they run and reversed last first
-  (songsgen/db/partial.py). A committed drop is never "undone" by re-creating its table or column empty:
-  `undo_run` stops before it, and says what stays.
-- A group that drops a table or column is verified (`verify_group`) before its commit, while a failure
-  still rolls the drop back.
-
-While `metered` runs, each migration's write lock is measured (songsgen/db/lockmeter.py): the live run
-reports it per migration, and the rehearsal, which applies the plan with this same `Applier`, predicts it.
+Atomic migrations share one transaction that rolls back; what a run committed is undone
+by reverse operations, never by a file copied back.
 """
 
 from __future__ import annotations
@@ -41,7 +26,8 @@ from songsgen.db.lockmeter import LockMeter, metered
 from songsgen.db.partial import Progress
 
 Key = tuple[str, str]
-WRITERS_TURN = 0.15  # seconds: longer than the 100 ms a waiting SQLite writer sleeps between its tries
+# seconds: longer than the 100 ms a waiting SQLite writer sleeps between its tries
+WRITERS_TURN = 0.15
 
 
 def label(key: Key) -> str:
@@ -50,7 +36,7 @@ def label(key: Key) -> str:
 
 @dataclass
 class Applier:
-    """Filled and steered by the migrate command's progress callback while Django's executor runs."""
+    """Filled and steered by the migrate command's progress callback while the executor runs."""
 
     connection: BaseDatabaseWrapper
     group: bool = True  # run consecutive atomic migrations in one transaction
@@ -58,17 +44,22 @@ class Applier:
     started: float = 0.0
     applied: list[dict[str, Any]] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)  # what this run committed, in order
-    longest_lock: float = 0.0  # the longest one of our grouped transactions held the write lock, in seconds
+    # the longest one of our grouped transactions held the write lock, in seconds
+    longest_lock: float = 0.0
     # The tables the named migrations change (None: any table); unset: every table is checked.
     tables_of: Callable[[list[str]], set[str] | None] | None = None
     meter: LockMeter | None = None  # measures each migration's write lock while `metered` runs
     transactions: int = 0  # grouped transactions opened so far
     _measured: LockMeter | None = None  # the meter of the last `metered` run, read by `measure`
-    # Verifies the open group before its commit (the migrations' labels); set when the group drops data.
+    # Verifies the open group before its commit (the migrations' labels); set when
+    # the group drops data.
     verify_group: Callable[[list[str]], set[str] | None] | None = None
-    on_progress: Callable[[Progress], None] | None = None  # each operation of a non-atomic migration, as it runs
-    resume: Progress | None = None  # operations an earlier run left applied: skipped once found done
-    interrupted: Progress | None = None  # the non-atomic migration under way, operation by operation
+    # each operation of a non-atomic migration, as it runs
+    on_progress: Callable[[Progress], None] | None = None
+    # operations an earlier run left applied: skipped once found done
+    resume: Progress | None = None
+    # the non-atomic migration under way, operation by operation
+    interrupted: Progress | None = None
     log: Callable[[str], None] | None = None
     _tracker: partial.Tracker | None = None
     _atomic: transaction.Atomic | None = None
@@ -86,8 +77,8 @@ class Applier:
         return list(self._in_group)
 
     def start(self, migration: Migration, backwards: bool = False) -> None:
-        """Before a migration: join (or open) the group if it is atomic, else commit the group first and track
-        the migration's operations one by one."""
+        """Before a migration: join (or open) the group if it is atomic, else commit the group
+        first and track the migration's operations one by one."""
         fresh = True
         name = f"{migration.app_label}.{migration.name}"
         if migration.atomic and self.group and self.connection.features.can_rollback_ddl:
@@ -99,7 +90,8 @@ class Applier:
             self._group_drops |= any(_drops_anything(op, backwards) for op in migration.operations)
         else:
             if self._atomic is not None and self._group_drops and self.verify_group is not None:
-                self.commit(keys_checked=self.verify_group(list(self._in_group)))  # before the drop commits
+                # before the drop commits
+                self.commit(keys_checked=self.verify_group(list(self._in_group)))
             else:
                 self.commit()
             self._writers_turn()
@@ -127,7 +119,8 @@ class Applier:
         self._untrack()
         self.interrupted = None
         if self._atomic is None:
-            # Non-atomic: it committed as it went, in transactions of its own (the meter times those).
+            # Non-atomic: it committed as it went, in transactions of its own
+            # (the meter times those).
             self.committed.append(self.current)
         else:
             self._in_group.append(self.current)
@@ -139,10 +132,11 @@ class Applier:
             self._tracker = None
 
     def _writers_turn(self) -> None:
-        """SQLite, between two of our transactions: let the writers that queued behind the last one in.
+        """SQLite, between two of our transactions: let in the writers queued behind the last one.
 
-        A writer waiting on the lock retries every 100 ms once it has waited 0.3 s (SQLite's busy handler);
-        taking the lock again at once, the next migration would make it wait through both."""
+        A writer waiting on the lock retries every 100 ms once it has waited 0.3 s
+        (SQLite's busy handler); taking the lock again at once, the next migration would
+        make it wait through both."""
         if self.connection.vendor == "sqlite" and self.applied:
             time.sleep(WRITERS_TURN)
 
@@ -150,8 +144,9 @@ class Applier:
         if self.connection.vendor == "sqlite":
             if not self.connection.disable_constraint_checking():
                 raise RuntimeError("could not switch SQLite foreign-key enforcement off before the transaction")
-            # Django's SQLite schema editor checks every foreign key of the database after each migration
-            # (8 s at 1M songs, all under the write lock); in a group that check runs once, at commit.
+            # Django's SQLite schema editor checks every foreign key of the database after each
+            # migration (8 s at 1M songs, all under the write lock); in a group that check runs
+            # once, at commit.
             self.connection.check_constraints = _deferred  # type: ignore[method-assign]
         atomic = transaction.atomic(using=self.connection.alias)
         atomic.__enter__()  # BEGIN IMMEDIATE on SQLite (settings): the write lock is ours from here
@@ -159,8 +154,8 @@ class Applier:
         self.transactions += 1
 
     def commit(self, keys_checked: AbstractSet[str] | None = frozenset()) -> None:
-        """Commit the open group, after the foreign-key check on SQLite of what `keys_checked` (the tables the
-        caller already checked; None: all) leaves."""
+        """Commit the open group, after the foreign-key check on SQLite of what `keys_checked`
+        (the tables the caller already checked; None: all) leaves."""
         if self._atomic is None:
             return
         # A failure leaves the group open: the caller's `rollback` undoes it and names what it held.
@@ -205,10 +200,11 @@ class Applier:
         self.connection.__dict__.pop("check_constraints", None)
 
     def _fk_tables(self) -> list[str] | None:
-        """The tables whose foreign keys the group may have broken: None (all) unless its migrations' operations
-        name their tables. Only this transaction wrote with enforcement off, so beside its tables only the small
-        ones need a look (post_migrate fills content types and permissions) — not a 1M-row table a later
-        non-atomic migration of the plan backfills in transactions of its own."""
+        """The tables whose foreign keys the group may have broken: None (all) unless its
+        migrations' operations name their tables. Only this transaction wrote with enforcement
+        off, so beside its tables only the small ones need a look (post_migrate fills content
+        types and permissions) — not a 1M-row table a later non-atomic migration of the plan
+        backfills in transactions of its own."""
         changed = None if self.tables_of is None else self.tables_of(self._in_group)
         if changed is None:
             return None
@@ -219,15 +215,15 @@ class Applier:
         return sorted(t for t in names if t in changed or not table_rows_at_least(self.connection, t, limit))
 
     def reset(self) -> None:
-        """Forget the timings of a failed attempt before a retry (what it committed stays; the operations a
-        non-atomic migration completed are skipped when it runs again)."""
+        """Forget the timings of a failed attempt before a retry (what it committed stays; the
+        operations a non-atomic migration completed are skipped when it runs again)."""
         self.current, self.applied = None, []
         if self.interrupted is not None and self.interrupted.done:
             self.resume, self.interrupted = self.interrupted, None
 
     @contextmanager
     def metered(self, *, rows: bool = False) -> Iterator[LockMeter]:
-        """Measure each migration's write lock (songsgen/db/lockmeter.py) while the body runs."""
+        """Measure each migration's write lock (`songsgen.db.lockmeter`) while the body runs."""
         with metered(self.connection, rows=rows) as meter:
             self.meter = meter
             try:
@@ -238,13 +234,14 @@ class Applier:
 
     @property
     def longest_hold(self) -> float:
-        """The longest writers waited on this run: a grouped transaction, or one migration's measured lock (a
-        non-atomic index build holds SQLite's write lock for its one statement, outside any group)."""
+        """The longest writers waited on this run: a grouped transaction, or one migration's
+        measured lock (a non-atomic index build holds SQLite's write lock for its one statement,
+        outside any group)."""
         return round(max([self.longest_lock, *(e.get("lock_seconds", 0.0) for e in self.applied)]), 6)
 
     def measure(self) -> None:
-        """Write each applied migration's `lock_seconds` and `locks` into its entry, once its transaction ended
-        (a hold still open counts up to now)."""
+        """Write each applied migration's `lock_seconds` and `locks` into its entry, once its
+        transaction ended (a hold still open counts up to now)."""
         if self._measured is None:
             return
         for entry, (seconds, locks) in zip(self.applied, self._measured.measured(), strict=False):
@@ -259,11 +256,13 @@ def _deferred(table_names: list[str] | None = None) -> None:
 class Undo:
     unapplied: list[str] = field(default_factory=list)
     reapplied: list[str] = field(default_factory=list)
-    reversed: list[str] = field(default_factory=list)  # operations of a half-applied migration, reversed
+    # operations of a half-applied migration, reversed
+    reversed: list[str] = field(default_factory=list)
     stays: list[str] = field(default_factory=list)  # what could not be undone, with why
     dropped: list[str] = field(default_factory=list)  # tables and columns dropped for good
     left: Progress | None = None  # the unrecorded migration whose first operations stay applied
-    unfinished: str | None = None  # code that was running outside a transaction: what it wrote is not undone
+    # code that was running outside a transaction: what it wrote is not undone
+    unfinished: str | None = None
 
     def parts(self, rolled_back: list[str]) -> list[str]:
         """What was undone, for the report, with the migrations the transaction's rollback undid."""
@@ -287,7 +286,7 @@ def before_state(executor: MigrationExecutor, before: set[Key]) -> ProjectState:
 
 def _undoable(keys: list[Key], executor: MigrationExecutor, backwards: bool, state: ProjectState, undo: Undo
               ) -> list[Key]:
-    """The first of `keys` (in undo order) up to one whose undo cannot bring back the data it dropped."""
+    """The first of `keys` (undo order) up to one whose undo cannot bring back what it dropped."""
     for n, key in enumerate(keys):
         lost = partial.migration_drops(executor.loader.graph.nodes[key], backwards, state)
         if lost:
@@ -301,10 +300,11 @@ def _undoable(keys: list[Key], executor: MigrationExecutor, backwards: bool, sta
 
 def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[str], None],
              interrupted: Progress | None = None, on_change: Callable[[Progress], None] | None = None) -> Undo:
-    """Bring the database back to `before` with Django's own reverse operations, last first: the operations the
-    `interrupted` non-atomic migration completed, then what was added is unapplied and what was removed
-    re-applied. Rows other connections wrote are untouched. Stops before an operation that is irreversible or
-    dropped data that existed before (a table or column would come back empty): `stays` says what is left."""
+    """Bring the database back to `before` with Django's own reverse operations, last first: the
+    operations the `interrupted` non-atomic migration completed, then what was added is
+    unapplied and what was removed re-applied. Rows other connections wrote are untouched. Stops
+    before an operation that is irreversible or dropped data that existed before (a table or
+    column would come back empty): `stays` says what is left."""
     executor = MigrationExecutor(connection)
     state = before_state(executor, before)
     done = Undo()
@@ -343,5 +343,5 @@ def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[s
 
 
 def _drops_anything(op: Operation, backwards: bool) -> bool:
-    """Whether running `op` that way drops a table or column (whatever its age): its group is verified first."""
+    """Whether running `op` that way drops a table or column: its group is verified first."""
     return bool(partial.drops_kind(op, backwards))

@@ -1,10 +1,6 @@
-"""Batched backfills for data migrations: keyset batches by primary key, one transaction per batch.
+"""Batched, restartable backfills for data migrations: keyset batches, one transaction per batch.
 
-Never LIMIT/OFFSET (each batch would re-read every row before it: quadratic), never one UPDATE per row.
-Each batch is one `UPDATE … WHERE pk > last AND pk <= upper AND <still needs work>` in its own transaction,
-so a writer waits at most one batch, an interrupted backfill keeps the batches it committed, and running it
-again skips the rows already done (the `pending` predicate). On SQLite the WAL is checkpointed every few
-batches so it does not grow with the table. Use from a migration with `atomic = False`.
+Use from a migration with `atomic = False`; a writer waits one batch at most.
 """
 
 from __future__ import annotations
@@ -31,10 +27,10 @@ def run_in_batches(
     progress: Callable[[str], None] | None = None,
     label: str = "backfill",
 ) -> int:
-    """Run `statement` once per keyset batch of `table`; it gets `params` then (low, high]: pk bounds.
+    """Run `statement` per keyset batch of `table`, with `params` then (low, high]: pk bounds.
 
-    The statement must leave done rows alone (a NOT EXISTS or a still-to-do predicate), so a run that was
-    interrupted can simply be run again. Returns the rows the statements reported changed.
+    The statement must leave done rows alone (a NOT EXISTS or a still-to-do predicate), so a run
+    that was interrupted can simply be run again. Returns the rows the statements reported changed.
     """
     qn = connection.ops.quote_name
     t, key = qn(table), qn(pk)
@@ -80,7 +76,7 @@ def backfill(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows changed."""
+    """`UPDATE table SET <set_sql>` on every row matching `pending`, in keyset batches; rows."""
     qn = connection.ops.quote_name
     key = qn(pk)
     statement = f"UPDATE {qn(table)} SET {set_sql} WHERE ({pending}) AND {key} > %s AND {key} <= %s"

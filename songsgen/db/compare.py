@@ -1,23 +1,6 @@
 """Prove two databases hold the same rows: per table, a row count and an order-independent checksum.
 
-Rows are read through the ORM (`values_list` on each model's base manager, keyset batches by primary
-key), so each engine's values arrive as the same Python types — booleans as `bool`, datetimes aware,
-JSON decoded — and are then written out in one canonical text form:
-
-- NULL is its own marker; every other value carries a type tag, so `1`, `"1"` and `True` differ;
-- datetimes with a time zone become UTC ISO 8601 with microseconds;
-- JSON is dumped with sorted keys and fixed separators (PostgreSQL's jsonb reorders keys);
-- floats are printed to 15 significant digits (what every engine round-trips exactly);
-- Decimals are normalized, bytes are hex.
-
-Each row hashes (BLAKE2b, 64 bits) to a number and a table's checksum is the sum of its rows' numbers
-modulo 2**64: the order rows come back in does not matter, and a duplicated row still counts. Sums are
-also kept per primary-key range (buckets of 1,000 ids), so a difference is narrowed to a few ranges
-that are then reread row by row to name the primary keys that are missing, extra or changed.
-
-Tables whose column types `songsgen.db.rowhash` knows (all of this project's) are hashed there instead,
-by the database itself on PostgreSQL and from the stored values on SQLite, the same way on both sides;
-the rest (e.g. a table with decimals) are hashed here, on both sides too.
+Rows are read through the ORM and hashed from one canonical text, so both engines agree.
 """
 
 from __future__ import annotations
@@ -48,12 +31,14 @@ DETAIL_ROW_LIMIT = 100_000  # tables with other primary keys are reread whole on
 _MASK = (1 << 64) - 1
 
 
-# --- canonical values ---------------------------------------------------------------------------------
+# --- canonical values
+# ---------------------------------------------------------------------------------
 
 
 def _datetime(value: dt.datetime) -> str:
     offset = value.utcoffset()
-    if offset:  # aware, not UTC: in UTC (an aware UTC value keeps its "+00:00", a naive one has none)
+    # aware, not UTC: in UTC (an aware UTC value keeps its "+00:00", a naive one has none)
+    if offset:
         value = value.astimezone(dt.UTC)
     return "t" + value.isoformat(timespec="microseconds")
 
@@ -82,12 +67,13 @@ _CANONICAL: dict[type, Callable[[Any], str]] = {
 
 
 def canonical(value: Any) -> str | None:
-    """One value as the same text on every engine (see the module docstring); None stays None."""
+    """One value as the same typed text on every engine (UTC, sorted JSON); None stays None."""
     if value is None:
         return None
     convert = _CANONICAL.get(type(value))
     if convert is None:
-        for kind, candidate in _CANONICAL.items():  # subclasses (e.g. SafeString, a tz-aware subclass)
+        # subclasses (e.g. SafeString, a tz-aware subclass)
+        for kind, candidate in _CANONICAL.items():
             if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
                 convert = candidate
                 break
@@ -97,7 +83,8 @@ def canonical(value: Any) -> str | None:
 
 
 def _text(value: Any) -> str:
-    # Length-prefixed, so a separator inside a value can never shift one column's text into the next.
+    # Length-prefixed, so a separator inside a value can never shift one
+    # column's text into the next.
     if type(value) is str:
         return f"{len(value)}:{value}"
     return "\x00" if value is None else str(canonical(value))
@@ -137,14 +124,15 @@ class RowHasher:
         return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-# --- reading ------------------------------------------------------------------------------------------
+# --- reading
+# ------------------------------------------------------------------------------------------
 
 
 def read_batches(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any = None,
     pk_range: tuple[int, int] | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows of `table` in primary-key order, `batch_size` at a time (keyset pagination, never OFFSET).
+    """Rows of `table` in primary-key order, `batch_size` at a time (keyset, never OFFSET).
 
     Each batch is one `WHERE pk > last ORDER BY pk LIMIT n` query, so memory holds one batch at most
     however big the table, and each batch costs the same (an index range scan), however deep.
@@ -166,8 +154,8 @@ def read_batches(
 
 def keyset(fetch: Callable[[Any], list[tuple[Any, ...]]], batch_size: int, after: Any = None
            ) -> Iterator[list[tuple[Any, ...]]]:
-    """Batches from `fetch(last key or None)` (rows with the key first, in key order, at most `batch_size`)
-    until one comes back short: keyset pagination, each batch one bounded query."""
+    """Batches from `fetch(last key or None)` (rows with the key first, in key order, at most
+    `batch_size`) until one comes back short: keyset pagination, each batch one bounded query."""
     last = after
     while batch := fetch(last):
         yield batch
@@ -190,7 +178,7 @@ def has_integer_pk(table: Table) -> bool:
 
 @dataclass
 class TableDigest:
-    """Count and checksum of one table in one database, with per-range sums for narrowing differences."""
+    """Count and checksum of one table in one database, per-range sums to narrow differences."""
 
     table: str
     rows: int = 0
@@ -217,7 +205,7 @@ def digest_table(
     connection: BaseDatabaseWrapper, table: Table, *, batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None, method: str = "python",
 ) -> TableDigest:
-    """Read a whole table and return its digest (by `method`: this module's hashing, or rowhash's)."""
+    """Read a whole table and return its digest (by `method`: our hashing or rowhash's)."""
     digest = TableDigest(table.name, method=method)
     if method == rowhash.METHOD:
         for key, rows, total in rowhash.bucket_sums(connection, table):
@@ -235,7 +223,8 @@ def digest_table(
     return digest
 
 
-# --- comparing ----------------------------------------------------------------------------------------
+# --- comparing
+# ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -387,7 +376,7 @@ def compare_connections(
     source_digests: dict[str, TableDigest] | None = None, target_digests: dict[str, TableDigest] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Compare every table of `tables` between two open connections (digests already computed are reused)."""
+    """Compare every table of `tables` between two open connections (known digests reused)."""
     source_tables, target_tables = existing_tables(source), existing_tables(target)
     results = []
     for table in tables:

@@ -1,13 +1,6 @@
-"""The switch from the replicating source to the target, with writes paused for as short as possible.
+"""The switch from the replicating source to the target, with writes paused as briefly as possible.
 
-Inside the pause (PgBouncer's `PAUSE`, or without PgBouncer the source made read-only): a marker row is
-written on the source and awaited on the target (so everything committed before is applied), every
-sequence on the target is set past the source's, row counts and highest ids are compared per table, a
-snapshot is exported on the target and held open, and PgBouncer is repointed to the target (its config,
-RELOAD, RECONNECT) and resumed. A failure inside the pause resumes the source: it stays the truth.
-
-After it, the proof: `songsgen.db.compare` reads the source (frozen: nothing writes to it any more) and
-the target in the exported snapshot, i.e. exactly as of the cutover.
+A failure inside the pause resumes the source: it stays the truth.
 """
 
 from __future__ import annotations
@@ -38,15 +31,16 @@ PROBE = f"{NAME}_probe"  # PgBouncer's temporary entry for the login check
 
 @dataclass(frozen=True)
 class Bouncer:
-    """The PgBouncer the application connects through: admin console, config file, database entry."""
+    """The PgBouncer the application connects through: admin console, config file, db entry."""
 
     admin_url: str
     config: Path
     database: str
-    login: tuple[str, str] | None = None  # the application's (user, password); default: the admin console's
+    # the application's (user, password); default: the admin console's
+    login: tuple[str, str] | None = None
 
     def command(self, sql: str, conn: psycopg.Connection | None = None) -> None:
-        """One admin console command (PAUSE db, RESUME db, RELOAD, RECONNECT db), on `conn` if given."""
+        """One admin console command (PAUSE db, RESUME db, RELOAD, RECONNECT db), on `conn`."""
         if conn is not None:
             conn.execute(sql)
             return
@@ -54,8 +48,8 @@ class Bouncer:
             own.execute(sql)
 
     def check(self, target: Side) -> None:
-        """The admin console answers, the config names the database, and PgBouncer can log in to the target:
-        before anything is created."""
+        """The admin console answers, the config names the database, and PgBouncer can log in to
+        the target: before anything is created."""
         self.command("SHOW VERSION")
         self._entry(self._read())
         self.can_reach(target)
@@ -79,8 +73,9 @@ class Bouncer:
         return head + " " + " ".join(f"{k}={v}" for k, v in keys.items())
 
     def can_reach(self, target: Side) -> None:
-        """Log in through PgBouncer to the target as the application would, via a temporary entry: a cutover
-        to a server PgBouncer cannot log in to would leave every client waiting in its queue."""
+        """Log in through PgBouncer to the target as the application would, via a temporary
+        entry: a cutover to a server PgBouncer cannot log in to would leave every client waiting
+        in its queue."""
         text = self._read()
         found = self._entry(text)
         self.config.write_text(text[:found.end()] + "\n" + self._line(found, target, PROBE) + text[found.end():])
@@ -102,12 +97,13 @@ class Bouncer:
             self.command("RELOAD")
 
     def repoint(self, target: Side) -> str:
-        """The [databases] entry rewritten to the target's host, port and database name (other keys kept);
-        returns the config as it was, to put back should the cutover be abandoned."""
+        """The [databases] entry rewritten to the target's host, port and database name (other
+        keys kept); returns the config as it was, to put back should the cutover be abandoned."""
         text = self._read()
         found = self._entry(text)
         line = self._line(found, target)
-        self.config.write_text(text[:found.start()] + line + text[found.end():])  # in place: owner and mode kept
+        # in place: owner and mode kept
+        self.config.write_text(text[:found.start()] + line + text[found.end():])
         return text
 
 
@@ -130,19 +126,20 @@ class Cutover:
 
 
 class _Frozen:
-    """Writes stopped on the source: PgBouncer paused, or the source read-only with its sessions closed."""
+    """Writes stopped on the source: PgBouncer paused, or the source read-only, sessions closed."""
 
     def __init__(self, source: psycopg.Connection, dbname: str, bouncer: Bouncer | None,
                  admin: psycopg.Connection | None, pauser: psycopg.Connection | None) -> None:
         self.source, self.dbname, self.bouncer, self.admin, self.pauser = source, dbname, bouncer, admin, pauser
-        self.stuck = False  # the pauser is still blocked in PAUSE (never touched again: it holds its lock)
+        # the pauser is still blocked in PAUSE (never touched again: it holds its lock)
+        self.stuck = False
 
     def close(self) -> None:
         if self.pauser is not None and not self.stuck:
             self.pauser.close()
 
     def freeze(self, timeout: float) -> None:
-        """Stop writes; PgBouncer's PAUSE waits for transactions in flight, at most `timeout` seconds."""
+        """Stop writes; PgBouncer's PAUSE waits for transactions in flight, `timeout` s at most."""
         if self.bouncer is not None:
             self._pause(self.bouncer, timeout)
             return
@@ -150,12 +147,14 @@ class _Frozen:
         self.source.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> %s "
-            "AND application_name NOT LIKE %s", (NAME, f"{APPLICATION_PREFIX} %"),  # ours, and our migrate lock
+            # ours, and our migrate lock
+            "AND application_name NOT LIKE %s", (NAME, f"{APPLICATION_PREFIX} %"),
         )
 
     def _pause(self, bouncer: Bouncer, timeout: float) -> None:
-        # PAUSE blocks until every server connection is released and ignores a cancel request, so it runs in a
-        # thread; if it is not done in time, RESUME from a new admin session gives up the pause.
+        # PAUSE blocks until every server connection is released and ignores a cancel
+        # request, so it runs in a thread; if it is not done in time, RESUME from a new admin
+        # session gives up the pause.
         failed: list[BaseException] = []
         done = threading.Event()
 
@@ -179,7 +178,7 @@ class _Frozen:
             raise failed[0]
 
     def thaw(self, config: str | None) -> None:
-        """Writes resume on the source (a failure inside the pause); PgBouncer's config put back if changed."""
+        """Writes resume on the source (a failure in the pause); PgBouncer's config put back."""
         if self.bouncer is not None:
             if config is not None:
                 self.bouncer.config.write_text(config)
@@ -191,7 +190,7 @@ class _Frozen:
 
 
 def _await_marker(source: psycopg.Connection, target: psycopg.Connection, timeout: float) -> None:
-    """A row written on the source now, seen on the target: everything committed before it is applied."""
+    """A row written on the source now, seen on the target: all committed before is applied."""
     token = secrets.token_hex(8)
     source.execute("SET default_transaction_read_only = off")
     source.execute(f"INSERT INTO {NAME} (id, token) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET token = "
@@ -204,7 +203,7 @@ def _await_marker(source: psycopg.Connection, target: psycopg.Connection, timeou
 
 
 def _sync_sequences(source: psycopg.Connection, target: psycopg.Connection) -> None:
-    """Every sequence on the target set to the source's last value: new ids there come after the copied ones."""
+    """Every target sequence set to the source's last value: new ids follow the copied ones."""
     values = source.execute(
         "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL "
         "AND schemaname = 'public'"
@@ -224,7 +223,7 @@ def _tally(conn: psycopg.Connection, tables: list[Table]) -> dict[str, tuple[Any
 
 
 def _compare_tallies(source: psycopg.Connection, target: psycopg.Connection, tables: list[Table]) -> dict[str, int]:
-    """Counts and highest ids on both servers at once (each on its own connection): the pause lasts the slower."""
+    """Counts and highest ids on both servers at once (a connection each): pause of the slower."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         on_source = pool.submit(_tally, source, tables)
         after = _tally(target, tables)
@@ -238,9 +237,10 @@ def _compare_tallies(source: psycopg.Connection, target: psycopg.Connection, tab
 
 @contextmanager
 def _snapshot_connection(target: Side) -> Iterator[psycopg.Connection]:
-    """A REPEATABLE READ transaction on the target, held open while the block runs (its snapshot exported)."""
+    """A REPEATABLE READ transaction on the target, open during the block (snapshot exported)."""
     conn = psycopg.connect(**target.params)
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # psycopg begins it at the first statement
+    # psycopg begins it at the first statement
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
         yield conn
     finally:
@@ -263,7 +263,7 @@ def cut_over(
     report: Callable[[str], None], on_table: Callable[[Any], None] | None = None,
     committed: Callable[[], None] = lambda: None,
 ) -> Cutover:
-    """The steps of the module docstring; `committed()` is called once the application uses the target.
+    """Pause, wait, sequences, counts, snapshot, repoint, resume; `committed()` once switched.
 
     Raises UpgradeUnproven when the proof finds the target differs (after the switch: both sides are kept)."""
     result = Cutover(lag=lag(source, slot), mode="pgbouncer" if bouncer else "read-only")
@@ -301,7 +301,8 @@ def cut_over(
                 raise UpgradeError(f"Cutover abandoned, the source resumed and stays the truth: {exc}") from exc
             raise
         committed()
-        # Should the proof fail or be interrupted, a later run must know the target is live (never emptied).
+        # Should the proof fail or be interrupted, a later run must know the target is
+        # live (never emptied).
         dst.execute(f"INSERT INTO {NAME} (id, token) VALUES ({SWITCHED}, 'switched') ON CONFLICT (id) DO NOTHING")
         steps = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in result.steps.items())
         report(f"cutover: writes paused {result.paused * 1000:.0f} ms ({steps} ms); proving the copy")

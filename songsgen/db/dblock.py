@@ -1,9 +1,6 @@
-"""One schema-changing command at a time per database: the lock `migrate`, `dbrestore` and `transferdb` share.
+"""One schema-changing command at a time per database: migrate, dbrestore, transferdb share it.
 
-SQLite: an exclusive `flock` on `<database>.migrate-lock` beside the file. PostgreSQL: a session-level
-`pg_advisory_lock` on a fixed key, held by a connection of its own (Django's connection may be closed and
-reopened under it). Either way the operating system or the server releases it when the process dies,
-so a lock is never left behind by a crash; whoever holds it is named in the refusal.
+The OS or the server releases it when the process dies, so a crash never leaves it behind.
 """
 
 from __future__ import annotations
@@ -66,7 +63,7 @@ def _refusal(holder: Holder, waited: float) -> DatabaseBusy:
 
 
 def flock_within(fd: int, wait: float) -> bool:
-    """An exclusive flock on `fd`, retried every 0.1 s for `wait` seconds; False if another process holds it."""
+    """An exclusive flock on `fd`, retried every 0.1 s for `wait` s; False if another holds it."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -147,7 +144,7 @@ def _pg_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterat
 
 @contextmanager
 def database_lock(settings_dict: dict[str, Any], *, purpose: str = "migrate", wait: float = 0) -> Iterator[None]:
-    """Hold the database's schema lock for the block; raise DatabaseBusy when another holder keeps it past `wait`."""
+    """Hold the database's schema lock for the block; DatabaseBusy if held past `wait`."""
     if _is_sqlite(settings_dict):
         with _sqlite_lock(settings_dict, purpose, wait):
             yield

@@ -1,10 +1,6 @@
 """What a database error means to an operator: one line saying what is wrong and what to do.
 
-`explain(exc)` recognises the errors a person causes by pointing the project at the wrong place —
-an unreachable PostgreSQL server, a file that is not an SQLite database, a read-only or unopenable
-file, a database whose migrations were never applied — and returns None for anything else, which
-stays a traceback: an unknown error may be a bug. The command-line boundary (songsgen/boundary.py)
-prints the line instead of the traceback.
+Returns None for anything else, which stays a traceback: an unknown error may be a bug.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
-    """The sqlite3 or psycopg error behind `exc` (Django re-raises driver errors as its own, `from` them)."""
+    """The sqlite3 or psycopg error behind `exc` (Django re-raises driver errors `from` them)."""
     if not isinstance(exc, DatabaseError | sqlite3.Error) and not _is_psycopg(exc):
         return None
     for candidate in (exc, exc.__cause__):
@@ -50,8 +46,9 @@ def _is_psycopg(error: BaseException | None) -> bool:
 
 
 def _settings_of(exc: BaseException) -> dict[str, Any]:
-    """The settings of the connection that raised `exc`: its frames hold the DatabaseWrapper (or a cursor
-    of it); the default database when none does (an error raised outside Django's connection)."""
+    """The settings of the connection that raised `exc`: its frames hold the
+    DatabaseWrapper (or a cursor of it); the default database when none does (an error
+    raised outside Django's connection)."""
     found = None
     for frame, _line in traceback.walk_tb(exc.__traceback__):
         owner = frame.f_locals.get("self")
@@ -71,7 +68,8 @@ def _sqlite_path(settings_dict: dict[str, Any]) -> str:
 
 def _explain_sqlite(error: sqlite3.Error, settings_dict: dict[str, Any]) -> str | None:
     path = _sqlite_path(settings_dict)
-    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    # the primary code of an extended one
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
     text = _first_line(error)
     if code == sqlite3.SQLITE_NOTADB:
         return (f"{path} is not an SQLite database ({text}). Point DATABASE_URL (or SONGSGEN_DATA_DIR) at the "

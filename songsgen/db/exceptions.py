@@ -1,9 +1,7 @@
 """Every error of the database tools, under one base: `DatabaseToolError`.
 
-A command catches the base (or a subclass it words in its own terms) and raises `CommandError`; one that
-escapes a command is turned into one line and exit code 1 by the command-line boundary (songsgen/boundary.py).
-Each error's message says what is wrong and what to do. Every module imports them from here, never through
-the module that raises them.
+Each message says what is wrong and what to do; the command-line boundary prints it as one line.
+Every module imports them from here, never through the module that raises them.
 """
 
 from __future__ import annotations
@@ -13,7 +11,8 @@ class DatabaseToolError(Exception):
     """Something a database command could not do; the message says what and what to do."""
 
 
-# --- migrate ----------------------------------------------------------------------------------------
+# --- migrate
+# ----------------------------------------------------------------------------------------
 class DatabaseBusy(DatabaseToolError):
     """Another schema-changing command holds the database."""
 
@@ -23,7 +22,7 @@ class MigrateRefused(DatabaseToolError):
 
 
 class MigrateFailed(DatabaseToolError):
-    """Applying or verifying failed; `restored` says whether the database is back at its migrations."""
+    """Applying or verifying failed; `restored`: the database is back at its migrations."""
 
     def __init__(self, message: str, *, restored: bool) -> None:
         super().__init__(message)
@@ -35,11 +34,11 @@ class VerificationFailed(DatabaseToolError):
 
 
 class UndoFailed(DatabaseToolError):
-    """A migration this run committed could not be unapplied (irreversible, or its reverse failed)."""
+    """A migration this run committed could not be unapplied (irreversible, or reverse failed)."""
 
 
 class RehearsalError(DatabaseToolError):
-    """The scratch database could not be made (no CREATEDB right, a failed restore, a missing tool)."""
+    """The scratch database could not be made (no CREATEDB, a failed restore, a missing tool)."""
 
 
 class SquawkError(DatabaseToolError):
@@ -50,13 +49,14 @@ class DatabaseNotReady(DatabaseToolError):
     """The database cannot take a long-running writer yet: missing, read-only, or not migrated."""
 
 
-# --- backups, snapshots, restores -------------------------------------------------------------------
+# --- backups, snapshots, restores
+# -------------------------------------------------------------------
 class BackupError(DatabaseToolError):
     """A backup, restore or check cannot go on; the message says why and what to do."""
 
 
 class RestoreUndone(BackupError):
-    """The restored database failed its check and the live database was put back from the safety copy."""
+    """The restored database failed its check; the live one was put back from the safety copy."""
 
 
 class RestoreUnverified(BackupError):
@@ -75,9 +75,10 @@ class PgDumpError(DatabaseToolError):
     """pg_dump, pg_restore or psql failed, or is missing."""
 
 
-# --- moving between databases ------------------------------------------------------------------------
+# --- moving between databases
+# ------------------------------------------------------------------------
 class DatabaseUnavailable(DatabaseToolError):
-    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no connection."""
+    """A database URL cannot be used: bad syntax, unsupported engine, missing file, no link."""
 
 
 class TransferError(DatabaseToolError):
@@ -88,7 +89,8 @@ class DependencyCycle(DatabaseToolError):
     """Tables reference each other in a cycle; no order copies one before the other."""
 
 
-# --- replication ---------------------------------------------------------------------------------------
+# --- replication
+# ---------------------------------------------------------------------------------------
 class ReplicaError(DatabaseToolError):
     """Replication (Litestream) cannot run, or a replica cannot be read or restored as asked."""
 
@@ -97,7 +99,8 @@ class ReplicaBusy(ReplicaError):
     """Another `replicate` already replicates the database."""
 
 
-# --- major upgrade -------------------------------------------------------------------------------------
+# --- major upgrade
+# -------------------------------------------------------------------------------------
 class UpgradeError(DatabaseToolError):
     """The upgrade cannot start or go on as asked; the message says what to do."""
 

@@ -1,13 +1,6 @@
 """Open a database named by a URL as a temporary connection alias, beside the project's own.
 
-`transferdb` and `dbcompare` work on two databases that need not be `DATABASES["default"]`. Each URL
-is parsed the way settings.py parses `DATABASE_URL` (dj-database-url; SQLite gets the same OPTIONS,
-and the `connection_created` receiver gives it our pragmas), registered under a fresh alias in
-`django.db.connections` for the duration of a `with` block, and removed afterwards.
-
-Nothing is written while opening: a SQLite file that does not exist is an error rather than a new
-empty file, and connection failures (unreachable host, wrong password) become `DatabaseUnavailable`
-with the URL's password masked.
+Nothing is written while opening; connection errors come back with the password masked.
 """
 
 from __future__ import annotations
@@ -54,7 +47,8 @@ def settings_for_url(url: str) -> dict[str, Any]:
         db["OPTIONS"] = dict(settings.SQLITE_OPTIONS)
     elif db["ENGINE"] in (POSTGRESQL, "django.db.backends.postgresql_psycopg2"):
         db["ENGINE"] = POSTGRESQL
-        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as dj-database-url parsed them.
+        # OPTIONS from the query string (sslmode, sslrootcert, …) are kept as
+        # dj-database-url parsed them.
         db.setdefault("OPTIONS", {}).setdefault("connect_timeout", settings.PG_CONNECT_TIMEOUT)
     else:
         raise DatabaseUnavailable(f"{mask_url(url)}: only SQLite and PostgreSQL URLs are supported.")
@@ -77,8 +71,8 @@ def identity(connection: BaseDatabaseWrapper) -> Identity:
         stat = path.stat()
         return Identity("sqlite", (stat.st_dev, stat.st_ino))
     with connection.cursor() as cursor:
-        # Two URLs may name one server differently (localhost, 127.0.0.1, a socket): the postmaster's
-        # start time and the port identify it; the database name completes the key.
+        # Two URLs may name one server differently (localhost, 127.0.0.1, a socket): the
+        # postmaster's start time and the port identify it; the database name completes the key.
         cursor.execute("SELECT pg_postmaster_start_time()::text, inet_server_port(), current_database()")
         return Identity("postgresql", tuple(cursor.fetchone()))
 

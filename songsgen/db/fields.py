@@ -1,7 +1,6 @@
 """A model's column fields by name, typed, for code that writes its own SQL.
 
-`_meta.get_field(name)` may also answer a reverse relation or a generic foreign key, neither of
-which has a column; these helpers refuse those instead of building SQL from a missing column.
+`_meta.get_field` may answer a relation without a column; these refuse it instead.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ def column_of(model: type[models.Model], name: str) -> str:
 
 def storage_field(field: models.Field) -> models.Field:
     """The field whose type stores `field`'s values: itself, or where its foreign keys lead."""
-    while isinstance(field, RelatedField):  # a foreign key to a foreign key: a one-to-one primary key
+    # a foreign key to a foreign key: a one-to-one primary key
+    while isinstance(field, RelatedField):
         field = field.target_field
     return field

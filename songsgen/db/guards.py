@@ -1,16 +1,4 @@
-"""Guard rails: migrate leaves another application's database alone; newer backups are refused.
-
-- `foreign_database(connection)`: why the database holds tables but no migration history of this
-  project (another application's SQLite file, another Django project's database), or None. On
-  SQLite it reads the file through a read-only connection of its own, before Django connects:
-  Django's connections switch the file to WAL (songsgen/db/sqlite.py), which rewrites its header.
-- `history_gap(recorded)`: the migrations a django_migrations table records that the code does not
-  know (the database is ahead: a newer release made it) and the code's migrations it lacks (what
-  `manage.py migrate` will apply).
-
-"This project's apps" are the installed apps with migrations whose code lives under
-settings.BASE_DIR, found through the app registry and the migration loader, never by name.
-"""
+"""Guard rails: migrate leaves another application's database alone; newer backups are refused."""
 
 from __future__ import annotations
 

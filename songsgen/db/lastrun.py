@@ -2,7 +2,7 @@
 
 `manage.py migrate` records each guarded run that reached the live database (done, nothing to do,
 rolled back, failed, a resumed rollback); `/metrics` exports its result and duration
-(songsgen/monitoring/). One small JSON file per database in the data folder, replaced whole: a reader
+(`songsgen.monitoring`). One small JSON file per database in the data folder, replaced whole: a reader
 never sees half of it.
 """
 

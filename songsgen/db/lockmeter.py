@@ -1,29 +1,6 @@
-"""How long each migration keeps other writers waiting, measured the same way live and in the rehearsal.
+"""How long each migration keeps other writers waiting, measured the same way live and in rehearsal.
 
-`LockMeter` watches one connection while `Applier` (songsgen/db/apply.py) runs a plan on it: the live
-migrate and its rehearsal on a scratch copy (songsgen/db/rehearse.py) both use it, so the predicted and the
-measured figure are one quantity.
-
-A lock counts from the statement that took it to the end of the transaction that held it (COMMIT or
-ROLLBACK included). A migration's `lock_seconds` is the longest such hold that overlapped its run. When
-consecutive atomic migrations share one transaction, each of them reports that transaction's hold, the
-verification and foreign-key check before its commit included: a writer arriving during any of them waits
-for the commit.
-- SQLite: the database write lock, from the statement that takes it (a write; or BEGIN IMMEDIATE, once it
-  returns) to the end of its COMMIT/ROLLBACK, or one autocommit write statement; seen by an execute wrapper
-  and the connection's `_commit`/`_rollback`.
-- PostgreSQL: per table, the modes held; SHARE and stronger (those that conflict with the ROW EXCLUSIVE of
-  INSERT/UPDATE/DELETE) count. Inside a transaction the backend's own pg_locks rows are read after each
-  statement; a monitor thread samples pg_locks every 10 ms for what autocommit statements take (from the
-  first to the last sample that saw it: up to a sample short). Tables created in the same transaction (or
-  by the same non-atomic migration) are listed "(new)" and do not count: nobody else can wait for them.
-
-Rows (with `rows=True`, the rehearsal's scratch copy only: live, other sessions write too): rows the
-migration inserted, updated or deleted, django_migrations left out. SQLite: the sum of the DML statements'
-own row counts (sqlite3_changes); `total_changes` is useless here because it counts FTS5's shadow-table
-writes. PostgreSQL: the delta of n_tup_ins + n_tup_upd + n_tup_del over pg_stat_user_tables plus
-pg_stat_xact_user_tables (the open transaction's own, not flushed yet), so writes count however they were
-made, triggers included.
+One meter for both, so the predicted and the measured figure are one quantity.
 """
 
 from __future__ import annotations
@@ -56,7 +33,8 @@ OWN_LOCKS = (
     f"WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation >= {USER_OID} "
     f"AND c.relkind IN {TABLE_KINDS}"
 )
-# The monitor cannot see tables the migrating transaction has created yet: those come back without a name.
+# The monitor cannot see tables the migrating transaction has created yet: those come
+# back without a name.
 SAMPLED_LOCKS = (
     "SELECT l.relation::bigint, c.relname, l.mode FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation "
     f"WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted AND l.relation >= {USER_OID} "
@@ -81,16 +59,19 @@ def _keyword(sql: str) -> str:
 
 
 class LockMeter:
-    """Lock spans and rows of one connection, per migration; fed by an execute wrapper and commit/rollback."""
+    """Lock spans and rows of one connection, per migration: an execute wrapper, commit/rollback."""
 
     def __init__(self, connection: BaseDatabaseWrapper, *, rows: bool = False) -> None:
         self.connection, self.pg, self.count_rows = connection, connection.vendor == "postgresql", rows
-        self.guard = threading.Lock()  # the PostgreSQL monitor thread writes `runs`, `spans` and `names` too
+        # the PostgreSQL monitor thread writes `runs`, `spans` and `names` too
+        self.guard = threading.Lock()
         self.spans: list[tuple[Key, float, float]] = []  # every hold that ended: (lock, from, to)
-        self.runs: dict[Key, list[float]] = {}  # sampled locks seen in every sample since: [first, last] seen
+        # sampled locks seen in every sample since: [first, last] seen
+        self.runs: dict[Key, list[float]] = {}
         self.names: dict[int, str] = {}
         self.held: dict[Key, float] = {}  # PostgreSQL: locks of the open transaction, since when
-        self.write_since: float | None = None  # SQLite: when the open write transaction took the lock
+        # SQLite: when the open write transaction took the lock
+        self.write_since: float | None = None
         self.steps: list[_Step] = []
         self.tables: dict[int, str] = {}
         self.rows = 0
@@ -99,7 +80,7 @@ class LockMeter:
 
     # --- steps ------------------------------------------------------------------------------------
     def begin_step(self, fresh: bool) -> None:
-        """A migration starts; `fresh`: in a transaction of its own (not one an earlier migration opened)."""
+        """A migration starts; `fresh`: in a transaction of its own, not an earlier one's."""
         if self.pg and (fresh or not self.steps):
             self.tables = dict(self._raw(f"SELECT oid::bigint, relname FROM pg_class WHERE oid >= {USER_OID} "
                                          f"AND relkind IN {TABLE_KINDS}"))
@@ -115,7 +96,8 @@ class LockMeter:
         if not self.count_rows:
             return 0
         if self.pg:
-            with suppress(Exception):  # a step that failed may leave nothing to read; rows stay unknown (0)
+            # a step that failed may leave nothing to read; rows stay unknown (0)
+            with suppress(Exception):
                 after = self._pg_counts()
                 self.rows = sum(max(n - self.counts.get(oid, 0), 0) for oid, n in after.items())
         else:
@@ -156,7 +138,8 @@ class LockMeter:
         lock_seconds = 0.0
         for (oid, mode), seconds in over:
             if names.get(oid, RECORDER_TABLE) == RECORDER_TABLE:
-                continue  # the executor's bookkeeping; or not a table, or created and gone within the step
+                # the executor's bookkeeping; or not a table, or created and gone within the step
+                continue
             if oid not in strongest or MODES.index(mode) > MODES.index(strongest[oid]):
                 strongest[oid] = mode
             if mode in BLOCKS_WRITERS and oid in existed:
@@ -167,7 +150,8 @@ class LockMeter:
         ]
         return lock_seconds, locks
 
-    # --- what the connection does ---------------------------------------------------------------------
+    # --- what the connection does
+    # ---------------------------------------------------------------------
     def _raw(self, query: str, params: list[Any] | None = None) -> list[tuple]:
         """A query on the watched connection that our own wrapper does not see."""
         with self.connection.connection.cursor() as cursor:
@@ -176,7 +160,8 @@ class LockMeter:
 
     def _pg_counts(self) -> dict[int, int]:
         self._raw("SELECT pg_stat_force_next_flush()")
-        self._raw("SELECT pg_stat_clear_snapshot()")  # else a transaction reads the figures it first read
+        # else a transaction reads the figures it first read
+        self._raw("SELECT pg_stat_clear_snapshot()")
         counts: dict[int, int] = {}
         for view in ("pg_stat_user_tables", "pg_stat_xact_user_tables"):
             for oid, n in self._raw(TUPLES.format(view), [RECORDER_TABLE]):
@@ -191,7 +176,7 @@ class LockMeter:
             self.spans.append((key, since, until))
 
     def execute(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-        """Time the statement; count its rows (SQLite); note the locks it took, also when it fails."""
+        """Time the statement; count its rows (SQLite); note the locks it took, even if it fails."""
         start, done = time.monotonic(), False
         try:
             result = execute(sql, params, many, context)
@@ -216,13 +201,16 @@ class LockMeter:
     def _note_sqlite(self, sql: str, cursor: Any, start: float, done: bool) -> None:
         keyword, upper = _keyword(sql), sql.upper()
         if self.count_rows and done and keyword in DML and RECORDER_TABLE.upper() not in upper:
-            if "RETURNING" in upper:  # sqlite3 sets its rowcount once the rows are read: count it at the step's end
+            # sqlite3 sets its rowcount once the rows are read: count it at the step's end
+            if "RETURNING" in upper:
                 self.returning.append(cursor.cursor)
             else:
                 self._add(cursor)
-        if keyword == "BEGIN":  # Django's SQLite transaction_mode: BEGIN IMMEDIATE takes the write lock up front
+        # Django's SQLite transaction_mode: BEGIN IMMEDIATE takes the write lock up front
+        if keyword == "BEGIN":
             writes = "IMMEDIATE" in upper or "EXCLUSIVE" in upper
-            start = time.monotonic()  # held once it returns; waiting for another writer is not holding
+            # held once it returns; waiting for another writer is not holding
+            start = time.monotonic()
         elif keyword == "WITH":
             writes = any(word in upper for word in DML)
         else:
@@ -247,8 +235,9 @@ class LockMeter:
         self.held = {}
 
     def sampled(self, rows: list[tuple[int, str | None, str]], now: float) -> None:
-        """One pg_locks sample from the monitor thread: a lock counts from the first to the last sample that saw
-        it (so a lock released just before the next migration began is not that migration's)."""
+        """One pg_locks sample from the monitor thread: a lock counts from the first to the
+        last sample that saw it (so a lock released just before the next migration began is
+        not that migration's)."""
         seen = {(oid, mode) for oid, _name, mode in rows}
         with self.guard:
             for oid, name, mode in rows:
@@ -261,7 +250,7 @@ class LockMeter:
 
 
 class _TransactionEnds(Protocol):
-    """The private methods every COMMIT and ROLLBACK of a Django connection runs (not in django-stubs)."""
+    """The private methods every COMMIT and ROLLBACK of a Django connection runs (unstubbed)."""
 
     _commit: Callable[[], None]
     _rollback: Callable[[], None]
@@ -304,13 +293,14 @@ def metered(connection: BaseDatabaseWrapper, *, rows: bool = False) -> Iterator[
 
 
 class _Checkpoints:
-    """SQLite: the WAL checkpoint of the metered connection run after each of its transactions, outside its span.
+    """SQLite: the metered connection's WAL checkpoint, after each transaction, outside its span.
 
-    SQLite's autocheckpoint runs inside the COMMIT call, after the write lock is released, and writers do not
-    wait for a PASSIVE checkpoint: timed with the COMMIT it added a hold no writer sees, and most of the noise
-    (1M-song backfill batches: median 0.065 s with it, 0.042 s without; the longest up to 1.27 s with it).
-    So the connection's autocheckpoint is off while metered and the same connection checkpoints after each
-    transaction (in that backfill, the same total time)."""
+    SQLite's autocheckpoint runs inside the COMMIT call, after the write lock is released, and
+    writers do not wait for a PASSIVE checkpoint: timed with the COMMIT it added a hold no
+    writer sees, and most of the noise (1M-song backfill batches: median 0.065 s with it, 0.042
+    s without; the longest up to 1.27 s with it). So the connection's autocheckpoint is off
+    while metered and the same connection checkpoints after each transaction (in that backfill,
+    the same total time)."""
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.raw = connection.connection if connection.vendor == "sqlite" else None
@@ -322,18 +312,21 @@ class _Checkpoints:
     def __call__(self) -> None:
         if self.raw is None or self.pages <= 0 or self.raw.in_transaction:
             return
-        with suppress(Exception):  # one that cannot run now is done by the next commit, any connection's
+        # one that cannot run now is done by the next commit, any connection's
+        with suppress(Exception):
             self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def restore(self) -> None:
         if self.raw is not None:
-            with suppress(Exception):  # a connection closed meanwhile: its successor gets the pragmas anew
+            # a connection closed meanwhile: its successor gets the pragmas anew
+            with suppress(Exception):
                 self.raw.execute(f"PRAGMA wal_autocheckpoint = {self.pages}")
 
 
 def _monitor(connection: BaseDatabaseWrapper, meter: LockMeter, stop: threading.Event) -> threading.Thread | None:
-    """Sample the connection's locks from a second connection until `stop`; None (no sampling, autocommit
-    statements unseen) when that connection cannot be made: a measurement never stops a migrate."""
+    """Sample the connection's locks from a second connection until `stop`; None (no
+    sampling, autocommit statements unseen) when that connection cannot be made: a
+    measurement never stops a migrate."""
     import psycopg
 
     pid = meter._raw("SELECT pg_backend_pid()")[0][0]

@@ -1,20 +1,6 @@
-"""The crash marker of the safe migrate, and finishing the rollback of a migrate that was killed.
+"""The safe migrate's crash marker, and finishing the rollback of a migrate that was killed.
 
-A marker file in the data folder exists exactly while a migrate applies migrations; it records the
-migrations applied before the run and the snapshot taken. The database lock (songsgen/db/dblock.py),
-not the marker, tells a running migrate from a dead one: the caller holds the lock, so a marker found
-now was left by a process that died. `--resume-restore` then unapplies, by reverse operations, what the
-dead run committed; the snapshot is put back only with `--from-snapshot`, the operator's explicit word,
-since that also throws away what everyone else wrote since it was taken. Once `--resume-restore` has unapplied
-what it could, the marker goes, even when the database keeps a problem reverse operations cannot mend (rows a
-committed drop left pointing at nothing): that is reported with the snapshot's advice, and a later migrate is
-not refused for ever.
-
-While a non-atomic migration runs, the marker also records how far its operations got (`partial`), so the
-rollback of a killed run reverses those too. A failure whose undo had to stop (an irreversible operation, a
-committed drop whose rows a reverse cannot bring back) leaves a *stopped* record beside it instead: not an
-interrupted run, but what stays and the snapshot; the next migrate continues from there (skipping the
-operations that stay), and `--resume-restore --from-snapshot` can still put the snapshot back.
+The migrate lock, not the marker, tells a running migrate from a dead one.
 """
 
 from __future__ import annotations

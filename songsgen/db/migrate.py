@@ -1,14 +1,6 @@
 """The safe migrate path: lock → plan → safety → room → snapshot → apply → verify → report.
 
-`manage.py migrate` (songsgen/management/commands/migrate.py) holds the database lock (songsgen/db/dblock.py)
-and hands this module the plan Django's executor computed and a callable that applies it exactly as
-Django's own `migrate` would (signals, syncdb, every option). Everything around that call lives here.
-
-A failure never puts a file back over the live database: the open transaction rolls back and what this
-run already committed is unapplied by reverse operations (songsgen/db/apply.py), so rows other
-connections committed meanwhile stay. The snapshot is the disaster-recovery copy, put back only on the
-operator's explicit word (songsgen/db/marker.py, which also tells an interrupted run from a running one).
-On PostgreSQL a lock timeout rolls the attempt back and retries with backoff.
+Django's executor applies the plan; everything around that call lives here.
 """
 
 from __future__ import annotations
@@ -71,7 +63,7 @@ class Report:
     reversed_operations: list[str] = field(default_factory=list)  # of a non-atomic migration that failed half-way
     stays: list[str] = field(default_factory=list)  # what a failure's undo could not undo, with why
     # The longest any grouped transaction of ours lasted (SQLite: held the write lock); each `applied` entry
-    # has its own measured `lock_seconds` and `locks` (songsgen/db/lockmeter.py) and its `transaction`.
+    # has its own measured `lock_seconds` and `locks` (`songsgen.db.lockmeter`) and its `transaction`.
     longest_lock_seconds: float = 0.0
     attempts: int = 1
     lock_waits: list[dict[str, Any]] = field(default_factory=list)

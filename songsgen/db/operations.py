@@ -1,9 +1,6 @@
-"""Migration operations that are lock-safe on PostgreSQL and plain elsewhere.
+"""Migration operations that are lock-safe on PostgreSQL (CONCURRENTLY) and plain on SQLite.
 
-Django's `AddIndexConcurrently` only runs on PostgreSQL; our migrations run on SQLite too. These
-build and drop the index CONCURRENTLY on PostgreSQL (writes go on meanwhile; the migration must be
-`atomic = False`) and with the ordinary statement on SQLite, where any schema change holds the one
-write lock anyway. The safety checks (songsgen/db/safety.py) treat them as concurrent.
+Django's own `AddIndexConcurrently` runs only on PostgreSQL; ours run on both.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""A non-atomic migration's operations one by one: recorded as each completes, reversed last first after a
-failure, skipped by the next run where they stayed applied; and which operations drop data for good.
+"""A non-atomic migration's operations one by one: tracked, reversed on failure, skipped on rerun.
 
-Django commits a non-atomic migration's operations as they run but records the migration only at its end: a
-failure half-way leaves operations applied that django_migrations does not know (an added column on which
-every later run fails). `Tracker` hooks each operation of the running migration for the time it runs, so
-the run knows exactly which completed (`Progress`, also written to the crash marker); `reverse` undoes them
-with their own reverse operations. A reverse that would re-create a dropped table or column empty is never
-run: the operation stays, and `Progress` tells the next run to skip it once the live schema shows it done.
+Django records such a migration only at its end; this knows which operations completed.
 """
 
 from __future__ import annotations
@@ -40,7 +34,7 @@ Key = tuple[str, str]
 
 @dataclass
 class Progress:
-    """How far one migration's operations got, in the order they run (`backwards`: it was being unapplied)."""
+    """How far one migration's operations got, in running order (`backwards`: being unapplied)."""
 
     migration: str  # "app.name"
     backwards: bool = False
@@ -81,8 +75,9 @@ def order(migration: Migration, backwards: bool) -> list[int]:
 
 
 class Tracker:
-    """Hooks the database work of each operation of one running migration: counts it, or skips it when an earlier
-    run left it applied (`skip` operations) and the live schema shows it done."""
+    """Hooks the database work of each operation of one running migration: counts it,
+    or skips it when an earlier run left it applied (`skip` operations) and the live
+    schema shows it done."""
 
     def __init__(self, connection: BaseDatabaseWrapper, migration: Migration, progress: Progress, skip: int,
                  on_change: Callable[[Progress], None] | None, log: Callable[[str], None] | None = None) -> None:
@@ -113,8 +108,9 @@ class Tracker:
         return hooked
 
     def _checked_drop(self, op: Operation, before: ProjectState, after: ProjectState) -> Any:
-        """A drop in a non-atomic migration commits alone, after the foreign keys pointing at it are checked:
-        SQLite's own check comes only after the whole migration, when the rows would be gone for good."""
+        """A drop in a non-atomic migration commits alone, after the foreign keys pointing at it
+        are checked: SQLite's own check comes only after the whole migration, when the rows
+        would be gone for good."""
         if not drops_kind(op, self.progress.backwards) or self.connection.in_atomic_block:
             return nullcontext()
         return _verified_drop(self.connection, changed_tables(before, after, self.connection))
@@ -133,10 +129,11 @@ class Tracker:
 
 @contextmanager
 def _verified_drop(connection: BaseDatabaseWrapper, tables: set[str]) -> Iterator[None]:
-    """One transaction around a drop; on SQLite the tables referencing `tables` keep valid keys or it rolls back."""
+    """One transaction around a drop; on SQLite, rolled back unless keys into `tables` hold."""
     with transaction.atomic(using=connection.alias):
         yield
-        if connection.vendor == "sqlite":  # PostgreSQL's constraints refuse (or CASCADE) at the statement
+        # PostgreSQL's constraints refuse (or CASCADE) at the statement
+        if connection.vendor == "sqlite":
             connection.check_constraints(table_names=_referencing(connection, tables))
 
 
@@ -152,15 +149,16 @@ def _referencing(connection: BaseDatabaseWrapper, tables: set[str]) -> list[str]
     return sorted(found)
 
 
-# --- what an operation did to the schema -----------------------------------------------------------------
+# --- what an operation did to the schema
+# -----------------------------------------------------------------
 def changed_tables(before: ProjectState, after: ProjectState, connection: BaseDatabaseWrapper) -> set[str]:
-    """The tables whose expected shape differs between two states (empty: the operation changes no schema)."""
+    """The tables whose expected shape differs between two states (empty: no schema change)."""
     a, b = schema.expected_schema(before, connection), schema.expected_schema(after, connection)
     return {t for t in a.keys() | b.keys() if a.get(t) != b.get(t)}
 
 
 def matches(connection: BaseDatabaseWrapper, state: ProjectState, tables: set[str]) -> bool:
-    """The live `tables` are exactly as `state` says (present with every column and constraint, or absent)."""
+    """The live `tables` are as `state` says (present with every column and constraint, or not)."""
     expected = {t: spec for t, spec in schema.expected_schema(state, connection).items() if t in tables}
     with connection.cursor() as cursor:
         live = set(connection.introspection.table_names(cursor))
@@ -170,8 +168,9 @@ def matches(connection: BaseDatabaseWrapper, state: ProjectState, tables: set[st
 
 
 def already_done(connection: BaseDatabaseWrapper, before: ProjectState, after: ProjectState) -> bool:
-    """An operation an earlier run left applied: done when the live schema shows its result, not done when it
-    shows the state before it; anything else is no state the migrations know, and stops the run."""
+    """An operation an earlier run left applied: done when the live schema shows its result, not
+    done when it shows the state before it; anything else is no state the migrations know, and
+    stops the run."""
     tables = changed_tables(before, after, connection)
     if not tables or matches(connection, after, tables):
         return True  # no schema of its own (RunPython, RunSQL): the record says it completed
@@ -183,7 +182,8 @@ def already_done(connection: BaseDatabaseWrapper, before: ProjectState, after: P
     )
 
 
-# --- which operations drop data ---------------------------------------------------------------------------
+# --- which operations drop data
+# ---------------------------------------------------------------------------
 def _database_ops(op: Operation) -> Iterator[Operation]:
     """What an operation does to the database: a SeparateDatabaseAndState's database side only."""
     if isinstance(op, SeparateDatabaseAndState):
@@ -200,8 +200,9 @@ def drops_kind(op: Operation, backwards: bool) -> list[Operation]:
 
 
 def drops(app_label: str, op: Operation, backwards: bool, before: ProjectState) -> list[str]:
-    """What running `op` (in that direction) dropped that existed before the run (`before`): its rows cannot be
-    brought back by a reverse operation, which would re-create the table or column empty."""
+    """What running `op` (in that direction) dropped that existed before the run
+    (`before`): its rows cannot be brought back by a reverse operation, which would
+    re-create the table or column empty."""
     lost: list[str] = []
     for inner in drops_kind(op, backwards):
         model_name = getattr(inner, "model_name", None) or getattr(inner, "name", "")
@@ -228,14 +229,17 @@ def wrote_outside_a_transaction(op: Operation) -> bool:
     return isinstance(op, RunPython | RunSQL) and not op.atomic
 
 
-# --- reversing ---------------------------------------------------------------------------------------------
+# --- reversing
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class Reversal:
     reversed: list[str] = field(default_factory=list)  # operations reversed, in the order they were
     stays: list[str] = field(default_factory=list)  # operations left applied, with why
     dropped: list[str] = field(default_factory=list)  # what an operation that stays dropped
-    left: Progress | None = None  # how far the migration's operations stay applied (None: nothing stays)
-    unfinished: str | None = None  # code that was running outside a transaction: what it wrote is not undone
+    # how far the migration's operations stay applied (None: nothing stays)
+    left: Progress | None = None
+    # code that was running outside a transaction: what it wrote is not undone
+    unfinished: str | None = None
 
 
 def states(loader_state: ProjectState, migration: Migration) -> list[ProjectState]:
@@ -250,8 +254,9 @@ def states(loader_state: ProjectState, migration: Migration) -> list[ProjectStat
 
 def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: ProjectState,
             log: Callable[[str], None], on_change: Callable[[Progress], None] | None = None) -> Reversal:
-    """Undo, last first, the operations of a migration that stopped half-way, with their own reverse operations;
-    stop before one that is irreversible or whose reverse cannot bring its data back."""
+    """Undo, last first, the operations of a migration that stopped half-way, with their
+    own reverse operations; stop before one that is irreversible or whose reverse cannot
+    bring its data back."""
     executor = MigrationExecutor(connection)
     loader = executor.loader
     migration = loader.graph.nodes[progress.key]

@@ -1,11 +1,4 @@
-"""PostgreSQL snapshots with pg_dump, restored in one transaction.
-
-`dump(settings_dict, target)` writes a custom-format archive. `restore(settings_dict, archive)` puts it
-back so the database is exactly as it was when dumped, as one transaction: psql runs
-`DROP SCHEMA public CASCADE; CREATE SCHEMA public;` followed by pg_restore's SQL, with ON_ERROR_STOP, and
-commits only at the end. Other sessions see the old database until the commit and the restored one
-after; a failure anywhere rolls everything back. Objects a half-applied migration created are dropped
-with the schema, which a plain `pg_restore --clean` would leave behind.
+"""PostgreSQL snapshots with pg_dump, restored in one transaction (schema dropped first).
 
 The connecting role must own the `public` schema (in PostgreSQL 15 the database owner does).
 """
@@ -24,7 +17,7 @@ CHUNK = 1 << 20
 
 
 def tool(name: str) -> str:
-    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR first, then PATH, then Debian's folders."""
+    """The path of a PostgreSQL client program: SONGSGEN_PG_BINDIR, then PATH, then Debian's."""
     folders = [os.environ.get("SONGSGEN_PG_BINDIR", "")]
     found = shutil.which(name)
     if found:
@@ -54,7 +47,7 @@ def _env(settings_dict: dict[str, Any]) -> dict[str, str]:
 
 
 def connect_params(settings_dict: dict[str, Any], dbname: str | None = None) -> dict[str, Any]:
-    """psycopg keywords for a Django PostgreSQL settings dict (`dbname` for another database of the server)."""
+    """psycopg keywords for a Django PostgreSQL settings dict (`dbname`: another database)."""
     options = settings_dict.get("OPTIONS") or {}
     params = {
         "dbname": dbname or settings_dict.get("NAME"), "user": settings_dict.get("USER"),
@@ -151,7 +144,8 @@ def restore(settings_dict: dict[str, Any], archive: Path) -> None:
         # Without COMMIT psql ends the session and the server rolls the transaction back.
         psql.stdin.close()
     except BrokenPipeError:
-        # psql stopped on an error (its stderr says which); nobody reads pg_restore's output any more.
+        # psql stopped on an error (its stderr says which); nobody reads
+        # pg_restore's output any more.
         script.kill()
     psql.wait()
     script.wait()

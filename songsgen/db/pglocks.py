@@ -1,9 +1,4 @@
-"""Who holds the lock a PostgreSQL session waits for, and how long to wait before trying again.
-
-For the migrate lock retry: when a migration's statement waits on a lock (and `lock_timeout` ends the
-wait), the operator needs the sessions in the way, named from a second, monitoring connection, since the
-waiting one is busy. `pg_blocking_pids()` gives them; `pg_stat_activity` says what each is doing.
-"""
+"""Who holds the lock a PostgreSQL session waits for, and how long to wait before trying again."""
 
 from __future__ import annotations
 
@@ -27,20 +22,21 @@ LEFT JOIN pg_stat_activity a ON a.pid = b.pid
 CROSS JOIN ({since}) AS w(since)
 ORDER BY b.n
 """
-# pg_locks.waitstart (PostgreSQL 14+) is when the wait began; before 14 the waiter's query start is the best bound.
+# pg_locks.waitstart (PostgreSQL 14+) is when the wait began; before 14 the waiter's query start is
+# the best bound.
 _SINCE_14 = "SELECT min(waitstart) FROM pg_locks WHERE pid = %s AND NOT granted"
 _SINCE_OLD = "SELECT query_start FROM pg_stat_activity WHERE pid = %s"
 
 
 class _Connection(Protocol):
-    """A Django connection or a psycopg one: both hand out %s-style cursors that are context managers."""
+    """A Django or a psycopg connection: both give %s-style cursors that are context managers."""
 
     def cursor(self) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Blocker:
-    """A backend in the way of a waiting session: enough to name it in a retry message or kill it knowingly."""
+    """A backend in a waiting session's way: enough to name it in a retry message or kill it."""
 
     pid: int
     application_name: str
@@ -60,7 +56,7 @@ def _cut(text: str) -> str:
 
 
 def blockers_of(connection: _Connection, pid: int) -> list[Blocker]:
-    """Who blocks backend `pid`, asked on `connection` (a monitoring session, not the waiting one)."""
+    """Who blocks backend `pid`, asked on `connection` (a monitoring session, not the waiter)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('server_version_num')::int")
         since = _SINCE_14 if cursor.fetchone()[0] >= 140000 else _SINCE_OLD
@@ -74,13 +70,13 @@ def blockers_of(connection: _Connection, pid: int) -> list[Blocker]:
 
 
 def backend_pid(connection: BaseDatabaseWrapper) -> int:
-    """The server pid of a Django PostgreSQL connection, read client-side: works while it waits on a query."""
+    """The server pid of a Django PostgreSQL connection, read client-side: works mid-query."""
     connection.ensure_connection()
     return int(connection.connection.info.backend_pid)
 
 
 def blockers(connection: BaseDatabaseWrapper) -> list[Blocker]:
-    """Who blocks `connection` (a Django PostgreSQL connection, perhaps waiting in another thread) right now."""
+    """Who blocks `connection` (Django, PostgreSQL, maybe waiting in another thread) right now."""
     pid = backend_pid(connection)
     monitor = connection.copy()  # same settings, its own session: the waiting one cannot answer
     try:
@@ -98,7 +94,7 @@ def describe(found: Sequence[Blocker]) -> str:
 
 
 def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[float]:
-    """Seconds to sleep before each retry: exponential with full jitter, so retrying migrates do not line up."""
+    """Seconds before each retry: exponential, full jitter, so retrying migrates don't line up."""
     if retries < 0 or base < 0 or cap < 0:
         raise ValueError("retries, base and cap must not be negative")
     return [random.uniform(0, min(cap, base * 2 ** min(attempt, 62))) for attempt in range(retries)]
@@ -107,7 +103,8 @@ def backoff_delays(retries: int, base: float = 0.5, cap: float = 10.0) -> list[f
 class BlockerWatch:
     """Who blocks a Django connection while it works in this thread, sampled by a thread of its own.
 
-    A lock timeout ends the wait, and with it the evidence: the blockers are named while the wait lasts."""
+    A lock timeout ends the wait, and with it the evidence: the blockers are named
+    while the wait lasts."""
 
     def __init__(self, connection: BaseDatabaseWrapper, every: float = 0.2) -> None:
         import threading
@@ -127,13 +124,15 @@ class BlockerWatch:
         self._thread.join()
 
     def _run(self) -> None:
-        monitor = self.connection.copy()  # made in this thread: Django connections stay in their thread
+        # made in this thread: Django connections stay in their thread
+        monitor = self.connection.copy()
         try:
             while not self._stop.wait(self.every):
                 found = blockers_of(monitor, self._pid)
                 if found:
                     self.last = found
-        except Exception:  # noqa: BLE001 — the watch only adds words to a message; it never fails the migrate
+        except Exception:  # noqa: BLE001
+            # the watch only adds words to a message; it never fails the migrate
             pass
         finally:
             monitor.close()
@@ -142,15 +141,16 @@ class BlockerWatch:
         return f"blocked by {describe(self.last)}" if self.last else ""
 
 
-# An autovacuum in a DDL's way is cancelled only after the waiting session's deadlock_timeout (1 s by
-# default): a table lock queued that long makes every writer behind it wait as long. Measured: an ALTER
-# TABLE blocked by autovacuum waited 1.002 s with the default, 0.103 s with 100 ms, 0.023 s with this (PostgreSQL 15,
-# three tries each). The deadlock check it brings forward runs once per wait of this one session: nothing to save.
+# An autovacuum in a DDL's way is cancelled only after the waiting session's deadlock_timeout (1 s
+# by default): a table lock queued that long makes every writer behind it wait as long. Measured:
+# an ALTER TABLE blocked by autovacuum waited 1.002 s with the default, 0.103 s with 100 ms, 0.023
+# s with this (PostgreSQL 15, three tries each). The deadlock check it brings forward runs once per
+# wait of this one session: nothing to save.
 AUTOVACUUM_YIELD = "20ms"
 
 
 def may_set(connection: _Connection, parameter: str) -> bool:
-    """Whether this session's role may SET a superuser-only parameter (superuser, or GRANT SET on 15+)."""
+    """Whether this role may SET a superuser-only parameter (superuser, or GRANT SET on 15+)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
         superuser, version = cursor.fetchone()
@@ -161,7 +161,7 @@ def may_set(connection: _Connection, parameter: str) -> bool:
 
 
 def hurry_autovacuum(connection: _Connection) -> bool:
-    """Have an autovacuum that blocks this session's DDL cancelled after 20 ms, where the role may; whether set."""
+    """Have an autovacuum blocking this session's DDL cancelled after 20 ms; whether set."""
     if not may_set(connection, "deadlock_timeout"):
         return False
     with connection.cursor() as cursor:
@@ -172,7 +172,8 @@ def hurry_autovacuum(connection: _Connection) -> bool:
 def limit_waits(connection: BaseDatabaseWrapper) -> None:
     """The migrate session's lock and statement timeouts, and its autovacuum hurry.
 
-    Session-wide, so they cover every statement of every operation: RunSQL and RunPython included."""
+    Session-wide, so they cover every statement of every operation: RunSQL
+    and RunPython included."""
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
         cursor.execute("SET statement_timeout = %s", [f"{int(settings.MIGRATE_STATEMENT_TIMEOUT_MS)}ms"])
@@ -180,7 +181,7 @@ def limit_waits(connection: BaseDatabaseWrapper) -> None:
 
 
 def unlimit_waits(connection: BaseDatabaseWrapper) -> None:
-    """The session's defaults back, unless its transaction is broken (then the connection is closed anyway)."""
+    """The session's defaults back, unless its transaction is broken (then it is closed anyway)."""
     if connection.vendor != "postgresql" or connection.connection is None or connection.needs_rollback:
         return
     with connection.cursor() as cursor:

@@ -1,19 +1,6 @@
 """A PostgreSQL major upgrade by logical replication: refusals, set-up, progress and lag, clean-up.
 
-The order of work (`songsgen.db.cutover` does the switch itself):
-
-1. Refusals, before anything is written on either side: both URLs reachable PostgreSQL databases,
-   different ones; target major >= source major; the source's `wal_level` is `logical`; the source is
-   migrated to this code's state; the target is empty (no tables, or migrated to the same history with
-   no rows but the ones `migrate` writes); the extensions the schema needs are available on the target.
-2. Leftovers of an interrupted earlier run (`songsgen.db.pgupgrade_leftovers`: each run's objects carry its
-   id and are recorded on the source) are dropped on both sides first, and the source's
-   `default_transaction_read_only` is reset: the source is never left read-only by a run that died.
-3. The target gets its schema from our own migrations (`manage.py migrate` in a subprocess against it);
-   the rows `migrate` wrote there give way to the source's, copied by the subscription.
-4. A marker table on both sides (the cutover writes a row to it to know when everything before has been
-   applied), a publication and a slot on the source and a subscription on the target (created disabled, so
-   its oid is recorded on the source before any table-sync slot exists), which copies every table.
+Every refusal comes before anything is written; `songsgen.db.cutover` does the switch.
 """
 
 from __future__ import annotations
@@ -39,7 +26,8 @@ from songsgen.db.pgdump import connect_params
 from songsgen.db.tables import MIGRATIONS_TABLE, Table, dependency_order
 from songsgen.progress import duration
 
-NAME = "songsgen_pgupgrade"  # the marker table; the prefix of each run's publication, slot and subscription
+# the marker table; the prefix of each run's publication, slot and subscription
+NAME = "songsgen_pgupgrade"
 # pg_subscription is shared by the server's databases: ours is the one of this database.
 MY_SUBSCRIPTION = "subname = %s AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 REQUIRED_EXTENSIONS = ("pg_trgm",)  # what our migrations create on PostgreSQL (songs 0004)
@@ -63,8 +51,9 @@ class Side:
 
 @dataclass(frozen=True)
 class Run:
-    """One run's names, carrying its id so that they can be found again whatever became of the process
-    (the id "" gives the names of runs made before ids: one publication and slot per source)."""
+    """One run's names, carrying its id so that they can be found again whatever became
+    of the process (the id "" gives the names of runs made before ids: one publication
+    and slot per source)."""
 
     id: str
     source_oid: int
@@ -89,18 +78,20 @@ class Run:
 
 @contextmanager
 def connect(side: Side | str, *, role: str = "database") -> Iterator[psycopg.Connection]:
-    """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable with the URL masked."""
+    """An autocommit psycopg connection to a side (or a URL); DatabaseUnavailable, URL masked."""
     url = side.url if isinstance(side, Side) else side
     params = side.params if isinstance(side, Side) else url_params(url)
     if isinstance(side, Side):
-        params = {**params, "application_name": NAME}  # so a read-only cutover closes every session but ours
+        # so a read-only cutover closes every session but ours
+        params = {**params, "application_name": NAME}
     try:
         conn = psycopg.connect(**params, autocommit=True)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(f"Cannot connect to the {role} database {mask_url(url)}: {first}") from exc
     with conn:
-        if isinstance(side, Side):  # our own sessions write, even on a source made read-only by a cutover
+        # our own sessions write, even on a source made read-only by a cutover
+        if isinstance(side, Side):
             conn.execute("SET default_transaction_read_only = off")
         yield conn
 
@@ -137,7 +128,8 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# --- 1. refusals -------------------------------------------------------------------------------------------
+# --- 1. refusals
+# -------------------------------------------------------------------------------------------
 
 
 def describe(url: str, role: str) -> tuple[Side, tuple[Any, ...]]:
@@ -151,7 +143,7 @@ def describe(url: str, role: str) -> tuple[Side, tuple[Any, ...]]:
 
 
 def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
-    """Both sides connected once and described; refusals for unreachable, same or downgraded servers."""
+    """Both sides connected once and described; refusals: unreachable, same, downgraded servers."""
     (source, src_id), (target, dst_id) = describe(source_url, "source"), describe(target_url, "target")
     if src_id == dst_id:
         raise UpgradeError("The source and the target are the same database; give the new server's database as --to.")
@@ -193,7 +185,7 @@ def check_source(source: Side) -> None:
 
 
 def check_target(target: Side, source: Side, *, ours: bool) -> bool:
-    """The target empty and able to hold our schema; True when it is already migrated (no migrate needed)."""
+    """The target empty and able to hold our schema; True when already migrated (no migrate)."""
     with connect(target, role="target") as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
@@ -229,20 +221,22 @@ def check_target(target: Side, source: Side, *, ours: bool) -> bool:
     return MIGRATIONS_TABLE in tables
 
 
-# --- one run at a time, and a cutover asked for from another shell ----------------------------------------------
+# --- one run at a time, and a cutover asked for from another shell
+# ----------------------------------------------
 
 
 @contextmanager
 def run_lock(source: Side) -> Iterator[bool]:
-    """Hold the source's pgupgrade lock (a session advisory lock) while the block runs; yields False, holding
-    nothing, when another pgupgrade holds it. A killed run's lock goes with its connection."""
+    """Hold the source's pgupgrade lock (a session advisory lock) while the block runs;
+    yields False, holding nothing, when another pgupgrade holds it. A killed run's lock goes
+    with its connection."""
     with connect(source, role="source") as conn:
         (got,) = one(conn, "SELECT pg_try_advisory_lock(hashtext(%s))", (NAME,))
         yield bool(got)
 
 
 def request_cutover(source: Side) -> None:
-    """Ask the running pgupgrade to cut over (a row in its marker table on the source, which it polls)."""
+    """Ask the running pgupgrade to cut over (a row in its marker table on the source, polled)."""
     with connect(source, role="source") as conn:
         try:
             conn.execute(f"INSERT INTO {NAME} (id, token) VALUES (0, 'cutover') ON CONFLICT (id) DO NOTHING")
@@ -267,14 +261,15 @@ def wait_for_lock(source: Side, *, interval: float) -> None:
 
 
 def switched(target: Side) -> bool:
-    """True when an earlier run cut over to this target (its marker row 2): its data is the application's now."""
+    """True when an earlier run cut over to this target (marker row 2): its data is live now."""
     with connect(target, role="target") as conn:
         if conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() in (None, (None,)):
             return False
         return conn.execute(f"SELECT 1 FROM {NAME} WHERE id = {SWITCHED}").fetchone() is not None
 
 
-# --- 3. and 4. set-up ------------------------------------------------------------------------------------------
+# --- 3. and 4. set-up
+# ------------------------------------------------------------------------------------------
 
 
 def migrate_target(target: Side) -> None:
@@ -292,13 +287,14 @@ def migrate_target(target: Side) -> None:
 
 
 def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
-    """Marker tables, publication, slot, the subscription created disabled (step 4); the tables replicated."""
+    """Marker tables, publication, slot, the subscription created disabled; tables replicated."""
     marker = f"CREATE TABLE {NAME} (id bigint PRIMARY KEY, token text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
     with connect(target, role="target") as conn:
         tables = code_tables(conn)
         with conn.transaction():
             conn.execute(marker)
-            # migrate's own rows give way to the source's (same history, checked), with the source's ids.
+            # migrate's own rows give way to the source's (same history, checked),
+            # with the source's ids.
             rewritten = [t.name for t in tables if t.migrate_created]
             conn.execute(f"TRUNCATE {', '.join(quote(n) for n in rewritten)} CASCADE")
     with connect(source, role="source") as conn:
@@ -307,7 +303,8 @@ def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
         conn.execute(marker)
         names = ", ".join(quote(n) for n in [*(t.name for t in tables), NAME])
         conn.execute(f"CREATE PUBLICATION {run.publication} FOR TABLE {names}")
-        # The slot made here, not by CREATE SUBSCRIPTION: that would hang were both databases on one server.
+        # The slot made here, not by CREATE SUBSCRIPTION: that would hang were both
+        # databases on one server.
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (run.slot,))
     with connect(target, role="target") as conn:
         conn.execute(
@@ -318,12 +315,13 @@ def start_replication(source: Side, target: Side, run: Run) -> list[Table]:
 
 
 def enable_subscription(target: Side, run: Run) -> None:
-    """Start the subscription's workers (its initial copy), once its oid is recorded on the source."""
+    """Start the subscription's workers (its initial copy), once its oid is on the source."""
     with connect(target, role="target") as conn:
         conn.execute(f"ALTER SUBSCRIPTION {run.subscription} ENABLE")
 
 
-# --- progress and lag --------------------------------------------------------------------------------------------
+# --- progress and lag
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -349,7 +347,7 @@ class CopyState:
 
 
 def copy_state(target: Side, run: Run, totals: dict[str, int], started: float) -> CopyState:
-    """Where the subscription's initial copy is, per table (pg_subscription_rel and pg_stat_progress_copy)."""
+    """The subscription's initial copy, per table (pg_subscription_rel, pg_stat_progress_copy)."""
     with connect(target, role="target") as conn:
         states = dict(conn.execute(
             "SELECT c.relname, r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
@@ -369,7 +367,7 @@ def copy_state(target: Side, run: Run, totals: dict[str, int], started: float) -
 
 @dataclass(frozen=True)
 class Lag:
-    """How far the target is behind: WAL bytes not yet confirmed, and the replay delay in seconds."""
+    """How far the target is behind: WAL bytes not yet confirmed, and the replay delay in s."""
 
     bytes: int
     seconds: float
@@ -379,10 +377,11 @@ class Lag:
 
 
 def vacuum(source: Side, target: Side, tables: list[Table]) -> None:
-    """VACUUM the tables on both sides (the target's with ANALYZE), as autovacuum would in its own time: the
-    visibility map lets the counts inside the cutover's pause read the primary key indexes alone (a freshly
-    copied or loaded table has none, so each count read the whole heap: 4.3 s of a 5.8 s pause at 1M songs),
-    and the target's planner has its statistics before the application arrives."""
+    """VACUUM the tables on both sides (the target's with ANALYZE), as autovacuum would in its
+    own time: the visibility map lets the counts inside the cutover's pause read the primary
+    key indexes alone (a freshly copied or loaded table has none, so each count read the whole
+    heap: 4.3 s of a 5.8 s pause at 1M songs), and the target's planner has its statistics
+    before the application arrives."""
     for side, role, command in ((target, "target", "VACUUM (ANALYZE)"), (source, "source", "VACUUM")):
         with connect(side, role=role) as conn:
             for table in tables:
@@ -406,7 +405,7 @@ def wait_for_copy(
     source: Side, target: Side, run: Run, tables: list[Table], *, report: Callable[[str], None],
     interval: float = 1.0,
 ) -> tuple[dict[str, int], float]:
-    """Report the initial copy until every table is synchronized; (rows per table at the start, seconds)."""
+    """Report the initial copy until every table is synchronized; (rows per table, seconds)."""
     with connect(source, role="source") as conn:
         totals = {t.name: int(one(conn, f"SELECT count(*) FROM {quote(t.name)}")[0]) for t in tables}
     started = time.monotonic()

@@ -1,12 +1,5 @@
-"""What `pgupgrade` runs leave behind: each run recorded on the source, and an abandoned run's objects found
-again and removed (by the next run, or on its own by `pgupgrade --cleanup`).
-
-A run's publication, slot and subscription carry its id (`pgupgrade.Run`). Its record, a row of
-`songsgen_pgupgrade_runs` on the source, says where its subscription lives (the target's URL without its
-password), the subscription's oid there and the target's system identifier: together they name the table-sync
-slots `pg_<subid>_sync_<relid>_<sysid>` that the subscription's workers create on the source. A live run holds
-the source's run lock (`pgupgrade.run_lock`), so what its holder finds recorded belongs to abandoned runs.
-"""
+"""What `pgupgrade` runs leave behind: each run recorded on the source, an abandoned run's objects
+removed (by the next run, or by `pgupgrade --cleanup`)."""
 
 from __future__ import annotations
 
@@ -96,7 +89,7 @@ def record(source: Side, run: Run, target: Side) -> None:
 
 
 def record_subscription(source: Side, target: Side, run: Run) -> None:
-    """The subscription's oid and the target's system identifier, before it is enabled (its sync slots' names)."""
+    """The subscription's oid and the target's system id, before it is enabled (sync slot names)."""
     with connect(target, role="target") as conn:
         (subid,) = conn.execute(f"SELECT oid FROM pg_subscription WHERE {MY_SUBSCRIPTION}",
                                 (run.subscription,)).fetchone() or (None,)
@@ -115,7 +108,8 @@ def mark_switched(source: Side, run: Run) -> None:
         conn.execute(f"UPDATE {RECORDS} SET switched_at = now() WHERE id = %s", (run.id,))
 
 
-# --- finding what abandoned runs left ---------------------------------------------------------------------
+# --- finding what abandoned runs left
+# ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ class Slot:
 
 @dataclass
 class Abandoned:
-    """One abandoned run: its record (if any), how to reach its target, whether its subscription is there."""
+    """One abandoned run: its record (if any), how to reach its target, whether its sub is there."""
 
     run: Run
     record: Record | None = None
@@ -155,7 +149,7 @@ class Leftovers:
 
 
 def _run_of(name: str, prefix: str) -> str | None:
-    """The run id in a publication (prefix NAME) or slot (prefix NAME_<oid>) name; "" for the old names."""
+    """The run id in a publication (NAME) or slot (NAME_<oid>) name; "" for the old names."""
     if name == prefix:
         return ""
     return name[len(prefix) + 1:] if name.startswith(prefix + "_") else None
@@ -169,8 +163,9 @@ def _subscriptions(params: dict[str, Any]) -> list[str]:
 
 
 def _reach(target: str, given: Sequence[str]) -> tuple[dict[str, Any] | None, str, bool]:
-    """How to log in to a recorded target: as recorded (libpq's password file or PGPASSWORD), else with the
-    password of a given URL for the same user. (params or None, why not, the database is gone)."""
+    """How to log in to a recorded target: as recorded (libpq's password file or PGPASSWORD),
+    else with the password of a given URL for the same user. (params or None, why not, the
+    database is gone)."""
     base = url_params(target)
     candidates = [base]
     for url in given:
@@ -190,8 +185,9 @@ def _reach(target: str, given: Sequence[str]) -> tuple[dict[str, Any] | None, st
 
 
 def survey(source: Side, *, given: Sequence[str] = (), current: Side | None = None) -> Leftovers:
-    """What abandoned runs left, read without writing; an UpgradeError if one cut over, or if a slot of ours is
-    active and its subscriber cannot be stopped from here (another run, or an unreachable target)."""
+    """What abandoned runs left, read without writing; an UpgradeError if one cut over, or if
+    a slot of ours is active and its subscriber cannot be stopped from here (another run, or
+    an unreachable target)."""
     prefix = f"{NAME}_{source.oid}"
     with connect(source, role="source") as conn:
         recs = _records(conn, source.oid)
@@ -243,12 +239,14 @@ def survey(source: Side, *, given: Sequence[str] = (), current: Side | None = No
     return Leftovers(list(runs.values()), marker, table)
 
 
-# --- removing them ---------------------------------------------------------------------------------------------
+# --- removing them
+# ---------------------------------------------------------------------------------------------
 
 
 def drop_slots(conn: psycopg.Connection, names: Sequence[str]) -> list[tuple[str, int | None]]:
-    """Drop these slots on the source, ending the walsenders still holding them (their subscription is disabled
-    or gone, so nothing reconnects); (name, WAL bytes it retained) of each one dropped."""
+    """Drop these slots on the source, ending the walsenders still holding them (their
+    subscription is disabled or gone, so nothing reconnects); (name, WAL bytes it retained) of
+    each one dropped."""
     dropped = []
     for name in names:
         for _ in range(100):
@@ -285,8 +283,9 @@ def _run_slots(conn: psycopg.Connection, run: Run, rec: Record | None) -> list[s
 
 def drop_subscription(target: dict[str, Any], source: Side, run: Run,
                       rec: Record | None) -> list[tuple[str, int | None]] | None:
-    """Disable and drop the run's subscription on its target, its slots on the source dropped in between (so
-    DROP SUBSCRIPTION finds none active); the slots dropped, or None when there is no such subscription."""
+    """Disable and drop the run's subscription on its target, its slots on the source dropped in
+    between (so DROP SUBSCRIPTION finds none active); the slots dropped, or None when there is
+    no such subscription."""
     dropped: list[tuple[str, int | None]] = []
     with psycopg.connect(**target, autocommit=True) as conn:
         mine = conn.execute(f"SELECT 1 FROM pg_subscription WHERE {MY_SUBSCRIPTION}", (run.subscription,))
@@ -297,7 +296,8 @@ def drop_subscription(target: dict[str, Any], source: Side, run: Run,
         for attempt in range(5):
             with connect(source, role="source") as src:
                 dropped += drop_slots(src, _run_slots(src, run, rec))
-            try:  # it drops the table-sync slots it knows of on the source: one still held makes it fail
+            # it drops the table-sync slots it knows of on the source: one still held makes it fail
+            try:
                 conn.execute(f"DROP SUBSCRIPTION {run.subscription}")
                 break
             except psycopg.Error:
@@ -360,14 +360,14 @@ def remove(source: Side, found: Leftovers, *, report: Callable[[str], None]) -> 
 
 
 def on_target(target: Side) -> bool:
-    """The target holds an earlier run's subscription or marker table (it may be emptied and reused)."""
+    """The target holds an earlier run's subscription or marker table (may be emptied, reused)."""
     with connect(target, role="target") as conn:
         marker = conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() not in (None, (None,))
     return marker or bool(_subscriptions(target.params))
 
 
 def clear_target(source: Side, target: Side) -> None:
-    """An earlier run's subscriptions and marker table dropped on this target, its copied rows emptied."""
+    """An earlier run's subscriptions and marker table dropped on this target, its rows emptied."""
     for name in _subscriptions(target.params):
         drop_subscription(target.params, source, Run(_run_of(name, NAME) or "", source.oid), None)
     with connect(target, role="target") as conn:
@@ -378,8 +378,9 @@ def clear_target(source: Side, target: Side) -> None:
 
 
 def drop_replication(source: Side, target: Side, run: Run, *, empty_target: bool) -> None:
-    """This run's subscription, publication, slots, marker tables and record dropped; with `empty_target`, the
-    copied rows too (the target is left migrated and empty, ready for a new run)."""
+    """This run's subscription, publication, slots, marker tables and record dropped;
+    with `empty_target`, the copied rows too (the target is left migrated and empty,
+    ready for a new run)."""
     rec = next((r for r in records(source) if r.run.id == run.id), None)
     drop_subscription(target.params, source, run, rec)
     with connect(target, role="target") as conn:

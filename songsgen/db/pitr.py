@@ -1,13 +1,6 @@
-"""Point-in-time restore from the replica, through the same gate as every restore, and the replica drill.
+"""Point-in-time restore from the replica, through the same gate as every restore, and the drill.
 
-Litestream restores the replica — its newest state, or the newest before a moment — into a temporary
-file beside the database; from there `songsgen.db.backup.restore_sqlite` takes over exactly as for a backup
-file: integrity check, a songsgen database whose migration history is not ahead of the code, a safety copy,
-one transaction into the live database. Litestream's own `restore` would write the file in place.
-
-The restore is an ordinary write transaction on the live database, so a running `replicate` ships it like
-any other: the replica goes on, and a later point-in-time restore to a moment after this one gives the
-restored data plus what was written since.
+Litestream restores into a temporary file; `songsgen.db.backup.restore_sqlite` takes over.
 """
 
 from __future__ import annotations
@@ -61,7 +54,7 @@ class Level:
 
 @dataclass(frozen=True)
 class RestorePoints:
-    """What the replica can restore: from `earliest` to `latest` (UTC, to the second), level by level."""
+    """What the replica can restore: from `earliest` to `latest` (UTC, to the second), by level."""
 
     url: str
     earliest: datetime | None
@@ -70,8 +63,9 @@ class RestorePoints:
 
     @property
     def first_moment(self) -> datetime | None:
-        """The first whole second surely restorable: Litestream lists the first point cut to its second, so a
-        moment in that second may be before it; the next second is not (the listing prints this one)."""
+        """The first whole second surely restorable: Litestream lists the first point cut to its
+        second, so a moment in that second may be before it; the next second is not (the listing
+        prints this one)."""
         return None if self.earliest is None else self.earliest.replace(microsecond=0) + timedelta(seconds=1)
 
     def describe(self) -> list[str]:
@@ -95,7 +89,8 @@ def restore_points(rep: Replication) -> RestorePoints:
     for f in files:
         by_level.setdefault(f.level, []).append(f)
     levels = [Level(n, fs[0].timestamp, fs[-1].timestamp, len(fs)) for n, fs in sorted(by_level.items())]
-    # A restore starts from a snapshot, or from the very first transaction, older than the moment asked for.
+    # A restore starts from a snapshot, or from the very first transaction, older than
+    # the moment asked for.
     starts = [f.timestamp for f in files if f.level == litestream.SNAPSHOT_LEVEL or f.min_txid == 1]
     earliest = min(starts) if starts else None
     latest = max((f.timestamp for f in files), default=None)
@@ -103,7 +98,7 @@ def restore_points(rep: Replication) -> RestorePoints:
 
 
 def _check_moment(points: RestorePoints, when: datetime) -> bool:
-    """Refuse a moment the replica cannot restore; True when it is past the newest point (restore the newest)."""
+    """Refuse a moment the replica cannot restore; True when past the newest point (use newest)."""
     now = datetime.now(UTC)
     if when > now + FUTURE_SLACK:
         raise ReplicaError(f"--to-time {_stamp(when)} is in the future (it is {_stamp(now)} now)")
@@ -111,7 +106,8 @@ def _check_moment(points: RestorePoints, when: datetime) -> bool:
         raise ReplicaError(f"the replica {points.url} holds nothing to restore yet; is `manage.py replicate` running?")
     if when < points.earliest:
         raise _before_first(when, points)
-    # Listed times are cut to the second: only a moment a whole second past the newest is surely past it.
+    # Listed times are cut to the second: only a moment a whole second past the
+    # newest is surely past it.
     return when >= points.latest + timedelta(seconds=1)
 
 
@@ -122,7 +118,7 @@ def _before_first(when: datetime, points: RestorePoints) -> ReplicaError:
 
 
 def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, datetime | None]:
-    """Have Litestream restore the replica (as of `when`) into a new temporary file beside the database.
+    """Have Litestream restore the replica (as of `when`) into a new temporary file beside it.
 
     Returns the file, which the caller removes, and the time of the replica's newest restore point.
     """
@@ -143,8 +139,9 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
         try:
             litestream.restore(rep.url, target, asked)
         except ReplicaError as exc:
-            # Listed times are cut to the second: a moment within the first point's second may be before it,
-            # one within the newest point's second past it (then the newest state is the answer).
+            # Listed times are cut to the second: a moment within the first point's second may
+            # be before it, one within the newest point's second past it (then the newest
+            # state is the answer).
             if asked is None or points.latest is None or "timestamp does not exist" not in str(exc):
                 raise
             if asked < points.latest:
@@ -160,9 +157,10 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
 def restore_from_replica(
     settings_dict: dict[str, Any], when: datetime | None, *, log: Log, confirm: Callable[[], None] = lambda: None
 ) -> backup.RestoreResult:
-    """Restore the live SQLite database from its replica (as of `when`) through restore_sqlite's gate.
+    """Restore the live SQLite database from its replica (as of `when`) through the restore gate.
 
-    `confirm` runs once the replica is restored into its temporary file, before the live database is touched.
+    `confirm` runs once the replica is restored into its temporary file, before the live database
+    is touched.
     """
     rep = replication(settings_dict)
     target, _latest = fetch(rep, when, log)
@@ -176,7 +174,7 @@ def restore_from_replica(
 
 
 def check_replica(settings_dict: dict[str, Any], *, log: Log = lambda _: None) -> backup.BackupReport:
-    """Restore the replica's newest state into a temporary file and check it like a backup (`backupcheck --replica`).
+    """Restore the replica's newest state to a temporary file, checked like a backup.
 
     Its age is the age of the newest transaction the replica holds.
     """

@@ -1,8 +1,6 @@
-"""Before a long-running writer (the queue worker) starts: is the database there, writable and migrated?
+"""Before a long-running writer (the worker) starts: is the database there, writable, migrated?
 
-Looked at before anything is written: on SQLite a missing or empty file is reported without
-connecting (connecting would create the file and switch it to WAL, songsgen/db/sqlite.py), and a
-read-only file or folder before SQLite leaves -wal and -shm files beside it.
+Checked without writing: connecting to a missing SQLite file would create it.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ SHOWN = 3  # migrations a message names before "and N more"
 
 
 def _name(connection: BaseDatabaseWrapper) -> str:
-    """The database as a message names it: the SQLite file as typed here, or the PostgreSQL name and host."""
+    """The database as a message names it: the SQLite file as typed, or PostgreSQL name and host."""
     path = sqlite_file(connection) if connection.vendor == "sqlite" else None
     if path is not None:
         return shown_path(path)
@@ -49,9 +47,10 @@ def _check_sqlite_file(connection: BaseDatabaseWrapper) -> None:
 
 
 def check_ready_for_writer(connection: BaseDatabaseWrapper, *, tables: Iterable[str]) -> list[str]:
-    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the database
-    exists, is writable, was migrated and holds `tables`. Returns the code's migrations not applied yet:
-    not a refusal, as every release runs on the schema before its own migrations (docs/postgres.md)."""
+    """Raise DatabaseNotReady (what is wrong, what to do) unless a writer can start here: the
+    database exists, is writable, was migrated and holds `tables`. Returns the code's
+    migrations not applied yet: not a refusal, as every release runs on the schema before its
+    own migrations (docs/postgres.md)."""
     if connection.vendor == "sqlite":
         _check_sqlite_file(connection)
     executor = MigrationExecutor(connection)

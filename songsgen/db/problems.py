@@ -1,11 +1,7 @@
-"""One shape for "what is wrong": dbcheck's and migrate's verification problems, the safety findings of
-pending migrations, and why a backup, a snapshot or a restored database is not sound.
+"""One shape for "what is wrong" (`Problem`): check findings, safety findings, unsound backups.
 
-A `Problem` says which check found it (`code`, stable for scripts), what it is about (`subject`), what is
-wrong in one line (`detail`), whether it fails the command (`blocking`) and, when the check knows, what to do
-(`fix`). `line()` is its one line of text, `as_dict()` its JSON; `summary()` joins the details of a few.
-Every JSON problem list is `as_dict()`; two older ones keep their keys beside it (`"report_format": 2`):
-migrate's `findings[]` (`safety.finding_dict`) and backupcheck's `errors` (a list of details).
+`line()` is its text and `as_dict()` its JSON (every JSON problem list; migrate's `findings[]` and
+backupcheck's `errors` keep their older keys beside it, `"report_format": 2`).
 """
 
 from __future__ import annotations
@@ -20,12 +16,14 @@ ERROR, WARNING = "error", "warning"
 class Problem:
     """One thing wrong (or worth a note) that a check found."""
 
-    code: str  # the check or rule: "schema", "integrity", "DROP_COLUMN", "squawk:<rule>", "quick_check"
+    # the check or rule: "schema", "integrity", "DROP_COLUMN", "squawk:<rule>", "quick_check"
+    code: str
     subject: str  # what it is about: a table, a migration ("app.name"), a file
     detail: str  # what is wrong, one line
     blocking: bool = True  # an error: the command fails or refuses; False: a warning, a note
     fix: str = ""  # what to do about it, when the check knows
-    source: str = ""  # who judged, where several do: "songsgen", "django-migration-linter", "squawk"
+    # who judged, where several do: "songsgen", "django-migration-linter", "squawk"
+    source: str = ""
     agreed: tuple[str, ...] = ()  # the codes of other judges that found the same thing
 
     @property
@@ -41,7 +39,7 @@ class Problem:
         return self.line()
 
     def as_dict(self) -> dict[str, object]:
-        """The problem as JSON: severity, check, subject, detail, then fix, source, agreed where known."""
+        """The problem as JSON: severity, check, subject, detail; fix, source, agreed if known."""
         data: dict[str, object] = {
             "severity": self.severity, "check": self.code, "subject": self.subject, "detail": self.detail,
         }

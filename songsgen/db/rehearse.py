@@ -1,26 +1,6 @@
-"""`migrate --rehearse`: apply the plan to a scratch copy of the pre-migrate snapshot and measure each migration.
+"""`migrate --rehearse`: apply the plan to a scratch copy of the snapshot, measure each migration.
 
-`rehearse(connection, snapshot, plan_keys)` restores the snapshot into a scratch database (SQLite: a 0600 copy
-`.rehearse-<database>-….sqlite3` beside the snapshot, once the folder has room for it; PostgreSQL: a new
-database `songsgen_rehearse_…`, commented with the live database's name, filled by pg_restore, then vacuumed
-and analyzed) and applies the plan there in a process of its own (songsgen/db/rehearse_child.py) whose only
-database is the copy: a data migration that uses the default manager, `django.db.connection`, a raw cursor or
-`transaction.atomic()` without `using` reaches the copy, never the live database. The child applies the plan
-the way the live migrate does (the same `Applier`, songsgen/db/apply.py; verification inside the last
-transaction) and hands back the `Rehearsal` as JSON; its progress lines are passed on as they come.
-The scratch copy is removed in every case: a failure of the child becomes a one-line RehearsalError, and
-Ctrl-C or SIGTERM stops the child before the copy goes. What a SIGKILL leaves, the next migrate or dbcheck
-removes (songsgen/db/rehearse_leftovers.py).
-
-Per migration it reports:
-- `seconds`: wall time from the executor's start callback to its success callback.
-- `lock_seconds` and `locks`: measured by songsgen/db/lockmeter.py, as the live migrate measures them. The
-  longest a writer-blocking lock (SQLite: the database write lock; PostgreSQL: SHARE or stronger on a table
-  that existed before) was held while the migration ran, counted to the end of its transaction. Migrations
-  that share one transaction (`transaction`, the same number) each report that transaction's hold, the
-  verification and the commit's foreign-key check included: that is how long a writer waits live.
-- `rows`: rows it inserted, updated or deleted (django_migrations left out).
-Django's post_migrate signal (content types, permissions: a few small writes) is not sent on the copy.
+The plan runs in a process whose only database is the copy, so nothing can reach the live one.
 """
 
 from __future__ import annotations
@@ -54,7 +34,8 @@ if TYPE_CHECKING:
 
 SCRATCH_PREFIX = "songsgen_rehearse_"  # PostgreSQL scratch databases
 FILE_PREFIX = ".rehearse-"  # SQLite scratch copies, beside the snapshot
-COMMENT_PREFIX = "songsgen rehearsal of "  # a scratch database's comment, then the live database's name
+# a scratch database's comment, then the live database's name
+COMMENT_PREFIX = "songsgen rehearsal of "
 CHILD = "songsgen.db.rehearse_child"
 
 
@@ -63,9 +44,10 @@ def scratch_comment(settings_dict: dict[str, Any]) -> str:
     return f"{COMMENT_PREFIX}{settings_dict['NAME']}"
 
 
-# --- the scratch database ---------------------------------------------------------------------------
+# --- the scratch database
+# ---------------------------------------------------------------------------
 def scratch_room(snapshot: Path) -> tuple[int, int]:
-    """(needed, free) bytes for a scratch copy of `snapshot` beside it: its size x factor + margin (settings)."""
+    """(needed, free) bytes for a scratch copy of `snapshot` beside it: size x factor + margin."""
     needed = int(snapshot.stat().st_size * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
         settings.MIGRATE_BACKUP_MARGIN_BYTES)
     return needed, shutil.disk_usage(snapshot.parent).free
@@ -73,7 +55,7 @@ def scratch_room(snapshot: Path) -> tuple[int, int]:
 
 @contextmanager
 def _scratch_sqlite(snapshot: Path, stem: str) -> Iterator[str]:
-    """A private copy of the snapshot beside it, once there is room for it; removed with its WAL files afterwards."""
+    """A private copy of the snapshot beside it, once there is room; removed with its WAL after."""
     needed, free = scratch_room(snapshot)
     if free < needed:
         raise RehearsalError(
@@ -82,7 +64,8 @@ def _scratch_sqlite(snapshot: Path, stem: str) -> Iterator[str]:
             f"{settings.MIGRATE_BACKUP_MARGIN_BYTES / 2**20:,.0f} MiB margin); free space or point "
             "SONGSGEN_BACKUP_DIR at a bigger disk"
         )
-    fd, name = tempfile.mkstemp(prefix=f"{FILE_PREFIX}{stem}-", suffix=".sqlite3", dir=snapshot.parent)  # 0600
+    # the file is 0600 (mkstemp)
+    fd, name = tempfile.mkstemp(prefix=f"{FILE_PREFIX}{stem}-", suffix=".sqlite3", dir=snapshot.parent)
     try:
         try:
             with os.fdopen(fd, "wb") as out, open(snapshot, "rb") as source:
@@ -110,7 +93,7 @@ def _maintenance_connection(settings_dict: dict[str, Any]) -> psycopg.Connection
 
 @contextmanager
 def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator[str]:
-    """A new database with the live one's encoding and locale, filled from the archive; dropped afterwards."""
+    """A new database with the live one's encoding and locale, filled from the archive; dropped."""
     import psycopg
     from psycopg import sql
 
@@ -131,7 +114,8 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
                 f"the role {settings_dict.get('USER') or '(default)'} may not create databases, and a rehearsal "
                 "needs a scratch database: grant it with ALTER ROLE … CREATEDB, or migrate without --rehearse."
             ) from exc
-        # Named for the live database, so the next migrate or dbcheck knows a killed rehearsal's copy as ours.
+        # Named for the live database, so the next migrate or dbcheck knows a killed rehearsal's
+        # copy as ours.
         admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             sql.Identifier(name), sql.Literal(scratch_comment(settings_dict))))
         try:
@@ -148,17 +132,19 @@ def _scratch_postgres(settings_dict: dict[str, Any], snapshot: Path) -> Iterator
 
 
 def _settle(settings_dict: dict[str, Any]) -> None:
-    """VACUUM (ANALYZE) the freshly restored copy, so it looks like a live database autovacuum keeps up with.
+    """VACUUM (ANALYZE) the restored copy: it looks like a live database autovacuum keeps up with.
 
-    Otherwise autovacuum starts on every table just loaded and a migration's DDL queues behind it, and the
-    first scans set every row's hint bits: both would be counted as lock time the live run does not have."""
+    Otherwise autovacuum starts on every table just loaded and a migration's DDL queues behind
+    it, and the first scans set every row's hint bits: both would be counted as lock time the
+    live run does not have."""
     import psycopg
 
     with psycopg.connect(**pgdump.connect_params(settings_dict), autocommit=True) as scratch:
         scratch.execute("VACUUM (ANALYZE)")
 
 
-# --- the rehearsal ----------------------------------------------------------------------------------
+# --- the rehearsal
+# ----------------------------------------------------------------------------------
 def rehearse(
     connection: BaseDatabaseWrapper,
     snapshot: Path,
@@ -166,9 +152,10 @@ def rehearse(
     *,
     log: Callable[[str], None] = lambda s: None,
 ) -> Rehearsal:
-    """Apply the plan to a scratch copy of `snapshot` as the live migrate would, and report each migration.
+    """Apply the plan to a scratch copy of `snapshot` as live migrate would; report each migration.
 
-    The live database is only read for its settings: neither this process nor the child connects to it."""
+    The live database is only read for its settings: neither this process nor the
+    child connects to it."""
     clock = time.monotonic()
     if connection.vendor == "sqlite":
         scratch_db = _scratch_sqlite(snapshot, backup.sqlite_path(connection.settings_dict).stem)
@@ -180,12 +167,13 @@ def rehearse(
         log(f"Rehearsing {len(plan_keys)} migration(s) on a scratch copy of {snapshot.name} ({name}), "
             "in a process whose only database is the copy ...")
         rehearsal = _run_child(connection.settings_dict, name, plan_keys, log)
-    rehearsal.seconds = time.monotonic() - clock  # the copy's making and removal included, as before
+    # the copy's making and removal included, as before
+    rehearsal.seconds = time.monotonic() - clock
     return rehearsal
 
 
 def _scratch_url(scratch: dict[str, Any]) -> str:
-    """A DATABASE_URL naming the scratch copy, so nothing in the child's environment names the live database."""
+    """A DATABASE_URL naming the scratch copy: nothing in the child's environment names live."""
     if str(scratch["ENGINE"]).endswith("sqlite3"):
         return f"sqlite:///{Path(scratch['NAME']).resolve()}"
     user, password = quote(str(scratch.get("USER") or ""), safe=""), quote(str(scratch.get("PASSWORD") or ""), safe="")
@@ -203,13 +191,14 @@ def _child_env(settings_dict: dict[str, Any], name: str) -> dict[str, str]:
         raise RehearsalError(f"the database settings cannot be handed to the rehearsal process ({exc})") from exc
     env = dict(os.environ, DATABASE_URL=_scratch_url(scratch))
     env[DATABASE_ENV] = encoded
-    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)  # as this process found the project
+    # as this process found the project
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
     return env
 
 
 def _run_child(settings_dict: dict[str, Any], name: str, plan_keys: list[tuple[str, str, bool]],
                log: Callable[[str], None]) -> Rehearsal:
-    """Run the plan in `python -m songsgen.db.rehearse_child` on the scratch copy `name`; its Rehearsal."""
+    """Run the plan in `python -m songsgen.db.rehearse_child` on copy `name`; its Rehearsal."""
     env = _child_env(settings_dict, name)
     with tempfile.TemporaryDirectory(prefix="songsgen-rehearsal-") as folder:
         result = Path(folder) / "rehearsal.json"
@@ -228,7 +217,8 @@ def _run_child(settings_dict: dict[str, Any], name: str, plan_keys: list[tuple[s
             for line in proc.stdout or ():
                 log(line.rstrip("\n"))
             code = proc.wait()
-        except BaseException:  # Ctrl-C, or SIGTERM as migrate turns it into KeyboardInterrupt: the child first
+        except BaseException:
+            # Ctrl-C, or SIGTERM as migrate turns it into KeyboardInterrupt: the child first
             proc.kill()
             proc.wait()
             raise

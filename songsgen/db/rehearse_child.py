@@ -1,16 +1,7 @@
 """The rehearsal's own process: `python -m songsgen.db.rehearse_child PLAN_JSON RESULT_FILE`.
 
-songsgen/db/rehearse.py builds the scratch copy and starts this module with the copy's settings in
-`SONGSGEN_REHEARSAL_DATABASE` (and `DATABASE_URL` naming the copy). They replace `DATABASES` before Django is
-set up, so `default` *is* the copy and no alias names the live database: a data migration's managers,
-`django.db.connection`, raw cursors and `transaction.atomic()` without `using` all reach the copy, whatever
-alias the migration was written for. The plan is applied there as migrate applies it live (`Applier`,
-songsgen/db/apply.py): consecutive atomic migrations in one transaction, verification inside the last one,
-SQLite's page check after its commit; on PostgreSQL the session yields to autovacuum as the live one does.
-
-Progress lines go to stdout (the parent passes them on), the `Rehearsal` as JSON to RESULT_FILE, or
-`{"error": "..."}` when the rehearsal itself could not run. The process ends when its parent does: stdin
-is the parent's pipe, and its end of file means the parent is gone.
+`DATABASES` is replaced by the scratch copy before Django is set up, so no alias names the live
+database; the process ends when its parent's pipe closes.
 """
 
 from __future__ import annotations
@@ -42,10 +33,12 @@ class RehearsedStep:
     migration: str  # "app.0002_name"
     seconds: float
     lock_seconds: float
-    locks: list[str] = field(default_factory=list)  # "songs_song: AccessExclusiveLock"; SQLite: "database write lock"
+    # "songs_song: AccessExclusiveLock"; SQLite: "database write lock"
+    locks: list[str] = field(default_factory=list)
     rows: int = 0
     error: str | None = None
-    transaction: int | None = None  # the grouped transaction it ran in; None: non-atomic, its own transactions
+    # the grouped transaction it ran in; None: non-atomic, its own transactions
+    transaction: int | None = None
 
 
 @dataclass
@@ -59,7 +52,7 @@ class Rehearsal:
     longest_lock_seconds: float = 0.0  # the prediction of the live report's figure of the same name
 
     def as_dict(self) -> dict[str, Any]:
-        """The rehearsal as JSON (migrate's report), each verification problem in its own JSON shape."""
+        """The rehearsal as JSON (migrate's report), each verification problem in its own shape."""
         return {**asdict(self), "verification": [p.as_dict() for p in self.verification]}
 
     @classmethod
@@ -74,10 +67,11 @@ class Rehearsal:
 
 
 def _end_with_parent() -> None:
-    """Exit at once when the parent's end of stdin closes: a SIGKILLed migrate leaves no rehearsal running."""
+    """Exit when the parent's end of stdin closes: a SIGKILLed migrate leaves no rehearsal."""
 
     def watch() -> None:
-        while os.read(0, 4096):  # the raw descriptor: no buffer lock left held at interpreter shutdown
+        # the raw descriptor: no buffer lock left held at interpreter shutdown
+        while os.read(0, 4096):
             pass
         os._exit(70)
 
@@ -111,9 +105,11 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
     executor = MigrationExecutor(scratch, progress)
     plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
-    if scratch.vendor == "sqlite":  # as migrate.run: only SQLite defers its foreign-key check to the commit
+    # as migrate.run: only SQLite defers its foreign-key check to the commit
+    if scratch.vendor == "sqlite":
         applier.tables_of = tables_changed_by(plan, schema.applied_state(executor))
-    applier.verify_group = lambda labels: _verified_group(scratch, plan, labels)  # as migrate: before a drop commits
+    # as migrate: before a drop commits
+    applier.verify_group = lambda labels: _verified_group(scratch, plan, labels)
     with applier.metered(rows=True):
         try:
             executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
@@ -137,7 +133,7 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
 
 def _verified_group(scratch: BaseDatabaseWrapper, plan: list, labels: list[str]) -> set[str] | None:
-    """The open group that drops a table or column, verified before its commit as the live migrate does."""
+    """The open group that drops a table or column, verified before its commit as live."""
     from songsgen.db.exceptions import VerificationFailed
     from songsgen.db.verify import part, verify
 
@@ -149,8 +145,9 @@ def _verified_group(scratch: BaseDatabaseWrapper, plan: list, labels: list[str])
 
 
 def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applier, name: str) -> list[Problem]:
-    """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the foreign-key check of
-    what verification left), then SQLite's page check outside the lock; the problems found."""
+    """As migrate's apply step: verify inside the open transaction, commit it (SQLite: the
+    foreign-key check of what verification left), then SQLite's page check outside the
+    lock; the problems found."""
     from songsgen.db.verify import after_commit_problems, in_transaction, verify
 
     try:
@@ -161,7 +158,8 @@ def _verify_and_commit(scratch: BaseDatabaseWrapper, plan: list, applier: Applie
         applier.commit(keys_checked=tables)
         if scratch.vendor == "sqlite":
             problems += after_commit_problems(scratch, plan, tables)
-    except Exception as exc:  # noqa: BLE001 — a check that cannot run, or the check at commit, is a failed check
+    except Exception as exc:  # noqa: BLE001
+        # a check that cannot run, or the check at commit, is a failed check
         applier.rollback(exc)
         detail = f"{type(exc).__name__}: {exc}"
         return [Problem("verify", name, detail)]
@@ -182,7 +180,8 @@ def main(argv: list[str]) -> int:
     django.setup()
     from django.db import DEFAULT_DB_ALIAS, connections
 
-    connection = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the Applier patches its attributes
+    # the wrapper itself: the Applier patches its attributes
+    connection = connections[DEFAULT_DB_ALIAS]
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -1,14 +1,4 @@
-"""Scratch copies a killed rehearsal left behind (songsgen/db/rehearse.py), found and removed.
-
-A SIGKILLed `migrate --rehearse` cannot remove its copy: on SQLite `.rehearse-<database>-XXXXXXXX.sqlite3`
-and its -wal/-shm beside the snapshot, each about the database's size; on PostgreSQL a database
-`songsgen_rehearse_…` whose comment names the live database. A copy is in use only while a migrate holds the
-database's migrate lock (songsgen/db/dblock.py), so whoever holds that lock may remove every copy of its
-database: the next migrate does (`remove_leftovers`), and dbcheck does when it can take the lock at once
-(`dbcheck_problems`); while a migrate runs, dbcheck names the copies and leaves them alone.
-Older copies (`.rehearse-XXXXXXXX.sqlite3`; a scratch database without a comment that nobody is connected to)
-count as this database's too.
-"""
+"""Scratch copies a killed rehearsal left behind, found and removed under the migrate lock."""
 
 from __future__ import annotations
 
@@ -26,13 +16,14 @@ from songsgen.db.exceptions import DatabaseBusy
 from songsgen.db.problems import Problem
 from songsgen.db.rehearse import FILE_PREFIX, SCRATCH_PREFIX, scratch_comment
 
-# mkstemp's eight random characters; the database's name before them since the copies were named for it.
+# mkstemp's eight random characters; the database's name before them since the
+# copies were named for it.
 _FILE = re.compile(rf"{re.escape(FILE_PREFIX)}(?:(?P<stem>.+)-)?[a-z0-9_]{{8}}\.sqlite3(?:-wal|-shm|-journal)?")
 
 
 @dataclass(frozen=True)
 class Leftover:
-    """One scratch copy: the SQLite file's path (its -wal/-shm counted in) or the database's name."""
+    """One scratch copy: the SQLite file's path (its -wal/-shm counted) or the database name."""
 
     name: str
     size: int | None  # bytes; None when the server does not say
@@ -44,7 +35,7 @@ class Leftover:
 
 
 def leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """This database's scratch copies (SQLite: in `folder`, default the backup folder), whether in use or not."""
+    """This database's scratch copies (SQLite: in `folder`, default backups), in use or not."""
     if connection.vendor == "sqlite":
         return _sqlite_leftovers(connection, Path(settings.BACKUP_DIR) if folder is None else folder)
     if connection.vendor == "postgresql":
@@ -81,7 +72,7 @@ def _pg_leftovers(connection: BaseDatabaseWrapper) -> list[Leftover]:
 
 
 def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None) -> list[Leftover]:
-    """Remove this database's scratch copies; the caller holds the migrate lock. Returns those removed."""
+    """Remove this database's scratch copies (the caller holds the migrate lock); the removed."""
     removed: list[Leftover] = []
     for item in leftovers(connection, folder):
         if connection.vendor == "sqlite":
@@ -100,14 +91,15 @@ def remove_leftovers(connection: BaseDatabaseWrapper, folder: Path | None = None
 
 
 def dbcheck_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
-    """dbcheck's warnings: copies removed now, or named and left alone while a migrate (maybe rehearsing) runs."""
+    """dbcheck's warnings: copies removed now, or named and left while a migrate runs."""
     found = leftovers(connection)
     if not found:
         return []
     try:
         with database_lock(connection.settings_dict, purpose="dbcheck", wait=0):
             removed = remove_leftovers(connection)
-    except OSError as exc:  # no lock file can be made beside the database: whether a migrate runs is unknown
+    except OSError as exc:
+        # no lock file can be made beside the database: whether a migrate runs is unknown
         return [Problem("rehearsal", item.name, f"scratch copy kept: the migrate lock cannot be taken ({exc.strerror})",
                         blocking=False) for item in found]
     except DatabaseBusy as exc:

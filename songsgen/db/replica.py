@@ -1,17 +1,6 @@
-"""Continuous replication of the SQLite database with Litestream: its settings, whether it runs, our checkpoints.
+"""Continuous replication's state: its settings, whether `replicate` runs, our checkpoint mode.
 
-`manage.py replicate` runs Litestream (songsgen/db/litestream.py) holding an exclusive `flock` on
-`<database>.replicate-lock` for as long as Litestream lives: the descriptor passes to Litestream when the
-command becomes it, and the kernel releases the lock when that process ends, however it ends. Other
-processes tell that replication runs by trying that lock (is_replicating()), never from a pid file alone,
-which a SIGKILL leaves behind and a reused pid makes lie.
-
-While it runs, Litestream owns the checkpoints: it keeps a read transaction open so that only it decides
-when the WAL is folded into the database file. A FULL, RESTART or TRUNCATE checkpoint of ours would wait
-for that reader for the whole busy timeout while holding every writer off, so checkpoint_mode() turns them
-into PASSIVE ones, which never block a writer. Every checkpoint of ours asks it.
-
-This module imports nothing of the backup machinery (songsgen/db/backup.py asks it for checkpoint modes).
+Imports nothing of the backup machinery: `songsgen.db.backup` asks it for checkpoint modes.
 """
 
 from __future__ import annotations
@@ -42,14 +31,15 @@ CONFIG_SUFFIX = ".replicate.yml"
 LOCK_WAIT = 2.0  # seconds `replicate` retries the lock: a process testing it holds it for a moment
 STATUS_TIMEOUT = 1.0  # seconds replication_status() waits for Litestream's answer
 SOCKET_PATH_MAX = 100  # bytes; a Unix socket's path must fit in 108
-# Replica URL schemes Litestream 0.5 knows (https://litestream.io/reference/config/#replica-settings).
+# Replica URL schemes Litestream 0.5 knows
+# (https://litestream.io/reference/config/#replica-settings).
 SCHEMES = {"file", "s3", "gs", "abs", "sftp", "webdav", "webdavs", "nats", "oss"}
 BLOCKING_CHECKPOINTS = {"FULL", "RESTART", "TRUNCATE"}
 
 
 @dataclass(frozen=True)
 class Replication:
-    """What `replicate` runs and a restore reads: the database, its replica, and Litestream's own files."""
+    """What `replicate` runs and a restore reads: the database, its replica, Litestream's files."""
 
     database: Path
     url: str
@@ -102,12 +92,13 @@ def shown_url(url: str) -> str:
 
 
 def asked_for() -> bool:
-    """Whether the operator asked for replication (SONGSGEN_REPLICA_URL set): the one place that decides it."""
+    """Whether replication was asked for (SONGSGEN_REPLICA_URL set): the one place deciding it."""
     return bool(str(getattr(settings, "REPLICA_URL", "") or "").strip())
 
 
 def replica_url(database: Path) -> str:
-    """SONGSGEN_REPLICA_URL, a bare path read as a file replica; unset: `<data folder>/replica/<database file>`."""
+    """SONGSGEN_REPLICA_URL, a bare path read as a file replica; unset:
+    `<data folder>/replica/<database file>`."""
     url = str(getattr(settings, "REPLICA_URL", "") or "").strip()
     if not url:
         return (Path(settings.DATA_DIR) / "replica" / database.name).resolve().as_uri()
@@ -125,12 +116,13 @@ def replica_url(database: Path) -> str:
 
 
 def replication(settings_dict: dict[str, Any]) -> Replication:
-    """The replication of a database as the settings describe it; ReplicaError when it cannot be replicated."""
+    """The replication of a database as the settings describe it; ReplicaError if impossible."""
     database = database_file(settings_dict)
     return Replication(database, replica_url(database), float(settings.REPLICA_SYNC_INTERVAL))
 
 
-# --- the lock: whether `replicate` runs ------------------------------------------------------------
+# --- the lock: whether `replicate` runs
+# ------------------------------------------------------------
 
 
 def lock_path(database: Path) -> Path:
@@ -142,7 +134,8 @@ def is_replicating(database: Path) -> bool:
     """Whether a `replicate` process holds the database's lock now."""
     try:
         fd = os.open(lock_path(database), os.O_RDONLY)
-    except (FileNotFoundError, PermissionError):  # never started here, or another user's: not ours to tell
+    except (FileNotFoundError, PermissionError):
+        # never started here, or another user's: not ours to tell
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -154,7 +147,7 @@ def is_replicating(database: Path) -> bool:
 
 
 def holder(database: Path) -> dict[str, Any]:
-    """What the running `replicate` wrote into its lock file (pid, start time, replica); {} if unreadable."""
+    """What the running `replicate` wrote in its lock file (pid, start time, replica); {} if not."""
     try:
         return dict(json.loads(lock_path(database).read_text() or "{}"))
     except (OSError, ValueError, TypeError):
@@ -162,7 +155,7 @@ def holder(database: Path) -> dict[str, Any]:
 
 
 def take_lock(rep: Replication) -> int:
-    """Lock the database for `replicate`; returns the descriptor, which holds the lock until closed."""
+    """Lock the database for `replicate`; returns the descriptor, holding the lock until closed."""
     fd = os.open(rep.lock, os.O_RDWR | os.O_CREAT, 0o600)
     if not flock_within(fd, LOCK_WAIT):
         os.close(fd)
@@ -178,7 +171,8 @@ def take_lock(rep: Replication) -> int:
     return fd
 
 
-# --- our checkpoints -------------------------------------------------------------------------------
+# --- our checkpoints
+# -------------------------------------------------------------------------------
 
 
 def _main_file(conn: sqlite3.Connection) -> Path | None:
@@ -189,7 +183,7 @@ def _main_file(conn: sqlite3.Connection) -> Path | None:
 
 
 def checkpoint_mode(where: Path | sqlite3.Connection, wanted: str) -> str:
-    """The checkpoint to run on the database at `where` (a path or an open connection) instead of `wanted`.
+    """The checkpoint to run on the database at `where` (path or connection) instead of `wanted`.
 
     `wanted` itself, unless it would block writers while `replicate` runs: then PASSIVE.
     """
@@ -203,22 +197,23 @@ def checkpoint_mode(where: Path | sqlite3.Connection, wanted: str) -> str:
 
 
 def checkpoint(conn: sqlite3.Connection, wanted: str) -> tuple[int, int, int]:
-    """`PRAGMA wal_checkpoint` on `conn` in the mode checkpoint_mode() allows; SQLite's (busy, frames, folded)."""
+    """`PRAGMA wal_checkpoint` in the mode checkpoint_mode() allows; (busy, frames, folded)."""
     busy, frames, folded = conn.execute(f"PRAGMA wal_checkpoint({checkpoint_mode(conn, wanted)})").fetchone()
     return int(busy), int(frames), int(folded)
 
 
 def restored(conn: sqlite3.Connection) -> None:
-    """After a restore into the live database: give back Litestream's two tables if the copy removed them.
+    """After a restore into the live database: Litestream's two tables back if the copy lost them.
 
-    A backup made before replication started lacks them; while `replicate` runs, Litestream needs them for
-    every checkpoint and read lock it takes, and would otherwise stop replicating, backing off, until
-    restarted. Its own statements, so it finds them as it made them.
+    A backup made before replication started lacks them; while `replicate` runs, Litestream needs
+    them for every checkpoint and read lock it takes, and would otherwise stop replicating, backing
+    off, until restarted. Its own statements, so it finds them as it made them.
     """
     path = _main_file(conn)
     if path is None or not is_replicating(path.resolve()):
         return
-    # Never a reason to undo a verified restore: if this fails, Litestream says so in its log, and its lag grows.
+    # Never a reason to undo a verified restore: if this fails, Litestream says so in its log, and
+    # its lag grows.
     with contextlib.suppress(sqlite3.Error):
         have = {row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')")}
@@ -228,11 +223,12 @@ def restored(conn: sqlite3.Connection) -> None:
             conn.execute("CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);")
 
 
-# --- Litestream's control socket: lag ---------------------------------------------------------------
+# --- Litestream's control socket: lag
+# ---------------------------------------------------------------
 
 
 def socket_path(database: Path) -> Path:
-    """Where Litestream's control socket listens: beside the database, or, for a long path, in a private folder."""
+    """Where Litestream's control socket listens: beside the database, or a private folder."""
     beside = database.with_name(database.name + SOCKET_SUFFIX)
     if len(os.fsencode(beside)) <= SOCKET_PATH_MAX:
         return beside
@@ -241,7 +237,7 @@ def socket_path(database: Path) -> Path:
 
 
 def private_socket_folder(path: Path) -> None:
-    """Create the socket's folder owner-only if missing; refuse one that someone else could write into."""
+    """Create the socket's folder owner-only if missing; refuse one others could write into."""
     folder = path.parent
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
@@ -273,14 +269,15 @@ def control(database: Path, endpoint: str) -> dict[str, Any] | None:
         if response.status != 200:
             return None
         return dict(json.loads(response.read()))
-    except (OSError, ValueError, TypeError, http.client.HTTPException):  # not listening (yet), or not Litestream
+    except (OSError, ValueError, TypeError, http.client.HTTPException):
+        # not listening (yet), or not Litestream
         return None
     finally:
         conn.close()
 
 
 class ReplicationStatus(NamedTuple):
-    """Whether `replicate` runs, how many seconds ago the replica was last confirmed current, and when."""
+    """Whether `replicate` runs, seconds since the replica was last confirmed current, and when."""
 
     running: bool
     lag_seconds: float | None
@@ -288,10 +285,10 @@ class ReplicationStatus(NamedTuple):
 
 
 def replication_status(settings_dict: dict[str, Any]) -> ReplicationStatus:
-    """Replication as monitoring sees it; (False, None, None) when it does not run or cannot (PostgreSQL).
+    """Replication as monitoring sees it; (False, None, None) when it does not or cannot run.
 
-    Litestream records a successful sync of the replica every sync interval, idle or not; the lag is the
-    time since the last one, so a replica that stopped taking uploads shows a growing lag.
+    Litestream records a successful sync of the replica every sync interval, idle or not; the lag
+    is the time since the last one, so a replica that stopped taking uploads shows a growing lag.
     """
     try:
         database = database_file(settings_dict)

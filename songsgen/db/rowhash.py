@@ -1,21 +1,6 @@
-"""Row checksums computed where the rows are: one aggregate query on PostgreSQL, a plain cursor on SQLite.
+"""Row checksums computed where the rows are: one aggregate query on PostgreSQL, a cursor on SQLite.
 
-`songsgen.db.compare` hashes rows in Python after the ORM converted them, which costs more than copying
-them. For tables whose every column has a type listed here, both engines instead build the same canonical
-text per row from what they store, hash it with MD5 and keep the first 64 bits:
-
-- PostgreSQL computes it in SQL and returns one row per bucket of 1,000 ids (count and sum of hashes), so
-  no row leaves the server;
-- SQLite's rows are read as stored (no ORM conversion) and turned into the same text by one small
-  function per column.
-
-The canonical text: columns joined by U+001F; NULL is U+001E; text is `length:value`; integers and
-booleans in decimal (1/0); datetimes `YYYY-MM-DD HH:MM:SS.ffffff` in UTC; dates `YYYY-MM-DD`; times
-`HH:MM:SS.ffffff`; floats the hex of their IEEE 754 bytes (exact); UUIDs 32 hex digits; bytes hex;
-durations microseconds; JSON as PostgreSQL's jsonb prints it (keys by length then bytes, ", " and ": ",
-numbers as written). A stored value that is not in its column's storage form (text in an integer column,
-an unparseable date) hashes to a text PostgreSQL never produces, so it shows up as a difference.
-Tables with another column type (e.g. decimals) keep compare.py's Python hashing, on both sides alike.
+Both engines build the same canonical text per row from what they store, so the sums compare.
 """
 
 from __future__ import annotations
@@ -39,7 +24,8 @@ from songsgen.db.tables import Table
 
 METHOD = "md5-sql"  # the name a TableDigest carries when computed by this module
 BUCKET_IDS = 1_000  # the same buckets as compare.py
-NULL, SEP, BAD = "\x1e", "\x1f", "\x1d"  # BAD: prefix of values not in storage form (never equal to anything)
+# BAD: prefix of values not in storage form (never equal to anything)
+NULL, SEP, BAD = "\x1e", "\x1f", "\x1d"
 _FETCH = 5_000
 _TEXT = (models.CharField, models.TextField, models.EmailField, models.SlugField, models.URLField,
          models.FilePathField)
@@ -63,7 +49,7 @@ def kind(field: models.Field) -> str | None:
 
 
 def supported(table: Table, *connections: BaseDatabaseWrapper) -> bool:
-    """True when every column of `table` has a canonical form here and every connection can compute it."""
+    """True when every column of `table` has a canonical form and every connection computes it."""
     return all(kind(f) is not None for f in table.fields) and all(map(_can_hash, connections))
 
 
@@ -76,13 +62,14 @@ _CAPABLE: weakref.WeakKeyDictionary[BaseDatabaseWrapper, bool] = weakref.WeakKey
 
 
 def _can_hash(connection: BaseDatabaseWrapper) -> bool:
-    """Whether this database computes the canonical hashes: asked of the server once per connection."""
+    """Whether this database computes the canonical hashes: asked once per connection."""
     if connection not in _CAPABLE:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT current_setting('server_encoding'), current_setting('server_version_num')")
                 encoding, version = cursor.fetchone()
-            _CAPABLE[connection] = encoding == "UTF8" and int(version) >= 140000  # md5 of UTF-8; interval epochs
+            # md5 of UTF-8; interval epochs
+            _CAPABLE[connection] = encoding == "UTF8" and int(version) >= 140000
         else:  # SQLite's stored datetimes are read as UTC
             _CAPABLE[connection] = connection.vendor == "sqlite" and not (
                 settings.USE_TZ and connection.timezone_name != "UTC")
@@ -94,7 +81,8 @@ def integer_pk(table: Table) -> bool:
     return kind(table.pk) == "int"
 
 
-# --- SQLite: stored values to canonical text, in Python ----------------------------------------------------
+# --- SQLite: stored values to canonical text, in Python
+# ----------------------------------------------------
 
 
 def _bad(value: Any) -> str:
@@ -174,7 +162,7 @@ def _jsonb_key(key: str) -> tuple[int, bytes]:
 
 
 def jsonb_text(value: Any) -> str:
-    """A decoded JSON value (numbers as Decimal or int) as PostgreSQL prints the same value stored in jsonb."""
+    """A decoded JSON value (numbers Decimal or int) as PostgreSQL prints it stored in jsonb."""
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda item: _jsonb_key(item[0]))
         return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(v)}" for k, v in items) + "}"
@@ -212,8 +200,8 @@ _PYTHON: dict[str, Callable[[Any], str]] = {
 }
 
 
-# The common case of a column, inlined into the row's expression (a function call per value costs more than
-# the hash); anything else falls through to the column's function above.
+# The common case of a column, inlined into the row's expression (a function call per value costs
+# more than the hash); anything else falls through to the column's function above.
 _INLINE = {
     "text": "(f'{{len({v})}}:{{{v}}}' if type({v}) is str else _text({v}))",
     "int": "(str({v}) if type({v}) is int else _int({v}))",
@@ -221,12 +209,13 @@ _INLINE = {
 
 
 class StoredRowHasher:
-    """Hashes rows of one table as SQLite stores them (a plain cursor's values): the 64-bit canonical hash."""
+    """Hashes rows of one table as SQLite stores them (plain cursor values): 64-bit canonical."""
 
     def __init__(self, table: Table) -> None:
         kinds = [kind(f) or "" for f in table.fields]
-        # One generated expression per table: row[i] into its column's canonical text, joined. Only the
-        # column positions and the fixed templates above go into the source, never data or names.
+        # One generated expression per table: row[i] into its column's canonical text,
+        # joined. Only the column positions and the fixed templates above go into the source,
+        # never data or names.
         parts = [_INLINE.get(k, f"_{k}({{v}})").format(v=f"r[{i}]") for i, k in enumerate(kinds)]
         namespace = {f"_{k}": _PYTHON[k] for k in _PYTHON} | {"_sep": SEP}
         self.text: Callable[[Sequence[Any]], str] = eval(f"lambda r: _sep.join(({', '.join(parts)},))", namespace)  # noqa: S307
@@ -237,7 +226,8 @@ class StoredRowHasher:
         return int.from_bytes(digest[:8], "big")
 
 
-# --- PostgreSQL: the same text in SQL ---------------------------------------------------------------------
+# --- PostgreSQL: the same text in SQL
+# ---------------------------------------------------------------------
 
 
 def _pg_column(field: models.Field, column: str) -> str:
@@ -272,15 +262,17 @@ def _pg_bucket(connection: BaseDatabaseWrapper, table: Table) -> str:
     return f"CASE WHEN {pk} >= 0 THEN {pk} / {BUCKET_IDS} ELSE ({pk} + 1) / {BUCKET_IDS} - 1 END"
 
 
-# --- digests and row hashes on either engine --------------------------------------------------------------
+# --- digests and row hashes on either engine
+# --------------------------------------------------------------
 
 
 def bucket_sums(connection: BaseDatabaseWrapper, table: Table) -> Iterator[tuple[int, int, int]]:
-    """(bucket, rows, sum of hashes mod 2**64) of every bucket of `table`, computed where the rows are."""
+    """(bucket, rows, sum of hashes mod 2**64) of every bucket of `table`, where the rows are."""
     qn = connection.ops.quote_name
     if connection.vendor == "postgresql":
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            # The planner cannot tell there are few buckets and would sort every row by bucket, on disk.
+            # The planner cannot tell there are few buckets and would sort every
+            # row by bucket, on disk.
             cursor.execute("SET LOCAL enable_sort = off")
             cursor.execute(
                 f"SELECT {_pg_bucket(connection, table)} AS b, count(*), sum({_pg_hash(connection, table)}) "
@@ -301,14 +293,15 @@ def bucket_sums(connection: BaseDatabaseWrapper, table: Table) -> Iterator[tuple
 
 
 def stored_columns(connection: BaseDatabaseWrapper, table: Table) -> str:
-    """The select list of `table`'s columns as SQLite stores them: a unary + (a no-op) on each column hides
-    its declared type, so the driver's converters that Django registers by type name leave it alone."""
+    """The select list of `table`'s columns as SQLite stores them: a unary + (a no-op) on each
+    column hides its declared type, so the driver's converters that Django registers by type
+    name leave it alone."""
     return ", ".join(f"+{connection.ops.quote_name(f.column)}" for f in table.fields)
 
 
 def _in_range(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None
               ) -> tuple[str, list[Any]]:
-    """The WHERE clause (and its parameters) of rows whose primary key is in [low, high); none for all rows."""
+    """The WHERE clause (and parameters) for primary keys in [low, high); none for all rows."""
     if pk_range is None:
         return "", []
     pk = connection.ops.quote_name(table.pk.column)
@@ -328,7 +321,7 @@ def _stored_rows(
 
 
 def row_hashes(connection: BaseDatabaseWrapper, table: Table, pk_range: tuple[int, int] | None) -> dict[Any, int]:
-    """{primary key: 64-bit hash} of the rows in `pk_range` (all rows when None); keys as the ORM gives them."""
+    """{primary key: 64-bit hash} of rows in `pk_range` (all when None); keys as the ORM's."""
     qn, key = connection.ops.quote_name, table.pk.to_python
     if connection.vendor == "postgresql":
         where, params = _in_range(connection, table, pk_range)

@@ -1,12 +1,6 @@
-"""Does the live database match what the migrations say it should be? (`dbcheck --schema`, migrate's verify.)
+"""Does the live database match the migration state? (`dbcheck --schema`, migrate's verification.)
 
-The expected schema comes from the migration state (`ProjectState`), never from importing an app's models:
-every managed model's table, its columns with their database type and nullability, its named indexes and
-constraints, field-level unique/index/foreign-key constraints and the primary key. The live schema comes
-from the database's own catalogue. Missing or mismatched things are errors; extra tables and indexes the
-state does not know (a text-search table made by RunSQL, say) are warnings, extra columns are errors —
-except what a `SeparateDatabaseAndState` removed from the state only (`forgotten`): the documented first
-half of dropping a column or table, expected to stay until a later migration drops it (a warning naming it).
+The expected schema comes from `ProjectState`, never from importing an app's models.
 """
 
 from __future__ import annotations
@@ -40,7 +34,8 @@ class TableSpec:
     named: set[str] = field(default_factory=set)  # Meta index and constraint names
     unique_columns: list[tuple[str, ...]] = field(default_factory=list)
     index_columns: list[tuple[str, ...]] = field(default_factory=list)
-    foreign_keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # column -> (table, column)
+    # column -> (table, column)
+    foreign_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     primary_key: str | None = None
 
 
@@ -58,11 +53,11 @@ def _normalize_type(db_type: str, vendor: str) -> str:
 
 
 def applied_state(executor: MigrationExecutor) -> ProjectState:
-    """The project state of the migrations applied now (django_migrations as the executor's loader read it).
+    """The project state of the migrations applied now (django_migrations as the loader read it).
 
-    The migration graph's own state of its applied nodes and their dependencies, through the loader's
-    public `project_state()`; a recorded migration whose file is gone is not part of the graph and
-    is left out, as Django's executor does.
+    The migration graph's own state of its applied nodes and their dependencies, through the
+    loader's public `project_state()`; a recorded migration whose file is gone is not part of the
+    graph and is left out, as Django's executor does.
     """
     loader = executor.loader
     applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
@@ -71,9 +66,10 @@ def applied_state(executor: MigrationExecutor) -> ProjectState:
 
 @dataclass
 class Forgotten:
-    """What applied migrations removed from the state only (SeparateDatabaseAndState), so the database may keep."""
+    """What applied migrations removed from the state only, which the database may keep."""
 
-    columns: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> migration
+    # (table, column) -> migration
+    columns: dict[tuple[str, str], str] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)  # table -> migration
     indexes: set[tuple[str, str]] = field(default_factory=set)  # (table, index or constraint name)
 
@@ -98,11 +94,12 @@ def _forget(op: Any, app_label: str, state: ProjectState, connection: BaseDataba
         attname = f"{op.name}_id" if isinstance(removed, models.ForeignKey) else op.name
         forgotten.columns[(table, removed.db_column or attname)] = where
     elif isinstance(op, RemoveIndex | RemoveConstraint):
-        forgotten.indexes.add((table, str(op.name)))  # type: ignore[union-attr]  # RemoveConstraint.name: not in stubs
+        # RemoveConstraint.name: not in the stubs
+        forgotten.indexes.add((table, str(op.name)))  # type: ignore[union-attr]
 
 
 def forgotten_by_state_only(executor: MigrationExecutor, connection: BaseDatabaseWrapper) -> Forgotten:
-    """Columns, tables and indexes the applied migrations removed from the state only, replaying the state."""
+    """Columns, tables, indexes applied migrations removed from the state only (state replayed)."""
     loader = executor.loader
     applied = set(loader.applied_migrations)
     order = [m for m, _ in executor.migration_plan(loader.graph.leaf_nodes(), clean_start=True)
@@ -142,9 +139,11 @@ def expected_schema(state: ProjectState, connection: BaseDatabaseWrapper) -> dic
                 spec.primary_key = f.column
             elif f.unique:
                 spec.unique_columns.append((f.column,))
-            elif f.db_index:  # type: ignore[attr-defined]  # set in Field.__init__, missing from django-stubs
+            # db_index is set in Field.__init__, missing from django-stubs
+            elif f.db_index:  # type: ignore[attr-defined]
                 spec.index_columns.append((f.column,))
-            if isinstance(f, models.ForeignKey) and getattr(f, "db_constraint", False):  # not in django-stubs
+            # not in django-stubs
+            if isinstance(f, models.ForeignKey) and getattr(f, "db_constraint", False):
                 target = f.target_field
                 spec.foreign_keys[f.column] = (target.model._meta.db_table, target.column)
         for fields in meta.unique_together:
@@ -183,7 +182,7 @@ def _kept(what: str, where: str) -> str:
 def compare_schema(
     expected: dict[str, TableSpec], connection: BaseDatabaseWrapper, forgotten: Forgotten | None = None
 ) -> list[Problem]:
-    """Every difference between the expected tables and the live database (`forgotten`: state-only removals)."""
+    """Every difference between expected tables and the live database (`forgotten`: state-only)."""
     forgotten = forgotten or Forgotten()
     problems: list[Problem] = []
     with connection.cursor() as cursor:
@@ -225,10 +224,11 @@ def compare_schema(
 def _compare_constraints(
     connection: BaseDatabaseWrapper, table: str, spec: TableSpec, kept: set[str], forgotten: Forgotten
 ) -> list[Problem]:
-    """Named, unique, index and foreign-key constraints; `kept`: columns of the table removed from the state only.
+    """Named, unique, index, foreign-key constraints; `kept`: columns removed from the state only.
 
-    Each expected field-level index or unique constraint is matched to its own live index, never to one a
-    Meta entry names (a partial unique constraint on the same column is not the foreign key's index)."""
+    Each expected field-level index or unique constraint is matched to its own live index,
+    never to one a Meta entry names (a partial unique constraint on the same column is not the
+    foreign key's index)."""
     problems: list[Problem] = []
     with connection.cursor() as cursor:
         live: dict[str, dict[str, Any]] = connection.introspection.get_constraints(cursor, table)
@@ -272,9 +272,11 @@ def _compare_constraints(
         if name in matched or info.get("primary_key") or info.get("foreign_key"):
             continue
         if name.startswith("sqlite_autoindex") or name.endswith("_like"):
-            continue  # SQLite's own index for a UNIQUE column; PostgreSQL's varchar_pattern_ops twin
+            # SQLite's own index for a UNIQUE column; PostgreSQL's varchar_pattern_ops twin
+            continue
         if (table, name) in forgotten.indexes or kept & set(info.get("columns") or ()):
-            continue  # removed from the state only, or on a column that was: expected while the column stays
+            # removed from the state only, or on a column that was: expected while the column stays
+            continue
         if any(fnmatch.fnmatchcase(name, p) for p in getattr(settings, "SCHEMA_KNOWN_EXTRA_INDEXES", [])):
             continue
         if info.get("index") or info.get("unique"):
@@ -286,14 +288,14 @@ def integrity_problems(
     connection: BaseDatabaseWrapper, *, quick: bool = False, tables: Iterable[str] | None = None,
     pages: bool = True, keys: bool = True,
 ) -> list[Problem]:
-    """SQLite: integrity (`pages`) and foreign-key (`keys`) checks, of `tables` only when given. PostgreSQL:
-    constraints never validated."""
+    """SQLite: integrity (`pages`) and foreign-key (`keys`) checks, of `tables` only when given.
+    PostgreSQL: constraints never validated."""
     problems: list[Problem] = []
     if connection.vendor == "sqlite":
         pragma = "quick_check" if quick else "integrity_check"
         qn = connection.ops.quote_name
-        # integrity_check(T) checks one table and its indexes: after a migration that touched two tables
-        # of a 2 GB database it takes milliseconds instead of seconds.
+        # integrity_check(T) checks one table and its indexes: after a migration that touched two
+        # tables of a 2 GB database it takes milliseconds instead of seconds.
         scopes = [""] if tables is None else [f"({qn(t)})" for t in sorted(tables)]
         try:
             with connection.cursor() as cursor:
@@ -311,7 +313,8 @@ def integrity_problems(
                         problems.append(
                             Problem("foreign_keys", table, f"row {rowid} points at a missing {parent} row")
                         )
-        except (sqlite3.DatabaseError, Exception) as exc:  # a malformed file raises instead of reporting
+        except (sqlite3.DatabaseError, Exception) as exc:
+            # a malformed file raises instead of reporting
             if isinstance(exc, sqlite3.DatabaseError) or "malformed" in str(exc) or "not a database" in str(exc):
                 problems.append(Problem("integrity", "database", f"{type(exc).__name__}: {exc}"))
             else:
@@ -328,7 +331,7 @@ def integrity_problems(
 
 
 def orphan_problems(connection: BaseDatabaseWrapper, expected: dict[str, TableSpec]) -> list[Problem]:
-    """Rows whose foreign key points at nothing (PostgreSQL; SQLite's foreign_key_check covers it)."""
+    """Rows whose foreign key points at nothing (PostgreSQL; SQLite's foreign_key_check does it)."""
     problems: list[Problem] = []
     qn = connection.ops.quote_name
     with connection.cursor() as cursor:

@@ -1,16 +1,6 @@
-"""The snapshot the safe `migrate` takes before it changes anything, and puts back on failure.
+"""The snapshot the safe `migrate` takes before it changes anything, and puts back on request.
 
-A small interface over the backup machinery (songsgen/db/backup/), kept uncompressed so a failed
-migration is put back quickly:
-
-- `take_snapshot(connection, directory) -> Path`: a consistent copy of the live database.
-- `restore_snapshot(connection, path)`: put that copy back, atomically for every other connection.
-
-SQLite: a plain file copy of a live WAL database is not consistent, so both directions use SQLite's online
-backup API (`pages=-1`: one step, one read transaction on the source). Restoring copies *into* the live
-database through the same API, so a process holding the database open sees the old or the new database as
-one transaction, never a half-written file.
-PostgreSQL: a pg_dump archive, restored in one transaction (songsgen/db/pgdump.py).
+Uncompressed, so putting it back is quick; over `songsgen.db.backup` (SQLite) and pg_dump.
 """
 
 from __future__ import annotations
@@ -56,13 +46,13 @@ def snapshot_files(directory: Path, connection: BaseDatabaseWrapper) -> list[Pat
 
 
 def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
-    """Copy the live database into `directory` (owner-only, renamed when complete); return its path."""
+    """Copy the live database into `directory` (owner-only, renamed when complete); its path."""
     stem, suffix = _stem_and_suffix(connection)
     prepare_folder(directory)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"{SNAPSHOT_PREFIX}{stem}-{stamp}{suffix}"
-    # The backup machinery's temporary name: created 0600 before anything writes it, and cleaned up by
-    # the next backup if this process dies before the rename.
+    # The backup machinery's temporary name: created 0600 before anything writes it, and cleaned up
+    # by the next backup if this process dies before the rename.
     if connection.vendor == "postgresql":
         try:
             with backup.replaced_when_complete(final, suffix=suffix) as partial:
@@ -126,14 +116,14 @@ def database_size(connection: BaseDatabaseWrapper) -> int:
 
 
 def room_needed(connection: BaseDatabaseWrapper) -> int:
-    """Bytes a backup of this database needs in its folder: its size x factor + margin (settings)."""
+    """Bytes a backup of this database needs in its folder: size x factor + margin (settings)."""
     return int(database_size(connection) * float(settings.MIGRATE_BACKUP_SIZE_FACTOR)) + int(
         settings.MIGRATE_BACKUP_MARGIN_BYTES
     )
 
 
 def check_writable(directory: Path) -> None:
-    """Raise MigrateRefused unless a file can be created in the backup folder (created if missing)."""
+    """Raise MigrateRefused unless a file can be made in the backup folder (created if missing)."""
     try:
         prepare_folder(directory)
         backup.temp_path(directory).unlink()
@@ -145,8 +135,8 @@ def check_writable(directory: Path) -> None:
 
 
 def check_room(connection: BaseDatabaseWrapper, directory: Path, *, scratch: bool = False) -> tuple[int, int]:
-    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room (`scratch`: also for the
-    rehearsal's scratch copy of the snapshot, which SQLite keeps beside it)."""
+    """(needed, free) bytes; raise MigrateRefused when the backup folder lacks room (`scratch`:
+    also for the rehearsal's scratch copy of the snapshot, which SQLite keeps beside it)."""
     check_writable(directory)
     factor = float(settings.MIGRATE_BACKUP_SIZE_FACTOR)
     needed = room_needed(connection) + (int(database_size(connection) * factor) if scratch else 0)
@@ -164,8 +154,8 @@ def check_room(connection: BaseDatabaseWrapper, directory: Path, *, scratch: boo
 
 
 def take_checked(connection: BaseDatabaseWrapper, directory: Path, *, scratch: bool = False) -> Path:
-    """The safe migrate's disaster-recovery copy: folder and room checked first (`scratch`: room for the
-    rehearsal's copy too); a failure is a refusal (nothing changed)."""
+    """The safe migrate's disaster-recovery copy: folder and room checked first (`scratch`: room
+    for the rehearsal's copy too); a failure is a refusal (nothing changed)."""
     check_room(connection, directory, scratch=scratch)
     try:
         return take_snapshot(connection, directory)

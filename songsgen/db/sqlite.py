@@ -1,9 +1,6 @@
 """SQLite pragmas, applied to every new connection by the one `connection_created` receiver.
 
-WAL lets readers run beside the single writer; `synchronous=NORMAL` is durable in WAL mode except
-for the last commits before a power loss; `busy_timeout` makes a writer wait for the lock instead
-of failing. Write transactions start IMMEDIATE (settings.DATABASES OPTIONS "transaction_mode"),
-so a transaction never has to upgrade a read lock to a write lock, which SQLite cannot wait for.
+WAL for readers beside the writer; `busy_timeout` so a writer waits rather than fails.
 """
 
 from __future__ import annotations

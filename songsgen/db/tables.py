@@ -1,8 +1,6 @@
 """Every table the project's code knows, from the app registry, in foreign-key dependency order.
 
-The list is built from `apps.get_models(include_auto_created=True)` (so many-to-many through tables
-are included) plus Django's own `django_migrations`, never from a hard-coded list of our models: a
-new app or model is transferred and compared without touching this module.
+Never a hard-coded list: a new model is transferred and compared without touching this module.
 """
 
 from __future__ import annotations
@@ -17,9 +15,10 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from songsgen.db.exceptions import DependencyCycle
 
-# Rows that `migrate` writes by itself (post_migrate signals and the migration history). They are
-# not user data: a freshly migrated target holds them, and a transfer replaces them with the
-# source's rows so that ids referring to them (admin log entries, permission assignments) stay right.
+# Rows that `migrate` writes by itself (post_migrate signals and the migration history).
+# They are not user data: a freshly migrated target holds them, and a transfer replaces them
+# with the source's rows so that ids referring to them (admin log entries, permission
+# assignments) stay right.
 MIGRATE_CREATED = (("contenttypes", "contenttype"), ("auth", "permission"))
 MIGRATIONS_TABLE = MigrationRecorder.Migration._meta.db_table
 
@@ -46,7 +45,7 @@ class Table:
 
     @property
     def migrate_created(self) -> bool:
-        """True for tables whose rows `migrate` writes itself (replaced by the source's on transfer)."""
+        """True for tables whose rows `migrate` writes itself (a transfer replaces them)."""
         meta = self.model._meta
         return self.name == MIGRATIONS_TABLE or (meta.app_label, meta.model_name) in MIGRATE_CREATED
 

@@ -1,24 +1,6 @@
 """Copy every table from one database to another (SQLite ⇄ PostgreSQL), then prove the copy.
 
-The order of work, each step refusing before anything is written when it cannot go on:
-
-1. Open both URLs (`songsgen.db.external`); the same database twice is an error.
-2. Both must be migrated to this code's state, with the same migration history; otherwise the
-   message names the command to run.
-3. The target must hold no data (rows `migrate` writes itself — content types, permissions, the
-   migration history — do not count), unless `truncate` empties it first, or `resume` continues an
-   interrupted transfer recorded on the target.
-4. The migrate-created rows are replaced by the source's in one transaction, so ids referring to
-   them (admin log entries, permission assignments) stay right; a progress table is created.
-5. Every other table is copied in foreign-key dependency order, in keyset batches by primary key:
-   one transaction per batch that writes the rows (COPY on PostgreSQL, two connections at once
-   committing in order; executemany on SQLite) and records the batch's last primary key in the
-   progress table, so `resume` continues from the last committed batch (`songsgen.db.transfer_copy`).
-   On PostgreSQL, tables that start empty are loaded without their secondary indexes and foreign
-   keys, rebuilt once a table is in, beside the next table's copy (`transfer_defer`,
-   `transfer_background`), where the target's checksums are computed too.
-6. Sequences are moved past the copied ids (PostgreSQL), the progress table is dropped, and
-   `songsgen.db.compare` proves every table equal (source checksums were computed while reading).
+Each step refuses before anything is written when it cannot go on; `resume` continues a kill.
 """
 
 from __future__ import annotations
@@ -60,7 +42,8 @@ class TransferResult:
     notes: list[str]
 
 
-# --- checks before anything is written ------------------------------------------------------------------
+# --- checks before anything is written
+# ------------------------------------------------------------------
 
 
 def _pending(connection: BaseDatabaseWrapper) -> tuple[set[tuple[str, str]], list[str]]:
@@ -78,7 +61,7 @@ def _short(names: Sequence[str], limit: int = 5) -> str:
 def check_migration_states(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, *, source_url: str, target_url: str
 ) -> None:
-    """Both databases migrated to this code's state with the same history, or a TransferError saying how."""
+    """Both databases migrated to this code's state, one history; else a TransferError."""
     src_applied, src_pending = _pending(source)
     if src_pending:
         raise TransferError(
@@ -110,7 +93,8 @@ def _has_rows(connection: BaseDatabaseWrapper, table: str) -> bool:
         return cursor.fetchone() is not None
 
 
-# --- the progress table on the target ---------------------------------------------------------------------
+# --- the progress table on the target
+# ---------------------------------------------------------------------
 
 
 def _read_progress(connection: BaseDatabaseWrapper) -> dict[str, tuple[str | None, int, bool, str]] | None:
@@ -131,7 +115,8 @@ def _create_progress(connection: BaseDatabaseWrapper) -> None:
 
 
 def _record_progress(connection: Any, table: str, last_pk: Any, copied: int, done: bool, source: str) -> None:
-    """Upsert a table's progress, on a Django connection or a psycopg one (transfer_copy.OrderedWriters)."""
+    """Upsert a table's progress, on a Django connection or a
+    psycopg one (transfer_copy.OrderedWriters)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {PROGRESS_TABLE} (table_name, last_pk, copied, done, source) VALUES (%s, %s, %s, %s, %s) "
@@ -146,7 +131,8 @@ def _drop_progress(connection: BaseDatabaseWrapper) -> None:
         cursor.execute(f"DROP TABLE IF EXISTS {PROGRESS_TABLE}")
 
 
-# --- the transfer -----------------------------------------------------------------------------------------
+# --- the transfer
+# -----------------------------------------------------------------------------------------
 
 
 class _Meter:
@@ -169,8 +155,9 @@ def _copy_table(
     source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table, *, batch_size: int, after: Any,
     copied: int, total: int, source_label: str, meter: _Meter, whole: bool,
 ) -> tuple[int, TableDigest | None]:
-    """Copy one table from `after` on, one transaction per batch recording how far it got; the rows written
-    and, when `whole` (read from its start), the digest of the rows read if it was computed on the way."""
+    """Copy one table from `after` on, one transaction per batch recording how far it got; the
+    rows written and, when `whole` (read from its start), the digest of the rows read if it was
+    computed on the way."""
 
     def then(connection: Any, batch: list[tuple[Any, ...]], written: int) -> None:
         _record_progress(connection, table.name, batch[-1][0], copied + written, False, source_label)
@@ -188,7 +175,7 @@ def transfer(
     resume: bool = False, dry_run: bool = False, report: Callable[[Progress], None] | None = None,
     on_table: Callable[[TableComparison], None] | None = None, lock_wait: float = 0.0,
 ) -> TransferResult:
-    """Copy every table from `source_url` to `target_url` and compare them; see the module docstring."""
+    """Copy every table from `source_url` to `target_url`, then prove the copy equal."""
     started = time.monotonic()
     try:
         tables = dependency_order()
@@ -200,7 +187,8 @@ def transfer(
                 raise TransferError(
                     "The source and the target are the same database; give a different --to."
                 )
-            # The target's migrate lock: no migrate, restore or second transfer changes it meanwhile.
+            # The target's migrate lock: no migrate, restore or second transfer
+            # changes it meanwhile.
             with nullcontext() if dry_run else database_lock(target.settings_dict, purpose="transferdb",
                                                              wait=lock_wait):
                 return _run(
@@ -285,7 +273,7 @@ def _copy_all(
     progress: dict[str, tuple[str | None, int, bool, str]] | None, truncate: bool, batch_size: int,
     source_label: str, report: Callable[[Progress], None] | None, background: Background,
 ) -> tuple[int, dict[str, TableDigest]]:
-    """Steps 4 and 5 of the module docstring; returns rows written and the digests of fully read tables."""
+    """Replace migrate's rows, then copy the rest; rows written, the fully read tables' digests."""
     tables = [t for t, _ in counts]
     totals = {t.name: n for t, n in counts}
     if truncate:
@@ -305,7 +293,7 @@ def _copy_all(
         remaining += 0 if done else max(totals[t.name] - done_rows, 0)
     meter = _Meter("copy", remaining, report)
     if progress is None:
-        # Step 4, one transaction: the target's own migrate-created rows give way to the source's.
+        # One transaction: the target's own migrate-created rows give way to the source's.
         with transaction.atomic(using=target.alias):
             _create_progress(target)
             with target.cursor() as cursor:
@@ -325,7 +313,8 @@ def _copy_all(
                     digests[table.name] = digest
                 copied += written
         progress = {}
-    for table in rest:  # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+    # empty tables on PostgreSQL: deferred before any background rebuild holds a lock
+    for table in rest:
         last_text, _, done, _ = progress.get(table.name, (None, 0, False, ""))
         if not done and last_text is None:
             defer(target, table)
@@ -336,7 +325,8 @@ def _copy_all(
         after = table.pk.to_python(last_text) if last_text is not None else None
         written, digest = _copy_table(
             source, target, table, batch_size=batch_size, after=after, copied=done_rows, total=totals[table.name],
-            source_label=source_label, meter=meter, whole=after is None,  # only a table read from its start
+            # only a table read from its start
+            source_label=source_label, meter=meter, whole=after is None,
         )
         copied += written
         if digest is not None:
@@ -347,8 +337,8 @@ def _copy_all(
 
 
 def _finish(target: BaseDatabaseWrapper, tables: Sequence[Table]) -> None:
-    """Indexes and foreign keys left deferred come back; new rows get fresh ids; the planner learns the new
-    sizes; the progress table goes."""
+    """Indexes and foreign keys left deferred come back; new rows get fresh ids; the planner
+    learns the new sizes; the progress table goes."""
     with transaction.atomic(using=target.alias):
         restore(target)
         with target.cursor() as cursor:

@@ -1,13 +1,6 @@
-"""The target's server-side work that can run beside the copy, on connections of its own (PostgreSQL only).
+"""The target's server-side work beside the copy, on connections of its own (PostgreSQL only).
 
-Once a table's last batch is in, rebuilding its deferred indexes and computing its checksums
-(songsgen.db.rowhash) are queries that keep the server busy without this process: running them on a few
-worker threads, each with its own connection, while the main thread copies the next table, puts both
-cores to work. Index builds and checksums take locks that never conflict with each other or with the
-copy; the foreign keys, which do (re-adding one locks the table it points to), are re-added by `wait()`
-at the end, one at a time. Each index and foreign key is rebuilt in a transaction of its own that also
-forgets its saved statement (songsgen.db.transfer_defer), so a kill at any point leaves every deferred
-object either rebuilt or still saved for `--resume`.
+Index rebuilds and checksums keep the server busy while this process copies the next table.
 """
 
 from __future__ import annotations
@@ -34,7 +27,7 @@ def _rebuild(connection: BaseDatabaseWrapper, *, table: str, name: str, create_s
 
 
 class Background:
-    """Index rebuilds, foreign-key checks and target checksums of copied tables, on worker threads."""
+    """Index rebuilds, foreign-key checks and target checksums of copied tables, on threads."""
 
     def __init__(self, target: BaseDatabaseWrapper, source: BaseDatabaseWrapper) -> None:
         self.alias, self.source = target.alias, source
@@ -42,7 +35,8 @@ class Background:
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="transferdb") if self.enabled else None
         self.jobs: list[Future[Any]] = []
         self.digests: dict[str, Future[TableDigest]] = {}
-        self.foreign_keys: list[tuple[str, str, str]] = []  # (table, name, statement), run by wait()
+        # (table, name, statement), run by wait()
+        self.foreign_keys: list[tuple[str, str, str]] = []
 
     def _submit(self, work: Callable[[BaseDatabaseWrapper], Any]) -> Future[Any]:
         assert self.pool is not None
@@ -59,7 +53,7 @@ class Background:
         return future
 
     def table_copied(self, table: Table, target: BaseDatabaseWrapper) -> bool:
-        """Queue the work for a table whose copy just ended; False when it has to run in the caller."""
+        """Queue the work for a table whose copy just ended; False when the caller must run it."""
         if not self.enabled:
             return False
         if rowhash.supported(table, self.source, target):
@@ -73,15 +67,16 @@ class Background:
         return True
 
     def wait(self, target: BaseDatabaseWrapper) -> None:
-        """Until every queued job is done, then the foreign keys, one after the other on `target`; the first
-        failure is raised here. A foreign key locks the table it points to against an index build there, so
-        they come last: no job ever waits for another's lock."""
+        """Until every queued job is done, then the foreign keys, one after the other on
+        `target`; the first failure is raised here. A foreign key locks the table it points to
+        against an index build there, so they come last: no job ever waits for another's lock."""
         for future in self.jobs:
             future.result()
         for table, name, create_sql in self.foreign_keys:
             try:
                 rebuild_one(target, table, name, create_sql)
-            except IntegrityError as exc:  # rows copied whole: --resume would meet the same rows again
+            except IntegrityError as exc:
+                # rows copied whole: --resume would meet the same rows again
                 raise TransferError(
                     f"{table} holds rows whose foreign key {name} points at no row on the source (SQLite does not "
                     f"enforce foreign keys on files written without them): {str(exc).strip().splitlines()[0]}. "

@@ -1,14 +1,4 @@
-"""transferdb's table copy: read a table in keyset batches, write each batch below the ORM, digest it on the way.
-
-Two ways to read, chosen per table:
-
-- from SQLite, for tables `songsgen.db.rowhash` can hash: the values as stored (a plain cursor, no ORM
-  conversion), hashed on the way for the proof; most values go to PostgreSQL as they are (COPY parses
-  the stored text of a datetime, a date, a JSON document itself), the rest through Django's converters;
-  to another SQLite database every stored value is already in its storage form;
-- otherwise through the ORM (`compare.read_batches`), converted values, hashed as compare.py does when
-  that is the table's method (a PostgreSQL source is hashed by one query at the end instead).
-"""
+"""transferdb's table copy: keyset batches read, written below the ORM, digested on the way."""
 
 from __future__ import annotations
 
@@ -32,9 +22,9 @@ from songsgen.db.tables import Table
 Preparer = Callable[[Any], Any] | None
 WRITERS = 2  # PostgreSQL connections writing one table's batches at once
 
-# Field classes whose Python values the target's driver stores correctly as they come from the source
-# (after the source's converters): no per-value get_db_prep_save() on the hot path. Exact classes
-# only; a subclass may override its conversion and goes the slow, always-correct way.
+# Field classes whose Python values the target's driver stores correctly as they come from the
+# source (after the source's converters): no per-value get_db_prep_save() on the hot path. Exact
+# classes only; a subclass may override its conversion and goes the slow, always-correct way.
 _PASS_THROUGH = {
     models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField, models.BigIntegerField,
     models.SmallIntegerField, models.PositiveIntegerField, models.PositiveBigIntegerField,
@@ -46,14 +36,14 @@ _PASS_THROUGH_POSTGRESQL = _PASS_THROUGH | {
     models.DateTimeField, models.DateField, models.TimeField, models.DurationField, models.UUIDField,
     models.BinaryField, models.DecimalField,
 }
-# SQLite's stored values that PostgreSQL's COPY reads as they are (text of a datetime, a date, a time, a
-# UUID's 32 hex digits, a JSON document; 1/0 for a boolean); a duration (microseconds) or a decimal is
-# converted first.
+# SQLite's stored values that PostgreSQL's COPY reads as they are (text of a datetime, a date, a
+# time, a UUID's 32 hex digits, a JSON document; 1/0 for a boolean); a duration (microseconds) or a
+# decimal is converted first.
 _STORED_AS_IS_POSTGRESQL = {"text", "int", "bool", "datetime", "date", "time", "float", "uuid", "bytes", "json"}
 
 
 def value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Preparer]:
-    """Per column of ORM-converted values: None to pass the value through, or the target's get_db_prep_save."""
+    """Per ORM-converted column: None to pass a value through, or the target's get_db_prep_save."""
     allowed = _PASS_THROUGH_POSTGRESQL if target.vendor == "postgresql" else _PASS_THROUGH
     preparers: list[Preparer] = []
     for f in table.fields:
@@ -66,8 +56,8 @@ def value_preparers(table: Table, target: BaseDatabaseWrapper) -> list[Preparer]
 
 
 def _from_stored(field: models.Field, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> Preparer:
-    """A stored SQLite value to the target's: the ORM's converters (backend's, then field's), then the target's
-    adaptation, as a values_list() and a save would do."""
+    """A stored SQLite value to the target's: the ORM's converters (backend's, then field's),
+    then the target's adaptation, as a values_list() and a save would do."""
     column = field.get_col(field.model._meta.db_table)
     converters = [*source.ops.get_db_converters(column), *column.get_db_converters(source)]
 
@@ -102,8 +92,9 @@ def _copy_sql(target: BaseDatabaseWrapper, table: Table) -> str:
 def _copy_rows(cursor: Any, sql: str, rows: Sequence[Sequence[Any]], *, queued: bool) -> None:
     from psycopg.copy import QueuedLibpqWriter  # only PostgreSQL deployments need psycopg
 
-    # Queued: a writer thread sends while this one formats rows, so the server ingests meanwhile (not needed
-    # on OrderedWriters' threads, which already run beside the reading, and whose queues would cost memory).
+    # Queued: a writer thread sends while this one formats rows, so the server ingests meanwhile
+    # (not needed on OrderedWriters' threads, which already run beside the reading, and whose
+    # queues would cost memory).
     with cursor.copy(sql, **({"writer": QueuedLibpqWriter(cursor)} if queued else {})) as copy:
         for row in rows:
             copy.write_row(row)
@@ -126,9 +117,10 @@ def insert(target: BaseDatabaseWrapper, table: Table, rows: Sequence[Sequence[An
 
 
 class OrderedWriters:
-    """COPY of consecutive batches on WRITERS PostgreSQL connections of their own at once, each batch in its own
-    transaction, committed in batch order: the server stores two batches at a time, and what is committed is
-    still always every batch up to some point (what `--resume` relies on)."""
+    """COPY of consecutive batches on WRITERS PostgreSQL connections of their own at once,
+    each batch in its own transaction, committed in batch order: the server stores two batches
+    at a time, and what is committed is still always every batch up to some point (what
+    `--resume` relies on)."""
 
     def __init__(self, source: BaseDatabaseWrapper, target: BaseDatabaseWrapper, table: Table) -> None:
         self.sql = _copy_sql(target, table)
@@ -137,7 +129,8 @@ class OrderedWriters:
         self.opened: list[Any] = []
         zone = _copy_zone(source)
         for _ in range(WRITERS):
-            raw = target.get_new_connection(target.get_connection_params())  # Django's settings, our own
+            # Django's settings, our own
+            raw = target.get_new_connection(target.get_connection_params())
             raw.autocommit = True
             if zone is not None:
                 raw.execute("SELECT set_config('TimeZone', %s, false)", [zone])
@@ -147,7 +140,7 @@ class OrderedWriters:
         self.in_flight: deque[Future[None]] = deque()
 
     def submit(self, rows: Sequence[Sequence[Any]], then: Callable[[Any], None]) -> None:
-        """Write `rows`; `then(connection)` runs in the same transaction, once the batch before is committed."""
+        """Write `rows`; `then(connection)` runs in the same transaction, after the last commit."""
         while len(self.in_flight) >= WRITERS:  # at most WRITERS batches in memory
             self.in_flight.popleft().result()
         previous = self.previous
@@ -159,7 +152,8 @@ class OrderedWriters:
                     with raw.cursor() as cursor:
                         _copy_rows(cursor, self.sql, rows, queued=False)
                     if previous is not None:
-                        previous.result()  # the batch before is committed (or this one rolls back with it)
+                        # the batch before is committed (or this one rolls back with it)
+                        previous.result()
                     then(raw)
             finally:
                 self.connections.put(raw)
@@ -179,7 +173,7 @@ class OrderedWriters:
 
 
 def _copy_zone(source: BaseDatabaseWrapper) -> str | None:
-    """The time zone COPY must read stored SQLite datetimes in (naive text in the source's zone), if any."""
+    """The time zone COPY must read stored SQLite datetimes in (naive, source zone), if any."""
     return source.timezone_name if source.vendor == "sqlite" and settings.USE_TZ else None
 
 
@@ -187,7 +181,8 @@ def _copy_zone(source: BaseDatabaseWrapper) -> str | None:
 def bulk_session(source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> Iterator[None]:
     """Per-connection settings for a bulk load, restored afterwards."""
     if target.vendor == "postgresql":
-        # Stored SQLite datetimes are naive text in the source's time zone: COPY reads them in the session's.
+        # Stored SQLite datetimes are naive text in the source's time zone: COPY reads
+        # them in the session's.
         with target.cursor() as cursor:
             cursor.execute("SELECT current_setting('TimeZone')")
             (previous,) = cursor.fetchone()
@@ -201,7 +196,8 @@ def bulk_session(source: BaseDatabaseWrapper, target: BaseDatabaseWrapper) -> It
     if target.vendor != "sqlite":
         yield
         return
-    # A transfer that is interrupted is resumed, so no fsync per batch; the usual setting comes back.
+    # A transfer that is interrupted is resumed, so no fsync per batch; the
+    # usual setting comes back.
     with target.cursor() as cursor:
         cursor.execute("PRAGMA synchronous")
         (previous,) = cursor.fetchone()
@@ -243,12 +239,13 @@ def copy_batches(
     own_transactions: bool = True, want_digest: bool = False,
     then: Callable[[Any, list[tuple[Any, ...]], int], None] = lambda connection, batch, written: None,
 ) -> tuple[int, TableDigest | None]:
-    """The table copy: `table` read from `source` after `after` in key order and written to `target` batch by
-    batch, each in a transaction of its own (on PostgreSQL two at once, committed in order: OrderedWriters)
-    with `then(connection, batch, rows written up to it)` inside it — unless the caller holds a transaction,
-    then all in it. Returns the rows written and, if wanted and computed on the way, the digest of the rows
-    read (compare.py's method for this table; none for a PostgreSQL source of a rowhash table, which one
-    query hashes at the end). `then` sees the batch as read; its first column is the primary key."""
+    """The table copy: `table` read from `source` after `after` in key order and written to
+    `target` batch by batch, each in a transaction of its own (on PostgreSQL two at once,
+    committed in order: OrderedWriters) with `then(connection, batch, rows written up to it)`
+    inside it — unless the caller holds a transaction, then all in it. Returns the rows written
+    and, if wanted and computed on the way, the digest of the rows read (compare.py's method for
+    this table; none for a PostgreSQL source of a rowhash table, which one query hashes at the
+    end). `then` sees the batch as read; its first column is the primary key."""
     table_method = rowhash.method(table, source, target)
     if table_method == rowhash.METHOD and source.vendor == "sqlite":
         batches = stored_batches(source, table, batch_size=batch_size, after=after)

@@ -1,20 +1,6 @@
-"""Bulk load into an empty PostgreSQL table without its secondary indexes and foreign keys, then rebuild them.
+"""Bulk load into an empty PostgreSQL table without its secondary indexes and foreign keys.
 
-Keeping nine indexes (two of them trigram GIN indexes) and a per-row foreign-key check up to date row by
-row costs the server more than the COPY itself; building each index once from the loaded table and
-checking each foreign key with one query is several times cheaper. So, for a table transferdb starts
-from empty on PostgreSQL:
-
-1. its secondary indexes (not the primary key, nor an index a constraint uses) and the foreign keys it
-   holds are dropped, and the statements that recreate them saved in `songsgen_transfer_deferred`, in
-   one transaction, but only if the locks are free right away (tried five times within 0.3 s: a session
-   writing to the target meanwhile keeps the indexes, and the copy goes on the usual way);
-2. after the table's last batch, each saved statement is run (if its index or foreign key is not there
-   yet) and forgotten, in one transaction per statement (songsgen.db.transfer_background runs them beside
-   the copy of the next table) or all in one (`restore`); re-adding a foreign key checks every row.
-
-An interrupted transfer leaves the saved statements on the target; `--resume` (or `--truncate`) runs
-them when the table is done, and the end of every transfer restores whatever is still saved.
+Building each index once after the load is several times cheaper than keeping it up row by row.
 """
 
 from __future__ import annotations
@@ -44,16 +30,16 @@ def _saved(target: BaseDatabaseWrapper, table: str | None) -> list[tuple[str, st
 
 
 def saved_statements(target: BaseDatabaseWrapper, table: str) -> list[tuple[str, str, bool]]:
-    """(name, statement, is an index) of every index and foreign key of `table` waiting to be rebuilt, indexes
-    first."""
+    """(name, statement, is an index) of `table`'s deferred objects, indexes first."""
     return [(name, create_sql, is_index) for _, name, create_sql, is_index in _saved(target, table)]
 
 
 def defer(target: BaseDatabaseWrapper, table: Table) -> int:
-    """Step 1 of the module docstring on PostgreSQL; the number of indexes and foreign keys dropped."""
+    """Drop and save `table`'s secondary indexes and foreign keys (PostgreSQL); how many."""
     if target.vendor != "postgresql":
         return 0
-    for attempt in range(LOCK_ATTEMPTS):  # a reader's short query passes; a writer's open transaction stays
+    # a reader's short query passes; a writer's open transaction stays
+    for attempt in range(LOCK_ATTEMPTS):
         dropped = _defer(target, table)
         if dropped is not None:
             return dropped
@@ -62,11 +48,12 @@ def defer(target: BaseDatabaseWrapper, table: Table) -> int:
 
 
 def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
-    """One attempt at step 1; None when a lock was not free."""
+    """One attempt at dropping and saving; None when a lock was not free."""
     qn = target.ops.quote_name
     try:
         with transaction.atomic(using=target.alias), target.cursor() as cursor:
-            # Never wait on another session's lock (the table is theirs right now); the timeout is a backstop.
+            # Never wait on another session's lock (the table is theirs right now); the
+            # timeout is a backstop.
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             cursor.execute(f"LOCK TABLE {qn(table.name)} IN ACCESS EXCLUSIVE MODE NOWAIT")
             referenced = sorted({qn(f.related_model._meta.db_table) for f in table.fields
@@ -102,7 +89,8 @@ def _defer(target: BaseDatabaseWrapper, table: Table) -> int | None:
                     cursor.execute(f"ALTER TABLE {qn(table.name)} DROP CONSTRAINT {qn(name)}")
             return len(found)
     except DatabaseError as exc:
-        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":  # lock_not_available
+        # lock_not_available
+        if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == "55P03":
             return None
         raise
 
@@ -127,14 +115,14 @@ def _rebuild(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str
 
 
 def rebuild_one(target: BaseDatabaseWrapper, table: str, name: str, create_sql: str) -> bool:
-    """Step 2 for one index or foreign key, in a transaction of its own; False when it was already there."""
+    """Rebuild one index or foreign key, in a transaction of its own; False if already there."""
     with transaction.atomic(using=target.alias):
         return _rebuild(target, table, name, create_sql)
 
 
 def restore(target: BaseDatabaseWrapper, table: str | None = None) -> int:
-    """Step 2 for `table` (every table when None, then the saved-statements table goes too), in the caller's
-    transaction or one of its own; the number of statements run."""
+    """Rebuild what `table` (every table when None; the saved-statements table then goes too) has
+    saved, in the caller's transaction or one of its own; the number of statements run."""
     if target.vendor != "postgresql" or DEFERRED_TABLE not in existing_tables(target):
         return 0
     ran = 0

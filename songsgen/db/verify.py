@@ -1,6 +1,7 @@
-"""Verification of the safe migrate: the live schema equals the migration state, integrity and foreign keys hold.
+"""The safe migrate's verification: live schema equals the migration state, integrity holds.
 
-Shared by the live migrate and the rehearsal's process; the tables a plan changes bound the row checks."""
+Shared by the live migrate and the rehearsal's process; the tables a plan changes
+bound the row checks."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from songsgen.db.schema import applied_state
 Plan = list[tuple[Migration, bool]]
 
 def touched_tables(plan: Plan, state: ProjectState) -> set[str] | None:
-    """The tables the plan's operations change; None when one may change any table (RunSQL, RunPython)."""
+    """The tables the plan's operations change; None when one may change any (RunSQL, RunPython)."""
     tables: set[str] = set()
     for migration, _backwards in plan:
         for op in migration.operations:
@@ -48,14 +49,15 @@ def tables_changed_by(plan: Plan, state: ProjectState) -> Callable[[list[str]], 
 
 
 def in_transaction(plan: Plan, applier: Applier) -> Plan:
-    """The part of the plan the applier's open transaction holds; the whole plan when none is open."""
+    """The part of the plan the applier's open transaction holds; the whole plan if none is."""
     return part(plan, applier.grouped) if applier.in_transaction else plan
 
 
 def after_commit_problems(connection: BaseDatabaseWrapper, plan: Plan, checked: set[str] | None
                           ) -> list[Problem]:
-    """SQLite's checks that need no lock, after the commit: the pages of the tables the plan changed, and the
-    foreign keys of those the transaction's own check (`checked`; None: all) left out."""
+    """SQLite's checks that need no lock, after the commit: the pages of the tables the
+    plan changed, and the foreign keys of those the transaction's own check (`checked`;
+    None: all) left out."""
     tables = touched_tables(plan, applied_state(MigrationExecutor(connection)))
     problems = page_problems(connection, tables)
     rest = set() if checked is None else None if tables is None else tables - checked
@@ -70,10 +72,11 @@ def verify(
 ) -> tuple[list[Problem], set[str] | None]:
     """The live schema equals the state of the applied migrations; integrity and foreign keys hold.
 
-    `structure`: the schema, compared in full, and the foreign keys; `pages`: SQLite's integrity_check,
-    read-only, so the safe path runs it after the commit, outside the write lock. The row checks cover the
-    tables the plan changed when that is known (`touched_tables`), else the whole database; returns the
-    problems and those tables (None: all)."""
+    `structure`: the schema, compared in full, and the foreign keys; `pages`:
+    SQLite's integrity_check, read-only, so the safe path runs it after the commit,
+    outside the write lock. The row checks cover the tables the plan changed when
+    that is known (`touched_tables`), else the whole database; returns the problems
+    and those tables (None: all)."""
     # A fresh executor reads django_migrations as it is now (inside our transaction).
     executor = MigrationExecutor(connection)
     state = applied_state(executor)
@@ -94,6 +97,6 @@ def verify(
 
 
 def page_problems(connection: BaseDatabaseWrapper, tables: set[str] | None) -> list[Problem]:
-    """SQLite's page integrity check of `tables` (None: all): read-only, so it runs after the commit."""
+    """SQLite's page integrity check of `tables` (None: all): read-only, so after the commit."""
     quick = getattr(settings, "MIGRATE_VERIFY_INTEGRITY", "full") == "quick"
     return schema.integrity_problems(connection, quick=quick, tables=tables, pages=True, keys=False)

@@ -1,8 +1,6 @@
-"""django-health-check plugins for the database machinery: each fails naming what is wrong and what to do.
+"""django-health-check plugins for the database machinery.
 
-A check runs in a thread of the health view's pool (songsgen/monitoring/views.py) on that thread's own
-database connection, closed when the check ends. Database and file-system errors become one line
-(songsgen/db/diagnose.py), never "unknown error".
+Each failure names what is wrong and what to do, never "unknown error".
 """
 
 from __future__ import annotations
@@ -24,7 +22,8 @@ from songsgen.db.exceptions import BackupError
 from songsgen.monitoring import probes
 
 SHOWN = 3  # names a message lists before "and N more"
-WRITE_WAIT_SECONDS = 2  # the write probe gives up on the write lock after this long (a check has 5 s)
+# the write probe gives up on the write lock after this long (a check has 5 s)
+WRITE_WAIT_SECONDS = 2
 MiB = 2**20
 
 
@@ -34,7 +33,8 @@ def names(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + more
 
 
-# A duration is shown in the largest unit it has two of (90 s, 5 min, 30 h, 3 d): never "0.0 h" for 40 s.
+# A duration is shown in the largest unit it has two of (90 s, 5 min, 30 h, 3 d):
+# never "0.0 h" for 40 s.
 UNITS = (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
 
 
@@ -48,7 +48,7 @@ def _amount(value: float, extra: int = 0) -> str:
 
 
 def duration(seconds: float, *, beside: float | None = None) -> str:
-    """`seconds` in the unit that fits its size; beside a limit shown in the same unit, enough digits to differ."""
+    """`seconds` in the unit fitting its size; beside a limit, same unit, digits to differ."""
     name, scale = next(((n, s) for n, s in UNITS if abs(seconds) >= 2 * s), UNITS[-1])
     text = _amount(seconds / scale)
     if beside is not None and beside != seconds and duration(beside).endswith(f" {name}"):
@@ -99,7 +99,8 @@ class DatabaseCheck(SongsgenCheck):
         sqlite = connection.vendor == "sqlite"
         previous = None
         with connection.cursor() as cursor:
-            if sqlite:  # a long writer (a migrate) holds the write lock: say so instead of waiting 10 s
+            # a long writer (a migrate) holds the write lock: say so instead of waiting 10 s
+            if sqlite:
                 previous = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
                 cursor.execute(f"PRAGMA busy_timeout = {WRITE_WAIT_SECONDS * 1000}")
         try:
@@ -168,7 +169,7 @@ class BackupCheck(SongsgenCheck):
 
 
 class ReplicationCheck(SongsgenCheck):
-    """The replica is at most HEALTH_REPLICATION_MAX_LAG_SECONDS behind; listed as not configured until it is."""
+    """The replica is at most HEALTH_REPLICATION_MAX_LAG_SECONDS behind (or not configured)."""
 
     name = "replication"
 
@@ -188,7 +189,7 @@ class ReplicationCheck(SongsgenCheck):
 
 
 class DiskCheck(SongsgenCheck):
-    """The backup folder has room for the next backup (database size x factor + margin, as migrate needs)."""
+    """The backup folder has room for the next backup (size x factor + margin, as migrate needs)."""
 
     name = "disk"
 

@@ -1,8 +1,6 @@
 """/metrics: prometheus-client collectors that read the probes at scrape time, never at import.
 
-Each scrape builds the figures afresh from files and cheap catalogue reads (songsgen/monitoring/probes.py),
-so nothing goes stale between migrations or across processes. A probe that fails is left out of that
-scrape and says so in `songsgen_probe_success{probe=…} 0`; the others still answer.
+A failing probe is left out of that scrape (`songsgen_probe_success 0`); the others still answer.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ T = TypeVar("T")
 
 
 def gauge(name: str, documentation: str, value: float | None, **labels: str) -> Iterator[Metric]:
-    """One gauge sample, or nothing when the value is unknown (an absent metric, not a fake zero)."""
+    """One gauge sample, or nothing when the value is unknown (absent, not a fake zero)."""
     if value is None:
         return
     family = GaugeMetricFamily(name, documentation, labels=list(labels))

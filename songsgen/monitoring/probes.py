@@ -1,8 +1,6 @@
 """The facts /health judges and /metrics exports, read from files and the database when asked.
 
-Each probe is cheap at any size: a directory listing, a file's stat, a small JSON file, catalogue
-figures (no table is counted). The migrate lock is only tried when a crash marker exists, to tell a
-running migrate from a dead one (songsgen/db/marker.py).
+Cheap at any size: listings, stats, small files, catalogue figures; no table is counted.
 """
 
 from __future__ import annotations
@@ -29,7 +27,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- backups ----------------------------------------------------------------------------------------
+# --- backups
+# ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Backups:
     """This database's backups in the backup storage."""
@@ -56,7 +55,8 @@ def backups(connection: BaseDatabaseWrapper) -> Backups:
     return Backups(len(found), newest, size, str(getattr(storage, "location", "the backup storage")), _now())
 
 
-# --- the safe migrate -------------------------------------------------------------------------------
+# --- the safe migrate
+# -------------------------------------------------------------------------------
 IDLE, RUNNING, INTERRUPTED = "idle", "running", "interrupted"
 
 
@@ -73,12 +73,12 @@ class MigrateState:
 
 
 def migrate_state(connection: BaseDatabaseWrapper) -> MigrateState:
-    """A marker under a held lock is a running migrate; a marker we can lock over was left by a dead one."""
+    """A marker under a held lock is a running migrate; one we can lock over, a dead one's."""
     if marker.read(connection) is None:
         return MigrateState(IDLE)
     try:
-        # Held for a moment only, and only while a marker exists; a migrate starting in that moment is
-        # told who holds the lock, like any other.
+        # Held for a moment only, and only while a marker exists; a migrate starting in that moment
+        # is told who holds the lock, like any other.
         with database_lock(connection.settings_dict, purpose="health-check", wait=0):
             left = marker.read(connection)  # the migrate may have finished meanwhile
     except DatabaseBusy:
@@ -87,11 +87,12 @@ def migrate_state(connection: BaseDatabaseWrapper) -> MigrateState:
 
 
 def last_migrate(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
-    """The last guarded migrate's recorded outcome (songsgen/db/lastrun.py), or None."""
+    """The last guarded migrate's recorded outcome (`songsgen.db.lastrun`), or None."""
     return lastrun.read(connection)
 
 
-# --- room and sizes ---------------------------------------------------------------------------------
+# --- room and sizes
+# ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Room:
     """Free space where the next backup goes, against what it needs (the safe migrate's rule)."""
@@ -106,7 +107,7 @@ class Room:
 
 
 def _existing(folder: Path) -> Path:
-    """The folder, or its nearest existing parent (the backup folder appears with the first backup)."""
+    """The folder, or its nearest existing parent (the backup folder comes with a first backup)."""
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder
@@ -124,22 +125,24 @@ def data_free_bytes() -> int:
 
 
 def database_sizes(connection: BaseDatabaseWrapper) -> dict[str, int]:
-    """Database and WAL bytes; on PostgreSQL the WAL only where the role may read it (pg_monitor)."""
+    """Database and WAL bytes; on PostgreSQL the WAL only where the role may (pg_monitor)."""
     if connection.vendor != "postgresql":
         figures = health.sizes(connection)  # file sizes and PRAGMAs: no transaction (no write lock)
     else:
         try:
             with transaction.atomic(using=connection.alias):  # a refusal must not spoil the session
                 figures = health.sizes(connection)
-        except DatabaseError:  # pg_ls_waldir() needs pg_monitor; the database's size needs no privilege
+        except DatabaseError:
+            # pg_ls_waldir() needs pg_monitor; the database's size needs no privilege
             figures = {"database_bytes": snapshot.database_size(connection)}
     return {key: int(figures[key]) for key in ("database_bytes", "wal_bytes") if key in figures}
 
 
-# --- replication ------------------------------------------------------------------------------------
+# --- replication
+# ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Replication:
-    """Continuous replication's position; `configured` False unless SONGSGEN_REPLICA_URL is set or replicate runs."""
+    """Replication's position; `configured` False unless SONGSGEN_REPLICA_URL is set or it runs."""
 
     configured: bool
     lag_seconds: float | None = None
@@ -155,8 +158,9 @@ def replication_configured() -> bool:
 
 
 def replication(connection: BaseDatabaseWrapper) -> Replication:
-    """Where replication stands: Litestream's, read from `manage.py replicate` (songsgen/db/replica.py), unless
-    settings.REPLICATION_STATUS names another reader (a callable(connection) returning Replication)."""
+    """Where replication stands: Litestream's, read from `manage.py replicate`
+    (`songsgen.db.replica`), unless settings.REPLICATION_STATUS names another reader (a
+    callable(connection) returning Replication)."""
     reader = getattr(settings, "REPLICATION_STATUS", "")
     if reader:
         status: Replication = import_string(reader)(connection)

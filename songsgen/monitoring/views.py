@@ -1,10 +1,4 @@
-"""The /health and /metrics endpoints, and who may read them.
-
-Both are closed to the public. A request passes with `Authorization: Bearer <SONGSGEN_METRICS_TOKEN>` or
-from a logged-in staff user. Otherwise: 401 when a token is configured (a scraper with a wrong or missing
-token is told so), 404 when none is and DEBUG is off (the endpoints do not exist for the public), and
-open only in development (DEBUG on, no token).
-"""
+"""The /health and /metrics endpoints, and who may read them (bearer token or staff login)."""
 
 from __future__ import annotations
 
@@ -88,11 +82,13 @@ class ClosingExecutor(ThreadPoolExecutor):
 class HealthView(HealthCheckView):
     """django-health-check's view over our checks: 200 when all pass, 500 naming each that failed.
 
-    JSON with `?format=json` or `Accept: application/json`, text with `?format=text`, HTML otherwise.
+    JSON with `?format=json` or `Accept: application/json`, text with `?format=text`, HTML
+    otherwise.
     """
 
     checks = HEALTH_CHECKS
-    template_name = "monitoring/health.html"  # ours: the package is not an installed app (settings.py)
+    # ours: the package is not an installed app (settings.py)
+    template_name = "monitoring/health.html"
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         denied = refusal(request, await request.auser())

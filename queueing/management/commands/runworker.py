@@ -1,4 +1,4 @@
-"""`manage.py runworker`: work the generation queue (the loop lives in queueing/worker.py)."""
+"""`manage.py runworker`: work the generation queue (the loop lives in `queueing.worker`)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class Command(BaseCommand):
         if pending and verbosity >= 1:
             self.stderr.write(pending_note(pending))
         log: Callable[[str], None] = self.stdout.write if verbosity >= 1 else _silent
-        worker_config(claim_batch=batch)  # ImproperlyConfigured before any worker starts or any job is claimed
+        # ImproperlyConfigured before any worker starts or any job is claimed
+        worker_config(claim_batch=batch)
         if concurrency > 1:
             code = Supervisor(
                 concurrency=concurrency, log=log,
@@ -66,7 +67,8 @@ class Command(BaseCommand):
                 raise CommandError("A worker process failed; see its output above.", returncode=code)
             return
         try:
-            import_string(settings.SONGSGEN_GENERATOR)  # made in the generator process; named here if it is wrong
+            # made in the generator process; named here if it is wrong
+            import_string(settings.SONGSGEN_GENERATOR)
         except ImportError as exc:
             raise CommandError(
                 f"SONGSGEN_GENERATOR={settings.SONGSGEN_GENERATOR!r} cannot be imported ({exc}). Set it to the "

@@ -1,4 +1,4 @@
-"""`make run`'s set-up: an admin account from the environment, demo data in an empty database, demo work."""
+"""`make run`'s set-up: an admin from the environment, demo data if empty, demo work."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`manage.py seed_demo --users N --songs M`: append realistic demo users, songs and queue entries, fast."""
+"""`manage.py seed_demo --users N --songs M`: append realistic demo data, fast."""
 
 from __future__ import annotations
 

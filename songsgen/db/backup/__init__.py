@@ -1,18 +1,6 @@
 """Consistent SQLite backups and restores that never write over a live file, for django-dbbackup.
 
-The public API: commands, settings, `songsgen/db/snapshot.py` and the tests import from here, never a
-module of the package. One concern per module:
-
-- `files`: temporary names, files that appear only when complete, removal (also media files, the
-  migrate marker and the migrate snapshot);
-- `storage`: the backup storage, filenames with the database's name and the UTC time, retention;
-- `codec`: the backup format (zstd), compressing and unpacking: the one place for compression;
-- `live`: the live SQLite file held still, copied as of one instant, copied *into*; all OS-level I/O;
-- `verify`: is a file a sound songsgen database, and `backupcheck`'s report;
-- `restore`: the safe restore; `safetycopies`: the safety copies it keeps, and those killed restores left;
-- `connectors`: the two django-dbbackup connectors (SQLite, pg_dump).
-
-Its errors (`BackupError`, `RestoreUndone`, `RestoreUnverified`) are imported from songsgen.db.exceptions.
+The package's public API: code outside it imports from here, never from one of its modules.
 """
 
 from songsgen.db.backup import safetycopies

@@ -1,7 +1,6 @@
-"""The backup file format: zstd with a checksum, written as a stream; gzip and plain SQLite read too.
+"""The backup file format: zstd with a checksum, streamed; gzip and plain SQLite read too.
 
-The one place for compression: the format's name, magic numbers and filename extension, the level,
-compressing and unpacking. Memory stays flat whatever the database's size.
+The one place for compression; memory stays flat whatever the database's size.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ BUFFER = 4 * CHUNK  # compress() reads the database this much at a time
 def compress(pieces: Iterable[memoryview], size: int, target: IO[bytes], *, level: int | None = None) -> None:
     """zstd-compress `size` bytes, arriving as `pieces`, into `target`, streaming, with a checksum.
 
-    The frame records the content size, so unpack() knows a truncated backup from a whole one. `level`:
-    SONGSGEN_BACKUP_ZSTD_LEVEL unless given.
+    The frame records the content size, so unpack() knows a truncated backup from a whole one.
+    `level`: SONGSGEN_BACKUP_ZSTD_LEVEL unless given.
     """
     level = int(settings.BACKUP_ZSTD_LEVEL) if level is None else level
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
@@ -44,7 +43,7 @@ def compress(pieces: Iterable[memoryview], size: int, target: IO[bytes], *, leve
 
 
 def unpack(stream: IO[bytes], target: Path) -> str:
-    """Write the database in a backup stream (zstd, gzip or plain SQLite) to `target`; returns the format.
+    """Write the database in a backup stream (zstd, gzip or plain) to `target`; the format.
 
     A truncated or damaged stream raises BackupError: the zstd frame carries its content size and a
     checksum, and gzip a CRC, both checked here.

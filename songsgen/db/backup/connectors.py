@@ -1,10 +1,4 @@
-"""The two django-dbbackup connectors: SQLite through our snapshot and restore, PostgreSQL through pg_dump.
-
-SQLite backup: a snapshot of the live database as of one instant while writers go on, compressed
-straight from the database file while frozen_file() holds it still, `PRAGMA quick_check` of the same
-state running beside; when a reader of an older state keeps part of the WAL out of the file, from a
-backup-API copy instead. Memory stays flat whatever the database's size.
-"""
+"""The two django-dbbackup connectors: SQLite through our own code, PostgreSQL through pg_dump."""
 
 from __future__ import annotations
 
@@ -29,7 +23,8 @@ from songsgen.db.backup.storage import backup_filename, database_label
 from songsgen.db.exceptions import BackupError, PgDumpError
 from songsgen.db.problems import Problem, summary
 
-logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
+# django-dbbackup's command logger, bound to --verbosity
+logger = logging.getLogger("dbbackup.command")
 
 
 class _NamingMixin:
@@ -52,7 +47,7 @@ class _NamingMixin:
 
 
 class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
-    """A consistent online snapshot, compressed (codec.py), never held in memory; our safe restore."""
+    """A consistent online snapshot, compressed, never held in memory; our safe restore."""
 
     extension = codec.EXTENSION
     # The backup-API copy taken when the file cannot be held still; a test counts them through it.
@@ -66,14 +61,16 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         source = live.sqlite_path(self.connection.settings_dict)
         if not source.exists():
             raise BackupError(f"There is no database at {source} to back up.")
-        # No connection of this process may close a descriptor of the file while it is read (frozen_file).
+        # No connection of this process may close a descriptor of the file while it
+        # is read (frozen_file).
         self.connection.close()
         timeout = float(settings.SQLITE_BUSY_TIMEOUT_MS) / 1000
         folder = self.work_dir
         remove_stale_temp_files(folder)
         private_dir(folder)
-        # Compressed straight into a temporary file in the backup folder, which the storage then names
-        # without copying; it is unlinked when closed, and after a SIGKILL by the next backup.
+        # Compressed straight into a temporary file in the backup folder, which the
+        # storage then names without copying; it is unlinked when closed, and after a
+        # SIGKILL by the next backup.
         packed = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".zst")
         try:
             errors = self._pack(source, packed, timeout=timeout)
@@ -90,7 +87,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
         return packed
 
     def _pack(self, source: Path, packed: IO[bytes], *, timeout: float) -> list[Problem]:
-        """Compress a consistent snapshot of `source` into `packed`; return what quick_check found wrong with it.
+        """Compress a consistent snapshot of `source` into `packed`; what quick_check found.
 
         Straight from the database file while frozen_file() holds it still, quick_check of that same
         state running beside the compression; else (a reader pins the WAL) from a backup-API copy.
@@ -122,7 +119,7 @@ class SqliteBackupConnector(_NamingMixin, BaseDBConnector):
 
 
 def _pieces(fd: int, size: int) -> Iterator[memoryview]:
-    """The file's bytes for the compressor, through one buffer for the whole file: memory stays flat."""
+    """The file's bytes for the compressor, through one buffer for the whole file: flat memory."""
     return (piece for _, piece in live.read_pieces(fd, size, bytearray(codec.BUFFER)))
 
 
@@ -130,9 +127,9 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
     """django-dbbackup's pg_dump (custom format) connector, with our filenames and our restore.
 
     The restore is checked first (a readable archive of a songsgen database), then applied as one
-    transaction that also drops what the archive does not hold (songsgen/db/pgdump.py): other sessions see
-    the old database or the restored one, and a failure leaves the old one. django-dbbackup's own
-    `pg_restore --clean` would leave tables created since the backup behind.
+    transaction that also drops what the archive does not hold (`songsgen.db.pgdump`): other
+    sessions see the old database or the restored one, and a failure leaves the old one.
+    django-dbbackup's own `pg_restore --clean` would leave tables created since the backup behind.
     """
 
     def _restore_dump(self, dump: IO[bytes]) -> tuple[str, str]:

@@ -1,7 +1,6 @@
-"""Files that appear only when complete: temporary names, the rename or link into place, and removal.
+"""Files that appear only when complete: temporary names, the rename or link into place, removal.
 
-Every temporary file is `.songsgen-tmp-<pid>-<random>` in the folder of its final name, so a rename
-never crosses file systems and the next run removes what a process killed by SIGKILL left behind.
+Temporaries sit beside their final name, so a rename never crosses file systems.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ def remove_file(path: Path) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left by processes that died (a SIGKILL cannot clean up after itself)."""
+    """Delete temporary files left by dead processes (a SIGKILL cannot clean up after itself)."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
@@ -85,10 +84,10 @@ def fsync_dir(folder: Path) -> None:
 @contextlib.contextmanager
 def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
                            durable: bool = True) -> Iterator[Path]:
-    """A temporary file beside `target` for the block to fill, renamed over `target` when the block ends.
+    """A temporary file beside `target` for the block to fill, renamed over it at the end.
 
-    Readers see the old file or the whole new one, never half; if the block raises, the temporary file goes.
-    `durable`: the file and the rename reach the disk before the block's caller goes on.
+    Readers see the old file or the whole new one, never half; if the block raises, the temporary
+    file goes. `durable`: the file and the rename reach the disk before the block's caller goes on.
     """
     tmp = temp_path(target.parent, suffix)
     try:
@@ -106,7 +105,7 @@ def replaced_when_complete(target: Path, *, suffix: str = "", mode: int = 0o600,
 
 
 def atomic_write(source: IO[bytes], target: Path, *, mode: int = 0o600) -> None:
-    """Write `source` to `target` under a temporary name, fsync, and link it into place when complete.
+    """Write `source` to `target` under a temporary name, fsync, link it into place when done.
 
     Never replaces an existing file (FileExistsError): a backup is never written over another.
     """

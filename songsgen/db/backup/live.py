@@ -1,9 +1,6 @@
-"""The live SQLite file: held still for a backup, copied as of one instant, copied *into* in one transaction.
+"""The live SQLite file: held still, copied as of one instant, copied *into* in one transaction.
 
-The only module of the package that does OS-level I/O (descriptors, fsync). The one machine-specific
-tuning left, a second thread beside each long step (`beside`), can be turned off with the environment
-variable SONGSGEN_IO_TUNING_OFF (see `tuned()`) so that bench/backup_bench.py measures it with and
-without; bench/README.md has the figures, and why the other pieces went.
+The package's only OS-level I/O; its one machine-specific tuning is `beside`.
 """
 
 from __future__ import annotations
@@ -25,19 +22,8 @@ from songsgen.db.problems import Problem
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough to keep memory flat
 STEP = 64 * CHUNK  # bytes a restore copies into the live database per backup-API step
 LOCK_WAIT = 2.0  # seconds frozen_file() waits for the write lock before it gives way
-TUNING_OFF = "SONGSGEN_IO_TUNING_OFF"  # benchmark switch: tuning pieces to run without
 
 T = TypeVar("T")
-
-
-def tuned(piece: str) -> bool:
-    """Whether tuning `piece` is on: all are, unless SONGSGEN_IO_TUNING_OFF names it.
-
-    Pieces: the four second threads threads:pack, threads:safety, threads:check, threads:verify
-    ("threads" names the four at once).
-    """
-    off = {name.strip() for name in os.environ.get(TUNING_OFF, "").split(",")}
-    return piece not in off and not (piece.startswith("threads:") and "threads" in off)
 
 
 def sqlite_path(settings_dict: dict[str, Any]) -> Path:
@@ -56,7 +42,7 @@ def _connect(path: Path, timeout: float, **options: Any) -> sqlite3.Connection:
 
 
 def snapshot(source: Path, target: Path, *, timeout: float) -> None:
-    """Copy the live database `source` into `target` in one backup-API step: one consistent instant."""
+    """Copy the live database `source` into `target` in one backup-API step: one instant."""
     src = _connect(source, timeout)
     try:
         dst = sqlite3.connect(target, isolation_level=None)
@@ -65,7 +51,8 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
             dst.execute("PRAGMA journal_mode = OFF")
             dst.execute("PRAGMA synchronous = OFF")
             src.backup(dst, pages=-1)
-            # A plain rollback-journal file: it opens anywhere, even read-only, with no -wal beside it.
+            # A plain rollback-journal file: it opens anywhere, even read-only,
+            # with no -wal beside it.
             dst.execute("PRAGMA journal_mode = DELETE")
         finally:
             dst.close()
@@ -74,7 +61,7 @@ def snapshot(source: Path, target: Path, *, timeout: float) -> None:
 
 
 def set_wal(live: Path, timeout: float) -> None:
-    """Put the database in WAL mode: one restored onto a missing file starts with a rollback journal."""
+    """Put the database in WAL mode: one restored onto a missing file has a rollback journal."""
     conn = _connect(live, timeout)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -82,12 +69,13 @@ def set_wal(live: Path, timeout: float) -> None:
         conn.close()
 
 
-# --- holding the file still -------------------------------------------------------------------------
+# --- holding the file still
+# -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FrozenFile:
-    """The live database file held still: a read transaction on it, a descriptor of it, its size in bytes."""
+    """The live database file held still: a read transaction on it, a descriptor, its size."""
 
     reader: sqlite3.Connection
     fd: int
@@ -96,24 +84,25 @@ class FrozenFile:
 
 @contextlib.contextmanager
 def frozen_file(live: Path, *, timeout: float, lock_wait: float = LOCK_WAIT) -> Iterator[FrozenFile | None]:
-    """The database file held still while the context lasts, its bytes the database as of one instant; or None.
+    """The database file held still while the context lasts, as of one instant; or None.
 
-    In WAL mode a read transaction begun when every committed frame is in the file reads the file alone,
-    and no checkpoint may write into the file while it lasts. We checkpoint, then, holding the write
-    lock for a few milliseconds, checkpoint what is left and begin that read. None when a reader of an
-    older state keeps part of the WAL out of the file, a writer holds the lock longer than `lock_wait`
-    seconds, or the database is not in WAL mode.
+    In WAL mode a read transaction begun when every committed frame is in the file reads the file
+    alone, and no checkpoint may write into the file while it lasts. We checkpoint, then, holding
+    the write lock for a few milliseconds, checkpoint what is left and begin that read. None when a
+    reader of an older state keeps part of the WAL out of the file, a writer holds the lock longer
+    than `lock_wait` seconds, or the database is not in WAL mode.
 
-    The descriptor is opened before the connections and closed after them: closing any descriptor of
-    the file drops every POSIX lock the process holds on it, SQLite's included
-    (https://sqlite.org/howtocorrupt.html, 2.2). So the caller must not open and close descriptors of
-    the file meanwhile. The reader may be used from another thread.
+    The descriptor is opened before the connections and closed after them: closing any descriptor
+    of the file drops every POSIX lock the process holds on it, SQLite's included
+    (https://sqlite.org/howtocorrupt.html, 2.2). So the caller must not open and close descriptors
+    of the file meanwhile. The reader may be used from another thread.
     """
     fd = os.open(live, os.O_RDONLY)
     try:
         reader = _connect(live, timeout, check_same_thread=False)
         try:
-            reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, without holding writers up
+            # the bulk, without holding writers up
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if not _begin_reading_the_file(reader, live, min(timeout, lock_wait)):
                 yield None
             else:
@@ -127,7 +116,7 @@ def frozen_file(live: Path, *, timeout: float, lock_wait: float = LOCK_WAIT) -> 
 
 
 def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: float) -> bool:
-    """Begin a read transaction on `reader` that reads the file alone; False where it cannot be had."""
+    """Begin a read transaction on `reader` that reads the file alone; False where it can't."""
     lock = _connect(live, lock_wait)
     try:
         try:
@@ -136,8 +125,8 @@ def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: f
             return False
         try:
             busy, frames, folded = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            # A frame is not in the file; or (-1, -1) not in WAL mode, where a reader would hold every
-            # writer's commit off for the whole read: the backup API's read is shorter.
+            # A frame is not in the file; or (-1, -1) not in WAL mode, where a reader would hold
+            # every writer's commit off for the whole read: the backup API's read is shorter.
             if busy or frames != folded or frames < 0:
                 return False
             reader.execute("BEGIN")
@@ -151,9 +140,10 @@ def _begin_reading_the_file(reader: sqlite3.Connection, live: Path, lock_wait: f
 
 def safety_copy(live: Path, target: Path, *, timeout: float,
                 api_copy: Callable[..., None] = snapshot) -> None:
-    """Copy the live database over the existing file `target` as of one instant, without stopping writers.
+    """Copy the live database over the file `target` as of one instant, writers going on.
 
-    From the file while frozen_file() holds it still; when it cannot, `api_copy` (the backup API) takes it.
+    From the file while frozen_file() holds it still; when it cannot, `api_copy` (the backup API)
+    takes it.
     """
     with frozen_file(live, timeout=timeout) as frozen:
         if frozen is not None:
@@ -167,9 +157,10 @@ def safety_copy(live: Path, target: Path, *, timeout: float,
 
 
 def read_pieces(fd: int, size: int, buffer: Any) -> Iterator[tuple[int, memoryview]]:
-    """The first `size` bytes of the file `fd`, read into `buffer` a piece at a time: (offset, piece).
+    """The first `size` bytes of file `fd`, read into `buffer` a piece at a time: (offset, piece).
 
-    Each piece is a view of `buffer`, valid until the next one is read. The file's position is left alone.
+    Each piece is a view of `buffer`, valid until the next one is read. The file's position is left
+    alone.
     """
     offset = 0
     with memoryview(buffer) as view:
@@ -195,33 +186,25 @@ def copy_file(in_fd: int, out_fd: int, size: int) -> None:
             write_all(out_fd, piece)
 
 
-# --- machine-specific tuning: one function each -----------------------------------------------------
+# --- machine-specific tuning: one function each
+# -----------------------------------------------------
 
 
 @contextlib.contextmanager
 def beside(piece: str, work: Callable[[], T]) -> Iterator[Future[T]]:
-    """`work` run in a second thread while the caller goes on, as a Future; joined when the context ends.
-
-    Two cores: a check reads on one while a copy or the compression runs on the other. With the tuning
-    `piece` off, `work` runs first, in this thread.
-    """
-    if tuned(piece):
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            yield pool.submit(work)
-        return
-    done: Future[T] = Future()
-    try:
-        done.set_result(work())
-    except Exception as exc:
-        done.set_exception(exc)
-    yield done
+    """`work` in a second thread, as a Future joined when the context ends: a check
+    reads on one core while the copy or compression runs on the other. `piece` names the
+    step (threads:pack, …)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(work)
 
 
-# --- copying into the live database -----------------------------------------------------------------
+# --- copying into the live database
+# -----------------------------------------------------------------
 
 
 class Copied(NamedTuple):
-    """What copy_into_live did: WAL folded in, the check's findings, how long writers were kept waiting."""
+    """What copy_into_live did: WAL folded in, the check's findings, how long writers waited."""
 
     folded: bool
     errors: list[Problem]
@@ -238,32 +221,34 @@ def copy_into_live(
     alongside: Callable[[], list[Problem]] = list,
     after_commit: Callable[[], None] = lambda: None,
 ) -> Copied:
-    """Replace the content of `live` with `source` in one transaction, and fold the WAL into the file.
+    """Replace the content of `live` with `source` in one transaction; fold the WAL in after.
 
-    `before_commit` runs before the copy's last step, which commits: if it raises, the transaction is
-    rolled back and nothing of the copy is ever visible. `alongside` (the check of the result) runs in a
-    second thread from the commit on; meanwhile this thread runs `after_commit`, then a checkpoint that
-    folds the WAL into the database file. Returns whether the WAL was folded in and truncated, what
-    `alongside` returned, and how long the copy held the write lock. `step`: bytes copied per backup-API step.
+    `before_commit` runs before the copy's last step, which commits: if it raises, the transaction
+    is rolled back and nothing of the copy is ever visible. `alongside` (the check of the result)
+    runs in a second thread from the commit on; meanwhile this thread runs `after_commit`, then a
+    checkpoint that folds the WAL into the database file. Returns whether the WAL was folded in and
+    truncated, what `alongside` returned, and how long the copy held the write lock. `step`: bytes
+    copied per backup-API step.
     """
     with contextlib.ExitStack() as stack:
         dst = stack.enter_context(contextlib.closing(_connect(live, timeout)))
-        # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The checkpoint
-        # syncs the WAL first, while the check of the result runs beside it, and the WAL is synced by
-        # hand when a reader of an older state keeps that checkpoint from running to its end.
-        # A rollback journal is power-safe only with FULL, and no checkpoint follows.
+        # WAL: NORMAL, as the application runs; the commit does not wait for the disk. The
+        # checkpoint syncs the WAL first, while the check of the result runs beside it, and the WAL
+        # is synced by hand when a reader of an older state keeps that checkpoint from running to
+        # its end. A rollback journal is power-safe only with FULL, and no checkpoint follows.
         wal_mode = dst.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
         dst.execute(f"PRAGMA synchronous = {'NORMAL' if wal_mode else 'FULL'}")
-        # Our own descriptor of the -wal (there now that the connection has read the database), which
-        # SQLite does not lock: closing it is harmless.
+        # Our own descriptor of the -wal (there now that the connection has read the database),
+        # which SQLite does not lock: closing it is harmless.
         wal = stack.enter_context(_opened(Path(f"{live}-wal")))
         began = time.monotonic()
         try:
             _backup_in_steps(source, dst, step, before_commit)
             held = time.monotonic() - began
         except BaseException as exc:
-            # Rolled back; the WAL may have grown by the uncommitted pages: give it back its usual size
-            # unless a reader is in the middle of a transaction (best effort, a second at most).
+            # Rolled back; the WAL may have grown by the uncommitted pages: give it back
+            # its usual size unless a reader is in the middle of a transaction (best
+            # effort, a second at most).
             with contextlib.suppress(sqlite3.Error):
                 dst.execute("PRAGMA busy_timeout = 1000")
                 replica.checkpoint(dst, "TRUNCATE")
@@ -271,17 +256,19 @@ def copy_into_live(
                 raise BackupError(f"copying into the live database failed ({exc}); the copy was rolled back") from exc
             raise
         folded, errors = _checkpoint(dst, wal, alongside, after_commit)
-        replica.restored(dst)  # Litestream's own tables, when the copy removed them under a running replicate
+        # Litestream's own tables, when the copy removed them under a running replicate
+        replica.restored(dst)
         return Copied(folded, errors, held)
 
 
 def _checkpoint(dst: sqlite3.Connection, wal: int | None,
                 alongside: Callable[[], list[Problem]], after_commit: Callable[[], None]) -> tuple[bool, list[Problem]]:
     """Fold the committed copy into the database file, durably, while `alongside` checks it."""
-    with beside("threads:verify", alongside) as checked:  # reads the committed pages, from the WAL or the file
+    # reads the committed pages, from the WAL or the file
+    with beside("threads:verify", alongside) as checked:
         after_commit()
-        # Every page into the database file, which is fsynced. A reader of the newest state does not hold
-        # this up; TRUNCATE waits for the check's read transaction to end.
+        # Every page into the database file, which is fsynced. A reader of the newest state does
+        # not hold this up; TRUNCATE waits for the check's read transaction to end.
         busy, frames, folded = replica.checkpoint(dst, "FULL")
         if (busy or frames != folded) and wal is not None:
             os.fsync(wal)  # the commit is durable before anything else happens
@@ -306,12 +293,12 @@ def _opened(path: Path) -> Iterator[int | None]:
 
 def _backup_in_steps(source: Path, dst: sqlite3.Connection, step: int,
                      before_commit: Callable[[], None] | None) -> None:
-    """Copy the database `source` into `dst` with the backup API; `before_commit` runs before the last step.
+    """Copy database `source` into `dst` by the backup API; `before_commit` before the last step.
 
-    One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds it
-    from the first step to the last, which commits): readers of `dst` see the old database or the new
-    one. Nothing writes `source`, so no step restarts. An exception raised between steps aborts the
-    backup, and SQLite rolls the transaction back.
+    One write transaction on `dst` for the whole copy, whatever the number of steps (SQLite holds
+    it from the first step to the last, which commits): readers of `dst` see the old database or
+    the new one. Nothing writes `source`, so no step restarts. An exception raised between steps
+    aborts the backup, and SQLite rolls the transaction back.
     """
     src = sqlite3.connect(source, isolation_level=None)
     try:

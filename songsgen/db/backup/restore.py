@@ -1,12 +1,6 @@
 """Restoring an SQLite backup into the live database, which other processes keep open and write.
 
-The backup is unpacked into a temporary file beside the live database while a safety copy of the live
-database is taken, and must be a songsgen database; then the backup API copies it *into* the live
-database in steps, inside one write transaction, while `integrity_check` of the unpacked file runs
-beside the copy. The last step, which commits, waits for that check: a backup that fails it is rolled
-back and no other connection ever sees any of it. A checkpoint then folds the WAL into the database
-file while the live database is checked again, and the safety copy is removed only then; if that
-check fails, the safety copy is put back.
+One write transaction, committed only after the backup's integrity check: no reader sees a half.
 """
 
 from __future__ import annotations
@@ -45,18 +39,22 @@ class RestoreResult:
 
 @dataclass(frozen=True)
 class RestoreSteps:
-    """The steps of a restore that can be replaced, so that a test makes a failure or a race happen on cue."""
+    """The replaceable steps of a restore, so that a test makes a failure or race happen on cue."""
 
     step: int = live.STEP  # bytes copied into the live database per backup-API step
-    safety_copy: Callable[..., None] = live.safety_copy  # (live, target, *, timeout): the live database, saved
-    integrity_check: Callable[[Path], None] = verify.sound  # of the unpacked backup, beside the copy; raises
-    count_rows: Callable[[Path], dict[str, int]] = verify.row_counts  # of the unpacked backup, once it is sound
-    quick_check: Callable[[Path], list[Problem]] = functools.partial(verify.check_errors, quick=True)  # the result
+    # (live, target, *, timeout): the live database, saved
+    safety_copy: Callable[..., None] = live.safety_copy
+    # of the unpacked backup, beside the copy; raises
+    integrity_check: Callable[[Path], None] = verify.sound
+    # of the unpacked backup, once it is sound
+    count_rows: Callable[[Path], dict[str, int]] = verify.row_counts
+    # of the result
+    quick_check: Callable[[Path], list[Problem]] = functools.partial(verify.check_errors, quick=True)
 
 
 def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log = lambda _: None,
                    steps: RestoreSteps | None = None) -> RestoreResult:
-    """Restore the backup in `stream` into the SQLite database at `target`; see the module docstring."""
+    """Restore the backup in `stream` into the SQLite file `target`, in one checked transaction."""
     steps = steps or RestoreSteps()
     started = time.monotonic()
     folder = target.parent
@@ -85,7 +83,8 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
                 except (sqlite3.Error, OSError) as exc:
                     raise BackupError(f"the safety copy of the live database failed ({exc})") from exc
                 log(f"Safety copy of the live database: {safety}")
-        need_space(folder, candidate.stat().st_size)  # the WAL holds every page of the backup until the checkpoint
+        # the WAL holds every page of the backup until the checkpoint
+        need_space(folder, candidate.stat().st_size)
         if safety is not None and (theirs := verify.page_size(candidate)) != (ours := verify.page_size(target)):
             raise BackupError(
                 f"the backup's page size ({theirs}) differs from the live database's ({ours}), which a "
@@ -123,19 +122,20 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
         notes.append(safetycopies.summary(left))
     try:
         live.set_wal(target, timeout)
-    except sqlite3.Error as exc:  # the application's connections switch it themselves (songsgen/db/sqlite.py)
+    except sqlite3.Error as exc:
+        # the application's connections switch it themselves (`songsgen.db.sqlite`)
         notes.append(f"the restored database is not in WAL mode yet ({exc})")
     return RestoreResult(target, expected, checkpointed, time.monotonic() - started, held, notes, pending)
 
 
 def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
                      steps: RestoreSteps) -> tuple[bool, list[Problem], dict[str, int], float]:
-    """Check `candidate` while copying it into `target`, committed only if it passes integrity_check.
+    """Check `candidate` while copying it into `target`; committed only if integrity_check passes.
 
-    Returns whether the WAL was folded in, what is wrong with the result, the backup's row counts, and how
-    long the copy held the write lock.
-    A backup that fails its integrity_check, or a copy that fails before it commits, raises BackupError:
-    the copy was rolled back, the live database is as it was.
+    Returns whether the WAL was folded in, what is wrong with the result, the backup's row counts,
+    and how long the copy held the write lock. A backup that fails its integrity_check, or a copy
+    that fails before it commits, raises BackupError: the copy was rolled back, the live database
+    is as it was.
     """
     wanted = verify.schema(candidate)
     counts: dict[str, int] = {}
@@ -146,24 +146,27 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
 
     def check_result() -> list[Problem]:
         # quick_check, not integrity_check: SQLite copied the pages of a file that has just passed
-        # integrity_check; what a copy can damage, page structure, quick_check sees in a third of the
-        # time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
+        # integrity_check; what a copy can damage, page structure, quick_check sees in a third of
+        # the time (docs/backups.md, "Restore"). Row counts cannot be compared: other processes may
         # already be writing into the restored database. The schema can.
         errors = steps.quick_check(target)
         if not errors and verify.schema(target) != wanted:
             errors = [Problem("schema", str(target), "its schema differs from the backup's")]
         return errors
 
-    # The copy's last step, which commits, waits for the backup's check and is rolled back if it fails.
+    # The copy's last step, which commits, waits for the backup's check and is
+    # rolled back if it fails.
     with live.beside("threads:check", check_backup) as checked:
         try:
             checkpointed, errors, held = live.copy_into_live(
                 candidate, target, timeout=timeout, step=steps.step, before_commit=checked.result,
                 alongside=check_result,
-                # Its pages are in the live database now; the memory they held takes the checkpoint's.
+                # Its pages are in the live database now; the memory they held
+                # takes the checkpoint's.
                 after_commit=lambda: remove_file(candidate),
             )
-        except (sqlite3.Error, OSError) as exc:  # after the commit: what failed before it raised BackupError
+        except (sqlite3.Error, OSError) as exc:
+            # after the commit: what failed before it raised BackupError
             return False, [Problem("restore", str(target), str(exc))], counts, 0.0
     return checkpointed, errors, counts, held
 

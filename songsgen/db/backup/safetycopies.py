@@ -1,9 +1,6 @@
-"""The safety copies `dbrestore` takes of a SQLite database: their names, and the ones a killed restore left.
+"""The safety copies `dbrestore` takes: their names, and the ones a killed restore left behind.
 
-A restore copies the live database to `<db>.pre-restore-<UTC time>` before it writes, and removes the copy
-once the result is verified. A restore that was killed (or whose undo kept the copy on purpose) leaves it
-behind, as large as the database; nothing else would ever mention it, so `dbcheck` and the next restore
-name these leftovers and `dbrestore --discard-safety-copies` removes them.
+Nothing else would mention a leftover as large as the database, so dbcheck and dbrestore name it.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ def new_path(live: Path, moment: datetime | None = None) -> Path:
 
 
 def leftovers(live: Path, *, besides: Path | None = None) -> list[Leftover]:
-    """Safety copies of `live` that exist now, oldest first; `besides` (the running restore's own) left out."""
+    """Safety copies of `live` that exist now, oldest first, but `besides` (the running one)."""
     found = []
     for path in sorted(live.parent.glob(f"{live.name}{INFIX}*")):
         if path == besides or not path.is_file():

@@ -1,7 +1,6 @@
 """Where backups live and what they are called: the storage, filenames with the UTC time, retention.
 
-A backup's filename is the database's own name and the UTC time (DBBACKUP_FILENAME_TEMPLATE), so the
-backups of one database are found, ordered and pruned by name alone, whatever else shares the folder.
+The filename carries the database's name, so retention works by name whatever shares the folder.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class AtomicFileSystemStorage(FileSystemStorage):
 
 
 def database_label(settings_dict: dict[str, Any]) -> str:
-    """The database's own name as backup filenames carry it: the SQLite file's stem, or the PG name."""
+    """The database's name as backup filenames carry it: the SQLite file's stem, or PG name."""
     name = str(settings_dict["NAME"])
     if settings_dict["ENGINE"].endswith("sqlite3"):
         name = Path(name).name
@@ -55,7 +54,7 @@ def utc_stamp(moment: datetime | None = None) -> str:
 
 
 def backup_filename(extension: str, label: str, servername: str | None = None, moment: datetime | None = None) -> str:
-    """A backup's filename from DBBACKUP_FILENAME_TEMPLATE, with the database's name and UTC time."""
+    """A backup's filename from DBBACKUP_FILENAME_TEMPLATE: the database's name, UTC time."""
     return str(dbbackup_utils.filename_generate(extension, label, servername, wildcard=utc_stamp(moment)))
 
 
@@ -83,7 +82,7 @@ def backup_created(name: str) -> datetime | None:
 
 
 def list_backups(names: Iterable[str], label: str) -> list[StoredBackup]:
-    """The backups of database `label` among `names`, newest first (metadata and temporary files left out)."""
+    """The backups of database `label` among `names`, newest first (no metadata, temporaries)."""
     found = []
     for name in names:
         if name.endswith(".metadata") or name.startswith(TEMP_PREFIX):
@@ -97,7 +96,7 @@ def list_backups(names: Iterable[str], label: str) -> list[StoredBackup]:
 
 
 def prune_backups(storage: Any, label: str, *, keep: int, protect: Iterable[str] = ()) -> list[str]:
-    """Delete all but the newest `keep` backups of `label`; never one named in `protect`. Returns the deleted."""
+    """Delete all but the newest `keep` backups of `label`, never one in `protect`; the deleted."""
     if keep < 1:
         raise BackupError(f"Retention must keep at least one backup, got {keep}: set SONGSGEN_BACKUP_KEEP >= 1.")
     backups = list_backups(storage.listdir("")[1], label)

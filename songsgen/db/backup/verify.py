@@ -1,9 +1,4 @@
-"""Is this SQLite file a sound songsgen database? The checks a backup passes before it is restored, and
-`backupcheck`'s report.
-
-Django only: the project's apps and migrations come from the app registry and the migration files,
-never by name.
-"""
+"""Is this SQLite file a sound songsgen database? The checks before a restore, and backupcheck's."""
 
 from __future__ import annotations
 
@@ -21,7 +16,7 @@ from songsgen.db.problems import Problem, summary
 
 
 def check_errors(path: Path, *, quick: bool = False) -> list[Problem]:
-    """`PRAGMA integrity_check` (or quick_check) of a database file: an empty list when it is sound."""
+    """`PRAGMA integrity_check` (or quick_check) of a database file: empty when it is sound."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
@@ -33,7 +28,7 @@ def check_errors(path: Path, *, quick: bool = False) -> list[Problem]:
 
 
 def check_connection(conn: sqlite3.Connection, *, quick: bool = False, subject: str = "database") -> list[Problem]:
-    """`PRAGMA integrity_check` (or quick_check) of what `conn` sees: an empty list when it is sound."""
+    """`PRAGMA integrity_check` (or quick_check) of what `conn` sees: empty when it is sound."""
     pragma = "quick_check" if quick else "integrity_check"
     try:
         rows = conn.execute(f"PRAGMA {pragma}").fetchall()
@@ -121,7 +116,7 @@ def page_size(path: Path) -> int:
 
 
 def readable(path: Path) -> None:
-    """Raise BackupError unless `path` opens as an SQLite database; leave it in rollback-journal mode."""
+    """Raise BackupError unless `path` opens as an SQLite database; leave it rollback-journal."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:  # a copy of a WAL database would otherwise grow a -wal file beside it

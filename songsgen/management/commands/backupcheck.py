@@ -1,11 +1,4 @@
-"""`manage.py backupcheck`: prove that a backup restores, for monitoring.
-
-Unpacks the newest backup of this database (or `-i NAME` from the backup folder, `-I PATH`) into a
-temporary file, runs `PRAGMA integrity_check` and the songsgen-database check, and reports its size,
-age and rows per table. Exits non-zero when the backup is damaged, missing, or older than `--max-age`.
-`--replica` checks the Litestream replica instead: its newest state, restored into a temporary file, whose
-age is that of the newest transaction it holds (songsgen/db/pitr.py).
-"""
+"""`manage.py backupcheck`: prove that a backup (or the replica) restores, for monitoring."""
 
 from __future__ import annotations
 

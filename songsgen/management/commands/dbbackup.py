@@ -1,15 +1,6 @@
-"""`manage.py dbbackup`: django-dbbackup's command, with errors that reach the user and our retention.
+"""`manage.py dbbackup`: django-dbbackup's command, with errors that reach the user, our retention.
 
-Differences from django-dbbackup's own command (the connector does the SQLite work, see
-songsgen/db/backup/):
-- no error mail: a failure is a CommandError on stderr and a non-zero exit, which cron reports;
-- `--clean` keeps the newest SONGSGEN_BACKUP_KEEP backups of this database (by the name in the
-  filename) and never the one just written; django-dbbackup's own clean matched on the database
-  alias, which our filenames do not carry, and so deleted nothing;
-- nothing on stdout or stderr on success at the default verbosity (cron mails any output); `-v2` prints the
-  steps and the file written;
-- `-z` is refused on SQLite (its backups are zstd-compressed already), and `-O PATH` writes
-  atomically and owner-only like the storage.
+Quiet on success (cron mails any output); a failure is a CommandError and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -38,7 +29,8 @@ class Command(dbbackup.Command):
         super()._set_logger_level()
         # Its messages go to the handler set up here, not again through the root logger's console.
         self.logger.propagate = False
-        if not self.quiet:  # silent on success at the default verbosity, as cron wants; -v2 for the steps
+        # silent on success at the default verbosity, as cron wants; -v2 for the steps
+        if not self.quiet:
             level = quiet_level(self.verbosity)
             self.logger.setLevel(level)
             for handler in self.logger.handlers:

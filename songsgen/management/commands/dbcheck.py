@@ -1,4 +1,4 @@
-"""`manage.py dbcheck`: schema drift, integrity and foreign keys, hot-query plans, sizes (songsgen/db/health.py)."""
+"""`manage.py dbcheck`: schema drift, integrity and foreign keys, hot-query plans, sizes."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ class Command(BaseCommand):
         started = time.monotonic()
 
         def progress(table: TableComparison) -> None:
-            # One line per table on stderr, so a long comparison shows it is moving (stdout stays the result).
+            # One line per table on stderr, so a long comparison shows it is moving
+            # (stdout stays the result).
             rows = "" if table.source_rows is None else f", {table.source_rows:,} rows"
             self.stderr.write(f"compared {table.table}{rows} ({time.monotonic() - started:.1f}s elapsed)")
 

@@ -1,4 +1,4 @@
-"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron (songsgen/db/health.py)."""
+"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, dry_run: bool, database: str, verbosity: int, **options: Any) -> None:
         def log(text: str) -> None:
-            if verbosity >= 2 or (dry_run and verbosity >= 1):  # quiet for cron; a dry run is asked to talk
+            # quiet for cron; a dry run is asked to talk
+            if verbosity >= 2 or (dry_run and verbosity >= 1):
                 self.stdout.write(text)
 
         health.maintain(connections[database], dry_run=dry_run, log=log)

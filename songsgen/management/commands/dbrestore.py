@@ -1,13 +1,4 @@
-"""`manage.py dbrestore`: django-dbbackup's command, restoring SQLite without writing over the live file.
-
-On SQLite the backup is unpacked beside the database, checked, and copied into the live database
-through SQLite's backup API (songsgen/db/backup/); a safety copy is kept until the result is
-verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any failure is a
-CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
-commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
-`--from-replica [--to-time T]` restores from the Litestream replica through the same gate
-(songsgen/db/pitr.py); `--list-restore-points` lists what it can restore.
-"""
+"""`manage.py dbrestore`: django-dbbackup's command; SQLite restored never over the live file."""
 
 from __future__ import annotations
 
@@ -66,7 +57,8 @@ class Command(dbrestore.Command):
         if self._sqlite and options.get("uncompress"):
             raise CommandError(f"Drop -z: the backup's format ({READABLE_FORMATS}) is detected.")
         try:
-            # The migrate lock: a restore under a running migrate (or the reverse) would undo one of them.
+            # The migrate lock: a restore under a running migrate (or the reverse)
+            # would undo one of them.
             with database_lock(connections[alias].settings_dict, purpose="dbrestore", wait=options["lock_wait"]):
                 super().handle(*args, **options)
         except DatabaseBusy as exc:
@@ -101,7 +93,8 @@ class Command(dbrestore.Command):
         self.verbosity, self.quiet = int(options["verbosity"]), bool(options.get("quiet"))
         self._set_logger_level()
         try:
-            rep = replica.replication(settings_dict)  # SQLite only: refused before any lock or connection
+            # SQLite only: refused before any lock or connection
+            rep = replica.replication(settings_dict)
             if options["list_restore_points"]:
                 for line in pitr.restore_points(rep).describe():
                     self.stdout.write(line)
@@ -129,7 +122,7 @@ class Command(dbrestore.Command):
         return super()._get_backup_file(database=database, servername=servername)
 
     def _check_input(self) -> None:
-        """A named backup must be a file in the backup folder, a path an existing file: one line, not a traceback."""
+        """A named backup must be a file in the backup folder, a path an existing file: one line."""
         if self.path and not Path(self.path).is_file():
             raise CommandError(f"Restore refused: no backup file at {self.path} (-I takes the path of a backup file).")
         if not self.filename:

@@ -1,15 +1,7 @@
-"""`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify → rollback.
+"""`manage.py migrate`, safely: Django's migrate inside lock → plan → safety → snapshot → verify.
 
-Every option of Django's migrate still works; ours are added. The safe path is the default however the
-command is run: typed, or `call_command("migrate")` from a deploy script. Django's migrate runs unchanged
-with `--plain` (`safe=False` from code), for the read-only `--plan`, `--check` and `--prune`, and for
-`call_command` when settings.MIGRATE_SAFE_BY_DEFAULT is False — which the test settings set, so that the
-test runner's creation of its test database and the tests' own calls opt out explicitly.
-The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
-
-Exit codes (`songsgen.boundary.ExitCode`): 0 done; 1 failed and the database is back at the migrations it had
-(rolled back, or unapplied by reverse operations); 2 refused before anything changed; 3 failed and the database
-could NOT be brought back.
+Safe by default however it is called; `--plain` is Django's own. Exit codes (`songsgen.boundary.ExitCode`):
+docs/migrations.md.
 """
 
 from __future__ import annotations
@@ -108,7 +100,7 @@ class Command(DjangoMigrateCommand):
 
     def execute(self, *args: Any, **options: Any) -> Any:
         # Look before the system checks do: their first query connects, and a new SQLite connection
-        # switches the file to WAL (songsgen/db/sqlite.py). A foreign database skips them: refused.
+        # switches the file to WAL (`songsgen.db.sqlite`). A foreign database skips them: refused.
         self._foreign = None
         if self._guarded(options) and not options.get("resume_restore") and not options.get("adopt"):
             alias = options.get("database") or DEFAULT_DB_ALIAS
@@ -118,8 +110,8 @@ class Command(DjangoMigrateCommand):
         return super().execute(*args, **options)
 
     def _guarded(self, options: dict[str, Any]) -> bool:
-        """The safe path unless opted out (`--plain`, `safe=False`, or the setting for calls from code), and
-        none of Django's own read-only modes."""
+        """The safe path unless opted out (`--plain`, `safe=False`, or the setting for calls
+        from code), and none of Django's own read-only modes."""
         safe = options.get("safe")
         if safe is None:
             safe = self._typed or settings.MIGRATE_SAFE_BY_DEFAULT
@@ -163,8 +155,8 @@ class Command(DjangoMigrateCommand):
                         connection, from_snapshot=options["from_snapshot"], log=log
                     )
                 else:
-                    # With --json stdout holds the report alone: what migrations print (a backfill's progress)
-                    # goes to stderr. self.stdout keeps the real stdout.
+                    # With --json stdout holds the report alone: what migrations print (a
+                    # backfill's progress) goes to stderr. self.stdout keeps the real stdout.
                     with redirect_stdout(sys.stderr) if as_json else nullcontext():
                         report = self._run_safe(connection, options, log, warn, args, report)
         except DatabaseBusy as exc:

@@ -1,4 +1,4 @@
-"""`manage.py pgupgrade --from URL --to URL [--cutover]`: move to a new PostgreSQL major by logical replication."""
+"""`manage.py pgupgrade --from URL --to URL [--cutover]`: a new major by logical replication."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _app_login() -> tuple[str, str] | None:
-    """The user and password the application logs in with (its DATABASE_URL), for PgBouncer's login check."""
+    """The user and password the application logs in with (DATABASE_URL), for PgBouncer's check."""
     db = settings.DATABASES["default"]
     if db.get("ENGINE") != "django.db.backends.postgresql":
         return None
@@ -104,7 +104,8 @@ class Command(BaseCommand):
                     bouncer.check(dst)
                 if self._switched_before(src, dst, finish=finish):
                     return
-                # The source's migrate lock: a schema change there would break the replication meanwhile.
+                # The source's migrate lock: a schema change there would break
+                # the replication meanwhile.
                 with database_lock(settings_for_url(src.url), purpose="pgupgrade"):
                     self._check(src, dst, bouncer)
                     result = self._replicate(src, dst, bouncer, cutover=cutover, max_lag=max_lag,
@@ -114,7 +115,8 @@ class Command(BaseCommand):
         except psycopg.Error as exc:  # e.g. a role that may not create a publication
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CommandError(f"PostgreSQL refused a step of the upgrade: {first}") from exc
-        except KeyboardInterrupt:  # before anything was created (later ones are handled in _replicate)
+        except KeyboardInterrupt:
+            # before anything was created (later ones are handled in _replicate)
             raise CommandError("Interrupted; nothing is left half-done: run pgupgrade again.") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -126,7 +128,7 @@ class Command(BaseCommand):
             self.stderr.flush()
 
     def _cleanup(self, source: str, target: str | None) -> None:
-        """`--cleanup`: what abandoned runs left, removed and listed; refused while a run is live."""
+        """`--cleanup`: what abandoned runs left, removed and listed; refused while one is live."""
         try:
             src, _ = up.describe(source, "source")
             with up.run_lock(src) as alone:
@@ -166,7 +168,7 @@ class Command(BaseCommand):
         self.stdout.write("The running pgupgrade has finished: its output has the report.")
 
     def _switched_before(self, src: up.Side, dst: up.Side, *, finish: bool) -> bool:
-        """An earlier run cut over to this target: never start over on it; `--finish` drops the replication."""
+        """An earlier run cut over to this target: never restart; `--finish` drops replication."""
         if not up.switched(dst):
             if finish:
                 raise UpgradeError("Nothing to finish: no earlier pgupgrade cut over to this target.")
@@ -183,7 +185,7 @@ class Command(BaseCommand):
         return True
 
     def _check(self, src: up.Side, dst: up.Side, bouncer: Bouncer | None) -> None:
-        """Every refusal first; then an earlier run's leftovers are dropped. Nothing is written before."""
+        """Every refusal first; then an earlier run's leftovers dropped. Nothing written before."""
         found = lo.survey(src, given=[dst.url, src.url], current=dst)
         on_target = lo.on_target(dst)
         up.check_source(src)
@@ -203,7 +205,7 @@ class Command(BaseCommand):
         self, src: up.Side, dst: up.Side, bouncer: Bouncer | None, *, cutover: bool, max_lag: float, timeout: float,
         interval: float,
     ) -> tuple[dict[str, int], float, Cutover | None]:
-        """Set up, copy, follow the lag, cut over; everything dropped again unless the switch happened."""
+        """Set up, copy, follow the lag, cut over; all dropped again unless the switch happened."""
         switched = False
         run = up.Run.new(src)
 

@@ -1,7 +1,6 @@
-"""`manage.py replicate`: stream the SQLite database's WAL to its replica with Litestream, in the foreground.
+"""`manage.py replicate`: stream the SQLite database's WAL to its replica with Litestream.
 
-For systemd or supervisor (and `make run`): the command checks the settings, takes the replicate lock and
-becomes Litestream, which runs until SIGTERM or SIGINT, syncs a last time and exits. See docs/backups.md.
+Takes the replicate lock and becomes Litestream, in the foreground (see docs/backups.md).
 """
 
 from __future__ import annotations

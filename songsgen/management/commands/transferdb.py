@@ -1,4 +1,4 @@
-"""`manage.py transferdb --from URL --to URL`: copy every table to another database and prove the copy."""
+"""`manage.py transferdb --from URL --to URL`: copy every table elsewhere and prove the copy."""
 
 from __future__ import annotations
 

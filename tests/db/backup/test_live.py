@@ -3,15 +3,18 @@ process writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import Future
 
 import pytest
 
 from songsgen.db.backup import check_errors, copy_into_live, frozen_file, safety_copy
+from songsgen.db.backup import live as live_module
 from tests.db.backup.helpers import frames_past_the_file, integrity, table_checksums
 
 FROZEN_WRITER = textwrap.dedent(
@@ -75,10 +78,19 @@ def test_safety_copy_is_the_database_as_of_one_instant(reader_pins_the_wal, tmp_
     writer.close()
 
 
-@pytest.mark.parametrize("off", ["", "threads"])
-def test_the_io_tuning_changes_no_byte(off, tmp_path, monkeypatch):
-    """With the machine-specific tuning off (bench/backup_bench.py --without), the same copies come out."""
-    monkeypatch.setenv("SONGSGEN_IO_TUNING_OFF", off)
+@contextlib.contextmanager
+def inline(piece, work):
+    """`live.beside` without its second thread: the work done first, in the caller's thread."""
+    done = Future()
+    done.set_result(work())
+    yield done
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_io_tuning_changes_no_byte(threaded, tmp_path, monkeypatch):
+    """With the second threads of `beside` (the one machine-specific tuning) or without, the same copies."""
+    if not threaded:
+        monkeypatch.setattr(live_module, "beside", inline)
     live, copy, other = tmp_path / "live.db", tmp_path / "copy.db", tmp_path / "other.db"
     writer, reader = frames_past_the_file(live, reader_pins_the_wal=False)
     os.close(os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600))
