@@ -1,6 +1,6 @@
 """One shape for "where a long command stands", handed to its progress callback after each batch.
 
-The seed (songs/demo.py) and the transfer (songsgen/db/transfer.py) report through it; the rate and the
+The seed (songs/demo.py) and the transfer (songsgen/db/move/transfer.py) report through it; the rate and the
 time left are worked out here, once.
 """
 

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from songsgen.db import pgdump
+from songsgen.db import pgconn
+from songsgen.db.exceptions import PgDumpError
 from tests import pgmajors
 
 NO_POSTGRES = 3
@@ -38,8 +39,8 @@ def find_bindir(major: int | None = None) -> Path | None:
     backups; with it, that major's (Debian's /usr/lib/postgresql/N, else the fetched wheels' folder)."""
     if major is None:
         try:
-            folder = Path(pgdump.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
-        except pgdump.PgDumpError:
+            folder = Path(pgconn.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
+        except PgDumpError:
             return None
         return folder if (folder / "pg_ctl").is_file() else None
     for folder in (Path(f"/usr/lib/postgresql/{major}/bin"), pgmajors.bindir(MAJORS_DIR, major)):

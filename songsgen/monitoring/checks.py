@@ -19,8 +19,9 @@ from django.db.migrations.recorder import MigrationRecorder
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
-from songsgen.db import diagnose, guards
+from songsgen.db import diagnose
 from songsgen.db.backup import BackupError
+from songsgen.db.migrate import guards
 from songsgen.monitoring import probes
 
 SHOWN = 3  # names a message lists before "and N more"

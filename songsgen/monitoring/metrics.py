@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from songsgen.db import lastrun
+from songsgen.db.migrate import lastrun
 from songsgen.monitoring import probes
 
 logger = logging.getLogger("songsgen.monitoring")

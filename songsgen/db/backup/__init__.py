@@ -1,6 +1,6 @@
 """Consistent SQLite backups and restores that never write over a live file, for django-dbbackup.
 
-The public API: commands, settings, `songsgen/db/snapshot.py` and the tests import from here, never a
+The public API: commands, settings, `songsgen/db/migrate/snapshot.py` and the tests import from here, never a
 module of the package. One concern per module:
 
 - `files`: temporary names, files that appear only when complete, removal (also media files, the

@@ -21,12 +21,12 @@ from dbbackup.db.base import BaseDBConnector
 from dbbackup.db.postgresql import PgDumpBinaryConnector
 from django.conf import settings
 
-from songsgen.db import guards, pgdump
-from songsgen.db.backup import codec, live, verify
+from songsgen.db.backup import codec, live, pgdump, verify
 from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup.restore import RestoreResult, restore_sqlite
 from songsgen.db.backup.storage import backup_filename, database_label
+from songsgen.db.migrate import guards
 from songsgen.db.problems import Problem, summary
 
 logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
@@ -130,7 +130,7 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
     """django-dbbackup's pg_dump (custom format) connector, with our filenames and our restore.
 
     The restore is checked first (a readable archive of a songsgen database), then applied as one
-    transaction that also drops what the archive does not hold (songsgen/db/pgdump.py): other sessions see
+    transaction that also drops what the archive does not hold (songsgen/db/backup/pgdump.py): other sessions see
     the old database or the restored one, and a failure leaves the old one. django-dbbackup's own
     `pg_restore --clean` would leave tables created since the backup behind.
     """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from songsgen.db import replica
+from songsgen.db.backup import replica
 from songsgen.db.backup.errors import BackupError
 from songsgen.db.problems import Problem
 

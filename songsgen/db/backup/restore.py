@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from songsgen.db import guards
 from songsgen.db.backup import codec, live, safetycopies, verify
 from songsgen.db.backup.errors import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.migrate import guards
 from songsgen.db.problems import Problem, summary
 
 Log = Callable[[str], None]

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from songsgen.db import guards
 from songsgen.db.backup.codec import unpack
 from songsgen.db.backup.errors import BackupError
 from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.migrate import guards
 from songsgen.db.problems import Problem, summary
 
 

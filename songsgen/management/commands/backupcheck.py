@@ -4,7 +4,7 @@ Unpacks the newest backup of this database (or `-i NAME` from the backup folder,
 temporary file, runs `PRAGMA integrity_check` and the songsgen-database check, and reports its size,
 age and rows per table. Exits non-zero when the backup is damaged, missing, or older than `--max-age`.
 `--replica` checks the Litestream replica instead: its newest state, restored into a temporary file, whose
-age is that of the newest transaction it holds (songsgen/db/pitr.py).
+age is that of the newest transaction it holds (songsgen/db/backup/pitr.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from songsgen.cli import positive_hours
-from songsgen.db import pitr
-from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup
+from songsgen.db.backup import BackupError, backup_created, check_backup, database_label, latest_backup, pitr
 from songsgen.db.exceptions import ReplicaError
 from songsgen.db.problems import Problem, summary
 

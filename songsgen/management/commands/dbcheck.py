@@ -1,4 +1,4 @@
-"""`manage.py dbcheck`: schema drift, integrity and foreign keys, hot-query plans, sizes (songsgen/db/health.py)."""
+"""`manage.py dbcheck`: schema drift, integrity and foreign keys, hot-query plans, sizes (songsgen/db/dbcheck.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from songsgen.db import health
+from songsgen.db import dbcheck
 
 
 class Command(BaseCommand):
@@ -17,14 +17,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        for name in health.CHECKS:
+        for name in dbcheck.CHECKS:
             parser.add_argument(f"--{name}", action="store_true", help=f"Run the {name} check (default: all).")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
 
     def handle(self, *args: Any, json: bool, database: str, verbosity: int, **options: Any) -> None:
-        checks = tuple(name for name in health.CHECKS if options[name]) or health.CHECKS
-        report = health.check(connections[database], checks)
+        checks = tuple(name for name in dbcheck.CHECKS if options[name]) or dbcheck.CHECKS
+        report = dbcheck.check(connections[database], checks)
         if json:
             self.stdout.write(report.as_json())
         elif verbosity >= 1:

@@ -6,7 +6,7 @@ verified. Without `-i`/`-I` it takes the newest backup of *this* database. Any f
 CommandError; a refusal leaves the live database as it was, a restore that fails its check after the
 commit puts the safety copy back. PostgreSQL runs django-dbbackup's pg_restore.
 `--from-replica [--to-time T]` restores from the Litestream replica through the same gate
-(songsgen/db/pitr.py); `--list-restore-points` lists what it can restore.
+(songsgen/db/backup/pitr.py); `--list-restore-points` lists what it can restore.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
-from songsgen.db import guards, pitr, replica
 from songsgen.db.backup import (
     READABLE_FORMATS,
     BackupError,
@@ -29,11 +28,14 @@ from songsgen.db.backup import (
     RestoreUnverified,
     database_label,
     latest_backup,
+    pitr,
+    replica,
     safetycopies,
     sqlite_path,
 )
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, ReplicaError
+from songsgen.db.migrate import guards
 
 
 class Command(dbrestore.Command):

@@ -5,7 +5,7 @@ command is run: typed, or `call_command("migrate")` from a deploy script. Django
 with `--plain` (`safe=False` from code), for the read-only `--plan`, `--check` and `--prune`, and for
 `call_command` when settings.MIGRATE_SAFE_BY_DEFAULT is False — which the test settings set, so that the
 test runner's creation of its test database and the tests' own calls opt out explicitly.
-The machinery lives in songsgen/db/migrate.py; see docs/migrations.md.
+The machinery lives in songsgen/db/migrate/run.py; see docs/migrations.md.
 
 Exit codes: 0 done; 1 failed and the database is back at the migrations it had (rolled back, or unapplied by
 reverse operations); 2 refused before anything changed; 3 failed and the database could NOT be brought back.
@@ -31,11 +31,11 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
 from songsgen.cli import non_negative_float, non_negative_int
-from songsgen.db import guards, lastrun, marker
-from songsgen.db import migrate as safe_migrate
-from songsgen.db.apply import Applier
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
+from songsgen.db.migrate import guards, lastrun, marker
+from songsgen.db.migrate import run as safe_migrate
+from songsgen.db.migrate.apply import Applier
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
 Log = Callable[[str], None]

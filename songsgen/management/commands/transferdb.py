@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair, non_negative_float, positive_int
-from songsgen.db.compare import TableComparison, render
-from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
+from songsgen.db.move.compare import TableComparison, render
+from songsgen.db.move.transfer import DEFAULT_BATCH_SIZE, Progress, TransferError, describe, transfer
 
 
 class Command(BaseCommand):
