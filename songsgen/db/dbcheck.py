@@ -22,8 +22,8 @@ from django.utils.module_loading import import_string
 
 from songsgen.db.backup import replica, safetycopies
 from songsgen.db.migrate import marker, rehearse_leftovers, schema
-from songsgen.db.migrate.safety.rules import table_rows_at_least
 from songsgen.db.problems import Problem
+from songsgen.db.rowcounts import table_rows_at_least
 
 CHECKS = ("schema", "integrity", "plans", "sizes", "slots")
 

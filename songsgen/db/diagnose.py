@@ -17,7 +17,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from songsgen.db.migrate.guards import shown_path
+from songsgen.db.history import shown_path
 
 MIGRATE = "Run `manage.py migrate` first."
 PG_ADVICE = (

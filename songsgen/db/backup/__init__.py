@@ -3,8 +3,7 @@
 The public API: commands, settings, `songsgen/db/migrate/snapshot.py` and the tests import from here, never a
 module of the package. One concern per module:
 
-- `files`: temporary names, files that appear only when complete, removal (also media files, the
-  migrate marker and the migrate snapshot);
+- `files`: a backup linked into place when complete (temporary names and removal: songsgen.db.atomicfile);
 - `storage`: the backup storage, filenames with the database's name and the UTC time, retention;
 - `codec`: the backup format (zstd), compressing and unpacking: the one place for compression;
 - `live`: the live SQLite file held still, copied as of one instant, copied *into*; all OS-level I/O;
@@ -13,21 +12,21 @@ module of the package. One concern per module:
 - `connectors`: the two django-dbbackup connectors (SQLite, pg_dump).
 """
 
-from songsgen.db.backup import safetycopies
-from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
-from songsgen.db.backup.codec import READS as READABLE_FORMATS
-from songsgen.db.backup.codec import compress, unpack
-from songsgen.db.backup.connectors import PostgresDumpConnector, SqliteBackupConnector
-from songsgen.db.backup.errors import BackupError, RestoreUndone, RestoreUnverified
-from songsgen.db.backup.files import (
+from songsgen.db.atomicfile import (
     TEMP_PREFIX,
-    atomic_write,
     private_dir,
     remove_file,
     remove_stale_temp_files,
     replaced_when_complete,
     temp_path,
 )
+from songsgen.db.backup import safetycopies
+from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
+from songsgen.db.backup.codec import READS as READABLE_FORMATS
+from songsgen.db.backup.codec import compress, unpack
+from songsgen.db.backup.connectors import PostgresDumpConnector, SqliteBackupConnector
+from songsgen.db.backup.errors import BackupError, RestoreUndone, RestoreUnverified
+from songsgen.db.backup.files import atomic_write
 from songsgen.db.backup.live import (
     FrozenFile,
     copy_into_live,

@@ -21,12 +21,12 @@ from dbbackup.db.base import BaseDBConnector
 from dbbackup.db.postgresql import PgDumpBinaryConnector
 from django.conf import settings
 
+from songsgen.db import history
+from songsgen.db.atomicfile import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup import codec, live, pgdump, verify
 from songsgen.db.backup.errors import BackupError
-from songsgen.db.backup.files import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup.restore import RestoreResult, restore_sqlite
 from songsgen.db.backup.storage import backup_filename, database_label
-from songsgen.db.migrate import guards
 from songsgen.db.problems import Problem, summary
 
 logger = logging.getLogger("dbbackup.command")  # django-dbbackup's command logger, bound to --verbosity
@@ -142,9 +142,9 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
             with open(archive, "wb") as out:
                 shutil.copyfileobj(dump, out, 1 << 20)
             pgdump.check_songsgen_archive(self.settings, archive)
-            gap = guards.history_gap(pgdump.recorded_migrations(self.settings, archive))
+            gap = history.history_gap(pgdump.recorded_migrations(self.settings, archive))
             if gap.ahead:
-                raise BackupError(guards.newer_release(gap.ahead))
+                raise BackupError(history.newer_release(gap.ahead))
             pgdump.restore(self.settings, archive)
             self.pending = gap.behind
         except pgdump.PgDumpError as exc:

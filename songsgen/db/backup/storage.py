@@ -16,8 +16,9 @@ from dbbackup import settings as dbbackup_settings
 from dbbackup import utils as dbbackup_utils
 from django.core.files.storage import FileSystemStorage
 
+from songsgen.db.atomicfile import TEMP_PREFIX, private_dir
 from songsgen.db.backup.errors import BackupError
-from songsgen.db.backup.files import TEMP_PREFIX, atomic_write, private_dir
+from songsgen.db.backup.files import atomic_write
 
 
 class AtomicFileSystemStorage(FileSystemStorage):

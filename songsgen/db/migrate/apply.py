@@ -212,7 +212,8 @@ class Applier:
         changed = None if self.tables_of is None else self.tables_of(self._in_group)
         if changed is None:
             return None
-        from songsgen.db.migrate.safety.rules import big_table_rows, table_rows_at_least
+        from songsgen.db.migrate.safety.rules import big_table_rows
+        from songsgen.db.rowcounts import table_rows_at_least
 
         names = self.connection.introspection.django_table_names(only_existing=True, include_views=False)
         limit = big_table_rows()

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from songsgen.db.backup import replaced_when_complete
+from songsgen.db.atomicfile import replaced_when_complete
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
 from songsgen.db.migrate import schema, snapshot

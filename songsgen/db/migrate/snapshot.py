@@ -23,7 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from songsgen.db import backup
+from songsgen.db import atomicfile, backup
 from songsgen.db.backup import pgdump
 from songsgen.db.exceptions import MigrateRefused, SnapshotError, SnapshotUnsupported
 from songsgen.db.problems import summary
@@ -66,13 +66,13 @@ def take_snapshot(connection: BaseDatabaseWrapper, directory: Path) -> Path:
     # the next backup if this process dies before the rename.
     if connection.vendor == "postgresql":
         try:
-            with backup.replaced_when_complete(final, suffix=suffix) as partial:
+            with atomicfile.replaced_when_complete(final, suffix=suffix) as partial:
                 pgdump.dump(connection.settings_dict, partial)
         except pgdump.PgDumpError as exc:
             raise SnapshotError(str(exc)) from exc
         return final
     live = _sqlite_path(connection)
-    with backup.replaced_when_complete(final, suffix=".sqlite3") as partial:
+    with atomicfile.replaced_when_complete(final, suffix=".sqlite3") as partial:
         backup.snapshot(live, partial, timeout=30)
         errors = backup.check_errors(partial, quick=True)
         if errors:

@@ -21,6 +21,7 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
+from songsgen.db import history
 from songsgen.db.backup import (
     READABLE_FORMATS,
     BackupError,
@@ -35,7 +36,6 @@ from songsgen.db.backup import (
 )
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, ReplicaError
-from songsgen.db.migrate import guards
 
 
 class Command(dbrestore.Command):
@@ -176,4 +176,4 @@ class Command(dbrestore.Command):
             for note in result.notes:
                 self.stdout.write(f"Note: {note}.")
         if pending:
-            self.stdout.write(f"Note: {guards.pending_note(pending)}.")
+            self.stdout.write(f"Note: {history.pending_note(pending)}.")

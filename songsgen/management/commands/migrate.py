@@ -31,9 +31,10 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
 from songsgen.cli import non_negative_float, non_negative_int
+from songsgen.db import history
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
-from songsgen.db.migrate import guards, lastrun, marker
+from songsgen.db.migrate import lastrun, marker
 from songsgen.db.migrate import run as safe_migrate
 from songsgen.db.migrate.apply import Applier
 
@@ -69,7 +70,7 @@ class Command(DjangoMigrateCommand):
         "(docs/migrations.md)."
     )
     _typed = False  # run from the command line (run_from_argv), not call_command
-    _foreign: str | None = None  # why the database is not this project's (guards.foreign_database)
+    _foreign: str | None = None  # why the database is not this project's (history.foreign_database)
     _applier: Applier | None = None  # steered by the progress callback while the safe path applies
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -110,7 +111,7 @@ class Command(DjangoMigrateCommand):
         self._foreign = None
         if self._guarded(options) and not options.get("resume_restore") and not options.get("adopt"):
             alias = options.get("database") or DEFAULT_DB_ALIAS
-            self._foreign = guards.foreign_database(connections[alias])
+            self._foreign = history.foreign_database(connections[alias])
             if self._foreign:
                 options["skip_checks"] = True
         return super().execute(*args, **options)

@@ -33,6 +33,7 @@ from django_migration_linter.constants import DJANGO_APPS_WITH_MIGRATIONS
 from songsgen.db.migrate.safety import squawk
 from songsgen.db.migrate.safety.operations import OperationChecker
 from songsgen.db.problems import Problem
+from songsgen.db.rowcounts import bounded_rows
 
 FIXES = {
     "DROP_COLUMN": "Stop using the field in code and deploy that first; drop it in a later release "
@@ -83,30 +84,6 @@ def finding_dict(found: Problem) -> dict[str, object]:
 def big_table_rows() -> int:
     """Rows from which a table counts as big (locks and unique checks matter)."""
     return int(getattr(settings, "MIGRATE_BIG_TABLE_ROWS", 100_000))
-
-
-def bounded_rows(connection: BaseDatabaseWrapper, table: str, limit: int) -> int | None:
-    """How many rows `table` holds, counting no further than `limit`; None when there is no such table."""
-    with connection.cursor() as cursor:
-        if table not in connection.introspection.table_names(cursor):
-            return None
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                           [connection.ops.quote_name(table)])
-            row = cursor.fetchone()
-            if row and row[0] >= limit:
-                return limit
-        quoted = connection.ops.quote_name(table)
-        cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {quoted} LIMIT {max(int(limit), 0)}) AS bounded")
-        return int(cursor.fetchone()[0])
-
-
-def table_rows_at_least(connection: BaseDatabaseWrapper, table: str, limit: int) -> bool:
-    """Whether `table` exists and holds at least `limit` rows (bounded: never counts past `limit`)."""
-    if limit <= 0:
-        return True
-    rows = bounded_rows(connection, table, limit)
-    return rows is not None and rows >= limit
 
 
 class TableRows:

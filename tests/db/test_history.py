@@ -1,4 +1,4 @@
-"""Guard rails (songsgen/db/migrate/guards.py), as real `manage.py` processes on real files and servers.
+"""Guard rails (songsgen/db/history.py), as real `manage.py` processes on real files and servers.
 
 `migrate` leaves another application's database alone; `dbrestore` refuses a backup made by a newer
 release and names what `migrate` will apply after an older one; backup folders are owner-only.
