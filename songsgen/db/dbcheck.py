@@ -1,7 +1,7 @@
-"""`dbcheck` and `dbmaintain`: is the database sound and fast, and keep it so.
+"""`dbcheck`: the registry of checks, the report, and the checks every product shares (plans, sizes).
 
-The hot queries come from settings.SONGSGEN_HOT_QUERIES (name -> dotted path of a callable returning a
-QuerySet; the project's are in songsgen/hot_queries.py), so this module never imports an app's models.
+A check is one function registered under its flag's name with `@register`; each product's `checks`
+module registers its own, so this module imports no product.
 """
 
 from __future__ import annotations
@@ -16,16 +16,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.migrations.executor import MigrationExecutor
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from songsgen.db.backup import replica, safetycopies
-from songsgen.db.migrate import marker, rehearse_leftovers, schema
 from songsgen.db.problems import Problem
 from songsgen.db.rowcounts import table_rows_at_least
 
-CHECKS = ("schema", "integrity", "plans", "sizes", "slots")
+ALWAYS = ""  # the name of a check that runs whichever checks are chosen
 
 
 @dataclass
@@ -35,6 +32,8 @@ class HealthReport:
     problems: list[Problem] = field(default_factory=list)
     plans: dict[str, list[str]] = field(default_factory=dict)
     sizes: dict[str, int | float] = field(default_factory=dict)
+    stopped: bool = False  # a check found what makes every later answer unreliable
+    shared: dict[str, Any] = field(default_factory=dict, repr=False)  # what one check computed for another
 
     @property
     def ok(self) -> bool:
@@ -45,6 +44,49 @@ class HealthReport:
             "database": self.database, "vendor": self.vendor, "ok": self.ok,
             "problems": [p.as_dict() for p in self.problems], "plans": self.plans, "sizes": self.sizes,
         }, indent=2)
+
+
+CheckFunction = Callable[[BaseDatabaseWrapper, HealthReport], None]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    step: int  # checks run in step order
+    listed: int  # flags are listed (and named in "OK: …") in this order
+    function: CheckFunction
+
+
+_registry: list[Check] = []
+
+
+def register(name: str, *, step: int, listed: int | None = None) -> Callable[[CheckFunction], CheckFunction]:
+    """Register a check under the flag `name` (ALWAYS: run whatever is chosen), run at `step`."""
+    def decorate(function: CheckFunction) -> CheckFunction:
+        _registry.append(Check(name, step, step if listed is None else listed, function))
+        return function
+    return decorate
+
+
+def names() -> tuple[str, ...]:
+    """The flags, in the order `dbcheck` lists them: every name a registered check carries."""
+    first: dict[str, int] = {}
+    for item in _registry:
+        if item.name != ALWAYS:
+            first[item.name] = min(first.get(item.name, item.listed), item.listed)
+    return tuple(sorted(first, key=lambda name: first[name]))
+
+
+def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] | None = None) -> HealthReport:
+    """Run the chosen checks (all by default) in step order, stopping where a check says the rest cannot be trusted."""
+    chosen = names() if checks is None else checks
+    report = HealthReport(database=connection.alias, vendor=connection.vendor)
+    for item in sorted(_registry, key=lambda item: item.step):
+        if item.name == ALWAYS or item.name in chosen:
+            item.function(connection, report)
+            if report.stopped:
+                break
+    return report
 
 
 def sizes(connection: BaseDatabaseWrapper) -> dict[str, int | float]:
@@ -112,7 +154,8 @@ def explain(connection: BaseDatabaseWrapper, queryset: QuerySet[Any]) -> tuple[l
     return lines, scans
 
 
-def plan_problems(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
+@register("plans", step=40)
+def plans(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
     """Explain each hot query; a full scan of a big table is an error."""
     limit = int(settings.DBCHECK_BIG_TABLE_ROWS)
     for name, make in hot_queries().items():
@@ -129,109 +172,7 @@ def plan_problems(connection: BaseDatabaseWrapper, report: HealthReport) -> None
                 ))
 
 
-def interrupted_migrate(connection: BaseDatabaseWrapper) -> list[Problem]:
-    """A migrate that died half-way (its marker left, nobody holding the lock), with what the next migrate says."""
-    data = marker.left_by_dead_run(connection, purpose="dbcheck")
-    if data is None:
-        return []
-    # The applied set as migrate reads it (the loader's: squashed migrations counted as migrate counts them).
-    committed, message = marker.verdict(data, set(MigrationExecutor(connection).loader.applied_migrations))
-    if committed:
-        return [Problem("migrate", marker.path(connection).name, message,
-                        fix="manage.py migrate --resume-restore, then manage.py migrate")]
-    return [Problem("migrate", marker.path(connection).name,
-                    f"{message}; run `manage.py migrate`: it clears the marker and carries on",
-                    fix="manage.py migrate")]
-
-
-def slot_problems(connection: BaseDatabaseWrapper) -> list[Problem]:
-    """PostgreSQL: every inactive replication slot of the server, a warning with the WAL it keeps from being
-    recycled (a logical one also holds back VACUUM in the catalogs): nobody consumes it, so the disk fills."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT slot_name, slot_type, database, pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN "
-            "pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn)::bigint, current_database() "
-            "FROM pg_replication_slots WHERE NOT active ORDER BY slot_name"
-        )
-        rows = cursor.fetchall()
-    problems = []
-    for name, kind, database, retained, here in rows:
-        url = "$DATABASE_URL" if database == here else f"<the URL of database {database}>"
-        if name.startswith("songsgen_pgupgrade") or re.fullmatch(r"pg_\d+_sync_\d+_\d+", name):
-            fix = (f"manage.py pgupgrade --cleanup --from {url} (an interrupted pgupgrade's; else drop the "
-                   "subscription that made it on its subscriber)")
-        else:
-            fix = f"SELECT pg_drop_replication_slot('{name}') once nothing will consume it again"
-        keeps = f"keeps {retained / 2**20:,.1f} MiB of WAL" if retained is not None else "keeps no WAL yet"
-        where = f" in database {database}" if database else ""
-        problems.append(Problem("slots", name, f"inactive {kind} replication slot{where} {keeps}; nobody "
-                                f"consumes it, so the WAL grows until the disk fills: {fix}", blocking=False, fix=fix))
-    return problems
-
-
-def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] = CHECKS) -> HealthReport:
-    """Run the chosen checks; a migrate that died half-way is reported whichever are chosen."""
-    report = HealthReport(database=connection.alias, vendor=connection.vendor)
-    report.problems += interrupted_migrate(connection)
-    if "integrity" in checks:
-        report.problems += schema.integrity_problems(connection)
-        if any(p.code == "integrity" for p in report.problems):
-            return report  # a damaged file makes every other answer unreliable
-    expected = None
-    if "schema" in checks:
-        executor = MigrationExecutor(connection)
-        state = schema.applied_state(executor)
-        expected = schema.expected_schema(state, connection)
-        forgotten = schema.forgotten_by_state_only(executor, connection)
-        report.problems += schema.compare_schema(expected, connection, forgotten)
-    if "integrity" in checks and connection.vendor == "postgresql":
-        if expected is None:
-            state = schema.applied_state(MigrationExecutor(connection))
-            expected = schema.expected_schema(state, connection)
-        report.problems += schema.orphan_problems(connection, expected)
-    if "plans" in checks:
-        plan_problems(connection, report)
-    if "sizes" in checks:
-        report.sizes = sizes(connection)
-        if connection.vendor == "sqlite":
-            report.problems += [
-                Problem("sizes", item.path.name,
-                        f"{item.size / 2**20:,.1f} MiB safety copy left by a restore that did not finish; "
-                        f"remove it with `{safetycopies.REMOVE_COMMAND}` once you no longer need it", blocking=False)
-                for item in safetycopies.leftovers(Path(connection.settings_dict["NAME"]))
-            ]
-        report.problems += rehearse_leftovers.dbcheck_problems(connection)  # a killed rehearsal's scratch copies
-    if "slots" in checks and connection.vendor == "postgresql":
-        report.problems += slot_problems(connection)
-    return report
-
-
-def maintain(connection: BaseDatabaseWrapper, *, dry_run: bool, log: Callable[[str], None]) -> list[str]:
-    """Refresh planner statistics, truncate the WAL, VACUUM when much of the file is free; the steps done."""
-    steps: list[str] = []
-
-    def step(sql: str, why: str) -> Any:
-        steps.append(sql)
-        log(("would run " if dry_run else "running ") + f"{sql}  ({why})")
-        if dry_run:
-            return None
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchall() if cursor.description else None
-
-    if connection.vendor == "sqlite":
-        step("PRAGMA optimize", "refresh planner statistics where they are stale")
-        mode = replica.checkpoint_mode(Path(connection.settings_dict["NAME"]), "TRUNCATE")  # PASSIVE if replicating
-        result = step(f"PRAGMA wal_checkpoint({mode})", "copy the WAL into the database and truncate it")
-        if result and result[0][0]:
-            log("checkpoint was busy: a reader held the WAL; run again later")
-        info = sizes(connection)
-        ratio, threshold = info["free_ratio"], float(settings.DBMAINTAIN_VACUUM_FREE_RATIO)
-        if ratio > threshold:
-            step("VACUUM", f"{ratio:.0%} of pages are free, above {threshold:.0%}")
-        else:
-            log(f"no VACUUM: {ratio:.0%} of pages free, threshold {threshold:.0%}")
-    else:
-        step("ANALYZE", "refresh planner statistics")
-        log("no VACUUM: PostgreSQL's autovacuum reclaims space")
-    return steps
+@register("sizes", step=50)
+def database_sizes(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
+    """The database's and the WAL's sizes in the report."""
+    report.sizes = sizes(connection)

@@ -20,7 +20,7 @@ from songsgen.db.atomicfile import (
     replaced_when_complete,
     temp_path,
 )
-from songsgen.db.backup import safetycopies
+from songsgen.db.backup import checks, safetycopies  # checks: registers its dbcheck check
 from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
 from songsgen.db.backup.codec import READS as READABLE_FORMATS
 from songsgen.db.backup.codec import compress, unpack
@@ -36,6 +36,7 @@ from songsgen.db.backup.live import (
     snapshot,
     sqlite_path,
 )
+from songsgen.db.backup.maintain import maintain
 from songsgen.db.backup.restore import RestoreResult, RestoreSteps, restore_sqlite
 from songsgen.db.backup.storage import (
     AtomicFileSystemStorage,
@@ -57,6 +58,7 @@ from songsgen.db.backup.verify import (
 )
 
 __all__ = [
+    "checks", "maintain",
     "atomic_write", "AtomicFileSystemStorage", "backup_created", "backup_filename", "BACKUP_FORMAT",
     "BackupError", "BackupReport", "check_backup", "check_errors", "compress", "copy_into_live",
     "database_label", "frozen_file", "FrozenFile", "latest_backup", "list_backups", "page_size",

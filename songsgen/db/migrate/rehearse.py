@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 SCRATCH_PREFIX = "songsgen_rehearse_"  # PostgreSQL scratch databases
 FILE_PREFIX = ".rehearse-"  # SQLite scratch copies, beside the snapshot
 COMMENT_PREFIX = "songsgen rehearsal of "  # a scratch database's comment, then the live database's name
-CHILD = "songsgen.db.migrate.rehearse_child"
+# -c, not -m: the package imports rehearse_child before `-m` would run it (twice, with a RuntimeWarning).
+CHILD = "import sys; from songsgen.db.migrate.rehearse_child import main; sys.exit(main(sys.argv))"
 
 
 def scratch_comment(settings_dict: dict[str, Any]) -> str:
@@ -210,13 +211,13 @@ def _child_env(settings_dict: dict[str, Any], name: str) -> dict[str, str]:
 
 def _run_child(settings_dict: dict[str, Any], name: str, plan_keys: list[tuple[str, str, bool]],
                log: Callable[[str], None]) -> Rehearsal:
-    """Run the plan in `python -m songsgen.db.migrate.rehearse_child` on the scratch copy `name`; its Rehearsal."""
+    """Run the plan in the rehearsal's process (`rehearse_child.main`) on the scratch copy `name`; its Rehearsal."""
     env = _child_env(settings_dict, name)
     with tempfile.TemporaryDirectory(prefix="songsgen-rehearsal-") as folder:
         result = Path(folder) / "rehearsal.json"
         try:  # its own session: a terminal's Ctrl-C reaches this process, which stops the child
             proc = subprocess.Popen(
-                [sys.executable, "-m", CHILD, json.dumps(plan_keys), str(result), name], env=env,
+                [sys.executable, "-c", CHILD, json.dumps(plan_keys), str(result), name], env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 start_new_session=True,
             )

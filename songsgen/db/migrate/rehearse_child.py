@@ -1,4 +1,4 @@
-"""The rehearsal's own process: `python -m songsgen.db.migrate.rehearse_child PLAN_JSON RESULT_FILE`.
+"""The rehearsal's own process: `main([_, PLAN_JSON, RESULT_FILE, NAME])` in a Python started by rehearse.py.
 
 songsgen/db/migrate/rehearse.py builds the scratch copy and starts this module with the copy's settings in
 `SONGSGEN_REHEARSAL_DATABASE` (and `DATABASE_URL` naming the copy). They replace `DATABASES` before Django is
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -198,6 +197,3 @@ def main(argv: list[str]) -> int:
     result.write_text(json.dumps(payload))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -1,4 +1,4 @@
-"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile — for cron (songsgen/db/dbcheck.py)."""
+"""`manage.py dbmaintain`: statistics, WAL checkpoint, VACUUM when worthwhile, for cron (backup/maintain.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from songsgen.db import dbcheck
+from songsgen.db.backup import maintain
 
 
 class Command(BaseCommand):
@@ -26,4 +26,4 @@ class Command(BaseCommand):
             if verbosity >= 2 or (dry_run and verbosity >= 1):  # quiet for cron; a dry run is asked to talk
                 self.stdout.write(text)
 
-        dbcheck.maintain(connections[database], dry_run=dry_run, log=log)
+        maintain(connections[database], dry_run=dry_run, log=log)
