@@ -1,7 +1,7 @@
 """Consistent SQLite backups and restores that never write over a live file, for django-dbbackup.
 
-The public API: commands, settings, `songsgen/db/migrate/snapshot.py` and the tests import from here, never a
-module of the package. One concern per module:
+The public API: commands, settings, the migrate's snapshot and rehearsal (the one product that uses
+another) and the tests import from here, never a module of the package. One concern per module:
 
 - `files`: a backup linked into place when complete (temporary names and removal: songsgen.db.atomicfile);
 - `storage`: the backup storage, filenames with the database's name and the UTC time, retention;
@@ -9,7 +9,9 @@ module of the package. One concern per module:
 - `live`: the live SQLite file held still, copied as of one instant, copied *into*; all OS-level I/O;
 - `verify`: is a file a sound songsgen database, and `backupcheck`'s report;
 - `restore`: the safe restore; `safetycopies`: the safety copies it keeps, and those killed restores left;
-- `connectors`: the two django-dbbackup connectors (SQLite, pg_dump).
+- `connectors`: the two django-dbbackup connectors (SQLite, pg_dump); `pgdump`: PostgreSQL archives;
+- `replica`, `litestream`, `pitr`: continuous replication and restores from the replica;
+- `maintain`: `dbmaintain`; `checks`: backup's dbcheck check.
 """
 
 from songsgen.db.atomicfile import (
@@ -20,7 +22,7 @@ from songsgen.db.atomicfile import (
     replaced_when_complete,
     temp_path,
 )
-from songsgen.db.backup import checks, safetycopies  # checks: registers its dbcheck check
+from songsgen.db.backup import checks, litestream, pgdump, pitr, replica, safetycopies
 from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
 from songsgen.db.backup.codec import READS as READABLE_FORMATS
 from songsgen.db.backup.codec import compress, unpack
@@ -58,7 +60,7 @@ from songsgen.db.backup.verify import (
 )
 
 __all__ = [
-    "checks", "maintain",
+    "checks", "litestream", "maintain", "pgdump", "pitr", "replica",
     "atomic_write", "AtomicFileSystemStorage", "backup_created", "backup_filename", "BACKUP_FORMAT",
     "BackupError", "BackupReport", "check_backup", "check_errors", "compress", "copy_into_live",
     "database_label", "frozen_file", "FrozenFile", "latest_backup", "list_backups", "page_size",

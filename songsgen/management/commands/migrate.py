@@ -34,9 +34,8 @@ from songsgen.cli import non_negative_float, non_negative_int
 from songsgen.db import history
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
-from songsgen.db.migrate import lastrun, marker
+from songsgen.db.migrate import Applier, lastrun, marker
 from songsgen.db.migrate import run as safe_migrate
-from songsgen.db.migrate.apply import Applier
 
 EXIT_RESTORED, EXIT_REFUSED, EXIT_BROKEN = 1, 2, 3
 Log = Callable[[str], None]
