@@ -24,7 +24,7 @@ $(PGMAJORS)/.fetched: tests/pgmajors.py | $(STAMP)
 	$(PY) -m tests.pgmajors $(PGMAJORS)
 	touch $@
 
-# The peers' migration corpora the corpus tests run through our migrate (tests/db/test_corpora.py):
+# The peers' migration corpora the corpus tests run through our migrate (tests/db/migrate/test_corpora.py):
 # django-migration-linter 4.1.0's sdist, sha256-pinned, only its test apps unpacked into $(CORPORA)
 # (tests/corpora.py). Without them those tests skip, except under CI=true, where that fails.
 CORPORA := .corpora

@@ -323,7 +323,7 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
         "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
         "phases": report.get("seconds", {}), "applied": applied,
         "longest_lock_s": report.get("longest_lock_seconds"),
-        # The target's own lock, measured live as the rehearsal measures it (songsgen/db/lockmeter.py).
+        # The target's own lock, measured live as the rehearsal measures it (songsgen/db/migrate/lockmeter.py).
         "measured_lock_s": next((a.get("lock_seconds") for a in applied if a["migration"] == label), None),
         "rehearsal": rehearsal,
         "error": error[:300] if run["exit"] else "",

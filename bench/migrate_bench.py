@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/migrate_bench.py --sizes 250000,1000000 --users 20000
 
-1. The analytics_data backfill (songs 0003) with songsgen/db/backfill.py — keyset batches, one UPDATE per
+1. The analytics_data backfill (songs 0003) with songsgen/db/migrate/backfill.py — keyset batches, one UPDATE per
    batch — against the seed's pattern: LIMIT/OFFSET batches with one UPDATE per row, time-boxed, plus the
    time of one OFFSET batch near the start and near the end of the table (it grows with the offset).
 2. At the largest size: Django's plain `migrate` of one migration (accounts 0002) against our safe
@@ -33,7 +33,7 @@ def reset(db: Path) -> None:
 def helper_rate(db: Path) -> tuple[int, float]:
     reset(db)
     code = (
-        "from django.db import connection; from songsgen.db.backfill import backfill; import time; "
+        "from django.db import connection; from songsgen.db.migrate.backfill import backfill; import time; "
         "t = time.perf_counter(); "
         "n=backfill(connection, table='songs_song', set_sql=\"analytics_data = json_object('plays', play_count, "
         "'likes', 0)\", pending=\"analytics_data IS NULL OR analytics_data = '{}'\"); "

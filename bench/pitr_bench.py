@@ -135,7 +135,7 @@ def measure(pid: int, seconds: float) -> tuple[float, float, float]:
 
 
 def one_run(seed_db: Path, work: Path, env: dict[str, str], rate: float, seconds: float) -> dict[str, float]:
-    from songsgen.db import replica
+    from songsgen.db.backup import replica
 
     data = work / "data"
     live = fresh(seed_db, data)

@@ -46,7 +46,7 @@ def main() -> None:
 
     def page(qs):
         rows = list(qs.order_by("-created_at", "-id")[:100].values_list("pk", flat=True))
-        count = qs.order_by()[:1101].count()  # the admin's capped count (songsgen/db/pagination.py)
+        count = qs.order_by()[:1101].count()  # the admin's capped count (songsgen/pagination.py)
         return rows, count
 
     def default_admin(term):

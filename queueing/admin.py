@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 
 from queueing.models import CLAIM_ORDER, GenerationQueue, TransitionError
 from songsgen.admin_display import EMPTY, badge, clipped, relative_time
-from songsgen.db.pagination import LargeTableAdminMixin
+from songsgen.pagination import LargeTableAdminMixin
 
 if TYPE_CHECKING:
     from django.contrib.admin.filters import _ListFilterChoices

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
-from songsgen.db.backup import replaced_when_complete
+from songsgen.db.atomicfile import replaced_when_complete
 
 
 @dataclass(frozen=True)

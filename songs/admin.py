@@ -20,7 +20,7 @@ from queueing.models import GenerationQueue
 from songs.models import Song, SongQuerySet
 from songs.services import SongRequest, song_request, validated
 from songsgen.admin_display import EMPTY, badge, clipped, exact_time, relative_time
-from songsgen.db.pagination import LargeTableAdminMixin
+from songsgen.pagination import LargeTableAdminMixin
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import InlineModelAdmin, _FieldsetSpec

@@ -280,7 +280,7 @@ DBBACKUP_SEND_EMAIL = False
 DBBACKUP_GPG_RECIPIENT = os.environ.get("SONGSGEN_BACKUP_GPG_RECIPIENT") or None
 DBBACKUP_GPG_ALWAYS_TRUST = True
 
-# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.replica`)
+# --- Continuous replication (`manage.py replicate`, Litestream; `songsgen.db.backup.replica`)
 # ----------- Any Litestream replica URL (s3://bucket/path, gs://, abs://, sftp://, file:///path),
 # its credentials from Litestream's own environment variables (AWS_ACCESS_KEY_ID, ...). Unset:
 # <data dir>/replica/<database file>.

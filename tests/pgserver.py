@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from songsgen.db import pgdump
+from songsgen.db import pgconn
 from songsgen.db.exceptions import PgDumpError
 from tests import pgmajors
 
@@ -39,7 +39,7 @@ def find_bindir(major: int | None = None) -> Path | None:
     backups; with it, that major's (Debian's /usr/lib/postgresql/N, else the fetched wheels' folder)."""
     if major is None:
         try:
-            folder = Path(pgdump.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
+            folder = Path(pgconn.tool("initdb")).resolve().parent  # the real folder, not a symlink farm
         except PgDumpError:
             return None
         return folder if (folder / "pg_ctl").is_file() else None

@@ -25,5 +25,5 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
 # in a subprocess (whose own settings keep the default), or pass safe=True.
 MIGRATE_SAFE_BY_DEFAULT = False
 
-# A test-only app with every column type the cross-database transfer must carry (tests/db/test_transfer.py).
+# A test-only app with every column type the cross-database transfer must carry (tests/db/move/test_transfer.py).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.db.transfer_fixtures.apps.TransferFixturesConfig"]  # noqa: F405

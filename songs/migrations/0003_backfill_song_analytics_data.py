@@ -8,7 +8,7 @@ import sys
 
 from django.db import migrations
 
-from songsgen.db.backfill import backfill
+from songsgen.db.migrate.backfill import backfill
 
 SQL = {
     "sqlite": ("analytics_data = json_object('plays', play_count, 'likes', 0)",

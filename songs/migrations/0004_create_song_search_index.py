@@ -8,7 +8,7 @@ import sys
 
 from django.db import migrations
 
-from songsgen.db.backfill import run_in_batches
+from songsgen.db.migrate.backfill import run_in_batches
 
 FTS = "songs_song_search"
 

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import migrations, models
 
-from songsgen.db.operations import AddIndexConcurrently
+from songsgen.db.migrate.operations import AddIndexConcurrently
 
 
 class Migration(migrations.Migration):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from songsgen.db import pgdump
+from songsgen.db import pgconn
 from songsgen.db.exceptions import DatabaseBusy
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _read_holder(fd: int) -> Holder:
 def _pg_connect(settings_dict: dict[str, Any], application_name: str) -> psycopg.Connection[TupleRow]:
     import psycopg
 
-    params = {"connect_timeout": 10, **pgdump.connect_params(settings_dict)}
+    params = {"connect_timeout": 10, **pgconn.connect_params(settings_dict)}
     return psycopg.connect(autocommit=True, application_name=application_name, **params)
 
 

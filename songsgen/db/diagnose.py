@@ -13,7 +13,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from songsgen.db.guards import shown_path
+from songsgen.db.history import shown_path
 
 MIGRATE = "Run `manage.py migrate` first."
 PG_ADVICE = (

@@ -12,7 +12,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db.exceptions import DatabaseNotReady
-from songsgen.db.guards import shown_path, sqlite_file
+from songsgen.db.history import shown_path, sqlite_file
 
 MIGRATE = "Run `manage.py migrate` first."
 SHOWN = 3  # migrations a message names before "and N more"

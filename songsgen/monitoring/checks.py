@@ -17,7 +17,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 
-from songsgen.db import diagnose, guards
+from songsgen.db import diagnose, history
 from songsgen.db.exceptions import BackupError
 from songsgen.monitoring import probes
 
@@ -127,7 +127,7 @@ class MigrationsCheck(SongsgenCheck):
     name = "migrations"
 
     def check(self, connection: BaseDatabaseWrapper) -> None:
-        gap = guards.history_gap(MigrationRecorder(connection).applied_migrations())
+        gap = history.history_gap(MigrationRecorder(connection).applied_migrations())
         if gap.behind:
             raise ServiceUnavailable(f"{len(gap.behind)} migration(s) not applied: {names(gap.behind)}. "
                                      "Run `manage.py migrate` (docs/migrations.md).")

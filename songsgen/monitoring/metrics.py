@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from songsgen.db.runstatus import RECORDED
+from songsgen.db.migrate.runstatus import RECORDED
 from songsgen.monitoring import probes
 
 logger = logging.getLogger("songsgen.monitoring")

@@ -17,10 +17,11 @@ from django.db import DatabaseError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.module_loading import import_string
 
-from songsgen.db import health, lastrun, marker, snapshot
+from songsgen.db import dbcheck
 from songsgen.db.backup import StoredBackup, database_label, list_backups
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy
+from songsgen.db.migrate import lastrun, marker, snapshot
 
 
 def _now() -> datetime:
@@ -87,7 +88,7 @@ def migrate_state(connection: BaseDatabaseWrapper) -> MigrateState:
 
 
 def last_migrate(connection: BaseDatabaseWrapper) -> dict[str, Any] | None:
-    """The last guarded migrate's recorded outcome (`songsgen.db.lastrun`), or None."""
+    """The last guarded migrate's recorded outcome (`songsgen.db.migrate.lastrun`), or None."""
     return lastrun.read(connection)
 
 
@@ -127,11 +128,11 @@ def data_free_bytes() -> int:
 def database_sizes(connection: BaseDatabaseWrapper) -> dict[str, int]:
     """Database and WAL bytes; on PostgreSQL the WAL only where the role may (pg_monitor)."""
     if connection.vendor != "postgresql":
-        figures = health.sizes(connection)  # file sizes and PRAGMAs: no transaction (no write lock)
+        figures = dbcheck.sizes(connection)  # file sizes and PRAGMAs: no transaction (no write lock)
     else:
         try:
             with transaction.atomic(using=connection.alias):  # a refusal must not spoil the session
-                figures = health.sizes(connection)
+                figures = dbcheck.sizes(connection)
         except DatabaseError:
             # pg_ls_waldir() needs pg_monitor; the database's size needs no privilege
             figures = {"database_bytes": snapshot.database_size(connection)}
@@ -152,14 +153,14 @@ class Replication:
 
 def replication_configured() -> bool:
     """Whether replication is asked for (SONGSGEN_REPLICA_URL, or another reader named)."""
-    from songsgen.db import replica
+    from songsgen.db.backup import replica
 
     return replica.asked_for() or bool(getattr(settings, "REPLICATION_STATUS", ""))
 
 
 def replication(connection: BaseDatabaseWrapper) -> Replication:
     """Where replication stands: Litestream's, read from `manage.py replicate`
-    (`songsgen.db.replica`), unless settings.REPLICATION_STATUS names another reader (a
+    (`songsgen.db.backup.replica`), unless settings.REPLICATION_STATUS names another reader (a
     callable(connection) returning Replication)."""
     reader = getattr(settings, "REPLICATION_STATUS", "")
     if reader:
@@ -167,7 +168,7 @@ def replication(connection: BaseDatabaseWrapper) -> Replication:
         return status
     if connection.vendor != "sqlite":
         return Replication(configured=False)
-    from songsgen.db import replica
+    from songsgen.db.backup import replica
 
     found = replica.replication_status(connection.settings_dict)
     if not (replica.asked_for() or found.running):

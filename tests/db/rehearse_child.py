@@ -1,6 +1,6 @@
 """`python -m tests.db.rehearse_child SNAPSHOT PLAN_JSON`: rehearse a plan in a process of its own, print JSON.
 
-Its own process so the rehearsal's child (songsgen/db/rehearse_child.py) inherits tests.settings_fixture.
+Its own process so the rehearsal's child (songsgen/db/migrate/rehearse_child.py) inherits tests.settings_fixture.
 
 Run with DJANGO_SETTINGS_MODULE=tests.settings_fixture so the test-only app tests/migrations_fixture is
 installed here and nowhere else; the live database is the one DATABASE_URL names.
@@ -25,7 +25,7 @@ def main() -> None:
     django.setup()
     from django.db import connection, connections
 
-    from songsgen.db.rehearse import format_report, rehearse
+    from songsgen.db.migrate.rehearse import format_report, rehearse
 
     trace = None
     if os.environ.get("REHEARSE_TRACE"):

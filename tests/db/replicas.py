@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from songsgen.db import replica
+from songsgen.db.backup import replica
 from tests.conftest import REPO
 
 

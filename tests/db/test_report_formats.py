@@ -8,9 +8,8 @@ import pytest
 from django.db import connection
 
 from songsgen.boundary import ExitCode
-from songsgen.db import lastrun
-from songsgen.db.migrate import Report
-from songsgen.db.runstatus import RECORDED, SUCCESS, RunStatus
+from songsgen.db.migrate import Report, lastrun
+from songsgen.db.migrate.runstatus import RECORDED, SUCCESS, RunStatus
 
 # `migrate --json`'s keys before report_format 2, and each findings[] entry's.
 MIGRATE_KEYS = {

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from songsgen.db import marker
+from songsgen.db.migrate import marker
 from songsgen.monitoring.checks import duration
 from songsgen.monitoring.probes import Replication
 from tests.conftest import REPO
@@ -140,7 +140,7 @@ def test_write_lock_held_is_500_naming_database(client, fresh_backup):
     else:
         import psycopg
 
-        from songsgen.db.pgdump import connect_params
+        from songsgen.db.pgconn import connect_params
 
         holder = psycopg.connect(**connect_params(connection.settings_dict))
         holder.execute("LOCK TABLE django_migrations IN EXCLUSIVE MODE")

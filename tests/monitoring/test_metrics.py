@@ -15,8 +15,8 @@ from django.utils import timezone
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from queueing.models import GenerationQueue
-from songsgen.db import marker
 from songsgen.db.backup import backup_created
+from songsgen.db.migrate import marker
 from tests.monitoring.conftest import bearer, job, scrape, value
 
 

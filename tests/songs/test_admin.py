@@ -196,7 +196,7 @@ def test_song_change_page_queries_fixed_and_shows_queue(admin_client, songs):
 
 
 def test_deep_pages_read_ids_first_and_keep_order(admin_client, songs, settings):
-    from songsgen.db import pagination
+    from songsgen import pagination
 
     url = reverse("admin:songs_song_changelist")
     from songs.admin import SongAdmin

@@ -15,9 +15,9 @@ from dbbackup.db.base import BaseDBConnector
 from dbbackup.db.postgresql import PgDumpBinaryConnector
 from django.conf import settings
 
-from songsgen.db import guards, pgdump
-from songsgen.db.backup import codec, live, verify
-from songsgen.db.backup.files import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
+from songsgen.db import history
+from songsgen.db.atomicfile import TEMP_PREFIX, private_dir, remove_file, remove_stale_temp_files, temp_path
+from songsgen.db.backup import codec, live, pgdump, verify
 from songsgen.db.backup.restore import RestoreResult, restore_sqlite
 from songsgen.db.backup.storage import backup_filename, database_label
 from songsgen.db.exceptions import BackupError, PgDumpError
@@ -127,7 +127,7 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
     """django-dbbackup's pg_dump (custom format) connector, with our filenames and our restore.
 
     The restore is checked first (a readable archive of a songsgen database), then applied as one
-    transaction that also drops what the archive does not hold (`songsgen.db.pgdump`): other
+    transaction that also drops what the archive does not hold (`songsgen.db.backup.pgdump`): other
     sessions see the old database or the restored one, and a failure leaves the old one.
     django-dbbackup's own `pg_restore --clean` would leave tables created since the backup behind.
     """
@@ -139,9 +139,9 @@ class PostgresDumpConnector(_NamingMixin, PgDumpBinaryConnector):
             with open(archive, "wb") as out:
                 shutil.copyfileobj(dump, out, 1 << 20)
             pgdump.check_songsgen_archive(self.settings, archive)
-            gap = guards.history_gap(pgdump.recorded_migrations(self.settings, archive))
+            gap = history.history_gap(pgdump.recorded_migrations(self.settings, archive))
             if gap.ahead:
-                raise BackupError(guards.newer_release(gap.ahead))
+                raise BackupError(history.newer_release(gap.ahead))
             pgdump.restore(self.settings, archive)
             self.pending = gap.behind
         except PgDumpError as exc:

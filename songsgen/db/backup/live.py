@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from songsgen.db import replica
+from songsgen.db.backup import replica
 from songsgen.db.exceptions import BackupError
 from songsgen.db.problems import Problem
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from songsgen.db import guards
+from songsgen.db import history
+from songsgen.db.atomicfile import remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup import codec, live, safetycopies, verify
-from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.exceptions import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.problems import Problem, summary
 
@@ -75,7 +75,7 @@ def restore_sqlite(stream: IO[bytes], target: Path, *, timeout: float, log: Log 
             codec.unpack(stream, candidate)
             verify.readable(candidate)
             verify.songsgen(candidate)
-            pending = guards.history_gap(verify.recorded_migrations(candidate) or set()).behind
+            pending = history.history_gap(verify.recorded_migrations(candidate) or set()).behind
             log(f"Backup unpacked: {candidate.stat().st_size / 2**20:.1f} MiB, a songsgen database.")
             if safety is not None:
                 try:

@@ -15,7 +15,8 @@ from dbbackup import settings as dbbackup_settings
 from dbbackup import utils as dbbackup_utils
 from django.core.files.storage import FileSystemStorage
 
-from songsgen.db.backup.files import TEMP_PREFIX, atomic_write, private_dir
+from songsgen.db.atomicfile import TEMP_PREFIX, private_dir
+from songsgen.db.backup.files import atomic_write
 from songsgen.db.exceptions import BackupError
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from songsgen.db import guards
+from songsgen.db import history
+from songsgen.db.atomicfile import remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.backup.codec import unpack
-from songsgen.db.backup.files import remove_file, remove_stale_temp_files, temp_path
 from songsgen.db.exceptions import BackupError
 from songsgen.db.problems import Problem, summary
 
@@ -42,7 +42,7 @@ def project_migration_roots() -> dict[str, set[str]]:
     """For each of the project's own apps (not Django's or third parties'), its first migrations."""
     from django.db.migrations.loader import MigrationLoader
 
-    ours = guards.project_apps()
+    ours = history.project_apps()
     loader = MigrationLoader(None, ignore_no_migrations=True, load=False)
     loader.load_disk()
     roots: dict[str, set[str]] = {}
@@ -79,8 +79,8 @@ def songsgen_errors(path: Path) -> list[Problem]:
     if missing:
         return [Problem("history", str(path), f"its django_migrations table lacks this project's migrations "
                         f"({', '.join(missing)}): a backup of another Django project?")]
-    if ahead := guards.history_gap(recorded).ahead:
-        return [Problem("history", str(path), guards.newer_release(ahead))]
+    if ahead := history.history_gap(recorded).ahead:
+        return [Problem("history", str(path), history.newer_release(ahead))]
     return []
 
 

@@ -15,8 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from songsgen.cli import positive_hours
-from songsgen.db import pitr
-from songsgen.db.backup import backup_created, check_backup, database_label, latest_backup
+from songsgen.db.backup import backup_created, check_backup, database_label, latest_backup, pitr
 from songsgen.db.exceptions import BackupError, ReplicaError
 from songsgen.db.problems import Problem, summary
 

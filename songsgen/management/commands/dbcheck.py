@@ -7,7 +7,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from songsgen.db import health
+import songsgen.db.backup  # noqa: F401  (each product's package registers its checks)
+import songsgen.db.migrate  # noqa: F401
+import songsgen.db.move  # noqa: F401
+from songsgen.db import dbcheck
 
 
 class Command(BaseCommand):
@@ -17,14 +20,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        for name in health.CHECKS:
+        for name in dbcheck.names():
             parser.add_argument(f"--{name}", action="store_true", help=f"Run the {name} check (default: all).")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
 
     def handle(self, *args: Any, json: bool, database: str, verbosity: int, **options: Any) -> None:
-        checks = tuple(name for name in health.CHECKS if options[name]) or health.CHECKS
-        report = health.check(connections[database], checks)
+        checks = tuple(name for name in dbcheck.names() if options[name]) or dbcheck.names()
+        report = dbcheck.check(connections[database], checks)
         if json:
             self.stdout.write(report.as_json())
         elif verbosity >= 1:

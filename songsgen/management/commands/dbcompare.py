@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair
-from songsgen.db.compare import Comparison, TableComparison, compare_databases, render
 from songsgen.db.exceptions import DatabaseUnavailable
+from songsgen.db.move import Comparison, TableComparison, compare_databases, render
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from songsgen.db import health
+from songsgen.db.backup import maintain
 
 
 class Command(BaseCommand):
@@ -27,4 +27,4 @@ class Command(BaseCommand):
             if verbosity >= 2 or (dry_run and verbosity >= 1):
                 self.stdout.write(text)
 
-        health.maintain(connections[database], dry_run=dry_run, log=log)
+        maintain(connections[database], dry_run=dry_run, log=log)

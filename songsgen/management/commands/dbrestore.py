@@ -12,8 +12,16 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from songsgen.cli import non_negative_float
-from songsgen.db import guards, pitr, replica
-from songsgen.db.backup import READABLE_FORMATS, database_label, latest_backup, safetycopies, sqlite_path
+from songsgen.db import history
+from songsgen.db.backup import (
+    READABLE_FORMATS,
+    database_label,
+    latest_backup,
+    pitr,
+    replica,
+    safetycopies,
+    sqlite_path,
+)
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import BackupError, DatabaseBusy, ReplicaError, RestoreUndone, RestoreUnverified
 
@@ -158,4 +166,4 @@ class Command(dbrestore.Command):
             for note in result.notes:
                 self.stdout.write(f"Note: {note}.")
         if pending:
-            self.stdout.write(f"Note: {guards.pending_note(pending)}.")
+            self.stdout.write(f"Note: {history.pending_note(pending)}.")

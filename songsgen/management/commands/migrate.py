@@ -25,12 +25,12 @@ from django.db.migrations.migration import Migration
 
 from songsgen.boundary import ExitCode
 from songsgen.cli import non_negative_float, non_negative_int
-from songsgen.db import guards, lastrun, marker
-from songsgen.db import migrate as safe_migrate
-from songsgen.db.apply import Applier
+from songsgen.db import history
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
-from songsgen.db.runstatus import RunStatus
+from songsgen.db.migrate import Applier, lastrun, marker
+from songsgen.db.migrate import run as safe_migrate
+from songsgen.db.migrate.runstatus import RunStatus
 
 Log = Callable[[str], None]
 
@@ -63,7 +63,7 @@ class Command(DjangoMigrateCommand):
         "(docs/migrations.md)."
     )
     _typed = False  # run from the command line (run_from_argv), not call_command
-    _foreign: str | None = None  # why the database is not this project's (guards.foreign_database)
+    _foreign: str | None = None  # why the database is not this project's (history.foreign_database)
     _applier: Applier | None = None  # steered by the progress callback while the safe path applies
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -104,7 +104,7 @@ class Command(DjangoMigrateCommand):
         self._foreign = None
         if self._guarded(options) and not options.get("resume_restore") and not options.get("adopt"):
             alias = options.get("database") or DEFAULT_DB_ALIAS
-            self._foreign = guards.foreign_database(connections[alias])
+            self._foreign = history.foreign_database(connections[alias])
             if self._foreign:
                 options["skip_checks"] = True
         return super().execute(*args, **options)

@@ -14,13 +14,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import non_negative_float, poll_seconds
-from songsgen.db import pgupgrade as up
-from songsgen.db import pgupgrade_leftovers as lo
-from songsgen.db.compare import TableComparison, render
-from songsgen.db.cutover import Bouncer, Cutover, cut_over
 from songsgen.db.dblock import database_lock
 from songsgen.db.exceptions import DatabaseBusy, DatabaseUnavailable, UpgradeError
-from songsgen.db.external import mask_url, settings_for_url
+from songsgen.db.move import Bouncer, Cutover, TableComparison, cut_over, mask_url, render, settings_for_url
+from songsgen.db.move import pgupgrade as up
+from songsgen.db.move import pgupgrade_leftovers as lo
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from songsgen.db import litestream, replica
+from songsgen.db.backup import litestream, replica
 from songsgen.db.exceptions import ReplicaError
 
 

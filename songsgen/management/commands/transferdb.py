@@ -8,9 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from songsgen.cli import add_database_pair, non_negative_float, positive_int
-from songsgen.db.compare import TableComparison, render
 from songsgen.db.exceptions import TransferError
-from songsgen.db.transfer import DEFAULT_BATCH_SIZE, Progress, describe, transfer
+from songsgen.db.move import DEFAULT_BATCH_SIZE, TableComparison, describe, render, transfer
+from songsgen.progress import Progress
 
 
 class Command(BaseCommand):

@@ -63,7 +63,7 @@ def seed(label: str, rows: int) -> dict[str, int]:
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
-    from songsgen.db.schema import applied_state
+    from songsgen.db.migrate.schema import applied_state
 
     state = applied_state(MigrationExecutor(connection))
     todo = [m for m in state.apps.get_models() if m._meta.app_label == label]

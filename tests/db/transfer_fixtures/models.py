@@ -30,7 +30,7 @@ class Sample(models.Model):
 
 
 class Hashed(models.Model):
-    """Every column type the database hashes itself for the proof (songsgen.db.rowhash), keyed by a UUID."""
+    """Every column type the database hashes itself for the proof (songsgen.db.move.rowhash), keyed by a UUID."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     flag = models.BooleanField(default=False)

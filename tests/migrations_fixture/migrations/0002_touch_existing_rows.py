@@ -4,7 +4,7 @@ Atomic (the default): one UPDATE inside the migration's transaction, bounded to 
 id. On SQLite one transaction over a 1M-song table holds the write lock for 30–70 s (the search index's trigger
 fires per title), longer than any writer's busy timeout: a migration of that size is written as the
 non-atomic variant below (bench/README.md).
-SONGSGEN_FIXTURE_ATOMIC=0: non-atomic, and the touch is a batched backfill of every song (songsgen/db/backfill.py):
+SONGSGEN_FIXTURE_ATOMIC=0: non-atomic, and the touch is a batched backfill of every song (songsgen/db/migrate/backfill.py):
 each batch commits on its own, so writers wait one batch at most, and running it again continues where it
 stopped. Its reverse is batched too. Both directions touch only the rows the other changed (the title suffix)."""
 
@@ -12,7 +12,7 @@ import os
 
 from django.db import migrations, models
 
-from songsgen.db.backfill import backfill
+from songsgen.db.migrate.backfill import backfill
 
 ATOMIC = os.environ.get("SONGSGEN_FIXTURE_ATOMIC", "1") != "0"
 TOUCH_LIMIT = 10_000

@@ -1,4 +1,4 @@
-# Deliberately unsafe on a big songs_song, for the safety checks' tests (tests/db/test_squawk.py); only
+# Deliberately unsafe on a big songs_song, for the safety checks' tests (tests/db/migrate/safety/test_squawk.py); only
 # ever judged by `migrate --check-safety`, never applied.
 
 from django.db import migrations, models
