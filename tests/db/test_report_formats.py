@@ -8,7 +8,8 @@ import pytest
 from django.db import connection
 
 from songsgen.boundary import ExitCode
-from songsgen.db.migrate import Report, lastrun
+from songsgen.db.migrate import lastrun
+from songsgen.db.migrate.run import Report
 from songsgen.db.migrate.runstatus import RECORDED, SUCCESS, RunStatus
 
 # `migrate --json`'s keys before report_format 2, and each findings[] entry's.

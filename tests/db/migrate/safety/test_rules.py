@@ -9,7 +9,7 @@ from django.db import connection, models
 from django.db.migrations import Migration, operations
 from django.db.migrations.executor import MigrationExecutor
 
-from songsgen.db import squawk
+from songsgen.db.migrate.safety import squawk
 from songsgen.db.migrate.safety.check import FIXES, check_plan, finding, merge_squawk
 from songsgen.db.migrate.safety.rules import RULES, Change, rule, squawk_same_as, squawk_size_sensitive
 
