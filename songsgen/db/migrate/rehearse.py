@@ -37,7 +37,7 @@ SCRATCH_PREFIX = "songsgen_rehearse_"  # PostgreSQL scratch databases
 FILE_PREFIX = ".rehearse-"  # SQLite scratch copies, beside the snapshot
 # a scratch database's comment, then the live database's name
 COMMENT_PREFIX = "songsgen rehearsal of "
-CHILD = "songsgen.db.migrate.rehearse_child"
+CHILD = "import sys; from songsgen.db.migrate.rehearse_child import main; sys.exit(main(sys.argv))"
 
 
 def scratch_comment(settings_dict: dict[str, Any]) -> str:
