@@ -194,7 +194,7 @@ DJT_RUN = textwrap.dedent('''
     from django_tasks_db.models import DBTaskResult
     from djt_tasks import noop
     n = int(sys.argv[1])
-    call_command("migrate", verbosity=0, safe=False)
+    call_command("migrate", verbosity=0)  # plain Django: the peer has no safe migrate
     DBTaskResult.objects.all().delete()
     with transaction.atomic():
         for i in range(n):
