@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 
 from tests.conftest import REPO
+from tests.db.conftest import app_env, run_migrate
 from tests.db.dbstate import database_state
 
 ROWS = 2_000
@@ -23,9 +24,7 @@ HALF_DONE = "Add field half_done to song (nonatomic_fixture.0003_half_done)"
 
 @pytest.fixture
 def na_env(subprocess_env, tmp_path):
-    env = dict(subprocess_env, DJANGO_SETTINGS_MODULE="tests.settings_nonatomic", SONGSGEN_DATA_DIR=str(tmp_path))
-    env.pop("SONGSGEN_BACKUP_DIR", None)
-    return env
+    return app_env(subprocess_env, tmp_path, "tests.settings_nonatomic")
 
 
 @pytest.fixture
@@ -33,8 +32,7 @@ def migrate(na_env):
     """Run the safe migrate (typed, as a user would) in a subprocess; returns CompletedProcess."""
 
     def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", *args],
-                              env=dict(na_env, **extra_env), cwd=REPO, capture_output=True, text=True, timeout=180)
+        return run_migrate(dict(na_env, **extra_env), *args, timeout=180)
 
     yield run
     connection.close()

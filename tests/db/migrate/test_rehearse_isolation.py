@@ -13,14 +13,13 @@ import hashlib
 import json
 import sqlite3
 import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.conftest import REPO
+from tests.db.conftest import app_env, run_migrate
 from tests.db.dbstate import database_state
 from tests.factories import make_song, make_user
 
@@ -31,9 +30,7 @@ APP = "rehearse_fixture"
 
 @pytest.fixture
 def rehearse_env(subprocess_env, tmp_path) -> dict[str, str]:
-    env = dict(subprocess_env, DJANGO_SETTINGS_MODULE="tests.settings_rehearse", SONGSGEN_DATA_DIR=str(tmp_path))
-    env.pop("SONGSGEN_BACKUP_DIR", None)
-    return env
+    return app_env(subprocess_env, tmp_path, "tests.settings_rehearse")
 
 
 @pytest.fixture
@@ -41,8 +38,7 @@ def migrate(rehearse_env):
     """Run the safe migrate (typed, as a user would) in a subprocess with the fixture app installed."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", *args], env=rehearse_env,
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        return run_migrate(rehearse_env, *args, timeout=300)
 
     yield run
     run(APP, "zero", "--plain", "-v0")
