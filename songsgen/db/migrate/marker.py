@@ -136,7 +136,7 @@ def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str
     """With the lock held: a marker means a dead run. Carry on if it committed nothing, else refuse. A stopped
     record: carry on, if the plan finishes the migration it left half-applied."""
     stopped = read(connection, stopped_path(connection))
-    left = resume_point(connection)
+    left = Progress.from_dict(stopped.get("partial")) if stopped else None  # resume_point, read once
     data = read(connection)
     if data is None and left is not None and plan and left.migration not in plan:
         raise MigrateRefused(

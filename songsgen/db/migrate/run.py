@@ -27,7 +27,6 @@ from songsgen.db.migrate.runstatus import RunStatus
 from songsgen.db.migrate.safety.check import check_plan, finding_dict, finding_line
 from songsgen.db.migrate.schema import applied_state
 from songsgen.db.migrate.verify import after_commit_problems, in_transaction, part, tables_changed_by, verify
-from songsgen.db.problems import Problem
 
 Plan = list[tuple[Migration, bool]]
 __all__ = ["Options", "Report", "run"]
@@ -106,11 +105,6 @@ def describe_plan(plan: Plan) -> list[PlanStep]:
     ]
 
 
-def safety_findings(connection: BaseDatabaseWrapper, executor: MigrationExecutor, plan: Plan) -> list[Problem]:
-    """Run the safety checks on the plan, from the state of what is applied now."""
-    return check_plan(connection, plan, applied_state(executor))
-
-
 # --- the whole path ---------------------------------------------------------------------------------
 @dataclass
 class Options:
@@ -161,7 +155,8 @@ def run(
             flags.append("non-atomic")
         log(f"  {direction} {step.migration}" + (f"  [{', '.join(flags)}]" if flags else ""))
 
-    findings = safety_findings(connection, executor, plan)
+    state = applied_state(executor)  # what is applied now: the safety checks and the applier start from it
+    findings = check_plan(connection, plan, state)
     report.findings = [finding_dict(f) for f in findings]
     report.seconds["safety"] = round(time.monotonic() - clock, 3)
     unsafe = [f for f in findings if f.blocking]
@@ -204,7 +199,7 @@ def run(
             return report
     marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
-        applier.tables_of = tables_changed_by(plan, applied_state(executor))
+        applier.tables_of = tables_changed_by(plan, state)
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied

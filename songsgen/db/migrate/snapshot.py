@@ -140,7 +140,8 @@ def check_room(connection: BaseDatabaseWrapper, directory: Path, *, scratch: boo
     also for the rehearsal's scratch copy of the snapshot, which SQLite keeps beside it)."""
     check_writable(directory)
     factor = float(settings.MIGRATE_BACKUP_SIZE_FACTOR)
-    needed = room_needed(connection) + (int(database_size(connection) * factor) if scratch else 0)
+    part = int(database_size(connection) * factor)  # measured once for the backup and the scratch copy
+    needed = part + int(settings.MIGRATE_BACKUP_MARGIN_BYTES) + (part if scratch else 0)
     free = shutil.disk_usage(directory).free
     if free < needed:
         what = "the backup and the rehearsal's scratch copy" if scratch else "the backup"

@@ -25,14 +25,14 @@ SQLITE = "django.db.backends.sqlite3"
 POSTGRESQL = "django.db.backends.postgresql"
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
+def mask_url(url: str, *, mask: str = ":***") -> str:
+    """The URL with its password replaced by `mask` (*** for messages and logs; "" drops it)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{mask}@{netloc[1]}"))
 
 
 def settings_for_url(url: str) -> dict[str, Any]:

@@ -124,6 +124,11 @@ def code_tables(conn: psycopg.Connection) -> list[Table]:
     return [t for t in dependency_order() if t.name in present]
 
 
+def exists(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the table `name` exists on this connection's database."""
+    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() not in (None, (None,))
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -263,7 +268,7 @@ def wait_for_lock(source: Side, *, interval: float) -> None:
 def switched(target: Side) -> bool:
     """True when an earlier run cut over to this target (marker row 2): its data is live now."""
     with connect(target, role="target") as conn:
-        if conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() in (None, (None,)):
+        if not exists(conn, NAME):
             return False
         return conn.execute(f"SELECT 1 FROM {NAME} WHERE id = {SWITCHED}").fetchone() is not None
 

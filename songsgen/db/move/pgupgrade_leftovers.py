@@ -10,28 +10,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from songsgen.db.exceptions import UpgradeError
 from songsgen.db.move.external import mask_url
-from songsgen.db.move.pgupgrade import MY_SUBSCRIPTION, NAME, Run, Side, code_tables, connect, quote, url_params
+from songsgen.db.move.pgupgrade import MY_SUBSCRIPTION, NAME, Run, Side, code_tables, connect, exists, quote, url_params
 from songsgen.db.move.tables import MIGRATIONS_TABLE
 
 RECORDS = f"{NAME}_runs"
 OURS = NAME.replace("_", r"\_") + "%"  # LIKE: our publications, slots and subscriptions
 SYNC = r"pg\_%\_sync\_%"  # LIKE: any subscription's table-sync slot
 CLEANUP = "manage.py pgupgrade --cleanup --from"
-
-
-def without_password(url: str) -> str:
-    """The URL as recorded on the source: everything but the password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user, host = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}@{host}"))
 
 
 @dataclass(frozen=True)
@@ -58,12 +48,8 @@ class Record:
                 f"on {self.host}")
 
 
-def _records_exist(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (RECORDS,)).fetchone() not in (None, (None,))
-
-
 def _records(conn: psycopg.Connection, oid: int) -> list[Record]:
-    if not _records_exist(conn):
+    if not exists(conn, RECORDS):
         return []
     rows = conn.execute(f"SELECT id, target, subid, sysid, started_at, pid, host, switched_at FROM {RECORDS} "
                         "ORDER BY started_at").fetchall()
@@ -85,7 +71,7 @@ def record(source: Side, run: Run, target: Side) -> None:
             "switched_at timestamptz)"
         )
         conn.execute(f"INSERT INTO {RECORDS} (id, target, pid, host) VALUES (%s, %s, %s, %s)",
-                     (run.id, without_password(target.url), os.getpid(), socket.gethostname()))
+                     (run.id, mask_url(target.url, mask=""), os.getpid(), socket.gethostname()))
 
 
 def record_subscription(source: Side, target: Side, run: Run) -> None:
@@ -199,8 +185,8 @@ def survey(source: Side, *, given: Sequence[str] = (), current: Side | None = No
             (OURS, SYNC))]
         publications = [r[0] for r in conn.execute("SELECT pubname FROM pg_publication WHERE pubname LIKE %s",
                                                    (OURS,))]
-        marker = conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() not in (None, (None,))
-        table = _records_exist(conn)
+        marker = exists(conn, NAME)
+        table = exists(conn, RECORDS)
     runs = {r.run.id: Abandoned(r.run, r) for r in recs}
     for name in publications:
         found = _run_of(name, NAME)
@@ -329,10 +315,10 @@ def _tidy(source: Side, *, marker: bool) -> list[str]:
     """The source's marker table (`marker`), and the record table once no run is recorded."""
     lines = []
     with connect(source, role="source") as conn:
-        if marker and conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() not in (None, (None,)):
+        if marker and exists(conn, NAME):
             conn.execute(f"DROP TABLE {NAME}")
             lines.append(f"removed marker table {NAME}")
-        if _records_exist(conn) and conn.execute(f"SELECT 1 FROM {RECORDS} LIMIT 1").fetchone() is None:
+        if exists(conn, RECORDS) and conn.execute(f"SELECT 1 FROM {RECORDS} LIMIT 1").fetchone() is None:
             conn.execute(f"DROP TABLE {RECORDS}")
     return lines
 
@@ -362,7 +348,7 @@ def remove(source: Side, found: Leftovers, *, report: Callable[[str], None]) -> 
 def on_target(target: Side) -> bool:
     """The target holds an earlier run's subscription or marker table (may be emptied, reused)."""
     with connect(target, role="target") as conn:
-        marker = conn.execute("SELECT to_regclass(%s)", (NAME,)).fetchone() not in (None, (None,))
+        marker = exists(conn, NAME)
     return marker or bool(_subscriptions(target.params))
 
 

@@ -159,11 +159,7 @@ class Command(DjangoMigrateCommand):
                     # backfill's progress) goes to stderr. self.stdout keeps the real stdout.
                     with redirect_stdout(sys.stderr) if as_json else nullcontext():
                         report = self._run_safe(connection, options, log, warn, args, report)
-        except DatabaseBusy as exc:
-            report.status, report.error = RunStatus.REFUSED, str(exc)
-            self._finish(report, as_json)
-            raise CommandError(f"Refused: {exc}", returncode=ExitCode.REFUSED) from None
-        except MigrateRefused as exc:
+        except (DatabaseBusy, MigrateRefused) as exc:
             report.status, report.error = RunStatus.REFUSED, str(exc)
             self._finish(report, as_json)
             raise CommandError(f"Refused: {exc}", returncode=ExitCode.REFUSED) from None
