@@ -21,7 +21,7 @@ from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
 
 from songsgen.db.exceptions import UndoFailed
-from songsgen.db.migrate import partial
+from songsgen.db.migrate import partial, schema
 from songsgen.db.migrate.lockmeter import LockMeter, metered
 from songsgen.db.migrate.partial import Progress
 
@@ -278,13 +278,6 @@ class Undo:
         return parts
 
 
-def before_state(executor: MigrationExecutor, before: set[Key]) -> ProjectState:
-    """The project state of the migrations applied before the run."""
-    loader = executor.loader
-    nodes = [key for key in before if key in loader.graph.nodes]
-    return loader.project_state(nodes, at_end=True) if nodes else ProjectState(real_apps=loader.unmigrated_apps)
-
-
 def _undoable(keys: list[Key], executor: MigrationExecutor, backwards: bool, state: ProjectState, undo: Undo
               ) -> list[Key]:
     """The first of `keys` (undo order) up to one whose undo cannot bring back what it dropped."""
@@ -307,7 +300,7 @@ def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[s
     before an operation that is irreversible or dropped data that existed before (a table or
     column would come back empty): `stays` says what is left."""
     executor = MigrationExecutor(connection)
-    state = before_state(executor, before)
+    state = schema.applied_state(executor, before)  # the migrations applied before the run
     done = Undo()
     try:
         if interrupted is not None and interrupted.started:

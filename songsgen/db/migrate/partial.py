@@ -260,8 +260,7 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
     executor = MigrationExecutor(connection)
     loader = executor.loader
     migration = loader.graph.nodes[progress.key]
-    applied = [k for k in loader.applied_migrations if k in loader.graph.nodes and k != progress.key]
-    start = loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
+    start = schema.applied_state(executor, [k for k in loader.applied_migrations if k != progress.key])
     at = states(start, migration)
     positions = order(migration, progress.backwards)
     done = progress.done

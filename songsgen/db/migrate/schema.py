@@ -52,15 +52,15 @@ def _normalize_type(db_type: str, vendor: str) -> str:
     return text
 
 
-def applied_state(executor: MigrationExecutor) -> ProjectState:
+def applied_state(executor: MigrationExecutor, keys: Iterable[tuple[str, str]] | None = None) -> ProjectState:
     """The project state of the migrations applied now (django_migrations as the loader read it).
 
     The migration graph's own state of its applied nodes and their dependencies, through the
     loader's public `project_state()`; a recorded migration whose file is gone is not part of the
-    graph and is left out, as Django's executor does.
+    graph and is left out, as Django's executor does. `keys`: another set of applied migrations.
     """
     loader = executor.loader
-    applied = [key for key in loader.applied_migrations if key in loader.graph.nodes]
+    applied = [key for key in (loader.applied_migrations if keys is None else keys) if key in loader.graph.nodes]
     return loader.project_state(applied, at_end=True) if applied else ProjectState(real_apps=loader.unmigrated_apps)
 
 
