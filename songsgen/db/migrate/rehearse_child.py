@@ -96,7 +96,7 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
     def progress(action: str, migration: Migration | None = None, fake: bool | None = False, /) -> None:
         if action in ("apply_start", "unapply_start") and migration is not None:
-            applier.start(migration)
+            applier.start(migration, backwards=action == "unapply_start")  # as the live command
         elif action in ("apply_success", "unapply_success"):
             applier.finish()
             done = applier.applied[-1]
