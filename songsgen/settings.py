@@ -136,7 +136,11 @@ SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": SQLITE_BUSY_TIMEOU
 # to give up; `?connect_timeout=N` in a URL wins.
 PG_CONNECT_TIMEOUT = env_int("SONGSGEN_PG_CONNECT_TIMEOUT", 10)
 
+# Django's SQLite backend with our schema editor: a rebuild or index build of a big table runs online
+# (docs/migrations.md, "Online rebuilds").
+SQLITE_ENGINE = "songsgen.db.migrate.sqlite3"
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["ENGINE"] = SQLITE_ENGINE
     _db["OPTIONS"] = dict(SQLITE_OPTIONS)
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
@@ -159,6 +163,11 @@ DATABASES = {"default": _db}
 MIGRATE_SAFE_BY_DEFAULT = True
 MIGRATE_BACKUP_SIZE_FACTOR = float(os.environ.get("SONGSGEN_MIGRATE_BACKUP_SIZE_FACTOR") or 1.1)
 MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) * 1024 * 1024
+# SQLite: a table rebuild or index build on a table of at least this many rows runs online (shadow
+# table, capture triggers, chunked copy); below it Django's one-transaction rebuild is quicker.
+ONLINE_REBUILD_MIN_ROWS = env_int("SONGSGEN_ONLINE_REBUILD_MIN_ROWS", 10_000)
+# ... and waits while more than this much of the WAL is not yet checkpointed (a reader or Litestream behind).
+ONLINE_REBUILD_WAL_BACKLOG_MB = env_int("SONGSGEN_ONLINE_REBUILD_WAL_BACKLOG_MB", 256)
 # pre-migrate snapshots kept per database
 MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)
 # PostgreSQL: a migration waiting longer than this for a lock fails (and is retried) instead of
@@ -265,6 +274,7 @@ STORAGES = {
 }
 DBBACKUP_CONNECTOR_MAPPING = {
     "django.db.backends.sqlite3": "songsgen.db.backup.SqliteBackupConnector",
+    SQLITE_ENGINE: "songsgen.db.backup.SqliteBackupConnector",
     "django.db.backends.postgresql": "songsgen.db.backup.PostgresDumpConnector",
 }
 # songs-2025-06-01T031500Z.sqlite3.zst: the database's own name and the UTC time; retention

@@ -61,6 +61,8 @@ class Applier:
     # the non-atomic migration under way, operation by operation
     interrupted: Progress | None = None
     log: Callable[[str], None] | None = None
+    # SQLite: the migrations whose rebuilds run online (label -> tables), applied operation by operation
+    online: dict[str, list[str]] = field(default_factory=dict)
     _tracker: partial.Tracker | None = None
     _atomic: transaction.Atomic | None = None
     _opened: float = 0.0
@@ -81,6 +83,8 @@ class Applier:
         first and track the migration's operations one by one."""
         fresh = True
         name = f"{migration.app_label}.{migration.name}"
+        if name in self.online:
+            migration.atomic = False  # type: ignore[misc]  # its online rebuild commits chunk by chunk
         if migration.atomic and self.group and self.connection.features.can_rollback_ddl:
             if self._atomic is None:
                 self._writers_turn()

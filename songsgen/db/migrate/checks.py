@@ -9,6 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from songsgen.db.dbcheck import ALWAYS, HealthReport, register
 from songsgen.db.migrate import marker, rehearse_leftovers, schema
+from songsgen.db.migrate.online import leftovers as online_leftovers
 from songsgen.db.problems import Problem
 
 
@@ -27,6 +28,12 @@ def interrupted_migrate(connection: BaseDatabaseWrapper, report: HealthReport) -
     report.problems.append(Problem("migrate", marker.path(connection).name,
                                    f"{message}; run `manage.py migrate`: it clears the marker and carries on",
                                    fix="manage.py migrate"))
+
+
+@register(ALWAYS, step=5)
+def online_rebuild_leftovers(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
+    """A killed online rebuild's shadow, triggers or old table: removed before the schema is compared."""
+    report.problems += online_leftovers.dbcheck_problems(connection)
 
 
 @register("integrity", step=10, listed=25)

@@ -38,6 +38,8 @@ def record(connection: BaseDatabaseWrapper, report: Any) -> None:
         "status": str(report.status), "success": report.status in SUCCESS, "seconds": round(float(seconds), 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"), "database": connection.alias,
         "applied": [entry.get("migration") for entry in report.applied],
+        "longest_lock_seconds": report.longest_lock_seconds,
+        "online_rebuilds": len(report.online),
         "failed_migration": report.failed_migration, "error": next(iter((report.error or "").splitlines()), ""),
     }
     where = path(connection)

@@ -267,6 +267,7 @@ def format_report(rehearsal: Rehearsal) -> list[str]:
         if len(group) > 1:
             lines.append(f"One transaction, as the live migrate runs them: {', '.join(s.migration for s in group)} "
                          f"(writers wait up to {max(s.lock_seconds for s in group):.3f} s).")
+    lines += [f"Online in {step.migration}: {line}" for step in rehearsal.steps for line in step.online]
     lines += [f"FAILED {step.migration}: {step.error}" for step in rehearsal.steps if step.error]
     lines += [p.line() for p in rehearsal.verification]
     verdict = "ok" if rehearsal.ok else "FAILED"

@@ -38,6 +38,7 @@ class RehearsedStep:
     error: str | None = None
     # the grouped transaction it ran in; None: non-atomic, its own transactions
     transaction: int | None = None
+    online: list[str] = field(default_factory=list)  # tables it rebuilt online (SQLite), with their figures
 
 
 @dataclass
@@ -85,6 +86,10 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
 
     from songsgen.db.migrate import pglocks, schema
     from songsgen.db.migrate.apply import Applier
+    from songsgen.db.migrate.online import observe
+    from songsgen.db.migrate.online.editor import min_rows
+    from songsgen.db.migrate.online.plan import online_migrations
+    from songsgen.db.migrate.online.rebuild import Stats
     from songsgen.db.migrate.verify import tables_changed_by
 
     clock = time.monotonic()
@@ -106,10 +111,18 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
     plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
     # as migrate.run: only SQLite defers its foreign-key check to the commit
     if scratch.vendor == "sqlite":
-        applier.tables_of = tables_changed_by(plan, schema.applied_state(executor))
+        state = schema.applied_state(executor)
+        applier.tables_of = tables_changed_by(plan, state)
+        applier.online = online_migrations(scratch, plan, state, min_rows())[0]  # as the live run goes online
+    online: dict[str, list[str]] = {}
+
+    def rebuilt(stats: Stats) -> None:
+        online.setdefault(applier.current or "", []).append(
+            f"{stats.table}: {stats.rows:,} rows, {stats.chunks} chunk(s), longest lock "
+            f"{stats.longest_lock_seconds:.3f} s, {stats.seconds:.1f} s")
     # as migrate: before a drop commits
     applier.verify_group = lambda labels: _verified_group(scratch, plan, labels)
-    with applier.metered(rows=True):
+    with applier.metered(rows=True), observe.listening(rebuilt):
         try:
             executor.migrate([(app, migration) for app, migration, _ in plan_keys], plan=plan)
         except Exception as exc:  # the migration failed on the copy: report it
@@ -123,7 +136,8 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
             verification = _verify_and_commit(scratch, plan, applier, str(scratch.settings_dict["NAME"]))
     applier.measure()
     steps = [RehearsedStep(e["migration"], e["seconds"], e.get("lock_seconds", 0.0), e.get("locks", []),
-                           e.get("rows", 0), None, e["transaction"]) for e in applier.applied]
+                           e.get("rows", 0), None, e["transaction"], online.get(e["migration"], []))
+             for e in applier.applied]
     if error is not None:
         steps[-1].error = error
     ok = error is None and not any(p.blocking for p in verification)

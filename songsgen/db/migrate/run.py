@@ -22,6 +22,9 @@ from django.db.migrations.migration import Migration
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, RehearsalError, UndoFailed, VerificationFailed
 from songsgen.db.migrate import marker, pglocks, rehearse, rehearse_leftovers, snapshot
 from songsgen.db.migrate.apply import Applier, Key, undo_run
+from songsgen.db.migrate.online import leftovers as online_leftovers
+from songsgen.db.migrate.online import observe
+from songsgen.db.migrate.online.plan import plan_online
 from songsgen.db.migrate.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.migrate.runstatus import RunStatus
 from songsgen.db.migrate.safety.check import check_plan, finding_dict, finding_line
@@ -67,6 +70,8 @@ class Report:
     attempts: int = 1
     lock_waits: list[dict[str, Any]] = field(default_factory=list)
     rehearsal: dict[str, Any] | None = None
+    # SQLite: each table rebuilt online (`songsgen.db.migrate.online`), with its migration
+    online: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -145,6 +150,8 @@ def run(
     marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
     for leftover in rehearse_leftovers.remove_leftovers(connection):  # we hold the lock: no rehearsal uses them
         warn(f"Removed the {leftover.describe()}.")
+    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration runs again below
+        warn(f"Removed the {item.describe()}.")
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -200,6 +207,7 @@ def run(
     marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, state)
+        applier.online = plan_online(connection, plan, state, log, warn)
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
@@ -257,7 +265,9 @@ def _apply(
         stage, tick = "apply", time.monotonic()
         watch = BlockerWatch(connection) if pg else None
         try:
-            with applier.metered():  # each migration's write lock, as the rehearsal measures it
+            heard = observe.listening(lambda stats: report.online.append({"migration": applier.current,
+                                                                          **stats.as_dict()}), log)
+            with applier.metered(), heard:  # each migration's write lock, as the rehearsal measures it
                 if pg:
                     pglocks.limit_waits(connection)
                 with watch or nullcontext():

@@ -57,6 +57,12 @@ def _applied(entry: dict[str, Any]) -> str:
     return f"{entry['migration']} ({entry['seconds']:.2f} s{lock})"
 
 
+def _online(entry: dict[str, Any]) -> str:
+    return (f"Online: {entry['migration']} rebuilt {entry['table']}: {entry['rows']:,} rows in {entry['chunks']} "
+            f"chunk(s), longest lock {entry['longest_lock_seconds']:.3f} s "
+            f"(cut-over {entry['cutover_seconds']:.3f} s), {entry['seconds']:.1f} s")
+
+
 class Command(DjangoMigrateCommand):
     help = DjangoMigrateCommand.help + (
         " Guarded: safety checks, a backup, verification of the live schema, and a restore on failure "
@@ -222,6 +228,7 @@ class Command(DjangoMigrateCommand):
         lines = [f"Result: {report.status}"]
         if report.applied:
             lines.append("Applied: " + ", ".join(_applied(a) for a in report.applied))
+        lines += [_online(entry) for entry in report.online]
         undone = report.rolled_back + report.reversed_operations + report.unapplied
         if undone:
             lines.append("Rolled back: " + ", ".join(undone))

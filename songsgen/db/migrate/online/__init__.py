@@ -1,0 +1,1 @@
+"""The online rebuild of SQLite tables (docs/migrations.md, "Online rebuilds")."""

@@ -1,0 +1,82 @@
+"""Our SQLite schema editor: Django's, with every rebuild and index build of a big table done online.
+
+Django works out the rebuild (`_remake_table`); its statements are recorded instead of run and
+handed to `rebuild.Rebuild`. A table under SONGSGEN_ONLINE_REBUILD_MIN_ROWS rows, `sqlmigrate`'s
+collected SQL, and a table the online way does not suit take Django's way unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db.backends.sqlite3.schema import DatabaseSchemaEditor
+
+from songsgen.db.migrate.online import ddl, observe
+from songsgen.db.migrate.online.rebuild import Rebuild
+from songsgen.db.rowcounts import table_rows_at_least
+
+
+def min_rows() -> int:
+    return int(getattr(settings, "ONLINE_REBUILD_MIN_ROWS", 10_000))
+
+
+class OnlineSchemaEditor(DatabaseSchemaEditor):
+    """Rebuilds (`_remake_table`) and index builds of a table holding at least `min_rows()` rows, online."""
+
+    def goes_online(self, table: str) -> bool:
+        return not self.collect_sql and table_rows_at_least(self.connection, table, min_rows())
+
+    def _remake_table(self, model: Any, create_field: Any = None, delete_field: Any = None,
+                      alter_fields: Any = None) -> None:
+        table = model._meta.db_table
+        stock = super()._remake_table  # type: ignore[misc]
+        if not self.goes_online(table):
+            stock(model, create_field, delete_field, alter_fields)
+            return
+        recorded = self._recorded(lambda: stock(model, create_field, delete_field, alter_fields))
+        spec = ddl.parse(recorded, table)
+        stats = None if spec is None else Rebuild(self.connection, spec, observe.progress_line).run()
+        if spec is None or stats is None:
+            for sql, params in recorded:  # not a four-statement rebuild, or no single primary key: Django's way
+                self.execute(sql, params)
+            return
+        observe.done(stats)
+        for sql, params in spec.after:
+            self.execute(sql, params)
+
+    def _recorded(self, run: Callable[[], None]) -> list[ddl.Statement]:
+        """The statements `run` would execute, recorded instead (deferred ones included)."""
+        recorded: list[ddl.Statement] = []
+
+        def record(sql: Any, params: Any = ()) -> None:
+            recorded.append((sql, params))
+
+        self.execute = record  # type: ignore[method-assign]
+        try:
+            run()
+        finally:
+            del self.execute
+        return recorded
+
+    def add_index(self, model: Any, index: Any) -> None:
+        """A big table gets its index by an online rebuild (the model passed in already has it)."""
+        if index in model._meta.indexes and self.goes_online(model._meta.db_table):
+            self._remake_table(model)
+        else:
+            super().add_index(model, index)
+
+    def add_constraint(self, model: Any, constraint: Any) -> None:
+        """Django builds a partial or expression unique constraint as an index: online on a big table."""
+        if constraint in model._meta.constraints and self.goes_online(model._meta.db_table):
+            self._remake_table(model)
+        else:
+            super().add_constraint(model, constraint)
+
+    def add_field(self, model: Any, field: Any) -> None:
+        """A nullable column Django would add in place still needs its index built: online on a big table."""
+        if (field.db_index or field.unique) and field.concrete and not field.many_to_many \
+                and self.goes_online(model._meta.db_table):
+            self._remake_table(model, create_field=field)
+        else:
+            super().add_field(model, field)

@@ -1,0 +1,81 @@
+"""Which migrations of a plan run online: those whose schema operations rebuild or index a big table.
+
+An online rebuild commits as it goes, so its migration cannot share a transaction: the applier
+runs it operation by operation, as a non-atomic migration (an earlier failure is undone by reverse
+operations). A migration that also runs code (RunPython, RunSQL) keeps its transaction and
+Django's rebuild: its code may count on running atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations import operations as ops
+from django.db.migrations.migration import Migration
+from django.db.migrations.operations.base import Operation
+from django.db.migrations.state import ProjectState
+
+from songsgen.db.rowcounts import table_rows_at_least
+
+# What SQLite's schema editor does by rebuilding the table (or, for indexes, by a long build).
+REBUILDS = (ops.AddField, ops.RemoveField, ops.AlterField, ops.AddIndex, ops.AddConstraint, ops.RemoveConstraint,
+            ops.AlterUniqueTogether, ops.AlterIndexTogether, ops.AlterOrderWithRespectTo)
+CODE = (ops.RunPython, ops.RunSQL)
+
+
+def _database_ops(op: Operation) -> Iterator[Operation]:
+    if isinstance(op, ops.SeparateDatabaseAndState):
+        for inner in op.database_operations:
+            yield from _database_ops(inner)
+    else:
+        yield op
+
+
+def big_tables(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState, min_rows: int
+               ) -> list[str]:
+    """The tables of at least `min_rows` rows that `migration`'s operations rebuild or index."""
+    tables: list[str] = []
+    for op in (inner for outer in migration.operations for inner in _database_ops(outer)):
+        if not isinstance(op, REBUILDS):
+            continue
+        try:
+            model = getattr(op, "model_name_lower", None) or getattr(op, "name_lower", "")
+            table = state.apps.get_model(migration.app_label, model)._meta.db_table
+        except LookupError:  # created earlier in the plan: empty
+            continue
+        if table not in tables and table_rows_at_least(connection, table, min_rows):
+            tables.append(table)
+    return tables
+
+
+def runs_code(migration: Migration) -> bool:
+    return any(isinstance(inner, CODE) for op in migration.operations for inner in _database_ops(op))
+
+
+def online_migrations(connection: BaseDatabaseWrapper, plan: list[tuple[Migration, bool]], state: ProjectState,
+                      min_rows: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """({migration label: big tables it rebuilds online}, {label: big tables rebuilt in its
+    transaction because it also runs code}) for a SQLite plan."""
+    online: dict[str, list[str]] = {}
+    held: dict[str, list[str]] = {}
+    if connection.vendor != "sqlite":
+        return online, held
+    for migration, _backwards in plan:
+        tables = big_tables(connection, migration, state, min_rows)
+        if tables:
+            (held if runs_code(migration) else online)[f"{migration.app_label}.{migration.name}"] = tables
+    return online, held
+
+
+def plan_online(connection: BaseDatabaseWrapper, plan: list[tuple[Migration, bool]], state: ProjectState,
+                log: Callable[[str], None], warn: Callable[[str], None]) -> dict[str, list[str]]:
+    """The online migrations of a SQLite plan, each said; a warning for those that cannot go online."""
+    from songsgen.db.migrate.online.editor import min_rows
+
+    online, held = online_migrations(connection, plan, state, min_rows())
+    for label, tables in online.items():
+        log(f"  {label} rebuilds {', '.join(tables)} online (≥ {min_rows():,} rows): chunked copy, short cut-over")
+    for label, tables in held.items():
+        warn(f"{label} rebuilds {', '.join(tables)} in one transaction, holding the write lock throughout: it also "
+             "runs code (RunPython/RunSQL). Move the code to a migration of its own to rebuild online.")
+    return online
