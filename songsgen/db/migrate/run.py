@@ -147,11 +147,11 @@ def run(
     Raises MigrateRefused before anything changed, MigrateFailed after (`restored`: back at the migrations
     it had before)."""
     before = {key for key in executor.loader.applied_migrations}
+    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration is finished below
+        warn(f"Removed the {item.describe()}.")
     marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
     for leftover in rehearse_leftovers.remove_leftovers(connection):  # we hold the lock: no rehearsal uses them
         warn(f"Removed the {leftover.describe()}.")
-    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration runs again below
-        warn(f"Removed the {item.describe()}.")
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -204,10 +204,10 @@ def run(
             snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
         if not go_on:
             return report
-    marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, state)
         applier.online = plan_online(connection, plan, state, log, warn)
+    marker.write(connection, snap, [s.migration for s in report.plan], before, list(applier.online))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied

@@ -54,6 +54,7 @@ class Rebuild:
         self.stats = Stats(spec.table, inline=self.inline)
         self.qt, self.qs = names.quote(spec.table), names.quote(spec.shadow)
         self.pk = ""
+        self.held = 0.0  # the last transaction's hold of the write lock, waiting for it not counted
 
     # --- the whole ---------------------------------------------------------------------------------
     def run(self) -> Stats | None:
@@ -83,7 +84,7 @@ class Rebuild:
             start = time.monotonic()
             with self.connection.cursor() as cursor:
                 yield cursor
-        held = time.monotonic() - start
+        held = self.held = time.monotonic() - start
         self.stats.longest_lock_seconds = max(self.stats.longest_lock_seconds, held)
         if cutover:
             self.stats.cutover_seconds = held
@@ -140,7 +141,6 @@ class Rebuild:
         pacer = pace.Pacer(self.connection, inline=self.inline)
         report = pace.Progress(self.spec.table, low, start_top, self.progress)
         while True:
-            tick = time.monotonic()
             with self.hold() as cursor:
                 top = self._one(cursor, f"SELECT max(rowid) FROM {self.qt}")
                 if top is None or low >= top:
@@ -154,7 +154,7 @@ class Rebuild:
             self.stats.chunks += 1
             low = high
             report.at(low, self.stats.rows)
-            self.stats.throttled_seconds += pacer.after_chunk(time.monotonic() - tick)
+            self.stats.throttled_seconds += pacer.after_chunk(self.held)
 
     def _verify_chunk(self, cursor: Any, where: str) -> None:
         """The chunk's rows, as the new schema makes them from the table now, equal the shadow's;
@@ -220,13 +220,13 @@ def drop_in_chunks(connection: BaseDatabaseWrapper, table: str, *, inline: bool)
     if not inline:
         pacer = pace.Pacer(connection, inline=False)
         while True:
-            tick = time.monotonic()
             with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                start = time.monotonic()  # the lock is ours from BEGIN IMMEDIATE: waiting for it is not holding it
                 cursor.execute(f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} LIMIT {pacer.size})")
                 deleted = cursor.rowcount
             if deleted <= 0:
                 break
-            pacer.after_chunk(time.monotonic() - tick)
+            pacer.after_chunk(time.monotonic() - start)
     if inline:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {qt}")
