@@ -64,8 +64,9 @@ class OnlineApp:
         with closing(raw(self.path)) as conn:
             conn.execute("PRAGMA foreign_keys = OFF")
             conn.execute(f"DROP VIEW IF EXISTS {VIEW}")
-            for name in [PLAY, TRACK, *(n for n, in conn.execute("SELECT name FROM sqlite_master WHERE type = "
-                                                                  "'table' AND name LIKE '\\_songsgen\\_%' ESCAPE '\\'"))]:
+            ours = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                "AND name LIKE '\\_songsgen\\_%' ESCAPE '\\'").fetchall()
+            for name in [PLAY, TRACK, *(n for n, in ours)]:
                 conn.execute(f'DROP TABLE IF EXISTS "{name}"')
             conn.execute("DELETE FROM django_migrations WHERE app = 'online_fixture'")
 

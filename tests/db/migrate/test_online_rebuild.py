@@ -110,7 +110,8 @@ def test_children_a_view_and_the_id_counter_survive(app):
     with closing(raw(app.path)) as conn:
         conn.execute(f"CREATE VIEW {VIEW} AS SELECT id, name FROM {TRACK} WHERE size > 900")
         # Ids handed out and deleted since: the counter is above the largest id left.
-        conn.executemany(f"INSERT INTO {TRACK} (id, name, size) VALUES (?, 'gone', 0)", [(ROWS + i,) for i in range(1, 51)])
+        conn.executemany(f"INSERT INTO {TRACK} (id, name, size) VALUES (?, 'gone', 0)",
+                         [(ROWS + i,) for i in range(1, 51)])
         conn.execute(f"DELETE FROM {TRACK} WHERE name = 'gone'")
         plays = conn.execute(f"SELECT id, track_id FROM {PLAY} ORDER BY id").fetchall()
         big = conn.execute(f"SELECT * FROM {VIEW} ORDER BY id").fetchall()
