@@ -145,7 +145,7 @@ def killed(app: OnlineApp, ready: str, left: tuple[str, str]) -> bool:
 
 
 # The next migrate refuses a killed online migration, naming --resume-restore, instead of removing what the
-# rebuild left and carrying on: run.run calls marker.check before online_leftovers.remove (report to the lead).
+# rebuild left and carrying on: run.run calls marker.check before online_leftovers.remove.
 NEXT_MIGRATE_REFUSES = ("a migrate killed in an online rebuild leaves a marker whose running operation makes the next "
                         "migrate refuse (exit 2, '--resume-restore') before it removes the rebuild's leftovers")
 # marker.resume reverses the AlterField the killed run had cut over, by another online rebuild, while the killed

@@ -4,7 +4,6 @@ compared with what Django's own rebuild makes of the same database."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -79,9 +78,6 @@ def test_a_writer_keeps_committing_through_the_online_rebuilds(app, writer):
     assert rows(app.path, f"WHERE id <= {ROWS}") == before  # the seeded rows, untouched
     assert columns(app.path) == ["id", "name", "size", "loud", "parent_id"]
     assert leftovers(app.path) == []
-    print(json.dumps(report["online"], indent=1), json.dumps(report["applied"], indent=1))
-    print(f"writer: {written.commits} commits, longest wait {written.longest_wait:.3f} s; "
-          f"migrate's longest lock {report['longest_lock_seconds']:.3f} s")
 
 
 def test_the_schema_is_what_djangos_own_rebuild_makes(app, tmp_path):
