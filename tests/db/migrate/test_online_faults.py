@@ -144,14 +144,6 @@ def killed(app: OnlineApp, ready: str, left: tuple[str, str]) -> bool:
         proc.communicate(timeout=30)
 
 
-# The next migrate refuses a killed online migration, naming --resume-restore, instead of removing what the
-# rebuild left and carrying on: run.run calls marker.check before online_leftovers.remove.
-NEXT_MIGRATE_REFUSES = ("a migrate killed in an online rebuild leaves a marker whose running operation makes the next "
-                        "migrate refuse (exit 2, '--resume-restore') before it removes the rebuild's leftovers")
-# marker.resume reverses the AlterField the killed run had cut over, by another online rebuild, while the killed
-# run's _songsgen_old__ table is still there: its cut-over's RENAME fails and --resume-restore exits 3.
-RESUME_COLLIDES = ("--resume-restore does not remove a killed online rebuild's leftovers first: undoing the cut-over "
-                   "AlterField renames the table onto the leftover _songsgen_old__ table and fails")
 WINDOWS = [pytest.param(DURING_COPY, ("table", SHADOW), id="during-the-copy"),
            pytest.param(AFTER_CUT_OVER, ("table", OLD), id="between-cut-over-and-drop")]
 SEEDED = {i: (f"track {i}", i % 997) for i in range(1, BIG + 1)}
@@ -192,7 +184,6 @@ def assert_finished(app: OnlineApp, output: str, written: Written) -> None:
     assert_writable(app.path)
 
 
-@pytest.mark.xfail(strict=True, reason=NEXT_MIGRATE_REFUSES)
 @pytest.mark.parametrize(("ready", "left"), WINDOWS)
 def test_the_next_migrate_after_a_kill_removes_the_leftovers_and_finishes(app, tmp_path, writers, ready, left):
     writer = killed_under_writes(app, tmp_path, writers, ready, left)
@@ -202,9 +193,7 @@ def test_the_next_migrate_after_a_kill_removes_the_leftovers_and_finishes(app, t
     assert_finished(app, again.stderr, written)
 
 
-@pytest.mark.parametrize(("ready", "left"), [
-    WINDOWS[0], pytest.param(AFTER_CUT_OVER, ("table", OLD), id="between-cut-over-and-drop",
-                             marks=pytest.mark.xfail(strict=True, reason=RESUME_COLLIDES))])
+@pytest.mark.parametrize(("ready", "left"), WINDOWS)
 def test_resume_restore_after_a_kill_then_migrate_loses_nothing(app, tmp_path, writers, ready, left):
     writer = killed_under_writes(app, tmp_path, writers, ready, left)
     resumed = app.migrate("--resume-restore")
