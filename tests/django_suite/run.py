@@ -88,9 +88,13 @@ def run_suite(name: str, suite: Path, labels: list[str], parallel: str, logs: Pa
     return Run(name, outcomes, seconds, done.returncode, log, lines)
 
 
-def last_line(detail: str) -> str:
-    lines = [line for line in detail.strip().splitlines() if line.strip()]
-    return lines[-1].strip()[:200] if lines else ""
+def error_line(detail: str) -> str:
+    """The traceback's exception line (`AssertionError: 35 != 2 : …`), not its last line of diff."""
+    lines = detail.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    after = lines[frames[-1] + 1:] if frames else lines
+    found = next((line for line in after if line.strip() and not line.startswith(" ")), after[-1] if after else "")
+    return found.strip()[:200]
 
 
 @dataclass
@@ -107,7 +111,7 @@ def compare(stock: Run, ours: Run) -> Comparison:
     for test, before in sorted(stock.outcomes.items()):
         after = ours.outcomes.get(test, {"outcome": "missing", "detail": ""})
         if before["outcome"] == "pass" and after["outcome"] in BAD:
-            regressions[test] = f"{after['outcome'].upper()}: {last_line(after['detail'])}"
+            regressions[test] = f"{after['outcome'].upper()}: {error_line(after['detail'])}"
         elif before["outcome"] in BAD and after["outcome"] == "pass":
             better.append(test)
     allowed = {test: why for test, why in regressions.items() if test in ALLOWED}
@@ -121,7 +125,8 @@ def rebuild_line(lines: list[str]) -> str:
     committed = sum(line.startswith("online ") and line.endswith(" committed") for line in lines)
     return (f"our editor was asked for {asked} table rebuilds: {inline + committed} done online ({inline} inside "
             f"the caller's transaction, {committed} committing as they went), {asked - inline - committed} "
-            "Django's way (not the four-statement rebuild, no single primary key, or foreign keys enforced)")
+            "Django's way (SQL collected for sqlmigrate, not the four-statement rebuild, no single primary key shared "
+            "by the old and the new table, or foreign keys enforced)")
 
 
 def report(stock: Run, ours: Run) -> bool:
