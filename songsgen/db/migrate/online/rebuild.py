@@ -58,9 +58,9 @@ class Rebuild:
 
     # --- the whole ---------------------------------------------------------------------------------
     def run(self) -> Stats | None:
-        """Rebuild online; None (nothing changed) when the table does not suit it."""
+        """Rebuild online; None (nothing changed) when the table or the connection does not suit it."""
         clock = time.monotonic()
-        if not self.prepare():
+        if _enforces_foreign_keys(self.connection) or not self.prepare():
             return None
         try:
             self.copy()
@@ -233,6 +233,14 @@ def drop_in_chunks(connection: BaseDatabaseWrapper, table: str, *, inline: bool)
     else:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE {qt}")
+
+
+def _enforces_foreign_keys(connection: BaseDatabaseWrapper) -> bool:
+    """A schema editor used outside its `with` (foreign keys back on): the cut-over's renames would rewrite
+    other tables' references, and it refuses; known before the copy, Django's way is taken instead."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA foreign_keys")
+        return bool(cursor.fetchone()[0])
 
 
 def _primary_key(cursor: Any, table: str) -> str | None:
