@@ -39,7 +39,7 @@ $(CORPORA)/.fetched: tests/corpora.py | $(STAMP)
 # Django's tests/ come from the sdist of the Django requirements.txt pins, sha256-pinned, unpacked into
 # $(CORPORA)/django-<version>/ (tests/django_suite/fetch.py). Four runs: Django's atomic schema editor and ours,
 # then both never atomic (ours committing each step, as in a live migrate). About 35 s on 2 cores;
-# DJANGO_SUITE_ARGS=--atomic-only runs the first pair alone (about 13 s). Not part of `make test`.
+# DJANGO_SUITE_ARGS=--atomic-only runs the first pair alone (about 13 s). Part of `make test`.
 DJANGO_SUITE_ARGS ?=
 django-suite: venv $(CORPORA)/.django-fetched
 	$(PY) -m tests.django_suite.run $(DJANGO_SUITE_ARGS)
@@ -87,7 +87,7 @@ test-postgres: venv pgmajors corpora
 	  echo "PostgreSQL leg SKIPPED: PostgreSQL binaries not found (install postgresql-15)"; exit 0; \
 	fi; exit $$rc
 
-test: lint test-sqlite test-postgres
+test: lint django-suite test-sqlite test-postgres
 
 clean:
 	rm -rf $(VENV) $(PGMAJORS) $(CORPORA) .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ compared with what Django's own rebuild makes of the same database."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -141,6 +142,19 @@ def test_a_backward_migration_rebuilds_online_too(app):
     assert rows(app.path) == before
     assert columns(app.path) == ["id", "name", "size", "note", "parent_id"]
     assert leftovers(app.path) == []
+
+
+def test_a_rehearsal_predicts_the_online_rebuild_and_leaves_the_live_table_alone(app):
+    app.at_0001(ROWS)
+    before = schema(app.path)
+    result = app.migrate("online_fixture", "0002", "--rehearse-only", "--json")
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["rehearsal"]["steps"]
+    step = next(s for s in steps if s["migration"] == MIGRATIONS[0])
+    assert step["transaction"] is None  # applied operation by operation, as the live run will
+    assert len(step["online"]) == 2 and all(line.startswith(f"{TRACK}: {ROWS:,} rows") for line in step["online"])
+    assert 0 < step["lock_seconds"] < step["seconds"]  # chunks: the lock is held for a part of the time only
+    assert schema(app.path) == before and leftovers(app.path) == []
 
 
 def test_the_search_index_triggers_come_back_after_an_online_rebuild():
