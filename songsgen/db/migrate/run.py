@@ -206,7 +206,7 @@ def run(
             return report
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, state)
-        applier.online = plan_online(connection, plan, state, log, warn)
+    applier.online = plan_online(connection, plan, state, log, warn)
     marker.write(connection, snap, [s.migration for s in report.plan], before, list(applier.online))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
