@@ -1,4 +1,4 @@
-"""Test settings plus tests/safeddl_fixture, a makemigrations-written migration on a big table (migrate subprocesses)."""
+"""Test settings plus tests/safeddl_fixture: a migration as makemigrations writes it, on a big table."""
 
 from tests.settings import *  # noqa: F403
 
