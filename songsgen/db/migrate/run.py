@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.exceptions import AmbiguityError
 from django.db.migrations.executor import MigrationExecutor
@@ -330,6 +331,19 @@ def _verify(
     return tables
 
 
+def _leftovers_after_undo(connection: BaseDatabaseWrapper) -> list[online_leftovers.Leftover]:
+    """What a failed safe-DDL step's own undo could not remove (it waited behind the same session): removed
+    now if that comes within the lock timeout, else returned to be named."""
+    if connection.vendor != "postgresql":
+        return []
+    try:
+        pglocks.limit_waits(connection)
+        online_leftovers.remove(connection)
+    except DatabaseError:
+        connection.close()  # the lock timeout: the session is gone with its settings
+    return online_leftovers.find(connection)
+
+
 def _fail(
     connection: BaseDatabaseWrapper, exc: BaseException, stage: str, failed_in: str | None, applier: Applier,
     before: set[Key], snap: Path | None, report: Report, log: Callable[[str], None], warn: Callable[[str], None],
@@ -364,8 +378,14 @@ def _fail(
                             f"the way back. {done}{marker.stopped_advice(undo, snap)}", restored=False) from exc
     marker.clear(connection)
     report.status = RunStatus.RESTORED
+    left = _leftovers_after_undo(connection)
     how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
            + ". Rows other connections committed meanwhile are kept.")
+    if left:
+        how = ("The migrations are back as they were before this migrate" + (f": {'; '.join(parts)}" if parts else "")
+               + ". Rows other connections committed meanwhile are kept. Left behind, because the session that "
+               "blocked the migrate also blocked their removal: " + "; ".join(item.describe() for item in left)
+               + ". The next migrate or dbcheck removes them.")
     if undo.unfinished:
         how += (f" Not undone: what {undo.unfinished}, the operation that failed, wrote before failing (it runs "
                 "outside a transaction; a batched backfill continues from there).")

@@ -22,9 +22,9 @@ class Leftover:
 
     def describe(self) -> str:
         if self.kind == "index":
-            return f"INVALID index {self.table} a killed CREATE INDEX CONCURRENTLY left (rebuilt by its migration)"
+            return f"INVALID index {self.table}, left by an interrupted or failed CREATE INDEX CONCURRENTLY"
         if self.kind == "check":
-            return f"temporary NOT NULL check {self.table} a killed safe SET NOT NULL left"
+            return f"temporary NOT NULL check {self.table}, left by an interrupted or failed safe SET NOT NULL"
         if self.kind == "capture":
             return (f"unfinished online rebuild of {self.table} (its shadow {names.shadow(self.table)} and capture "
                     "triggers; the table is as before)")
