@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db.migrate.online import names, pace
@@ -67,7 +67,10 @@ class Rebuild:
             self.cut_over()
         except BaseException:
             if not self.inline:
-                self.abandon()
+                try:
+                    self.abandon()
+                except Exception:  # noqa: BLE001 — e.g. the disk still full: the next migrate or dbcheck removes it
+                    pass
             raise
         self.drop_old()
         self.stats.seconds = time.monotonic() - clock
@@ -193,8 +196,16 @@ class Rebuild:
 
     def drop_old(self) -> None:
         """Empty the old table in short transactions, then drop it (a DROP of every row at once would
-        hold the lock as long as the copy)."""
-        drop_in_chunks(self.connection, names.old(self.spec.table), inline=self.inline)
+        hold the lock as long as the copy). The change is made: a failure here only leaves the old table
+        for the next migrate or dbcheck."""
+        try:
+            drop_in_chunks(self.connection, names.old(self.spec.table), inline=self.inline)
+        except Exception as exc:  # noqa: BLE001 — e.g. a full disk
+            if self.inline:
+                raise
+            if self.progress is not None:
+                self.progress(f"  the old copy of {self.spec.table} stays ({exc}); the next migrate or dbcheck "
+                              "removes it")
 
     # --- 6: a rebuild that stopped --------------------------------------------------------------------
     def abandon(self) -> None:
@@ -218,21 +229,25 @@ def drop_in_chunks(connection: BaseDatabaseWrapper, table: str, *, inline: bool)
         if cursor.fetchone() is None:
             return
     if not inline:
-        pacer = pace.Pacer(connection, inline=False)
-        while True:
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                start = time.monotonic()  # the lock is ours from BEGIN IMMEDIATE: waiting for it is not holding it
-                cursor.execute(f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} LIMIT {pacer.size})")
-                deleted = cursor.rowcount
-            if deleted <= 0:
-                break
-            pacer.after_chunk(time.monotonic() - start)
-    if inline:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {qt}")
-    else:
+        try:
+            _delete_in_chunks(connection, qt)
+        except OperationalError:  # e.g. a full disk: a DROP at once writes far less than the deletes
+            pass
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {qt}")
+
+
+def _delete_in_chunks(connection: BaseDatabaseWrapper, qt: str) -> None:
+    """Delete `qt`'s rows in short transactions, each sized to hold the write lock briefly."""
+    pacer = pace.Pacer(connection, inline=False)
+    while True:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {qt}")
+            start = time.monotonic()  # the lock is ours from BEGIN IMMEDIATE: waiting for it is not holding it
+            cursor.execute(f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} LIMIT {pacer.size})")
+            deleted = cursor.rowcount
+        if deleted <= 0:
+            break
+        pacer.after_chunk(time.monotonic() - start)
 
 
 def _enforces_foreign_keys(connection: BaseDatabaseWrapper) -> bool:
