@@ -208,6 +208,8 @@ def run(
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, state)
     applier.online = plan_online(connection, plan, state, log, warn)
+    if applier.online:  # run operation by operation: undone by reverse operations, as non-atomic ones
+        report.guard = "transaction+reverse"
     marker.write(connection, snap, [s.migration for s in report.plan], before, list(applier.online))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt

@@ -18,6 +18,8 @@ from songsgen.db.migrate.online import observe
 from songsgen.db.migrate.safeddl import rewrite
 from songsgen.db.rowcounts import table_rows_at_least
 
+PAGES_PER_BATCH = 1_000  # 8 MB of the table a batch: tens of milliseconds of row locks
+
 
 @dataclass
 class SafeForm:
@@ -57,7 +59,7 @@ class SafeSchemaEditor(DatabaseSchemaEditor):
         found.table = table
         if self.collect_sql:
             for step in found.steps:
-                if step.kind == "run":
+                if step.kind in ("run", "batches"):
                     super().execute(step.sql, None)
             return None
         self._run(found)
@@ -72,9 +74,11 @@ class SafeSchemaEditor(DatabaseSchemaEditor):
                 continue
             if step.kind == "drop_invalid" and not self._invalid_index(step.name):
                 continue
+            if step.kind == "batches":
+                self._in_batches(found.table, step.sql)
             tick = time.monotonic()
             try:
-                super().execute(step.sql, None)
+                super().execute(step.sql, None)  # "batches": the rows written while the batches ran
             except BaseException:
                 if step.undo:
                     self._undo(step.undo)
@@ -83,6 +87,17 @@ class SafeSchemaEditor(DatabaseSchemaEditor):
             done.longest_step_seconds = max(done.longest_step_seconds, time.monotonic() - tick)
         done.seconds = time.monotonic() - clock
         observe.done(done)
+
+    def _in_batches(self, table: str, update: str) -> None:
+        """`update` over ranges of the table's pages (a TID range scan), each in a transaction of its own: a
+        writer waits on one batch's rows at most, never on every NULL row of a big table at once."""
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                           [self.quote_name(table)])
+            pages = int(cursor.fetchone()[0])
+        for low in range(0, pages + 1, PAGES_PER_BATCH):
+            super().execute(f"{update} AND ctid >= '({low},0)'::tid AND ctid < '({low + PAGES_PER_BATCH},0)'::tid",
+                            None)
 
     def _undo(self, sql: str) -> None:
         """Remove what a failed step half-made (an INVALID index, a NOT VALID constraint); the error stands."""

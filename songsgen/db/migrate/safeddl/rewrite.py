@@ -20,6 +20,8 @@ _PATTERNS = {
     "check": re.compile(rf"ALTER TABLE (?P<table>{IDENT}) ADD CONSTRAINT (?P<name>{IDENT}) (?P<body>CHECK .*)\Z", re.S),
     "unique": re.compile(rf"ALTER TABLE (?P<table>{IDENT}) ADD CONSTRAINT (?P<name>{IDENT}) UNIQUE "
                          rf"(?P<columns>\((?:{IDENT}(?:, )?)+\)){DEFERRABLE}\Z"),
+    "backfill": re.compile(rf"UPDATE (?P<table>{IDENT}) SET (?P<column>{IDENT}) = (?P<value>.+) "
+                           rf"WHERE (?P=column) IS NULL\Z", re.S),
     "not_null": re.compile(rf"ALTER TABLE (?P<table>{IDENT}) ALTER COLUMN (?P<column>{IDENT}) SET NOT NULL\Z"),
     "column_fk": re.compile(rf"ALTER TABLE (?P<table>{IDENT}) ADD COLUMN (?P<column>{IDENT}) (?P<definition>.*?) "
                             rf"CONSTRAINT (?P<name>{IDENT}) REFERENCES (?P<to>{IDENT})\((?P<to_column>{IDENT})\)"
@@ -36,7 +38,8 @@ class Step:
     sql: str
     undo: str | None = None  # run when this step fails (removes what it half-made)
     kind: str = "run"  # "run"; "drop_invalid": run only when the named index exists and is INVALID;
-    # "duplicates": a SELECT that must return no row
+    # "duplicates": a SELECT that must return no row; "batches": an UPDATE run over page ranges, one
+    # transaction each, then once more over the whole table for the rows written meanwhile
     name: str = ""  # the index or constraint it is about
 
 
@@ -102,6 +105,11 @@ def _unique(m: re.Match[str], text: str) -> Plan:
     ])
 
 
+def _backfill(m: re.Match[str], text: str) -> Plan:
+    """The NULLs a NOT NULL column with a default is given first (Django's one UPDATE of every such row)."""
+    return Plan("backfill", unquote(m["table"]), text, [Step(text, kind="batches")])
+
+
 def not_null_check_name(table: str, column: str) -> str:
     """The temporary CHECK's name: PostgreSQL's 63-byte limit, and never one of Django's names."""
     return f'"{(unquote(table) + "_" + unquote(column))[:40]}_songsgen_notnull"'
@@ -130,4 +138,4 @@ def _column_fk(m: re.Match[str], text: str) -> Plan:
 
 
 _BUILD = {"index": _index, "drop_index": _drop_index, "fk": _fk, "check": _check, "unique": _unique,
-          "not_null": _not_null, "column_fk": _column_fk}
+          "backfill": _backfill, "not_null": _not_null, "column_fk": _column_fk}
