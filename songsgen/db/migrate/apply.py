@@ -324,20 +324,34 @@ def undo_run(connection: BaseDatabaseWrapper, before: set[Key], log: Callable[[s
         if added:
             log("Unapplying, by their reverse operations, the migrations this run committed: "
                 + ", ".join(label(k) for k in added))
-            executor.migrate([], plan=[(loader.graph.nodes[key], True) for key in added])
+            executor.migrate([], plan=_online_as_applied(connection, [(loader.graph.nodes[key], True) for key in added],
+                                                         state))
             done.unapplied = [label(k) for k in added]
         if removed and not done.stays:
             executor = MigrationExecutor(connection)
             removed = _undoable(removed, executor, True, state, done)
         if removed:
             log("Re-applying the migrations this run unapplied: " + ", ".join(label(k) for k in removed))
-            executor.migrate([], plan=[(executor.loader.graph.nodes[key], False) for key in removed])
+            executor.migrate([], plan=_online_as_applied(
+                connection, [(executor.loader.graph.nodes[key], False) for key in removed], state))
             done.reapplied = [label(k) for k in removed]
     except UndoFailed:
         raise
     except Exception as exc:  # the reverse itself failed
         raise UndoFailed(f"{type(exc).__name__}: {exc}") from exc
     return done
+
+
+def _online_as_applied(connection: BaseDatabaseWrapper, plan: list[tuple[Migration, bool]], state: ProjectState
+                       ) -> list[tuple[Migration, bool]]:
+    """An undo's plan, whose migrations that change a big table run online, operation by operation, as the
+    live run applied them: an undo must not hold the write lock for a whole rebuild either."""
+    from songsgen.db.migrate.online.plan import goes_online
+
+    for migration, _backwards in plan:
+        if migration.atomic and goes_online(connection, migration, state):
+            migration.atomic = False  # type: ignore[misc]
+    return plan
 
 
 def _drops_anything(op: Operation, backwards: bool) -> bool:

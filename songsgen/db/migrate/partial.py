@@ -257,6 +257,8 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
     """Undo, last first, the operations of a migration that stopped half-way, with their
     own reverse operations; stop before one that is irreversible or whose reverse cannot
     bring its data back."""
+    from songsgen.db.migrate.online.plan import goes_online
+
     executor = MigrationExecutor(connection)
     loader = executor.loader
     migration = loader.graph.nodes[progress.key]
@@ -289,8 +291,9 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
             result.dropped += lost
             done -= 1
             break
-        with connection.schema_editor(atomic=migration.atomic) as editor:
-            atomic = op.atomic or (migration.atomic and op.atomic is not False)
+        whole = migration.atomic and not goes_online(connection, migration, start)  # online: as it was applied
+        with connection.schema_editor(atomic=whole) as editor:
+            atomic = op.atomic or (whole and op.atomic is not False)
             with transaction.atomic(connection.alias) if atomic and not editor.atomic_migration else nullcontext():
                 if progress.backwards:
                     op.database_forwards(app, editor, at[index], at[index + 1])

@@ -53,6 +53,15 @@ def big_tables(connection: BaseDatabaseWrapper, migration: Migration, state: Pro
     return tables
 
 
+def goes_online(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> bool:
+    """Whether `migration` (either way) runs online: an undo by reverse operations takes the same path."""
+    from songsgen.db.migrate.online.editor import OnlineSchemaEditor
+    from songsgen.db.migrate.safeddl.editor import SafeSchemaEditor
+
+    return (issubclass(connection.SchemaEditorClass, OnlineSchemaEditor | SafeSchemaEditor)
+            and not runs_code(migration) and bool(big_tables(connection, migration, state, threshold(connection))))
+
+
 def runs_code(migration: Migration) -> bool:
     return any(isinstance(inner, CODE) for op in migration.operations for inner in _database_ops(op))
 
