@@ -215,12 +215,29 @@ def restored(conn: sqlite3.Connection) -> None:
     # Never a reason to undo a verified restore: if this fails, Litestream says so in its log, and
     # its lag grows.
     with contextlib.suppress(sqlite3.Error):
-        have = {row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')")}
-        if "_litestream_seq" not in have:
-            conn.execute("CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);")
-        if "_litestream_lock" not in have:
-            conn.execute("CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);")
+        _add_litestream_tables(conn)
+
+
+def _add_litestream_tables(conn: sqlite3.Connection) -> None:
+    have = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')")}
+    if "_litestream_seq" not in have:
+        conn.execute("CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);")
+    if "_litestream_lock" not in have:
+        conn.execute("CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);")
+
+
+def prepare_restore(candidate: Path, live: Path) -> None:
+    """Before a restore into a replicated database: Litestream's tables added to the copy to restore (our own
+    temporary file), so they are in the very transaction that replaces the content, with no moment without
+    them for Litestream's next checkpoint to fail on (a backup made before replication lacks them)."""
+    if not is_replicating(live.resolve()):
+        return
+    conn = sqlite3.connect(candidate, isolation_level=None)
+    try:
+        _add_litestream_tables(conn)
+    finally:
+        conn.close()
 
 
 # --- Litestream's control socket: lag

@@ -17,7 +17,7 @@ from typing import IO
 
 from songsgen.db import history
 from songsgen.db.atomicfile import remove_file, remove_stale_temp_files, temp_path
-from songsgen.db.backup import codec, live, safetycopies, verify
+from songsgen.db.backup import codec, live, replica, safetycopies, verify
 from songsgen.db.exceptions import BackupError, RestoreUndone, RestoreUnverified
 from songsgen.db.problems import Problem, summary
 
@@ -137,6 +137,7 @@ def _copy_and_verify(candidate: Path, target: Path, *, timeout: float,
     that fails before it commits, raises BackupError: the copy was rolled back, the live database
     is as it was.
     """
+    replica.prepare_restore(candidate, target)
     wanted = verify.schema(candidate)
     counts: dict[str, int] = {}
 
