@@ -82,9 +82,22 @@ class OnlineSchemaEditor(DatabaseSchemaEditor):
             super().add_constraint(model, constraint)
 
     def add_field(self, model: Any, field: Any) -> None:
-        """A nullable column Django would add in place still needs its index built: online on a big table."""
-        if (field.db_index or field.unique) and field.concrete and not field.many_to_many \
+        """A column Django adds in place still needs its index built, or (SQLite 3.37+) its CHECK tested
+        against every row there, under the write lock: online on a big table."""
+        if field.concrete and not field.many_to_many and (field.db_index or field.unique or self._checked(field)) \
                 and self.goes_online(model._meta.db_table):
             self._remake_table(model, create_field=field)
         else:
             super().add_field(model, field)
+
+    def remove_field(self, model: Any, field: Any) -> None:
+        """SQLite's DROP COLUMN rewrites every row under the write lock: online on a big table."""
+        if field.concrete and not field.many_to_many and field.db_parameters(connection=self.connection)["type"] \
+                and self.goes_online(model._meta.db_table):
+            self._remake_table(model, delete_field=field)
+        else:
+            super().remove_field(model, field)
+
+    def _checked(self, field: Any) -> bool:
+        """Whether the column carries a CHECK (a JSONField's JSON_VALID, a positive integer's >= 0)."""
+        return bool(field.db_parameters(connection=self.connection).get("check"))
