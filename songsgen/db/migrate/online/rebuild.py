@@ -55,6 +55,7 @@ class Rebuild:
         self.qt, self.qs = names.quote(spec.table), names.quote(spec.shadow)
         self.pk = ""
         self.held = 0.0  # the last transaction's hold of the write lock, waiting for it not counted
+        self.rowid_key = False  # the primary key is the rowid (INTEGER PRIMARY KEY): chunks are key ranges
 
     # --- the whole ---------------------------------------------------------------------------------
     def run(self) -> Stats | None:
@@ -110,6 +111,7 @@ class Rebuild:
                 cursor.execute(f"DROP TABLE {self.qs}")
                 return False
             self.pk = pk
+            self.rowid_key = _integer_key(cursor, spec.table, pk)
             for sql in spec.indexes.values():
                 cursor.execute(sql)
             for sql in self.triggers():
@@ -143,6 +145,10 @@ class Rebuild:
             start_top = int(self._one(cursor, f"SELECT coalesce(max(rowid), 0) FROM {self.qt}"))
         pacer = pace.Pacer(self.connection, inline=self.inline)
         report = pace.Progress(self.spec.table, low, start_top, self.progress)
+        with pace.copy_cache(self.connection, inline=self.inline):
+            self._copy_chunks(pacer, report, low, cols, qpk)
+
+    def _copy_chunks(self, pacer: pace.Pacer, report: pace.Progress, low: int, cols: str, qpk: str) -> None:
         while True:
             with self.hold() as cursor:
                 top = self._one(cursor, f"SELECT max(rowid) FROM {self.qt}")
@@ -153,13 +159,13 @@ class Rebuild:
                 cursor.execute(f"INSERT INTO {self.qs} ({cols}) {self.spec.select} {where} "
                                f"ON CONFLICT({qpk}) DO NOTHING")
                 self.stats.rows += max(cursor.rowcount, 0)
-                self._verify_chunk(cursor, where)
+                self._verify_chunk(cursor, where, low, high)
             self.stats.chunks += 1
             low = high
             report.at(low, self.stats.rows)
             self.stats.throttled_seconds += pacer.after_chunk(self.held)
 
-    def _verify_chunk(self, cursor: Any, where: str) -> None:
+    def _verify_chunk(self, cursor: Any, where: str, low: int, high: int) -> None:
         """The chunk's rows, as the new schema makes them from the table now, equal the shadow's;
         their foreign keys hold (this connection does not enforce them)."""
         spec, qpk = self.spec, names.quote(self.pk)
@@ -168,10 +174,15 @@ class Rebuild:
         differs = " OR ".join([f"s.{qpk} IS NULL"] + [f"s.{q} IS NOT m.{q}" for q in quoted if q != qpk])
         cursor.execute(cte + f"SELECT min(CASE WHEN {differs} THEN m.{qpk} END), count(*) "
                        f"FROM m LEFT JOIN {self.qs} AS s ON s.{qpk} = m.{qpk}")
-        bad, _count = cursor.fetchone()
+        bad, count = cursor.fetchone()
         if bad is not None:
             raise RebuildStopped(f"the copy of {spec.table} row {bad} differs from the row in {spec.table} "
                                  "(or the new schema refused it)")
+        if self.rowid_key:  # the shadow holds no row of that range the table does not (a delete not captured)
+            copied = self._one(cursor, f"SELECT count(*) FROM {self.qs} WHERE {qpk} > {low} AND {qpk} <= {high}")
+            if copied != count:
+                raise RebuildStopped(f"{spec.table} holds {count} rows with ids in ({low}, {high}] and its copy "
+                                     f"{copied}")
         for parent, column, target in _foreign_keys(cursor, spec.shadow):
             if column not in spec.columns:
                 continue
@@ -262,6 +273,11 @@ def _primary_key(cursor: Any, table: str) -> str | None:
     cursor.execute(f"PRAGMA table_info({names.quote(table)})")
     keys = [row[1] for row in cursor.fetchall() if row[5]]
     return keys[0] if len(keys) == 1 else None
+
+
+def _integer_key(cursor: Any, table: str, pk: str) -> bool:
+    cursor.execute(f"PRAGMA table_info({names.quote(table)})")
+    return any(row[1] == pk and row[5] and str(row[2]).upper() == "INTEGER" for row in cursor.fetchall())
 
 
 def _without_rowid(cursor: Any, table: str) -> bool:
