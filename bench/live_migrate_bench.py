@@ -285,8 +285,9 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
         error = f"still running after {args.migrate_timeout:g} s, killed; last output: {error}"
     label = ".".join(target)  # "app.0002_name"; a short name ("0003") matches nothing
     applied = report.get("applied", [])
-    return {
+    row = {
         "target": " ".join(target), "mode": mode, "exit": run["exit"], "seconds": round(run["end"] - run["start"], 2),
+        "start": run["start"], "end": run["end"],
         "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
         "phases": report.get("seconds", {}), "applied": applied,
         "longest_lock_s": report.get("longest_lock_seconds"),
@@ -301,6 +302,8 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
         "release": next((e.get("release") for e in events(load.writer_log) if e["kind"] == "start"), None),
         **worker,
     }
+    (folder / "row.json").write_text(json.dumps(row, indent=2))  # kept should a later step end the run
+    return row
 
 
 def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
@@ -319,7 +322,11 @@ def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder:
             step = folder / f"{app}_{name}_{mode}"
             rows.append(measure(env, step, args, [app, name], mode, mode == "ours"))
             rows[-1]["audit"] = audited(env, step / "writer.jsonl")
-    manage(env, "migrate", "--plain", "-v0")  # whatever an unapply took along comes back
+    # Whatever an unapply took along comes back; a migration a killed migrate left half-done may refuse.
+    restored = manage(env, "migrate", "--plain", "-v0", check=False)
+    if restored.returncode:
+        print(f"  migrate --plain after the steps failed: {restored.stderr.strip().splitlines()[-1:]}",
+              file=sys.stderr, flush=True)
     return rows
 
 
