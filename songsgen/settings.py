@@ -139,11 +139,14 @@ PG_CONNECT_TIMEOUT = env_int("SONGSGEN_PG_CONNECT_TIMEOUT", 10)
 # Django's SQLite backend with our schema editor: a rebuild or index build of a big table runs online
 # (docs/migrations.md, "Online rebuilds").
 SQLITE_ENGINE = "songsgen.db.migrate.sqlite3"
+# ... and Django's PostgreSQL backend with ours: on a big table, each statement that would stall writers runs in its
+# safe form (CONCURRENTLY, NOT VALID + VALIDATE, unique via an index, NOT NULL via a CHECK).
+POSTGRESQL_ENGINE = "songsgen.db.migrate.postgresql"
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["ENGINE"] = SQLITE_ENGINE
     _db["OPTIONS"] = dict(SQLITE_OPTIONS)
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
-    _db["ENGINE"] = "django.db.backends.postgresql"
+    _db["ENGINE"] = POSTGRESQL_ENGINE
     _db["CONN_MAX_AGE"] = env_int("SONGSGEN_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
     # sslmode, sslrootcert, … come from the URL's query string (dj-database-url puts them in
@@ -276,6 +279,7 @@ DBBACKUP_CONNECTOR_MAPPING = {
     "django.db.backends.sqlite3": "songsgen.db.backup.SqliteBackupConnector",
     SQLITE_ENGINE: "songsgen.db.backup.SqliteBackupConnector",
     "django.db.backends.postgresql": "songsgen.db.backup.PostgresDumpConnector",
+    POSTGRESQL_ENGINE: "songsgen.db.backup.PostgresDumpConnector",
 }
 # songs-2025-06-01T031500Z.sqlite3.zst: the database's own name and the UTC time; retention
 # (`--clean`, BACKUP_KEEP) selects a database's backups by that name.

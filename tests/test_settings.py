@@ -89,7 +89,7 @@ def test_postgresql_url_gives_production_connection_settings(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     engine, max_age, health_checks, options = json.loads(result.stdout)
-    assert engine == "django.db.backends.postgresql"
+    assert engine == "songsgen.db.migrate.postgresql"  # Django's backend, with the safe-DDL schema editor
     assert max_age == 60 and health_checks is True
     assert options == {"sslmode": "verify-full", "sslrootcert": "/etc/ca.pem", "connect_timeout": 10}
 

@@ -129,7 +129,8 @@ def _migrate(connection: BaseDatabaseWrapper, results: ProbeResults) -> Iterator
     yield from gauge("songsgen_migrate_last_longest_lock_seconds", "The longest the last migrate kept writers "
                      "waiting (one transaction of its own: a group, a chunk of an online rebuild, a cut-over).",
                      _number(last.get("longest_lock_seconds")))
-    yield from gauge("songsgen_migrate_last_online_rebuilds", "Tables the last migrate rebuilt online (SQLite).",
+    yield from gauge("songsgen_migrate_last_online_rebuilds",
+                     "Changes the last migrate made online (SQLite table rebuilds, PostgreSQL safe DDL).",
                      _number(last.get("online_rebuilds")))
     finished = parse_datetime(str(last.get("finished") or ""))
     yield from gauge("songsgen_migrate_last_timestamp_seconds", "When the last migrate finished (Unix time).",

@@ -69,6 +69,8 @@ def test_values_match_the_database(client, fresh_backup, queue_rows, folders, ru
     assert value(families, "songsgen_migrate_last_result", status="nothing-to-do") == 1
     assert value(families, "songsgen_migrate_last_success") == 1
     assert 0 < value(families, "songsgen_migrate_last_duration_seconds") < 120
+    assert value(families, "songsgen_migrate_last_longest_lock_seconds") == 0  # nothing to do: no lock taken
+    assert value(families, "songsgen_migrate_last_online_rebuilds") == 0
     assert value(families, "songsgen_migrate_last_timestamp_seconds") == pytest.approx(now.timestamp(), abs=120)
     assert value(families, "songsgen_migrate_in_progress") == 0
     assert value(families, "songsgen_migrate_interrupted") == 0

@@ -51,11 +51,13 @@ def read(connection: BaseDatabaseWrapper, where: Path | None = None) -> dict[str
         return {"snapshot": None, "plan": [], "started": "unknown", "unreadable": True}
 
 
-def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], before: set[Key]) -> None:
-    """Record, durably, that migrations are being applied, and what was applied before."""
+def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], before: set[Key],
+          online: list[str] | None = None) -> None:
+    """Record, durably, that migrations are being applied, what was applied before, and which migrations
+    rebuild online (resumable: each of their operations is all or nothing, and checkable)."""
     where = path(connection)
     data = {
-        "snapshot": str(snap) if snap else None, "plan": plan, "pid": os.getpid(),
+        "snapshot": str(snap) if snap else None, "plan": plan, "online": online or [], "pid": os.getpid(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": str(connection.settings_dict.get("NAME")), "applied_before": sorted(label(k) for k in before),
     }
@@ -120,6 +122,9 @@ def verdict(data: dict[str, Any], applied: set[Key]) -> tuple[bool, str]:
     half = progress is not None and progress.started
     if before is not None and before == applied and not half:
         return False, f"{who} was interrupted before it committed a migration; nothing to undo"
+    if before is not None and before == applied and _online_resume(data) is not None and progress is not None:
+        return False, (f"{who} was interrupted in {progress.migration}, which rebuilds online; its leftovers are "
+                       "removed and it is finished, each operation found done skipped")
     changed = sorted(label(k) for k in (applied ^ before)) if before is not None else []
     if half and progress is not None:
         changed.append(f"{'the reverse of ' if progress.backwards else ''}{progress.done} operation(s) of "
@@ -153,7 +158,22 @@ def check(connection: BaseDatabaseWrapper, applied: set[Key], log: Callable[[str
     if committed:
         raise MigrateRefused(message)
     log(f"{message}, carrying on.")
+    resumed = _online_resume(data) if _before(data) == applied else None
+    if resumed is not None:  # the applier skips its operations the schema shows done
+        _write(stopped_path(connection), {
+            "snapshot": data.get("snapshot"), "applied_before": data.get("applied_before"), "stays": [],
+            "dropped": [], "error": "interrupted in an online rebuild", "partial": resumed.as_dict()})
     path(connection).unlink(missing_ok=True)
+
+
+def _online_resume(data: dict[str, Any]) -> Progress | None:
+    """A dead run's half-done online migration, as a point to resume from: every operation it started,
+    the one under way included, is checked against the live schema (a rebuild is all or nothing)."""
+    progress = Progress.from_dict(data.get("partial"))
+    if progress is None or not progress.started or progress.migration not in data.get("online", []):
+        return None
+    done = progress.done + (1 if progress.running is not None else 0)
+    return Progress(progress.migration, progress.backwards, done)
 
 
 def left_by_dead_run(connection: BaseDatabaseWrapper, purpose: str) -> dict[str, Any] | None:
@@ -248,6 +268,10 @@ def resume(
     data = read(connection) or read(connection, stopped_path(connection))
     if data is None:
         raise MigrateRefused("There is no interrupted migrate to roll back: no marker in the data folder.")
+    from songsgen.db.migrate.online import leftovers as online_leftovers
+
+    for item in online_leftovers.remove(connection):  # before a reverse operation rebuilds that table again
+        log(f"Removed the {item.describe()}.")
     snap = data.get("snapshot")
     before = _before(data)
     # A run that died before reaching the migration an earlier failure left half-applied: still half-applied.

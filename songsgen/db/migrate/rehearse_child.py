@@ -87,9 +87,9 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
     from songsgen.db.migrate import pglocks, schema
     from songsgen.db.migrate.apply import Applier
     from songsgen.db.migrate.online import observe
-    from songsgen.db.migrate.online.editor import min_rows
-    from songsgen.db.migrate.online.plan import online_migrations
+    from songsgen.db.migrate.online.plan import online_migrations, threshold
     from songsgen.db.migrate.online.rebuild import Stats
+    from songsgen.db.migrate.safeddl.editor import SafeForm
     from songsgen.db.migrate.verify import tables_changed_by
 
     clock = time.monotonic()
@@ -110,16 +110,17 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
     executor = MigrationExecutor(scratch, progress)
     plan = [(executor.loader.graph.nodes[(app, migration)], backwards) for app, migration, backwards in plan_keys]
     # as migrate.run: only SQLite defers its foreign-key check to the commit
+    state = schema.applied_state(executor)
     if scratch.vendor == "sqlite":
-        state = schema.applied_state(executor)
         applier.tables_of = tables_changed_by(plan, state)
-        applier.online = online_migrations(scratch, plan, state, min_rows())[0]  # as the live run goes online
+    applier.online = online_migrations(scratch, plan, state, threshold(scratch))[0]  # as the live run goes online
     online: dict[str, list[str]] = {}
 
-    def rebuilt(stats: Stats) -> None:
+    def rebuilt(stats: Stats | SafeForm) -> None:
         online.setdefault(applier.current or "", []).append(
             f"{stats.table}: {stats.rows:,} rows, {stats.chunks} chunk(s), longest lock "
-            f"{stats.longest_lock_seconds:.3f} s, {stats.seconds:.1f} s")
+            f"{stats.longest_lock_seconds:.3f} s, {stats.seconds:.1f} s" if isinstance(stats, Stats) else
+            f"{stats.table}: {stats.kind} in its safe form ({len(stats.ran)} statement(s)), {stats.seconds:.1f} s")
     # as migrate: before a drop commits
     applier.verify_group = lambda labels: _verified_group(scratch, plan, labels)
     with applier.metered(rows=True), observe.listening(rebuilt):

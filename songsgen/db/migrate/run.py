@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.exceptions import AmbiguityError
 from django.db.migrations.executor import MigrationExecutor
@@ -147,11 +148,11 @@ def run(
     Raises MigrateRefused before anything changed, MigrateFailed after (`restored`: back at the migrations
     it had before)."""
     before = {key for key in executor.loader.applied_migrations}
+    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration is finished below
+        warn(f"Removed the {item.describe()}.")
     marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
     for leftover in rehearse_leftovers.remove_leftovers(connection):  # we hold the lock: no rehearsal uses them
         warn(f"Removed the {leftover.describe()}.")
-    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration runs again below
-        warn(f"Removed the {item.describe()}.")
     clock = time.monotonic()
 
     report.plan = describe_plan(plan)
@@ -204,10 +205,10 @@ def run(
             snapshot.prune_snapshots(connection, snap.parent, int(settings.MIGRATE_KEEP_SNAPSHOTS))
         if not go_on:
             return report
-    marker.write(connection, snap, [s.migration for s in report.plan], before)
     if connection.vendor == "sqlite":  # only SQLite defers its foreign-key check to the commit
         applier.tables_of = tables_changed_by(plan, state)
-        applier.online = plan_online(connection, plan, state, log, warn)
+    applier.online = plan_online(connection, plan, state, log, warn)
+    marker.write(connection, snap, [s.migration for s in report.plan], before, list(applier.online))
     attempt = _apply(connection, plan, apply, applier, options, report, before, snap, log, warn)
     report.attempts = attempt
     report.applied = applier.applied
@@ -330,6 +331,19 @@ def _verify(
     return tables
 
 
+def _leftovers_after_undo(connection: BaseDatabaseWrapper) -> list[online_leftovers.Leftover]:
+    """What a failed safe-DDL step's own undo could not remove (it waited behind the same session): removed
+    now if that comes within the lock timeout, else returned to be named."""
+    if connection.vendor != "postgresql":
+        return []
+    try:
+        pglocks.limit_waits(connection)
+        online_leftovers.remove(connection)
+    except DatabaseError:
+        connection.close()  # the lock timeout: the session is gone with its settings
+    return online_leftovers.find(connection)
+
+
 def _fail(
     connection: BaseDatabaseWrapper, exc: BaseException, stage: str, failed_in: str | None, applier: Applier,
     before: set[Key], snap: Path | None, report: Report, log: Callable[[str], None], warn: Callable[[str], None],
@@ -364,8 +378,14 @@ def _fail(
                             f"the way back. {done}{marker.stopped_advice(undo, snap)}", restored=False) from exc
     marker.clear(connection)
     report.status = RunStatus.RESTORED
+    left = _leftovers_after_undo(connection)
     how = ("The database is back as it was before this migrate: " + ("; ".join(parts) or "nothing had changed")
            + ". Rows other connections committed meanwhile are kept.")
+    if left:
+        how = ("The migrations are back as they were before this migrate" + (f": {'; '.join(parts)}" if parts else "")
+               + ". Rows other connections committed meanwhile are kept. Left behind, because the session that "
+               "blocked the migrate also blocked their removal: " + "; ".join(item.describe() for item in left)
+               + ". The next migrate or dbcheck removes them.")
     if undo.unfinished:
         how += (f" Not undone: what {undo.unfinished}, the operation that failed, wrote before failing (it runs "
                 "outside a transaction; a batched backfill continues from there).")

@@ -58,6 +58,9 @@ def _applied(entry: dict[str, Any]) -> str:
 
 
 def _online(entry: dict[str, Any]) -> str:
+    if "kind" in entry:  # PostgreSQL: a statement in its safe form
+        return (f"Safe DDL: {entry['migration']} on {entry['table']}: {entry['original'][:80]} ran as "
+                f"{len(entry['ran'])} statement(s), longest {entry['longest_step_seconds']:.3f} s")
     return (f"Online: {entry['migration']} rebuilt {entry['table']}: {entry['rows']:,} rows in {entry['chunks']} "
             f"chunk(s), longest lock {entry['longest_lock_seconds']:.3f} s "
             f"(cut-over {entry['cutover_seconds']:.3f} s), {entry['seconds']:.1f} s")

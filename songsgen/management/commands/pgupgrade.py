@@ -28,7 +28,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _app_login() -> tuple[str, str] | None:
     """The user and password the application logs in with (DATABASE_URL), for PgBouncer's check."""
     db = settings.DATABASES["default"]
-    if db.get("ENGINE") != "django.db.backends.postgresql":
+    if db.get("ENGINE") not in ("django.db.backends.postgresql", settings.POSTGRESQL_ENGINE):
         return None
     return str(db.get("USER") or ""), str(db.get("PASSWORD") or "")
 

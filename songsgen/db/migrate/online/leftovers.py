@@ -1,5 +1,6 @@
-"""What a killed online rebuild leaves: capture triggers and a shadow (before its cut-over), or the
-old table (after it). Found by name, removed under the migrate lock; the table itself is never touched."""
+"""What a killed online change leaves. SQLite: capture triggers and a shadow (before the cut-over), or the old
+table (after it), found by name. PostgreSQL: an INVALID index, a temporary NOT NULL check. Removed under the
+migrate lock; the application's tables and rows are never touched."""
 
 from __future__ import annotations
 
@@ -20,13 +21,33 @@ class Leftover:
     kind: str  # "capture": triggers and/or the shadow, the table as before; "old": the table it replaced
 
     def describe(self) -> str:
+        if self.kind == "index":
+            return f"INVALID index {self.table}, left by an interrupted or failed CREATE INDEX CONCURRENTLY"
+        if self.kind == "check":
+            return f"temporary NOT NULL check {self.table}, left by an interrupted or failed safe SET NOT NULL"
         if self.kind == "capture":
             return (f"unfinished online rebuild of {self.table} (its shadow {names.shadow(self.table)} and capture "
                     "triggers; the table is as before)")
         return f"old copy of {self.table} an online rebuild replaced ({names.old(self.table)})"
 
 
+# PostgreSQL: an index a killed CREATE INDEX CONCURRENTLY left INVALID (not one being built now), and the
+# temporary NOT NULL check of a killed safe SET NOT NULL.
+PG_LEFTOVERS = """
+SELECT c.relname, 'index' FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE NOT i.indisvalid AND c.relnamespace = current_schema()::regnamespace
+   AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid)
+UNION ALL
+SELECT t.relname || '.' || k.conname, 'check' FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+ WHERE k.contype = 'c' AND k.conname LIKE %s AND t.relnamespace = current_schema()::regnamespace
+"""
+
+
 def find(connection: BaseDatabaseWrapper) -> list[Leftover]:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(PG_LEFTOVERS, ["%\\_songsgen\\_notnull"])
+            return [Leftover(name, kind) for name, kind in cursor.fetchall()]
     if connection.vendor != "sqlite":
         return []
     with connection.cursor() as cursor:
@@ -48,11 +69,23 @@ def remove(connection: BaseDatabaseWrapper) -> list[Leftover]:
     """Remove every leftover (the caller holds the migrate lock); return them."""
     found = find(connection)
     for item in found:
-        if item.kind == "capture":
+        if item.kind in ("index", "check"):
+            _remove_pg(connection, item)
+        elif item.kind == "capture":
             remove_capture(connection, item.table)  # the triggers first: the application writes through them
         else:
             drop_in_chunks(connection, names.old(item.table), inline=False)
     return found
+
+
+def _remove_pg(connection: BaseDatabaseWrapper, item: Leftover) -> None:
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        if item.kind == "index":  # CONCURRENTLY: outside a transaction, and no write lock
+            cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(item.table)}")
+        else:
+            table, name = item.table.split(".", 1)
+            cursor.execute(f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(name)}")
 
 
 def dbcheck_problems(connection: BaseDatabaseWrapper) -> list[Problem]:

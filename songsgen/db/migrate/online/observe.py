@@ -7,17 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from songsgen.db.migrate.online.rebuild import Stats
 
-_listeners: list[tuple[Callable[[Stats], None], Callable[[str], None] | None]] = []
+class Done(Protocol):
+    """An online rebuild (SQLite) or a statement run in its safe form (PostgreSQL), as the report keeps it."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+_listeners: list[tuple[Callable[[Any], None], Callable[[str], None] | None]] = []
 
 
 @contextmanager
-def listening(on_done: Callable[[Stats], None], on_line: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hear of each online rebuild finished, and its progress lines, while the body runs."""
+def listening(on_done: Callable[[Any], None], on_line: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hear of each online rebuild or safe form finished, and progress lines, while the body runs."""
     entry = (on_done, on_line)
     _listeners.append(entry)
     try:
@@ -26,7 +30,7 @@ def listening(on_done: Callable[[Stats], None], on_line: Callable[[str], None] |
         _listeners.remove(entry)
 
 
-def done(stats: Stats) -> None:
+def done(stats: Done) -> None:
     for on_done, _ in list(_listeners):
         on_done(stats)
 

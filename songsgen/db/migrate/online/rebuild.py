@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db.migrate.online import names, pace
@@ -54,19 +54,23 @@ class Rebuild:
         self.stats = Stats(spec.table, inline=self.inline)
         self.qt, self.qs = names.quote(spec.table), names.quote(spec.shadow)
         self.pk = ""
+        self.held = 0.0  # the last transaction's hold of the write lock, waiting for it not counted
 
     # --- the whole ---------------------------------------------------------------------------------
     def run(self) -> Stats | None:
-        """Rebuild online; None (nothing changed) when the table does not suit it."""
+        """Rebuild online; None (nothing changed) when the table or the connection does not suit it."""
         clock = time.monotonic()
-        if not self.prepare():
+        if _enforces_foreign_keys(self.connection) or not self.prepare():
             return None
         try:
             self.copy()
             self.cut_over()
         except BaseException:
             if not self.inline:
-                self.abandon()
+                try:
+                    self.abandon()
+                except Exception:  # noqa: BLE001 — e.g. the disk still full: the next migrate or dbcheck removes it
+                    pass
             raise
         self.drop_old()
         self.stats.seconds = time.monotonic() - clock
@@ -83,7 +87,7 @@ class Rebuild:
             start = time.monotonic()
             with self.connection.cursor() as cursor:
                 yield cursor
-        held = time.monotonic() - start
+        held = self.held = time.monotonic() - start
         self.stats.longest_lock_seconds = max(self.stats.longest_lock_seconds, held)
         if cutover:
             self.stats.cutover_seconds = held
@@ -140,7 +144,6 @@ class Rebuild:
         pacer = pace.Pacer(self.connection, inline=self.inline)
         report = pace.Progress(self.spec.table, low, start_top, self.progress)
         while True:
-            tick = time.monotonic()
             with self.hold() as cursor:
                 top = self._one(cursor, f"SELECT max(rowid) FROM {self.qt}")
                 if top is None or low >= top:
@@ -154,7 +157,7 @@ class Rebuild:
             self.stats.chunks += 1
             low = high
             report.at(low, self.stats.rows)
-            self.stats.throttled_seconds += pacer.after_chunk(time.monotonic() - tick)
+            self.stats.throttled_seconds += pacer.after_chunk(self.held)
 
     def _verify_chunk(self, cursor: Any, where: str) -> None:
         """The chunk's rows, as the new schema makes them from the table now, equal the shadow's;
@@ -193,8 +196,16 @@ class Rebuild:
 
     def drop_old(self) -> None:
         """Empty the old table in short transactions, then drop it (a DROP of every row at once would
-        hold the lock as long as the copy)."""
-        drop_in_chunks(self.connection, names.old(self.spec.table), inline=self.inline)
+        hold the lock as long as the copy). The change is made: a failure here only leaves the old table
+        for the next migrate or dbcheck."""
+        try:
+            drop_in_chunks(self.connection, names.old(self.spec.table), inline=self.inline)
+        except Exception as exc:  # noqa: BLE001 — e.g. a full disk
+            if self.inline:
+                raise
+            if self.progress is not None:
+                self.progress(f"  the old copy of {self.spec.table} stays ({exc}); the next migrate or dbcheck "
+                              "removes it")
 
     # --- 6: a rebuild that stopped --------------------------------------------------------------------
     def abandon(self) -> None:
@@ -218,21 +229,33 @@ def drop_in_chunks(connection: BaseDatabaseWrapper, table: str, *, inline: bool)
         if cursor.fetchone() is None:
             return
     if not inline:
-        pacer = pace.Pacer(connection, inline=False)
-        while True:
-            tick = time.monotonic()
-            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-                cursor.execute(f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} LIMIT {pacer.size})")
-                deleted = cursor.rowcount
-            if deleted <= 0:
-                break
-            pacer.after_chunk(time.monotonic() - tick)
-    if inline:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {qt}")
-    else:
+        try:
+            _delete_in_chunks(connection, qt)
+        except OperationalError:  # e.g. a full disk: a DROP at once writes far less than the deletes
+            pass
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {qt}")
+
+
+def _delete_in_chunks(connection: BaseDatabaseWrapper, qt: str) -> None:
+    """Delete `qt`'s rows in short transactions, each sized to hold the write lock briefly."""
+    pacer = pace.Pacer(connection, inline=False)
+    while True:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE {qt}")
+            start = time.monotonic()  # the lock is ours from BEGIN IMMEDIATE: waiting for it is not holding it
+            cursor.execute(f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} LIMIT {pacer.size})")
+            deleted = cursor.rowcount
+        if deleted <= 0:
+            break
+        pacer.after_chunk(time.monotonic() - start)
+
+
+def _enforces_foreign_keys(connection: BaseDatabaseWrapper) -> bool:
+    """A schema editor used outside its `with` (foreign keys back on): the cut-over's renames would rewrite
+    other tables' references, and it refuses; known before the copy, Django's way is taken instead."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA foreign_keys")
+        return bool(cursor.fetchone()[0])
 
 
 def _primary_key(cursor: Any, table: str) -> str | None:

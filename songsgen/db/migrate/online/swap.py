@@ -41,9 +41,14 @@ def swap(cursor: Any, spec: Spec) -> tuple[int, int]:
                    [table])
     old_indexes = [row[0] for row in cursor.fetchall()]
     _carry_sequence(cursor, table, shadow)
+    cursor.execute("PRAGMA legacy_alter_table")
+    legacy = int(cursor.fetchone()[0])
     cursor.execute("PRAGMA legacy_alter_table = ON")  # other tables' REFERENCES keep naming `table`
-    cursor.execute(f"ALTER TABLE {qt} RENAME TO {qo}")
-    cursor.execute(f"ALTER TABLE {qs} RENAME TO {qt}")
+    try:
+        cursor.execute(f"ALTER TABLE {qt} RENAME TO {qo}")
+        cursor.execute(f"ALTER TABLE {qs} RENAME TO {qt}")
+    finally:  # a connection setting: left ON, a later RenameModel would not rewrite the references to it
+        cursor.execute(f"PRAGMA legacy_alter_table = {'ON' if legacy else 'OFF'}")
     renames = [(n, names.old_index(n)) for n in old_indexes] + [(names.new_index(n), n) for n in spec.indexes]
     _rename_indexes(cursor, renames)
     kept = 0

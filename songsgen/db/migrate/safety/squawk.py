@@ -118,7 +118,8 @@ class CollectedSQL:
     skipped: tuple[tuple[Operation, str], ...] = ()  # (operation, why) for each operation left out of `sql`
 
 
-def collect(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> CollectedSQL:
+def collect(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState,
+            safe_forms: bool = False) -> CollectedSQL:
     """`migration`'s SQL from `state` (the state before it; not mutated), one operation at a time.
 
     `Migration.apply(collect_sql=True)`'s steps, but an operation whose SQL cannot be collected (its schema
@@ -126,7 +127,10 @@ def collect(connection: BaseDatabaseWrapper, migration: Migration, state: Projec
     unique_together removed right after it was added) is left out and named, instead of failing the check."""
     state = state.clone()
     skipped: list[tuple[Operation, str]] = []
-    with collecting_only(connection), connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
+    atomic = migration.atomic and not safe_forms  # run with safe DDL: operation by operation, as it will run
+    with collecting_only(connection), connection.schema_editor(collect_sql=True, atomic=atomic) as editor:
+        if safe_forms:
+            editor.safe_forms = True  # type: ignore[attr-defined]  # as our PostgreSQL schema editor runs them
         for op in migration.operations:
             editor.collected_sql += ["--", f"-- {op.describe()}", "--"]
             if not op.reduces_to_sql:
@@ -144,7 +148,7 @@ def collect(connection: BaseDatabaseWrapper, migration: Migration, state: Projec
                 skipped.append((op, f"{type(exc).__name__}: {exc}"))
                 editor.collected_sql.append("-- (SQL not collected)")
     statements = list(editor.collected_sql)
-    if migration.atomic and connection.features.can_rollback_ddl:
+    if atomic and connection.features.can_rollback_ddl:
         statements = ["BEGIN;", *statements, "COMMIT;"]
     return CollectedSQL("\n".join(statements) + "\n", tuple(skipped))
 
