@@ -1,16 +1,17 @@
 """Zero downtime, as a figure: each migration applied under a steady write, queue and admin load.
 
     .venv/bin/python bench/live_migrate_bench.py --songs 1000000 --users 20000 --engine sqlite|postgres|both \
-        [--rate 200] [--plain] [--work bench/results/live_migrate]
+        [--rate 200] [--plain] [--only app.name ...] [--work bench/results/live_migrate]
 
 For each migration of accounts, songs and queueing after their first, in dependency order: unapply it with
 Django's plain migrate (load paused; rows stay), start the load (bench/_load.py writer and reader,
 `manage.py runworker`), wait 2 s, rehearse it (`migrate <app> <name> --rehearse-only --json`: the predicted
 lock), wait 2 s, apply it with our `manage.py migrate <app> <name>` (its report's `lock_seconds` for the
-migration: the measured lock, next to the predicted one), wait 2 s, stop the load;
-with --plain the same again with Django's plain migrate. Then a plan that fails half-way under the same load
-(tests/migrations_fixture 0003) and an audit of every id the writer saw committed. Markdown on stdout, JSON
-in bench/results/.
+migration: the measured lock, next to the predicted one; on SQLite its online rebuilds), wait 2 s, stop the
+load, audit every id the writer saw committed; with --plain the same again with Django's plain migrate and
+Django's own rebuild (SONGSGEN_ONLINE_REBUILD_MIN_ROWS above any table): the baseline. --only measures the
+named migrations alone. Then (without --only) a plan that fails half-way under the same load
+(tests/migrations_fixture 0003) and its audit. Markdown on stdout, JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from _common import seeded
+from _live_figures import SETTLE, events, summarize, table
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = REPO / "bench" / "_load.py"
 RESULTS = REPO / "bench" / "results"
-SETTLE = 2.0  # seconds of load before and after each measured migrate
 NOOP_GENERATOR = "tests.queueing.generators.NoopGenerator"
 FIXTURE_SETTINGS = "tests.settings_fixture"
-FLOOR_S = 0.05  # locks both shorter than this: no ratio (timer and scheduling noise)
+# Our SQLite backend rebuilds a big table online even under --plain where the migration runs outside a
+# transaction; above every table's size, Django's own rebuild: the baseline, and the quick way to unapply.
+DJANGO_REBUILD = {"SONGSGEN_ONLINE_REBUILD_MIN_ROWS": "1000000000000"}
 
 
 def base_env(url: str, data_dir: Path) -> dict[str, str]:
@@ -51,7 +54,9 @@ def base_env(url: str, data_dir: Path) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run manage.py as a user types it (our safe migrate unless --plain)."""
+    """Run manage.py as a user types it (our safe migrate unless --plain, Django's own rebuild with it)."""
+    if "--plain" in args:
+        env = dict(env, **DJANGO_REBUILD)
     proc = subprocess.run([sys.executable, str(REPO / "manage.py"), *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=7200)
     if check and proc.returncode != 0:
@@ -214,50 +219,12 @@ def _started(log: Path) -> bool:
     return log.exists() and log.stat().st_size > 0
 
 
-def _events(log: Path) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
-
-
-def _p99(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
-def summarize(log: Path, start: float, end: float) -> dict[str, Any]:
-    """A load log against the migrate window [start, end]: what waited on it, what failed before/during/after."""
-    events = _events(log)
-    ok = [e for e in events if e["kind"] == "ok"]
-    errors = [e for e in events if e["kind"] == "error"]
-    # Touched by the window: scheduled (or begun) before it ended and committed (or answered) after it began.
-    window = [e["lat"] for e in ok if e["due"] <= end and e["t"] >= start]
-    # A call's own wait, from when it could begin (its due time, or the previous call's end when the writer ran
-    # late) to its commit: what one request waits on the database, without the writer's own backlog.
-    own, previous = [], 0.0
-    for e in events:
-        if e["kind"] in ("ok", "error"):
-            if e["kind"] == "ok" and e["due"] <= end and e["t"] >= start:
-                own.append(e["t"] - max(e["due"], previous))
-            previous = e["t"]
-    before = [e["lat"] for e in ok if start - SETTLE <= e["t"] < start]
-    span = (events[-1]["t"] - events[0]["t"]) if len(events) > 2 else 0.0
-    return {
-        "per_s": round((len(ok) + len(errors)) / span, 1) if span else None,
-        "ok": len(ok), "window_ok": len(window),
-        "max_ms": round(max(window) * 1000, 1) if window else None,
-        "longest_own_ms": round(max(own) * 1000, 1) if own else None,
-        "p99_own_ms": round(_p99(own) * 1000, 1) if own else None,
-        "p99_ms": round(_p99(window) * 1000, 1) if window else None,
-        "p99_before_ms": round(_p99(before) * 1000, 1) if before else None,
-        # Errors by when they happened: a writer behind its schedule would push scheduled times out of the window.
-        "errors_before": sum(e["t"] < start for e in errors),
-        "errors_during": sum(start <= e["t"] <= end for e in errors),
-        "errors_after": sum(e["t"] > end for e in errors),
-        "first_error": errors[0]["error"] if errors else "",
-    }
+def audited(env: dict[str, str], log: Path) -> dict[str, Any]:
+    """The writer's commits in `log` checked against the database (bench/_load.py audit)."""
+    try:
+        return dict(json.loads(load_py(env, "audit", str(log))))
+    except subprocess.CalledProcessError as exc:  # a failed plan may have left the database unreadable
+        return {"committed": 0, "lost": "?", "reused": "?", "error": exc.stderr[-500:]}
 
 
 # --- steps --------------------------------------------------------------------------------------
@@ -275,8 +242,8 @@ def run_migrate(env: dict[str, str], argv: list[str], mode: str, timeout: float)
     while True:
         extra = ["--plain"] if mode == "plain" else ["--json", *flags]
         proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", *argv, "--noinput", *extra],
-                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                env=dict(env, **DJANGO_REBUILD) if mode == "plain" else env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         start, hung = time.time(), False
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -318,31 +285,48 @@ def measure(env: dict[str, str], folder: Path, args: argparse.Namespace, target:
         error = f"still running after {args.migrate_timeout:g} s, killed; last output: {error}"
     label = ".".join(target)  # "app.0002_name"; a short name ("0003") matches nothing
     applied = report.get("applied", [])
-    return {
+    row = {
         "target": " ".join(target), "mode": mode, "exit": run["exit"], "seconds": round(run["end"] - run["start"], 2),
+        "start": run["start"], "end": run["end"],
         "flags": run["flags"], "status": report.get("status"), "guard": report.get("guard"),
         "phases": report.get("seconds", {}), "applied": applied,
         "longest_lock_s": report.get("longest_lock_seconds"),
+        # SQLite: each table rebuilt online (table, rows, chunks, longest_lock_seconds, cutover_seconds, seconds).
+        "online": report.get("online", []),
         # The target's own lock, measured live as the rehearsal measures it (songsgen/db/migrate/lockmeter.py).
         "measured_lock_s": next((a.get("lock_seconds") for a in applied if a["migration"] == label), None),
         "rehearsal": rehearsal,
         "error": error[:300] if run["exit"] else "",
         "writer": summarize(load.writer_log, run["start"], run["end"]),
         "reader": summarize(load.reader_log, run["start"], run["end"]),
-        "release": next((e.get("release") for e in _events(load.writer_log) if e["kind"] == "start"), None),
+        "release": next((e.get("release") for e in events(load.writer_log) if e["kind"] == "start"), None),
         **worker,
     }
+    (folder / "row.json").write_text(json.dumps(row, indent=2))  # kept should a later step end the run
+    return row
 
 
 def migrations_under_load(env: dict[str, str], args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    """Every migration after the first of each app, unapplied, then applied under load (ours, then plain)."""
-    rows = []
-    for app, name, prev in json.loads(load_py(env, "plan")):
+    """Every migration after the first of each app (or those --only names), unapplied, then applied under
+    load (ours, then plain); every commit the writer saw audited after each."""
+    rows, plan = [], json.loads(load_py(env, "plan"))
+    unknown = set(args.only) - {f"{app}.{name}" for app, name, _ in plan}
+    if unknown:
+        raise SystemExit(f"--only: no such migration after an app's first: {', '.join(sorted(unknown))}")
+    for app, name, prev in plan:
+        if args.only and f"{app}.{name}" not in args.only:
+            continue
         for mode in ("ours", "plain") if args.plain else ("ours",):
             manage(env, "migrate", app, prev, "--plain", "-v0")  # load paused; rows stay in place
             print(f"  {app} {name} ({mode}) …", file=sys.stderr, flush=True)
-            rows.append(measure(env, folder / f"{app}_{name}_{mode}", args, [app, name], mode, mode == "ours"))
-    manage(env, "migrate", "--plain", "-v0")  # whatever an unapply took along comes back
+            step = folder / f"{app}_{name}_{mode}"
+            rows.append(measure(env, step, args, [app, name], mode, mode == "ours"))
+            rows[-1]["audit"] = audited(env, step / "writer.jsonl")
+    # Whatever an unapply took along comes back; a migration a killed migrate left half-done may refuse.
+    restored = manage(env, "migrate", "--plain", "-v0", check=False)
+    if restored.returncode:
+        print(f"  migrate --plain after the steps failed: {restored.stderr.strip().splitlines()[-1:]}",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -355,84 +339,11 @@ def failing_plan(env: dict[str, str], args: argparse.Namespace, folder: Path) ->
         step = folder / f"fixture_0003_{'atomic' if atomic == '1' else 'nonatomic'}"
         print(f"  failing plan, atomic={atomic} …", file=sys.stderr, flush=True)
         row = measure(dict(fixture, SONGSGEN_FIXTURE_MODE="fail"), step, args, ["migrations_fixture", "0003"], "ours")
-        try:
-            row["audit"] = json.loads(load_py(fixture, "audit", str(step / "writer.jsonl")))
-        except subprocess.CalledProcessError as exc:  # the failed plan may have left the database unreadable
-            row["audit"] = {"committed": 0, "lost": "?", "reused": "?", "error": exc.stderr[-500:]}
+        row["audit"] = audited(fixture, step / "writer.jsonl")
         row["atomic"] = atomic == "1"
         rows.append(row)
         manage(fixture, "migrate", "migrations_fixture", "zero", "--plain", "-v0", check=False)
     return rows
-
-
-# --- output -------------------------------------------------------------------------------------
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _row(cells: list[object]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _lock(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _ratio(predicted: float | None, measured: float | None) -> str:
-    """measured / predicted; both under 50 ms is noise, not a ratio."""
-    if predicted is None or measured is None:
-        return "—"
-    if max(predicted, measured) < FLOOR_S:
-        return "both < 0.05 s"
-    return "∞" if predicted == 0 else f"{measured / predicted:.2f}"
-
-
-def table(engine: str, rows: list[dict[str, Any]], failing: list[dict[str, Any]]) -> str:
-    """The markdown for one engine."""
-    lines = [f"\n### {engine}\n", _row([
-        "migration", "migrate", "s", "predicted lock s", "measured lock s", "measured / predicted", "writes/s",
-        "writes in window", "longest write ms", "max write wait ms", "p99 write ms (before)",
-        "writer errors before/during/after",
-        "reader p99 ms", "reader errors b/d/a", "worker", "notes"]), _row(["---"] * 2 + ["---:"] * 12 + ["---"] * 2)]
-    for row in rows:
-        w, r = row["writer"], row["reader"]
-        notes = " ".join(row["flags"])
-        if row["exit"]:
-            notes += f" exit {row['exit']}: {row['error'][:80]}"
-        if row.get("release") == "previous":
-            notes += f" load: previous release (worker: {row.get('worker_code')})"
-        if w["errors_before"]:
-            notes += " errors before the window:"
-        if w["first_error"]:
-            notes += f" {w['first_error'][:70]}"
-        rehearsal = row.get("rehearsal") or {}
-        if rehearsal.get("error"):
-            notes += f" rehearsal: {rehearsal['error'][:80]}"
-        predicted, measured = rehearsal.get("lock_s"), row.get("measured_lock_s")
-        lines.append(_row([
-            row["target"], row["mode"], f"{row['seconds']:.2f}", _lock(predicted), _lock(measured),
-            _ratio(predicted, measured) if row["mode"] == "ours" else "—",
-            w["per_s"], f"{w['window_ok']:,}", _ms(w.get("longest_own_ms")), _ms(w["max_ms"]),
-            f"{_ms(w['p99_ms'])} ({_ms(w['p99_before_ms'])})",
-            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}", _ms(r["p99_ms"]),
-            f"{r['errors_before']}/{r['errors_during']}/{r['errors_after']}",
-            "died" if row["worker_died"] else "none" if row.get("worker_code") == "none" else "ok", notes.strip()]))
-    lines += ["", _row(["failing plan", "status", "s", "longest lock s", "writes/s", "longest write ms",
-                        "max write wait ms",
-                        "writer errors b/d/a", "committed", "**rows lost**", "**ids reused**", "reader errors",
-                        "notes"]),
-              _row(["---", "---"] + ["---:"] * 10 + ["---"])]
-    for row in failing:
-        w, a = row["writer"], row["audit"]
-        lines.append(_row([
-            f"migrations_fixture 0003 ({'atomic' if row['atomic'] else 'non-atomic'})",
-            f"{row['status'] or row['exit']} {' '.join(row['flags'])}".strip(), f"{row['seconds']:.2f}",
-            _lock(row["longest_lock_s"]), w["per_s"], _ms(w.get("longest_own_ms")), _ms(w["max_ms"]),
-            f"{w['errors_before']}/{w['errors_during']}/{w['errors_after']}",
-            f"{row['writer']['ok']:,}", f"**{a['lost']}**", f"**{a['reused']}**",
-            row["reader"]["errors_during"] + row["reader"]["errors_after"],
-            (row["error"][:100] if row["exit"] == "hung" or row["exit"] == 3 else w["first_error"][:70])]))
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -445,6 +356,8 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true", help="also a row per migration with Django's plain migrate")
     parser.add_argument("--migrate-timeout", type=float, default=900.0,
                         help="seconds before a migrate under load counts as hung and is killed (default 900)")
+    parser.add_argument("--only", action="append", default=[], metavar="APP.NAME",
+                        help="measure only this migration (repeatable; the failing plan is left out)")
     parser.add_argument("--work", type=Path, default=RESULTS / "live_migrate",
                         help="seed files and per-step load logs (default bench/results/live_migrate)")
     args = parser.parse_args()
@@ -463,7 +376,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
             clock = time.monotonic()
             rows = migrations_under_load(env, args, folder)
-            failing = failing_plan(env, args, folder)
+            failing = [] if args.only else failing_plan(env, args, folder)
             result["engines"][engine] = {"seed_s": args.seed_seconds.get(engine),
                                          "run_s": round(time.monotonic() - clock, 1),
                                          "migrations": rows, "failing_plan": failing}
