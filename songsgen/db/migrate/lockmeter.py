@@ -17,6 +17,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from songsgen.db import pgconn
 
 SAMPLE_SECONDS = 0.01
+# SQLite: seconds between two of the metered connection's own checkpoints (after a transaction). Each one
+# copies the WAL into the database and syncs it twice: after every chunk of an online rebuild it doubled
+# the copy's writes and, timed with the chunk's commit, shrank every chunk to the smallest size.
+CHECKPOINT_EVERY = 1.0
 MODES = [  # weakest first
     "AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock",
     "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock",
@@ -299,12 +303,13 @@ class _Checkpoints:
     writers do not wait for a PASSIVE checkpoint: timed with the COMMIT it added a hold no
     writer sees, and most of the noise (1M-song backfill batches: median 0.065 s with it, 0.042
     s without; the longest up to 1.27 s with it). So the connection's autocheckpoint is off
-    while metered and the same connection checkpoints after each transaction (in that backfill,
-    the same total time)."""
+    while metered and the same connection checkpoints after a transaction, at most once a second
+    (`CHECKPOINT_EVERY`)."""
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.raw = connection.connection if connection.vendor == "sqlite" else None
         self.pages = 0
+        self.last = 0.0
         if self.raw is not None:
             self.pages = int(self.raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
             self.raw.execute("PRAGMA wal_autocheckpoint = 0")
@@ -312,6 +317,10 @@ class _Checkpoints:
     def __call__(self) -> None:
         if self.raw is None or self.pages <= 0 or self.raw.in_transaction:
             return
+        now = time.monotonic()
+        if now - self.last < CHECKPOINT_EVERY:  # an online rebuild commits a chunk every ~70 ms
+            return
+        self.last = now
         # one that cannot run now is done by the next commit, any connection's
         with suppress(Exception):
             self.raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
