@@ -17,6 +17,7 @@ TARGET_LOCK = 0.04
 # every writer queued behind it in, at its next retry.
 MIN_PAUSE = 0.03
 FIRST_CHUNK = 500  # rows (rowid span) of the first chunk; the next ones are sized from its time
+GROWTH = 1.5  # at most this much bigger than the last chunk: a chunk's time grows faster than its rows
 MAX_CHUNK = 1_000_000
 WAL_CHECK_EVERY = 1.0  # seconds between two looks at the WAL backlog
 BRAKE_STEP = 0.25  # seconds slept while the backlog is over the limit
@@ -61,7 +62,7 @@ class Pacer:
         if self.inline:
             return 0.0
         factor = TARGET_LOCK / max(held, 1e-4)
-        self.size = int(min(MAX_CHUNK, max(50, self.size * min(2.0, max(0.5, factor)))))
+        self.size = int(min(MAX_CHUNK, max(50, self.size * min(GROWTH, max(0.5, factor)))))
         time.sleep(writers_pause(held))
         if time.monotonic() < self._next_wal_look:
             return 0.0
