@@ -39,7 +39,8 @@ def blobs(transactional_db):
         cursor.execute("DROP TABLE meter_blob")
 
 
-def test_metered_transactions_are_checkpointed_after_their_lock_span(blobs):
+def test_metered_transactions_are_checkpointed_after_their_lock_span(blobs, monkeypatch):
+    monkeypatch.setattr(lockmeter, "CHECKPOINT_EVERY", 0.0)  # after each transaction (else at most once a second)
     before = autocheckpoint()
     assert before > 0
     with lockmeter.metered(connection) as meter:

@@ -14,13 +14,13 @@ from tests.db.migrate.test_rehearse_runs import mounted
 
 pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's online table rebuild")
 ROWS = 3_000
-PAD = "x" * 400  # ~1.3 MB of rows and 1 MB of other files on a 3.5 MB tmpfs: no room for the copy
+PAD = "x" * 400  # ~1.3 MB of rows and 1.8 MB of other files on a 4 MB tmpfs: no room for the copy
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_full_disk_stops_the_rebuild_and_leaves_the_table_as_it_was(tmp_path):
     folder = tmp_path / "small"
-    with mounted(folder, ["-t", "tmpfs", "-o", "size=3584k,mode=0700", "tmpfs"]):
+    with mounted(folder, ["-t", "tmpfs", "-o", "size=4096k,mode=0700", "tmpfs"]):
         db = DatabaseWrapper({**connection.settings_dict, "NAME": str(folder / "full.db")}, alias="full_disk")
         connections["full_disk"] = db  # transaction.atomic(using=…) finds it by its alias
         try:
@@ -38,7 +38,7 @@ def test_a_full_disk_stops_the_rebuild_and_leaves_the_table_as_it_was(tmp_path):
                                            [(i, f"{i} {PAD}") for i in range(start, min(start + 500, ROWS + 1))])
                     cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = folder / "filler"  # what the operator frees once the disk is full
-            filler.write_bytes(b"\0" * 1_000_000)
+            filler.write_bytes(b"\0" * 1_800_000)
             with override_settings(ONLINE_REBUILD_MIN_ROWS=0), pytest.raises(OperationalError, match="full"):
                 with db.schema_editor(atomic=False) as editor:
                     editor._remake_table(model)

@@ -7,6 +7,7 @@ steps run in that transaction, and nothing is gained or lost."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -248,8 +249,9 @@ def drop_in_chunks(connection: BaseDatabaseWrapper, table: str, *, inline: bool)
     if not inline:
         try:
             _delete_in_chunks(connection, qt)
-        except OperationalError:  # e.g. a full disk: a DROP at once writes far less than the deletes
-            pass
+        except OperationalError:  # e.g. a full disk: a DROP at once writes far less than the deletes,
+            with connection.cursor() as cursor, contextlib.suppress(OperationalError):  # into an emptied WAL
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {qt}")
 
