@@ -171,8 +171,6 @@ MIGRATE_BACKUP_MARGIN_BYTES = env_int("SONGSGEN_MIGRATE_BACKUP_MARGIN_MB", 64) *
 ONLINE_REBUILD_MIN_ROWS = env_int("SONGSGEN_ONLINE_REBUILD_MIN_ROWS", 10_000)
 # ... and waits while more than this much of the WAL is not yet checkpointed (a reader or Litestream behind).
 ONLINE_REBUILD_WAL_BACKLOG_MB = env_int("SONGSGEN_ONLINE_REBUILD_WAL_BACKLOG_MB", 256)
-# ... and copies with this much page cache (0: the connection's own): the shadow's indexes stay in memory.
-ONLINE_REBUILD_CACHE_MB = env_int("SONGSGEN_ONLINE_REBUILD_CACHE_MB", 256)
 # pre-migrate snapshots kept per database
 MIGRATE_KEEP_SNAPSHOTS = env_int("SONGSGEN_MIGRATE_KEEP_SNAPSHOTS", 3)
 # PostgreSQL: a migration waiting longer than this for a lock fails (and is retried) instead of

@@ -4,8 +4,7 @@ long enough for every queued writer to get in, and a brake while the WAL is not 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -27,26 +26,6 @@ BRAKE_LIMIT = 60.0  # seconds of braking at most per look: then go on, slowly
 def writers_pause(held: float) -> float:
     """Seconds to leave the lock free after a chunk that held it `held` seconds."""
     return max(MIN_PAUSE, held * 0.5)
-
-
-@contextmanager
-def copy_cache(connection: BaseDatabaseWrapper, *, inline: bool) -> Iterator[None]:
-    """The copy's page cache (SONGSGEN_ONLINE_REBUILD_CACHE_MB, 256): the shadow's secondary indexes are filled at
-    random places, and with the application's 10 MB cache each chunk re-reads most of their pages from disk
-    (bench/README.md, "Zero downtime": the measurement that keeps this)."""
-    megabytes = int(getattr(settings, "ONLINE_REBUILD_CACHE_MB", 256))
-    if inline or megabytes <= 0:
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA cache_size")
-        before = int(cursor.fetchone()[0])
-        cursor.execute(f"PRAGMA cache_size = {-megabytes * 1024}")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"PRAGMA cache_size = {before}")
 
 
 class Pacer:

@@ -146,8 +146,7 @@ class Rebuild:
             start_top = int(self._one(cursor, f"SELECT coalesce(max(rowid), 0) FROM {self.qt}"))
         pacer = pace.Pacer(self.connection, inline=self.inline)
         report = pace.Progress(self.spec.table, low, start_top, self.progress)
-        with pace.copy_cache(self.connection, inline=self.inline):
-            self._copy_chunks(pacer, report, low, start_top, cols, qpk)
+        self._copy_chunks(pacer, report, low, start_top, cols, qpk)
 
     def _copy_chunks(self, pacer: pace.Pacer, report: pace.Progress, low: int, end: int, cols: str,
                      qpk: str) -> None:
