@@ -11,10 +11,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 # seconds a chunk aims to hold the write lock (the issue's bound is ~50 ms)
 TARGET_LOCK = 0.04
-# A writer that started waiting on SQLite's busy handler retries after 1, 2, 5, 10, 15, 20 and then
-# 25 ms sleeps for its first ~100 ms: a free window a little longer than 25 ms after each chunk lets
-# every writer queued behind it in, at its next retry.
+# A writer waiting on SQLite's busy handler retries after sleeps of 1, 2, 5, 10, 15, 20 and 25 ms for its
+# first ~100 ms, then of 50 and 100 ms. After a chunk that held the lock briefly, a free window a little
+# longer than 25 ms lets every queued writer in at its next retry; after a longer one (a commit that
+# flushed a checkpoint, a slow disk) a writer may be between 100 ms sleeps, and a 30 ms window every
+# ~120 ms can miss it again and again (queueing 0002 at 1M songs: 17 waits of 0.5-1.04 s).
 MIN_PAUSE = 0.03
+LONG_HOLD = 0.07  # seconds: a chunk held longer than this is followed by a window of a full 100 ms sleep
+LONG_PAUSE = 0.11
 FIRST_CHUNK = 500  # rows (rowid span) of the first chunk; the next ones are sized from its time
 GROWTH = 1.5  # at most this much bigger than the last chunk: a chunk's time grows faster than its rows
 MAX_CHUNK = 1_000_000
@@ -25,7 +29,7 @@ BRAKE_LIMIT = 60.0  # seconds of braking at most per look: then go on, slowly
 
 def writers_pause(held: float) -> float:
     """Seconds to leave the lock free after a chunk that held it `held` seconds."""
-    return max(MIN_PAUSE, held * 0.5)
+    return MIN_PAUSE if held <= LONG_HOLD else LONG_PAUSE
 
 
 class Pacer:
