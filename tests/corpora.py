@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REQUIREMENT = "django-migration-linter==4.1.0"
@@ -26,26 +27,39 @@ def linter_apps(root: Path) -> Path:
     return root / LINTER
 
 
-def unpack(sdist: Path, dest: Path) -> None:
-    """The sdist's tests/test_project/app_* and LICENSE into dest, nothing else."""
-    with tarfile.open(sdist) as archive:
-        for member in archive.getmembers():
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 2:
-                continue
-            inner = Path(*parts[1:])
-            if inner == Path("LICENSE"):
-                target = dest / "LICENSE"
-            elif inner.parts[:2] == ("tests", "test_project") and len(inner.parts) > 3 \
-                    and inner.parts[2].startswith("app_"):
-                target = dest / Path(*inner.parts[2:])
-            else:
-                continue
-            source = archive.extractfile(member)
-            assert source is not None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with source, target.open("wb") as out:
-                shutil.copyfileobj(source, out)
+def _linter_file(inner: Path) -> Path | None:
+    """Where a file of the sdist goes: its tests/test_project/app_* and LICENSE, nothing else."""
+    if inner == Path("LICENSE"):
+        return inner
+    if inner.parts[:2] == ("tests", "test_project") and len(inner.parts) > 3 and inner.parts[2].startswith("app_"):
+        return Path(*inner.parts[2:])
+    return None
+
+
+def fetch_sdist(requirement: str, sha256: str, partial: Path, place: Callable[[Path], Path | None]) -> Path:
+    """`pip download` the pinned sdist, check its sha256, and unpack into `partial` (replaced) each file that
+    `place` gives a path (relative to `partial`) for; returns `partial`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, requirement], check=True)
+        (sdist,) = Path(tmp).glob("*.tar.gz")
+        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+        if digest != sha256:
+            raise SystemExit(f"{sdist.name}: sha256 {digest}, expected {sha256}; not unpacked")
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(sdist) as archive:
+            for member in archive.getmembers():
+                parts = Path(member.name).parts
+                relative = place(Path(*parts[1:])) if member.isfile() and len(parts) > 1 else None
+                if relative is None:
+                    continue
+                source = archive.extractfile(member)
+                assert source is not None
+                target = partial / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out)
+    return partial
 
 
 def fetch(root: Path) -> Path:
@@ -53,20 +67,7 @@ def fetch(root: Path) -> Path:
     dest = linter_apps(root)
     if (dest / "LICENSE").is_file():
         return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "-d", tmp, REQUIREMENT],
-            check=True,
-        )
-        (sdist,) = Path(tmp).glob("*.tar.gz")
-        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if digest != SHA256:
-            raise SystemExit(f"{sdist.name}: sha256 {digest}, expected {SHA256}; not unpacked")
-        partial = root / f".{LINTER}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        unpack(sdist, partial)
-        partial.rename(dest)
+    fetch_sdist(REQUIREMENT, SHA256, root / f".{LINTER}.partial", _linter_file).rename(dest)
     return dest
 
 

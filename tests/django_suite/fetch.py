@@ -6,14 +6,12 @@ unpacked into DIR/django-<version>/. Nothing is installed: the suite runs agains
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
+
+from tests.corpora import fetch_sdist
 
 VERSION = "5.2.19"
 SHA256 = "ad03d8abc51dbff95ebf34b27123cf0c26a3b62db7ba0cd520783686362533d1"
@@ -34,22 +32,9 @@ def suite_dir(root: Path) -> Path:
     return root / f"django-{VERSION}" / "tests"
 
 
-def unpack(sdist: Path, dest: Path) -> None:
-    """The sdist's tests/ and LICENSE into dest, nothing else."""
-    with tarfile.open(sdist) as archive:
-        for member in archive.getmembers():
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 2:
-                continue
-            inner = Path(*parts[1:])
-            if inner != Path("LICENSE") and inner.parts[0] != "tests":
-                continue
-            source = archive.extractfile(member)
-            assert source is not None
-            target = dest / inner
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with source, target.open("wb") as out:
-                shutil.copyfileobj(source, out)
+def _suite_file(inner: Path) -> Path | None:
+    """Where a file of the sdist goes: its tests/ and LICENSE, nothing else."""
+    return inner if inner == Path("LICENSE") or inner.parts[0] == "tests" else None
 
 
 def fetch(root: Path) -> Path:
@@ -60,21 +45,9 @@ def fetch(root: Path) -> Path:
     dest = suite_dir(root)
     if (dest / "runtests.py").is_file():
         return dest
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "-d", tmp, f"django=={VERSION}"],
-            check=True,
-        )
-        (sdist,) = Path(tmp).glob("*.tar.gz")
-        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if digest != SHA256:
-            raise SystemExit(f"{sdist.name}: sha256 {digest}, expected {SHA256}; not unpacked")
-        partial = root / f".django-{VERSION}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        unpack(sdist, partial)
-        shutil.rmtree(dest.parent, ignore_errors=True)
-        partial.rename(dest.parent)
+    partial = fetch_sdist(f"django=={VERSION}", SHA256, root / f".django-{VERSION}.partial", _suite_file)
+    shutil.rmtree(dest.parent, ignore_errors=True)
+    partial.rename(dest.parent)
     return dest
 
 
