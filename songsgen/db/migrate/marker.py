@@ -271,7 +271,7 @@ def resume(
     from songsgen.db.migrate.online import leftovers as online_leftovers
 
     for item in online_leftovers.remove(connection):  # before a reverse operation rebuilds that table again
-        log(f"Removed the {item.describe()}.")
+        log(item.done())
     snap = data.get("snapshot")
     before = _before(data)
     # A run that died before reaching the migration an earlier failure left half-applied: still half-applied.

@@ -148,8 +148,11 @@ def run(
     Raises MigrateRefused before anything changed, MigrateFailed after (`restored`: back at the migrations
     it had before)."""
     before = {key for key in executor.loader.applied_migrations}
-    for item in online_leftovers.remove(connection):  # a killed online rebuild's; its migration is finished below
-        warn(f"Removed the {item.describe()}.")
+    handled = online_leftovers.remove(connection)  # a killed online change's; its migration is finished below
+    for item in handled:
+        warn(item.done())
+    for item in set(online_leftovers.find(connection)) - set(handled):
+        warn(item.kept())
     marker.check(connection, before, log, [f"{m.app_label}.{m.name}" for m, _ in plan])
     for leftover in rehearse_leftovers.remove_leftovers(connection):  # we hold the lock: no rehearsal uses them
         warn(f"Removed the {leftover.describe()}.")

@@ -394,3 +394,55 @@ def test_a_build_that_times_out_behind_a_long_transaction_leaves_no_invalid_inde
     again = migrate("safeddl_fixture", "0001", "--no-backup")  # the transaction is gone: removed now
     assert again.returncode == 0 and not invalid_indexes(), again.stderr
     assert catalog() == before
+
+
+def test_sigkill_between_not_valid_and_validate_then_migrate_validates_the_constraint(migrate, sd_env):
+    """A kill after ADD … NOT VALID left a CHECK that never checks the old rows; the resumed migration sees the
+    constraint and skips its operation, so the next migrate must validate it first."""
+    import threading
+
+    import psycopg
+
+    seeded(migrate)
+    env = dict(sd_env, **BIG, SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS="60000",
+               PGOPTIONS="-c client_connection_check_interval=100")
+    validate = "ALTER TABLE %VALIDATE CONSTRAINT \"safeddl_item_size_positive\"%"
+    with (psycopg.connect(url()) as reader, psycopg.connect(url()) as holder,
+          psycopg.connect(url(), autocommit=True) as watch):
+        # A reader's open transaction (ACCESS SHARE): the index build goes by, the ADD CHECK waits behind it.
+        reader.execute(f"SELECT 1 FROM {ITEM} LIMIT 1")
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "safeddl_fixture", "0002",
+                                 "--no-backup"], env=env, cwd=REPO, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+
+        def waiting(pattern: str) -> tuple[int] | None:
+            assert proc.poll() is None and time.monotonic() < deadline, f"migrate never waited on {pattern}"
+            return watch.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock'",
+                                 [pattern]).fetchone()
+
+        while not waiting("ALTER TABLE %ADD CONSTRAINT \"safeddl_item_size_positive\"%NOT VALID%"):
+            time.sleep(0.02)
+        # Queued behind the ADD: granted once it commits, it then holds the VALIDATE off (SHARE UPDATE EXCLUSIVE).
+        queued = threading.Thread(target=holder.execute, args=(f"LOCK TABLE {ITEM} IN SHARE UPDATE EXCLUSIVE MODE",))
+        queued.start()
+        while not watch.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'LOCK TABLE%%' "
+                                "AND wait_event_type = 'Lock'").fetchone():
+            time.sleep(0.02)
+        reader.rollback()
+        while (building := waiting(validate)) is None:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        queued.join(timeout=30)
+        while watch.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", building).fetchone():
+            assert time.monotonic() < deadline + 30, "the killed migrate's VALIDATE never ended"
+            time.sleep(0.05)
+        holder.rollback()  # only now: the waiting VALIDATE would otherwise get the lock and finish
+    assert catalog()["constraints"]["safeddl_item_size_positive"][1] is False  # what the kill left: NOT VALID
+
+    again = migrate("safeddl_fixture", "0002", "--no-backup")
+    assert again.returncode == 0, again.stderr
+    assert "Validated the NOT VALID constraint safeddl_fixture_item.safeddl_item_size_positive" in again.stderr
+    assert applied() == {"0001_create_item", "0002_as_makemigrations_writes_it"}
+    assert all(validated for _kind, validated, _sql in catalog()["constraints"].values())
