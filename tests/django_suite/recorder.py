@@ -141,7 +141,7 @@ class RecordingRunner(DiscoverRunner):
 def count_rebuilds(log: Path) -> Any:
     """While open, each rebuild our editor is asked for ("asked") and each it did online ("online", inline
     or committed) is a line in `log`: how much of the run judged the online way, not Django's."""
-    from songsgen.db.migrate.online import observe
+    from songsgen.db.migrate import observe
     from songsgen.db.migrate.online.editor import OnlineSchemaEditor
     from songsgen.db.migrate.online.rebuild import Stats
 

@@ -84,9 +84,8 @@ def apply_plan(scratch: BaseDatabaseWrapper, plan_keys: list[tuple[str, str, boo
     from django.db.migrations.executor import MigrationExecutor
     from django.db.migrations.migration import Migration
 
-    from songsgen.db.migrate import pglocks, schema
+    from songsgen.db.migrate import observe, pglocks, schema
     from songsgen.db.migrate.apply import Applier
-    from songsgen.db.migrate.online import observe
     from songsgen.db.migrate.online.plan import online_migrations, threshold
     from songsgen.db.migrate.online.rebuild import Stats
     from songsgen.db.migrate.safeddl.editor import SafeForm

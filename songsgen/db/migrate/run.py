@@ -21,10 +21,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.migration import Migration
 
 from songsgen.db.exceptions import MigrateFailed, MigrateRefused, RehearsalError, UndoFailed, VerificationFailed
-from songsgen.db.migrate import marker, pglocks, rehearse, rehearse_leftovers, snapshot
+from songsgen.db.migrate import marker, observe, pglocks, rehearse, rehearse_leftovers, snapshot
 from songsgen.db.migrate.apply import Applier, Key, undo_run
 from songsgen.db.migrate.online import leftovers as online_leftovers
-from songsgen.db.migrate.online import observe
 from songsgen.db.migrate.online.plan import plan_online
 from songsgen.db.migrate.pglocks import BlockerWatch, backoff_delays
 from songsgen.db.migrate.runstatus import RunStatus

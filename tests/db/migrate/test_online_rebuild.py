@@ -14,7 +14,7 @@ from django.db import connection
 from django.test import override_settings
 
 from songs.models import Song
-from songsgen.db.migrate.online import observe
+from songsgen.db.migrate import observe
 from songsgen.db.migrate.online.rebuild import Stats
 from tests.db.online import (
     PLAY,

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from songsgen.db.migrate.online import observe
+from songsgen.db.migrate import observe
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="safe DDL is PostgreSQL's")
 TABLE = "safe_ddl_backfill_t"

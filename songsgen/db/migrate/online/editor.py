@@ -12,7 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.db.backends.sqlite3.schema import DatabaseSchemaEditor
 
-from songsgen.db.migrate.online import ddl, observe
+from songsgen.db.migrate import observe
+from songsgen.db.migrate.online import ddl
 from songsgen.db.migrate.online.rebuild import Rebuild
 from songsgen.db.rowcounts import table_rows_at_least
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.db.backends.postgresql.schema import DatabaseSchemaEditor
 
-from songsgen.db.migrate.online import observe
+from songsgen.db.migrate import observe
 from songsgen.db.migrate.safeddl import rewrite
 from songsgen.db.rowcounts import table_rows_at_least
 
