@@ -346,10 +346,10 @@ def _online_as_applied(connection: BaseDatabaseWrapper, plan: list[tuple[Migrati
                        ) -> list[tuple[Migration, bool]]:
     """An undo's plan, whose migrations that change a big table run online, operation by operation, as the
     live run applied them: an undo must not hold the write lock for a whole rebuild either."""
-    from songsgen.db.migrate.online.plan import goes_online
+    from songsgen.db.migrate.online.plan import undo_atomic
 
     for migration, _backwards in plan:
-        if migration.atomic and goes_online(connection, migration, state):
+        if not undo_atomic(connection, migration, state):
             migration.atomic = False  # type: ignore[misc]
     return plan
 

@@ -257,7 +257,7 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
     """Undo, last first, the operations of a migration that stopped half-way, with their
     own reverse operations; stop before one that is irreversible or whose reverse cannot
     bring its data back."""
-    from songsgen.db.migrate.online.plan import goes_online
+    from songsgen.db.migrate.online.plan import undo_atomic
 
     executor = MigrationExecutor(connection)
     loader = executor.loader
@@ -291,7 +291,7 @@ def reverse(connection: BaseDatabaseWrapper, progress: Progress, before: Project
             result.dropped += lost
             done -= 1
             break
-        whole = migration.atomic and not goes_online(connection, migration, start)  # online: as it was applied
+        whole = undo_atomic(connection, migration, start)
         with connection.schema_editor(atomic=whole) as editor:
             atomic = op.atomic or (whole and op.atomic is not False)
             with transaction.atomic(connection.alias) if atomic and not editor.atomic_migration else nullcontext():

@@ -62,6 +62,11 @@ def goes_online(connection: BaseDatabaseWrapper, migration: Migration, state: Pr
             and not runs_code(migration) and bool(big_tables(connection, migration, state, threshold(connection))))
 
 
+def undo_atomic(connection: BaseDatabaseWrapper, migration: Migration, state: ProjectState) -> bool:
+    """Whether an undo of `migration` runs in one transaction: not when it went online (it runs as it was applied)."""
+    return migration.atomic and not goes_online(connection, migration, state)
+
+
 def runs_code(migration: Migration) -> bool:
     return any(isinstance(inner, CODE) for op in migration.operations for inner in _database_ops(op))
 
