@@ -218,22 +218,38 @@ def test_retry_and_cancel_from_the_job_page(ops_data, server, viewport, chromium
     status = page.locator(".field-status .readonly")
     expect(status).to_have_text("Failed")
     expect(page.get_by_role("link", name="Delete")).to_have_count(0)
-    expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    expect(page.get_by_role("link", name="Cancel job")).to_have_count(0)
     shot(page, "job-failed")
 
     page.get_by_role("button", name="Retry").click()
     expect(page.locator("ul.messagelist li.success")).to_have_text("1 job queued again.")
     expect(status).to_have_text("Queued")
     expect(page.get_by_role("button", name="Retry")).to_have_count(0)
-    page.get_by_role("button", name="Cancel job").click()
-    expect(page.locator("ul.messagelist li.success")).to_have_text("1 job cancelled.")
+    # Cancel asks first: what it will do, and a button that does it; "No" changes nothing.
+    page.get_by_role("link", name="Cancel job").click()
+    expect(page.locator("#cancel-summary")).to_have_text("Are you sure you want to cancel this queued job?")
+    expect(page.locator("#cancel-effects")).to_contain_text("Its song is marked failed.")
+    shot(page, "job-cancel-confirm")
+    page.get_by_role("link", name="No, take me back").click()
+    expect(status).to_have_text("Queued")
+    page.get_by_role("link", name="Cancel job").click()
+    page.get_by_role("button", name="Yes, cancel the job").click()
+    expect(page.locator("ul.messagelist li.success")).to_have_text(
+        "1 job cancelled. Its song is marked failed; Retry on the job's page puts the job back in the queue.")
     expect(status).to_have_text("Cancelled")
-    expect(page.locator(".object-tools button")).to_have_count(0)
+    expect(page.locator("#job-cancelled-note")).to_contain_text("Retry puts the job back in the queue")
+    expect(page.get_by_role("link", name="Cancel job")).to_have_count(0)
     shot(page, "job-cancelled")
+
+    # And Retry undoes it.
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator("ul.messagelist li.success")).to_have_text("1 job queued again.")
+    expect(status).to_have_text("Queued")
 
     page.get_by_role("link", name="History").click()
     history = page.locator("#change-history")
     expect(history).to_contain_text("Retried: failed → queued.")
     expect(history).to_contain_text("Cancelled: queued → cancelled.")
+    expect(history).to_contain_text("Retried: cancelled → queued.")
     expect(history).to_contain_text(USERNAME)
     assert not errors, errors
