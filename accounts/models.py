@@ -7,6 +7,7 @@ from typing import ClassVar
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -15,6 +16,25 @@ class UserManager(DjangoUserManager["User"]):
     """Django's manager, usable in migrations, with emails stored in one canonical case."""
 
     use_in_migrations = True
+
+    def starting_with(self, prefix: str) -> models.QuerySet[User]:
+        """Users whose username or email starts with `prefix`, any case: `theo` finds `Theodora`.
+
+        A range on lower(column) — [prefix, prefix with its last character incremented) — so both
+        engines read the accounts_user_username_lower index and the Lower(email) constraint's index;
+        the LIKE beside it keeps the answer exact under a collation that does not sort by code point.
+        """
+        low = prefix.lower()
+        if not low:
+            return self.none()
+        high = low[:-1] + chr(ord(low[-1]) + 1) if ord(low[-1]) < 0x10FFFF else None
+        qs = self.alias(username_lower=Lower("username"), email_lower=Lower("email"))
+
+        def starts(column: str) -> Q:
+            bounds = {f"{column}__gte": low, f"{column}__startswith": low}
+            return Q(**bounds, **({f"{column}__lt": high} if high else {}))
+
+        return qs.filter(starts("username_lower") | starts("email_lower"))
 
     @classmethod
     def normalize_email(cls, email: str | None) -> str:
@@ -44,6 +64,9 @@ class User(AbstractUser):
         indexes = [
             # Active users by sign-up date: the admin's default listing and user analytics.
             models.Index(fields=["is_active", "created_at"], name="accounts_user_active_created"),
+            # The song admin's search by the start of a username, any case (a range on lower(username));
+            # the unique Lower("email") constraint's index serves the same search by email.
+            models.Index(Lower("username"), name="accounts_user_username_lower"),
         ]
 
     def __str__(self) -> str:

@@ -225,6 +225,8 @@ class GenerationQueue(models.Model):
         CANCELLED = "cancelled", "Cancelled"  # withdrawn by an operator before a worker took it
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    # What an operator's Retry puts back in the queue: a cancel is undone the same way.
+    RETRYABLE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
     song = models.ForeignKey("songs.Song", on_delete=models.CASCADE, related_name="queue_entries")
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
@@ -296,15 +298,16 @@ class GenerationQueue(models.Model):
 
     # --- operator transitions (admin actions) -----------------------------------------------------
     def retry(self) -> None:
-        """Put a failed job back in the queue, with a fresh set of attempts; its song follows."""
+        """Put a failed or cancelled job back in the queue, with a fresh set of attempts; its song follows."""
         try:
             with transaction.atomic():
-                updated = GenerationQueue.objects.filter(pk=self.pk, status=self.Status.FAILED).update(
+                updated = GenerationQueue.objects.filter(pk=self.pk, status__in=self.RETRYABLE_STATUSES).update(
                     status=self.Status.QUEUED, retry_count=0, error_message="",
                     queued_at=timezone.now(), started_at=None, completed_at=None,
                 )
                 if not updated:
-                    raise TransitionError(f"Job {self.pk} is not failed; only failed jobs can be retried.")
+                    raise TransitionError(
+                        f"Job {self.pk} is neither failed nor cancelled; only those can be retried.")
                 self.refresh_from_db()
                 self.song.mark_pending()
         except IntegrityError:

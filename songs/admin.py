@@ -136,14 +136,14 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     sortable_by = ("created",)
     # A user drop-down would render every user on the song's page; a raw id stays one query.
     raw_id_fields = ("user",)
-    readonly_fields = ("status", "created_at", "completed_at", "generation_time", "audio")
+    readonly_fields = ("status", "created_at", "completed_at", "generation_seconds", "audio")
     inlines = (QueueEntryInline,)
     list_per_page = 100
     form = SongForm
     fieldsets = (
         (None, {"fields": ("user", "title", "genre", "status", "audio")}),
         ("Content", {"fields": ("style_prompt", "lyrics")}),
-        ("Result", {"fields": ("suno_song_id", "audio_file_path", "video_file_path", "generation_time",
+        ("Result", {"fields": ("suno_song_id", "audio_file_path", "video_file_path", "generation_seconds",
                                "play_count", "created_at", "completed_at")}),
     )
     # "Add song" asks only for what a request is; the service sets the rest.
@@ -198,6 +198,11 @@ class SongAdmin(LargeTableAdminMixin, admin.ModelAdmin):
         return song.play_count
 
     # --- the song's page -------------------------------------------------------------------------
+    @admin.display(description="generation time")
+    def generation_seconds(self, song: Song) -> str:
+        """Seconds to one decimal: the stored float's last digits mean nothing to a reader."""
+        return EMPTY if song.generation_time is None else f"{song.generation_time:,.1f} s"
+
     @admin.display(description="listen")
     def audio(self, song: Song) -> SafeString | str:
         """The audio player, or why there is none."""

@@ -87,12 +87,13 @@ class SongQuerySet(models.QuerySet["Song"]):
         return self.filter(status=Song.Status.FAILED)
 
     def search(self, text: str) -> SongQuerySet:
-        """Songs matching every word: in title or suno id (substring), or exact username or email.
+        """Songs matching every word: in title or suno id (substring), or by the start of their user's
+        username or email, any case.
 
         Served by the text index of migration 0004 (SQLite: the FTS5 trigram table
-        songs_song_search; PostgreSQL: pg_trgm GIN indexes under icontains) and the user's unique
-        username/email indexes, so a rare word does not read every song. Words under three letters
-        fall back to a scan.
+        songs_song_search; PostgreSQL: pg_trgm GIN indexes under icontains) and the user's
+        lower(username) and lower(email) indexes, so a rare word does not read every song. Words
+        under three letters fall back to a scan.
         """
         from accounts.models import User
 
@@ -101,7 +102,7 @@ class SongQuerySet(models.QuerySet["Song"]):
         for word in (unescape_string_literal(w) if w[0] in "\"'" else w for w in smart_split(text)):
             if not word:
                 continue
-            users = User.objects.filter(Q(username=word) | Q(email=word.lower())).values("pk")
+            users = User.objects.starting_with(word).values("pk")
             if vendor == "sqlite" and len(word) >= 3:
                 phrase = '"' + word.replace('"', '""') + '"'
                 text_match = Q(pk__in=RawSQL(f"SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH %s",

@@ -96,7 +96,10 @@ def test_admin_songs_and_queue(songs: dict[str, Song], admin_page: Page, tmp_pat
     rows.filter(has_text=TO_CANCEL).get_by_role("checkbox").check()
     page.get_by_label("Action:").select_option(label="Cancel selected queued jobs")
     page.get_by_role("button", name="Go").click()
-    expect(page.locator("ul.messagelist li.success")).to_have_text("1 job cancelled.")
+    # It asks first, naming the job's song; nothing is cancelled until "Yes".
+    expect(page.locator("#cancel-jobs")).to_contain_text(TO_CANCEL)
+    page.get_by_role("button", name="Yes, cancel the job").click()
+    expect(page.locator("ul.messagelist li.success")).to_contain_text("1 job cancelled. Its song is marked failed")
     expect(rows).to_have_count(len(PENDING) - 1)
     expect(rows.filter(has_text=TO_CANCEL)).to_have_count(0)
 

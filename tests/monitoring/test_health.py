@@ -58,13 +58,13 @@ def test_no_backup_is_500_naming_backup(client, folders):
 
 
 def test_unapplied_migration_is_500_naming_it(client, fresh_backup):
-    call_command("migrate", "accounts", "0001", verbosity=0)  # one step back, as after deploying new code
+    call_command("migrate", "accounts", "0002", verbosity=0)  # one step back, as after deploying new code
     try:
         status, checks = health(client)
     finally:
         call_command("migrate", "accounts", verbosity=0)
     assert status == 500 and failing(checks) == {"migrations"}
-    assert "1 migration(s) not applied: accounts.0002_create_user_event" in checks["migrations"]
+    assert "1 migration(s) not applied: accounts.0003_add_username_lower_index" in checks["migrations"]
     assert health(client)[0] == 200
 
 

@@ -21,6 +21,7 @@ from tests.factories import make_song, make_user
 pytestmark = pytest.mark.django_db
 
 LIST = reverse("admin:queueing_generationqueue_changelist")
+AFTER_ONE_CANCEL = "1 job cancelled. Its song is marked failed; Retry on the job's page puts the job back in the queue."
 LONG_ERROR = "Traceback (most recent call last):\n" + "  File 'generator.py', line 1, in generate\n" * 60 + "Boom"
 
 
@@ -150,18 +151,71 @@ def test_job_page_buttons_retry_and_cancel(admin_client, jobs):
     assert (job.status, job.retry_count, Song.objects.get(pk=job.song_id).status) == ("queued", 0, "pending")
 
     body = response.content.decode()
-    assert f'action="{button(job, "cancel")}"' in body and button(job, "retry") not in body
-    response = admin_client.post(button(job, "cancel"), follow=True)
-    assert messages_of(response) == ["1 job cancelled."]
+    # Cancel is a link to the page that asks first, not a button that acts at once.
+    assert f'href="{button(job, "cancel")}"' in body and button(job, "retry") not in body
+    response = admin_client.post(button(job, "cancel"), {"post": "yes"}, follow=True)
+    assert messages_of(response) == [AFTER_ONE_CANCEL]
     job.refresh_from_db()
     assert job.status == "cancelled" and Song.objects.get(pk=job.song_id).status == "failed"
     body = response.content.decode()
-    assert button(job, "cancel") not in body and button(job, "retry") not in body
+    assert button(job, "cancel") not in body and f'action="{button(job, "retry")}"' in body
+    assert "Retry puts the job back in the queue" in body  # the cancelled job's page says so
+
+
+def test_cancel_asks_first_and_retry_undoes_it(admin_client, jobs):
+    """The job page's Cancel shows what it will do and changes nothing until its POST; Retry brings it back."""
+    job = jobs["queued"][0]
+    confirm = admin_client.get(button(job, "cancel"))
+    body = confirm.content.decode()
+    assert confirm.status_code == 200 and "Are you sure you want to cancel this queued job?" in body
+    assert "Its song is marked failed." in body and job.song.title in body
+    assert f'<form method="post" action="{button(job, "cancel")}">' in body and 'value="Yes, cancel the job"' in body
+    assert f'href="{page(job)}" class="button cancel-link">No, take me back' in body
+    job.refresh_from_db()
+    assert job.status == "queued" and Song.objects.get(pk=job.song_id).status == "pending"
+
+    admin_client.post(button(job, "cancel"), {"post": "yes"}, follow=True)
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    response = admin_client.post(button(job, "retry"), follow=True)
+    assert messages_of(response) == ["1 job queued again."]
+    job.refresh_from_db()
+    assert job.status == "queued" and Song.objects.get(pk=job.song_id).status == "pending"
+
+
+def test_cancel_page_of_a_job_that_is_not_queued_offers_nothing(admin_client, jobs):
+    body = admin_client.get(button(jobs["running"][0], "cancel")).content.decode()
+    assert "only a queued job can be cancelled, so there is nothing to cancel" in body
+    assert 'name="post"' not in body
+
+
+def test_cancel_action_asks_first_listing_the_jobs(admin_client, jobs):
+    selected = [j.pk for j in jobs["queued"][:2] + jobs["done"]]
+    confirm = admin_client.post(LIST + "?status=all", {"action": "cancel_jobs", "_selected_action": selected})
+    body = confirm.content.decode()
+    assert confirm.status_code == 200 and "Are you sure you want to cancel these 2 queued jobs?" in body
+    assert "1 other selected job is not queued and will be left as it is." in body
+    for job in jobs["queued"][:2]:
+        assert f"Job {job.pk}: song “{job.song.title}”" in body
+    assert GenerationQueue.objects.filter(pk__in=selected, status="cancelled").count() == 0
+    hidden = dict.fromkeys(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', body))
+    assert [pair for pair in hidden if pair[0] == "_selected_action"] == [("_selected_action", str(pk))
+                                                                       for pk in selected]
+    data: dict[str, list[str]] = {}
+    for name, value in hidden:
+        data.setdefault(name, []).append(value)
+    response = admin_client.post(LIST + "?status=all", data, follow=True)
+    assert sorted(messages_of(response)) == sorted([
+        "2 jobs cancelled. Their songs are marked failed; Retry (the action, or the job's page) puts a job back "
+        "in the queue.",
+        "1 job was already done, so it was not cancelled.",
+    ])
+    assert GenerationQueue.objects.filter(pk__in=selected, status="cancelled").count() == 2
 
 
 def test_job_page_button_on_a_job_that_moved_on_says_why(admin_client, jobs):
     job = jobs["running"][0]
-    response = admin_client.post(button(job, "cancel"), follow=True)
+    response = admin_client.post(button(job, "cancel"), {"post": "yes"}, follow=True)
     assert messages_of(response) == ["1 job was already claimed by a worker, so it was not cancelled."]
     job.refresh_from_db()
     assert job.status == "running"
@@ -198,10 +252,10 @@ def test_buttons_are_post_only_csrf_protected_and_need_the_change_permission(job
 
 def test_actions_say_how_many_were_skipped_and_why(admin_client, jobs):
     selected = [j.pk for j in jobs["queued"][:1] + jobs["running"] + jobs["done"]]
-    response = admin_client.post(LIST + "?status=all", {"action": "cancel_jobs", "_selected_action": selected},
-                                 follow=True)
+    response = admin_client.post(LIST + "?status=all", {"action": "cancel_jobs", "_selected_action": selected,
+                                                        "post": "yes"}, follow=True)
     assert sorted(messages_of(response)) == sorted([
-        "1 job cancelled.",
+        AFTER_ONE_CANCEL,
         "2 jobs were already claimed by a worker, so they were not cancelled.",
         "1 job was already done, so it was not cancelled.",
     ])

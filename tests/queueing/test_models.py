@@ -54,8 +54,18 @@ def test_retry_failed_job_requeues_song():
     song.refresh_from_db()
     assert (job.status, job.retry_count, job.error_message) == ("queued", 0, "")
     assert song.status == Song.Status.PENDING
-    with pytest.raises(TransitionError, match="only failed jobs"):
+    with pytest.raises(TransitionError, match="neither failed nor cancelled"):
         job.retry()
+
+
+def test_retry_undoes_a_cancel():
+    """Cancel is not a dead end: Retry puts the job and its song back where they were."""
+    job = make_song().queue_entries.get()
+    job.cancel()
+    job.retry()
+    job.refresh_from_db()
+    assert (job.status, job.completed_at, job.error_message) == ("queued", None, "")
+    assert job.song.status == Song.Status.PENDING
 
 
 def test_retry_refused_when_song_already_has_active_job():

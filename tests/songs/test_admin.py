@@ -214,3 +214,16 @@ def test_deep_pages_read_ids_first_and_keep_order(admin_client, songs, settings)
     assert len(queries) == 5, queries  # session, user, capped count, the page's ids, its rows
     want = list(Song.objects.filter(status="pending").order_by("-created_at", "-id").values_list("pk", flat=True))
     assert [s.pk for s in pending] == want[6:9]
+
+
+def test_song_page_rounds_the_generation_time(admin_client, songs):
+    """A person reads '12.3 s', not the float's 15 decimals."""
+    song = songs[0]
+    Song.objects.filter(pk=song.pk).update(generation_time=12.345678901234567)
+    body = admin_client.get(reverse("admin:songs_song_change", args=[song.pk])).content.decode()
+    cell = re.search(r'<div class="form-row field-generation_seconds">.*?<div class="readonly">(.*?)</div>', body,
+                     re.S)
+    assert cell is not None and cell.group(1) == "12.3 s", body[:200]
+    assert "12.3456" not in body
+    listed = admin_client.get(reverse("admin:songs_song_changelist")).content.decode()
+    assert "took 12 s" in listed and "12.3456" not in listed

@@ -15,14 +15,14 @@ TERMS = ["moon", "Moonlight", "zebra", "xyzzy-not-there", "ab", "sun river", "su
 
 
 def _scan(text: str) -> set[int]:
-    """The reference: icontains over title and suno id, exact username/email, every word — a full scan."""
+    """The reference: icontains over title and suno id, start of username/email, every word — a full scan."""
     from django.utils.text import smart_split, unescape_string_literal
 
     qs = Song.objects.all()
     for word in smart_split(text):
         word = unescape_string_literal(word) if word[0] in "\"'" else word
         qs = qs.filter(Q(title__icontains=word) | Q(suno_song_id__icontains=word)
-                       | Q(user__username=word) | Q(user__email=word.lower()))
+                       | Q(user__username__istartswith=word) | Q(user__email__istartswith=word))
     return set(qs.values_list("pk", flat=True))
 
 
