@@ -16,6 +16,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.management.base import CommandError
 from django.db import connections
 
+from songsgen.boundary import ExitCode
 from songsgen.cli import non_negative_float
 from songsgen.db import history
 from songsgen.db.backup import (
@@ -85,7 +86,7 @@ class Command(dbrestore.Command):
             try:
                 options["to_time"] = pitr.moment(options["to_time"])
             except argparse.ArgumentTypeError as exc:
-                raise CommandError(f"--to-time {exc}.", returncode=2) from None
+                raise CommandError(f"--to-time {exc}.", returncode=ExitCode.REFUSED) from None
         if options["discard_safety_copies"]:
             self._discard_safety_copies(connections[alias].settings_dict, options)
             return
