@@ -214,10 +214,8 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
     step = span / max(plan.n_songs, 1)
     new_users, n_new = plan.new_user_ids, len(plan.new_user_ids)
     existing, n_existing = plan.existing_user_ids, len(plan.existing_user_ids)
-    completed, pending, generating = (Song.Status.COMPLETED.value, Song.Status.PENDING.value,
-                                      Song.Status.GENERATING.value)
-    queued, running, job_failed = (GenerationQueue.Status.QUEUED.value, GenerationQueue.Status.RUNNING.value,
-                                   GenerationQueue.Status.FAILED.value)
+    completed, pending = Song.Status.COMPLETED.value, Song.Status.PENDING.value
+    queued, job_failed = GenerationQueue.Status.QUEUED.value, GenerationQueue.Status.FAILED.value
     songs: list[Row] = []
     jobs: list[Row] = []
     queue_id = plan.next_queue_id
@@ -261,11 +259,7 @@ def _song_rows(plan: _Plan, first_index: int, count: int) -> tuple[list[Row], li
             error = ERRORS[int(rnd() * len(ERRORS))] if retries else ""
             priority = 0 if rnd() < 0.9 else 1 + int(rnd() * 10)
             jobs.append((queue_id, song_id, priority, retries, _MAX_RETRIES, queued, error, created_at, None, None))
-        elif status == generating:
-            started = min(created + rnd() * 60, now)
-            jobs.append((queue_id, song_id, 0, int(rnd() * _MAX_RETRIES), _MAX_RETRIES, running, "", created_at,
-                         ts(started), None))
-        else:  # failed: every attempt used up
+        else:  # failed: every attempt used up (no song is seeded generating: demo_content.py says why)
             started = min(created + rnd() * 60, now)
             jobs.append((queue_id, song_id, 0, _MAX_RETRIES, _MAX_RETRIES, job_failed,
                          ERRORS[int(rnd() * len(ERRORS))], created_at, ts(started),

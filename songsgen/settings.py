@@ -354,11 +354,15 @@ LOGGING = {
 
 # --- The data folder: last, so that a settings error above leaves nothing behind -----------------
 def _data_dir_problem(folder: Path) -> str | None:
-    """Why the data folder cannot be used (created if missing), or None."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot be created ({exc.strerror})"
+    """Why the data folder cannot be used, or None. A missing one is created by the first command
+    that writes there (the SQLite connection, the migrate lock), so a refused command leaves none."""
+    if not folder.exists():
+        parent = folder.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            return "cannot be created (Permission denied)"
+        return None
     if not folder.is_dir():
         return "is not a folder"
     # SQLite writes its -wal and -shm files beside the database; the worker writes

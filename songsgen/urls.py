@@ -30,6 +30,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("metrics", metrics, name="metrics"),
+    # The same with a trailing slash, as monitoring systems and people type them; the same token rule.
+    path("health/", health),
+    path("metrics/", metrics),
 ]
 
 # The generated audio, served by runserver while DEBUG is on (static() adds nothing

@@ -67,7 +67,10 @@ def test_data_dir_and_database_url_from_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     name, backups, media = result.stdout.split()
     assert name == str(data / "songs.db") and backups == str(data / "backups") and media == str(data / "media")
-    assert data.is_dir()
+    # Created on demand by the first command that writes there, not by reading the settings (issue 26).
+    assert not data.exists()
+    assert _manage("migrate", "-v0", env={"DEBUG": "1", "SONGSGEN_DATA_DIR": str(data)}).returncode == 0
+    assert (data / "songs.db").is_file()
 
 
 def test_bad_database_url_is_a_clear_error(tmp_path):

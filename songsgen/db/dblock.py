@@ -78,6 +78,7 @@ def flock_within(fd: int, wait: float) -> bool:
 @contextmanager
 def _sqlite_lock(settings_dict: dict[str, Any], purpose: str, wait: float) -> Iterator[None]:
     path = lock_path(settings_dict)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the data folder is created when first needed
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         if not flock_within(fd, wait):

@@ -174,10 +174,16 @@ class ReplicationCheck(SongsgenCheck):
     name = "replication"
 
     def __repr__(self) -> str:
-        return "replication" if probes.replication_configured() else "replication (not configured)"
+        # Once checked, the label follows what the check found (as /metrics reports it):
+        # `replicate` running counts as configured even without SONGSGEN_REPLICA_URL.
+        configured = self.__dict__.get("_configured")
+        if configured is None:
+            configured = probes.replication_configured()
+        return "replication" if configured else "replication (not configured)"
 
     def check(self, connection: BaseDatabaseWrapper) -> None:
         status = probes.replication(connection)
+        self._configured = status.configured
         if not status.configured:
             return
         if status.problem or status.lag_seconds is None:

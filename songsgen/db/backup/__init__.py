@@ -12,6 +12,7 @@ another) and the tests import from here, never a module of the package. One conc
 - `connectors`: the two django-dbbackup connectors (SQLite, pg_dump); `pgdump`: PostgreSQL archives;
 - `replica`, `litestream`, `pitr`: continuous replication and restores from the replica;
 - `maintain`: `dbmaintain`; `checks`: backup's dbcheck check.
+- `describe`: what a restore would replace and with what (its confirmation).
 """
 
 from songsgen.db.atomicfile import (
@@ -22,7 +23,7 @@ from songsgen.db.atomicfile import (
     replaced_when_complete,
     temp_path,
 )
-from songsgen.db.backup import checks, litestream, pgdump, pitr, replica, safetycopies
+from songsgen.db.backup import checks, describe, litestream, pgdump, pitr, replica, safetycopies
 from songsgen.db.backup.codec import FORMAT as BACKUP_FORMAT
 from songsgen.db.backup.codec import READS as READABLE_FORMATS
 from songsgen.db.backup.codec import compress, unpack
@@ -59,7 +60,7 @@ from songsgen.db.backup.verify import (
 )
 
 __all__ = [
-    "checks", "litestream", "maintain", "pgdump", "pitr", "replica",
+    "checks", "describe", "litestream", "maintain", "pgdump", "pitr", "replica",
     "atomic_write", "AtomicFileSystemStorage", "backup_created", "backup_filename", "BACKUP_FORMAT",
     "BackupReport", "check_backup", "check_errors", "compress", "copy_into_live",
     "database_label", "frozen_file", "FrozenFile", "latest_backup", "list_backups", "page_size",

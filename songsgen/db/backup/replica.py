@@ -28,6 +28,7 @@ from songsgen.db.exceptions import ReplicaBusy, ReplicaError
 LOCK_SUFFIX = ".replicate-lock"
 SOCKET_SUFFIX = ".replicate.sock"
 CONFIG_SUFFIX = ".replicate.yml"
+LOG_SUFFIX = ".replicate.log"
 LOCK_WAIT = 2.0  # seconds `replicate` retries the lock: a process testing it holds it for a moment
 STATUS_TIMEOUT = 1.0  # seconds replication_status() waits for Litestream's answer
 SOCKET_PATH_MAX = 100  # bytes; a Unix socket's path must fit in 108
@@ -67,6 +68,11 @@ class Replication:
     @property
     def socket(self) -> Path:
         return socket_path(self.database)
+
+    @property
+    def log(self) -> Path:
+        """Litestream's own log, beside its configuration: its INFO lines would drown the server's."""
+        return self.database.with_name(self.database.name + LOG_SUFFIX)
 
 
 def database_file(settings_dict: dict[str, Any]) -> Path:

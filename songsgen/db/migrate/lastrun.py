@@ -45,6 +45,7 @@ def record(connection: BaseDatabaseWrapper, report: Any) -> None:
     where = path(connection)
     tmp = where.with_name(where.name + ".tmp")
     try:
+        where.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data))
         os.replace(tmp, where)
     except OSError as exc:  # monitoring loses one record; the migrate's own result stands

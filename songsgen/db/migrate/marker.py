@@ -67,6 +67,7 @@ def write(connection: BaseDatabaseWrapper, snap: Path | None, plan: list[str], b
 
 
 def _write(where: Path, data: dict[str, Any]) -> None:
+    where.parent.mkdir(parents=True, exist_ok=True)  # the data folder, as the settings leave it to us
     with replaced_when_complete(where, mode=0o644) as tmp:
         tmp.write_text(json.dumps(data))
 

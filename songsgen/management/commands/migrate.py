@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
@@ -33,6 +34,7 @@ from songsgen.db.migrate import run as safe_migrate
 from songsgen.db.migrate.runstatus import RunStatus
 
 Log = Callable[[str], None]
+WIDTH = 100  # columns of the report's wrapped lists
 
 
 @contextmanager
@@ -55,6 +57,23 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _applied(entry: dict[str, Any]) -> str:
     lock = f", lock {entry['lock_seconds']:.2f} s" if "lock_seconds" in entry else ""
     return f"{entry['migration']} ({entry['seconds']:.2f} s{lock})"
+
+
+def _wrapped(text: str) -> str:
+    """A long list as lines of at most WIDTH characters, the continuation indented."""
+    return textwrap.fill(text, width=WIDTH, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+
+
+def _applied_lines(report: safe_migrate.Report, *, detailed: bool) -> list[str]:
+    """What was applied: each with its times from -v2; at -v1 the plan above already names them."""
+    if detailed:
+        return ["Applied:"] + [f"  {_applied(entry)}" for entry in report.applied]
+    names = [str(entry["migration"]) for entry in report.applied]
+    slowest = max(report.applied, key=lambda entry: float(entry["seconds"]))
+    slow = f"; slowest: {slowest['migration']} ({float(slowest['seconds']):.2f} s)"
+    if names == [step.migration for step in report.plan if not step.backwards]:
+        return [_wrapped(f"Applied: all {len(names)} migration(s) of the plan{slow}")]
+    return [_wrapped(f"Applied: {len(names)} migration(s): " + ", ".join(names) + slow)]
 
 
 def _online(entry: dict[str, Any]) -> str:
@@ -199,11 +218,16 @@ class Command(DjangoMigrateCommand):
         log(f"Plan for database {connection.alias!r} ({connection.vendor}): {len(plan)} migration(s)")
         self._applier = applier = Applier(connection)
         inner = dict(options, safe=False)
+        # Django's "Applying …" lines repeat the plan printed above: shown from -v2 on.
+        inner["verbosity"] = max(0, options["verbosity"] - 1)
         if options["json"]:
             inner["verbosity"] = 0  # keep stdout for the JSON report
 
         def apply() -> None:
-            DjangoMigrateCommand.handle(self, *args, **inner)
+            try:
+                DjangoMigrateCommand.handle(self, *args, **inner)
+            finally:
+                self.verbosity = options["verbosity"]  # Django's handle() set it to the inner one
 
         flags = safe_migrate.Options(
             allow_unsafe=options["allow_unsafe"], check_safety=options["check_safety"], no_backup=options["no_backup"],
@@ -230,13 +254,13 @@ class Command(DjangoMigrateCommand):
             return
         lines = [f"Result: {report.status}"]
         if report.applied:
-            lines.append("Applied: " + ", ".join(_applied(a) for a in report.applied))
-        lines += [_online(entry) for entry in report.online]
+            lines += _applied_lines(report, detailed=self.verbosity >= 2)
+        lines += [_wrapped(_online(entry)) for entry in report.online]
         undone = report.rolled_back + report.reversed_operations + report.unapplied
         if undone:
-            lines.append("Rolled back: " + ", ".join(undone))
+            lines.append(_wrapped("Rolled back: " + ", ".join(undone)))
         if report.stays:
-            lines.append("Stays: " + "; ".join(report.stays))
+            lines.append(_wrapped("Stays: " + "; ".join(report.stays)))
         if report.backup:
             lines.append(f"Backup: {report.backup}")
         if report.applied:

@@ -45,7 +45,8 @@ class Command(BaseCommand):
             raise CommandError(f"Replication refused: {exc}.") from exc
         if verbosity >= 1:
             self.stdout.write(f"Replicating {rep.database} to {rep.shown_url} every {rep.sync_interval:g} s "
-                              f"(pid {os.getpid()}); SIGTERM or Ctrl-C stops.")
+                              f"(pid {os.getpid()}); SIGTERM or Ctrl-C stops. Litestream logs to {rep.log} "
+                              "(its warnings and errors here too).")
             self.stdout.flush()
         for conn in connections.all(initialized_only=True):
             conn.close()

@@ -238,12 +238,13 @@ def test_dbrestore_and_transferdb_refuse_while_a_migrate_runs(migrate, fixture_e
     first = hanging_migrate(dict(fixture_env, **NON_ATOMIC), tmp_path, hang=40, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        restore = manage("dbrestore", "--noinput", env=fixture_env)
+        source = tmp_path / "empty.db"
+        source.touch()
+        # A backup file that exists: a missing one is refused before the lock is even tried.
+        restore = manage("dbrestore", "--noinput", "-I", str(source), env=fixture_env)
         assert restore.returncode != 0
         assert f"another migrate (pid {first.pid}, started at " in restore.stderr
         assert "Traceback" not in restore.stderr
-        source = tmp_path / "empty.db"
-        source.touch()
         transfer = manage("transferdb", "--from", f"sqlite:///{source}", "--to",
                           database_url_for(connection.settings_dict), env=fixture_env)
         assert transfer.returncode != 0
