@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from songsgen.db.functions import CodePointOrder
+
 
 class UserManager(DjangoUserManager["User"]):
     """Django's manager, usable in migrations, with emails stored in one canonical case."""
@@ -20,19 +22,17 @@ class UserManager(DjangoUserManager["User"]):
     def starting_with(self, prefix: str) -> models.QuerySet[User]:
         """Users whose username or email starts with `prefix`, any case: `theo` finds `Theodora`.
 
-        A range on lower(column) — [prefix, prefix with its last character incremented) — so both
-        engines read the accounts_user_username_lower index and the Lower(email) constraint's index;
-        the LIKE beside it keeps the answer exact under a collation that does not sort by code point.
+        A range on lower(column) in code-point order — [prefix, prefix with its last character incremented) —
+        which the accounts_user_username_lower index and the email's unique index serve on both engines.
         """
         low = prefix.lower()
         if not low:
             return self.none()
         high = low[:-1] + chr(ord(low[-1]) + 1) if ord(low[-1]) < 0x10FFFF else None
-        qs = self.alias(username_lower=Lower("username"), email_lower=Lower("email"))
+        qs = self.alias(username_lower=CodePointOrder(Lower("username")), email_lower=CodePointOrder(Lower("email")))
 
         def starts(column: str) -> Q:
-            bounds = {f"{column}__gte": low, f"{column}__startswith": low}
-            return Q(**bounds, **({f"{column}__lt": high} if high else {}))
+            return Q(**{f"{column}__gte": low}, **({f"{column}__lt": high} if high else {}))
 
         return qs.filter(starts("username_lower") | starts("email_lower"))
 
@@ -59,14 +59,15 @@ class User(AbstractUser):
         verbose_name = "user"
         verbose_name_plural = "users"
         constraints = [
-            models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_uniq"),
+            # One account per email whatever its case; its index also serves the search by the start of an
+            # email (code-point order, so a prefix is one range under any PostgreSQL collation).
+            models.UniqueConstraint(CodePointOrder(Lower("email")), name="accounts_user_email_lower_uniq"),
         ]
         indexes = [
             # Active users by sign-up date: the admin's default listing and user analytics.
             models.Index(fields=["is_active", "created_at"], name="accounts_user_active_created"),
-            # The song admin's search by the start of a username, any case (a range on lower(username));
-            # the unique Lower("email") constraint's index serves the same search by email.
-            models.Index(Lower("username"), name="accounts_user_username_lower"),
+            # The song admin's search by the start of a username, any case (a range on lower(username)).
+            models.Index(CodePointOrder(Lower("username")), name="accounts_user_username_lower"),
         ]
 
     def __str__(self) -> str:

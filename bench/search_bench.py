@@ -9,9 +9,9 @@ and suno id, exact username/email over a join), then, after `manage.py migrate s
 index, SongQuerySet.search. Median of --repeat runs; the results must be the same rows.
 
 Then the search for a user's songs by the start of a username or email (accounts 0003's lower(username)
-index and the Lower(email) constraint's index), against two baselines in the same run: the exact
-username/email search it replaced, and Django's own `^user__username` / `^user__email` search (istartswith
-over the join). `--users-only` skips the text part (no songs 0004 round trip).
+index and the email's case-insensitive unique index, both in code-point order), against two baselines in
+the same run: the exact username/email search it replaced, and Django's own `^user__username` /
+`^user__email` search (istartswith over the join). `--users-only` skips the text part (no songs 0004 round trip).
 """
 
 from __future__ import annotations

@@ -72,8 +72,22 @@ def test_user_prefix_search_reads_the_lowered_indexes(people):
     with transaction.atomic():
         plan = _plan(sql, params)
     assert "accounts_user_username_lower" in plan, plan
-    assert "accounts_user_email_ci_uniq" in plan, plan
+    assert "accounts_user_email_lower_uniq" in plan, plan
     if connection.vendor == "sqlite":
         assert "SCAN accounts_user" not in plan and "MULTI-INDEX OR" in plan, plan
     else:
         assert "Seq Scan" not in plan and "BitmapOr" in plan, plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite always compares text by code point")
+def test_prefix_search_finds_every_user_under_a_language_collation():
+    """Under en-US (a common database default) 'lizzy' sorts after 'li{', so a plain range for 'liz' misses her."""
+    lizzy = make_user(username="lizzy", email="lz@example.com")
+    liz_ = make_user(username="liz_x", email="lx@example.com")
+    make_user(username="lj", email="lj@example.com")
+    with connection.cursor() as cursor:  # the columns as a database created with an en_US locale has them
+        cursor.execute('ALTER TABLE accounts_user ALTER COLUMN username TYPE varchar(150) COLLATE "en-US-x-icu", '
+                       'ALTER COLUMN email TYPE varchar(254) COLLATE "en-US-x-icu"')
+    assert set(User.objects.starting_with("liz")) == {lizzy, liz_}
+    assert set(User.objects.starting_with("liz_")) == {liz_}
+    assert set(User.objects.starting_with("lz@")) == {lizzy}
