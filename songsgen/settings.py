@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT, before anything else touches the request (docs/deploy.md).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -254,6 +256,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# `manage.py collectstatic` fills it; gunicorn serves it through WhiteNoise (docs/deploy.md).
 STATIC_ROOT = DATA_DIR / "static"
 
 # --- Backups (django-dbbackup) -------------------------------------------------------------------
@@ -267,7 +270,10 @@ BACKUP_KEEP = env_int("SONGSGEN_BACKUP_KEEP", 7)
 BACKUP_ZSTD_LEVEL = env_int("SONGSGEN_BACKUP_ZSTD_LEVEL", 1)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # With DEBUG off: compressed copies and content-hashed names that browsers may cache for ever (WhiteNoise);
+    # `collectstatic` writes them and the manifest the templates read.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
     # Written under a temporary name and renamed when complete, owner-only (0600
     # files, 0700 folder).
     "dbbackup": {

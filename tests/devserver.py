@@ -88,3 +88,49 @@ def worker(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
         yield process.popen
     finally:
         process.stop()
+
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+# What nginx adds to every request it proxies (deploy/nginx/songsgen.conf); the tests play nginx.
+PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
+
+
+@dataclass
+class Gunicorn:
+    """A running `gunicorn -c python:songsgen.gunicorn_conf`, as songsgen-web.service starts it."""
+
+    url: str
+    process: _Process
+
+    def output(self) -> str:
+        """What it printed so far (access log, errors), without stopping it."""
+        self.process.log.flush()
+        return Path(f"/proc/self/fd/{self.process.log.fileno()}").read_text()
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], *, timeout: float = 60) -> Iterator[Gunicorn]:
+    """gunicorn with the repository's config module, on env's SONGSGEN_WEB_BIND or a free port of 127.0.0.1."""
+    env = {"SONGSGEN_WEB_BIND": f"127.0.0.1:{free_port()}", **env}
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by _Process.stop
+    popen = subprocess.Popen([str(GUNICORN), "-c", "python:songsgen.gunicorn_conf"], env=env, cwd=REPO,
+                             stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = Gunicorn(f"http://{env['SONGSGEN_WEB_BIND']}", _Process(popen, log))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if popen.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {popen.returncode}:\n{server.process.stop()}")
+            request = urllib.request.Request(f"{server.url}/admin/login/", headers=PROXY_HEADERS)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{server.process.stop()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        server.process.stop()

@@ -27,3 +27,9 @@ MIGRATE_SAFE_BY_DEFAULT = False
 
 # A test-only app with every column type the cross-database transfer must carry (tests/db/move/test_transfer.py).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.db.transfer_fixtures.apps.TransferFixturesConfig"]  # noqa: F405
+
+# No collectstatic before the suite: plain names, and WhiteNoise finds the files in the apps as runserver does
+# (tests/e2e/test_production.py runs collectstatic and the production storage in a real gunicorn).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
