@@ -65,15 +65,16 @@ def _wrapped(text: str) -> str:
 
 
 def _applied_lines(report: safe_migrate.Report, *, detailed: bool) -> list[str]:
-    """What was applied: each with its times from -v2; at -v1 the plan above already names them."""
+    """What was applied (or unapplied): each with its times from -v2; at -v1 the plan above already names them."""
+    verb = "Unapplied" if report.plan and all(step.backwards for step in report.plan) else "Applied"
     if detailed:
-        return ["Applied:"] + [f"  {_applied(entry)}" for entry in report.applied]
+        return [f"{verb}:"] + [f"  {_applied(entry)}" for entry in report.applied]
     names = [str(entry["migration"]) for entry in report.applied]
     slowest = max(report.applied, key=lambda entry: float(entry["seconds"]))
     slow = f"; slowest: {slowest['migration']} ({float(slowest['seconds']):.2f} s)"
-    if names == [step.migration for step in report.plan if not step.backwards]:
-        return [_wrapped(f"Applied: all {len(names)} migration(s) of the plan{slow}")]
-    return [_wrapped(f"Applied: {len(names)} migration(s): " + ", ".join(names) + slow)]
+    if names == [step.migration for step in report.plan]:
+        return [_wrapped(f"{verb}: all {len(names)} migration(s) of the plan{slow}")]
+    return [_wrapped(f"{verb}: {len(names)} migration(s): " + ", ".join(names) + slow)]
 
 
 def _online(entry: dict[str, Any]) -> str:

@@ -61,3 +61,12 @@ def test_verbosity_2_shows_djangos_lines_and_each_migrations_times(tmp_path):
     assert len(re.findall(r"^  Applying \S+\.\.\. OK", result.stdout, flags=re.MULTILINE)) == len(plan)
     for name in plan:
         assert re.search(rf"^  {re.escape(name)} \(\d+\.\d\d s", result.stdout, flags=re.MULTILINE), name
+
+
+def test_an_unapply_says_unapplied(first_run):
+    """Stepping back a migration is not an apply: the summary line must not say it applied what it removed."""
+    _, data_dir = first_run
+    result = _migrate(data_dir, "songs", "0004", "--allow-unsafe", "--no-backup")
+    assert re.search(r"^Unapplied: all 1 migration\(s\) of the plan", result.stdout, flags=re.MULTILINE), result.stdout
+    assert "Applied:" not in result.stdout
+    _migrate(data_dir, "--no-backup")
