@@ -64,11 +64,13 @@ $(RUN_FILE): venv FORCE
 FORCE:
 
 # mypy loads the settings (django-stubs), so it gets the same throwaway data folder as the commands.
+# tests/docs_commands.py: every `manage.py <command> --flag` in README.md and docs/ exists.
 lint: venv
 	$(RUFF) check .
 	tmp=$$(mktemp -d) && export SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp && \
 	$(MYPY) && \
-	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety; \
+	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety && \
+	$(PY) -m tests.docs_commands; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # A queue worker alone (make run starts one beside the server).
