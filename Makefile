@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUFF ?= $(VENV)/bin/ruff
 MYPY ?= $(VENV)/bin/mypy
 
-.PHONY: run serve worker test test-sqlite test-postgres lint venv pgmajors corpora django-suite clean FORCE
+.PHONY: run serve worker test test-sqlite test-postgres bench-smoke lint venv pgmajors corpora django-suite clean FORCE
 
 venv: $(STAMP)
 
@@ -88,6 +88,10 @@ test-postgres: venv pgmajors corpora
 	  if [ "$$CI" = "true" ]; then echo "PostgreSQL leg FAILED: PostgreSQL 15 binaries are missing (CI=true)"; exit 1; fi; \
 	  echo "PostgreSQL leg SKIPPED: PostgreSQL binaries not found (install postgresql-15)"; exit 0; \
 	fi; exit $$rc
+
+# Every bench/ script at its --smoke size (tests/test_bench_smoke.py; part of test-sqlite too).
+bench-smoke: venv
+	$(VENV)/bin/pytest -p no:cacheprovider tests/test_bench_smoke.py
 
 test: lint django-suite test-sqlite test-postgres
 

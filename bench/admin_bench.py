@@ -27,6 +27,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench._common import SMOKE_HELP, smoke_dir  # noqa: E402
 from songsgen.cli import positive_int  # noqa: E402
 
 DEFAULT_DB = Path("/tmp/songsgen-bench/admin_bench.db")
@@ -62,11 +63,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=positive_int, default=15, help="Timed requests per page (default 15).")
     parser.add_argument("--warmups", type=int, default=2, help="Untimed requests per page first (default 2).")
     parser.add_argument("--seed", type=int, default=1, help="seed_demo's random seed (default 1).")
-    parser.add_argument("--smoke", action="store_true",
-                        help="Same code path at 300 songs, one request a page, targets not judged: that it runs.")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; no target is judged")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.users, args.requests, args.warmups = [300], 30, 1, 0
+        if args.db == DEFAULT_DB:  # never the file a real run seeded
+            args.db = smoke_dir("admin") / "admin_bench.db"
     args.sizes = args.sizes or [args.songs]
     args.db = args.db.resolve()
     if args.db == (BASE_DIR / "data" / "songs.db").resolve():
