@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUFF ?= $(VENV)/bin/ruff
 MYPY ?= $(VENV)/bin/mypy
 
-.PHONY: run serve worker test test-sqlite test-postgres lint venv pgmajors corpora django-suite clean FORCE
+.PHONY: run serve worker test test-sqlite test-postgres bench-smoke lint venv pgmajors corpora django-suite clean FORCE
 
 venv: $(STAMP)
 
@@ -64,11 +64,13 @@ $(RUN_FILE): venv FORCE
 FORCE:
 
 # mypy loads the settings (django-stubs), so it gets the same throwaway data folder as the commands.
+# tests/docs_commands.py: every `manage.py <command> --flag` in README.md and docs/ exists.
 lint: venv
 	$(RUFF) check .
 	tmp=$$(mktemp -d) && export SECRET_KEY=lint-only SONGSGEN_DATA_DIR=$$tmp && \
 	$(MYPY) && \
-	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety; \
+	$(PY) manage.py makemigrations --check --dry-run && $(PY) manage.py migrate --check-safety && \
+	$(PY) -m tests.docs_commands; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # A queue worker alone (make run starts one beside the server).
@@ -86,6 +88,10 @@ test-postgres: venv pgmajors corpora
 	  if [ "$$CI" = "true" ]; then echo "PostgreSQL leg FAILED: PostgreSQL 15 binaries are missing (CI=true)"; exit 1; fi; \
 	  echo "PostgreSQL leg SKIPPED: PostgreSQL binaries not found (install postgresql-15)"; exit 0; \
 	fi; exit $$rc
+
+# Every bench/ script at its --smoke size (tests/test_bench_smoke.py; part of test-sqlite too).
+bench-smoke: venv
+	$(VENV)/bin/pytest -p no:cacheprovider tests/test_bench_smoke.py
 
 test: lint django-suite test-sqlite test-postgres
 

@@ -40,3 +40,14 @@ def setup_django(db: Path) -> None:
     import django
 
     django.setup()
+
+
+SMOKE_HELP = ("a smoke run: a few hundred rows in a temporary folder, seconds, the same code path; proves the "
+              "benchmark still runs (tests/test_bench_smoke.py), its figures mean nothing")
+
+
+def smoke_dir(name: str) -> Path:
+    """A fresh scratch folder for a --smoke run (under $SONGSGEN_BENCH_SCRATCH if set): never a real run's file."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"songsgen-{name}-smoke-", dir=os.environ.get("SONGSGEN_BENCH_SCRATCH")))

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import seeded
+from _common import SMOKE_HELP, seeded, smoke_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -141,7 +141,10 @@ def main() -> None:
     parser.add_argument("--compare", type=tuning_pieces, default="", metavar="PIECES",
                         help="also time our backup and restore with each of these pieces off, interleaved with "
                              "all on, in every run: what each pays, measured in one run")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(songs=300, users=20, runs=1, work=smoke_dir("backup"))
     if not Path(TIME).exists():
         raise SystemExit("/usr/bin/time is missing: apt-get install -y time")
     work = args.work.resolve()
@@ -243,7 +246,7 @@ def main() -> None:
         print(f"| {name} | {row['median_s']:.2f} | {row['peak_mib']} | {row['median_s'] / ref:.2f}x |")
     for name, text in safety.items():
         print(f"\nRestore under a writer, {name}: {text}")
-    out_dir = REPO / "bench" / "results"
+    out_dir = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
     out_dir.mkdir(exist_ok=True)
     suffix = f"-without-{args.without.replace(',', '-').replace(':', '_')}" if args.without else ""
     (out_dir / f"backup_bench{suffix}.json").write_text(json.dumps(

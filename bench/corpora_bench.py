@@ -31,10 +31,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import SMOKE_HELP, smoke_dir  # noqa: E402
+
 from tests.db.corpora.cases import CASES  # noqa: E402
 from tests.db.corpora.harness import LINTER, Case, environment  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
+# tests/test_bench_smoke.py points smoke runs elsewhere
+RESULTS = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
 SETTLE = 1.0  # seconds of writes before and after each measured migrate
 BAR_S = 1.0  # the issue's: no single write waits longer
 
@@ -250,7 +253,12 @@ def main() -> None:
     parser.add_argument("--no-contrast", dest="contrast", action="store_false",
                         help="skip the --allow-unsafe and plain Django runs")
     parser.add_argument("--work", type=Path, default=RESULTS / "corpora", help="per-case logs")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        # one case our migrate applies, one it refuses (then with --allow-unsafe for contrast)
+        vars(args).update(rows=300, rate=20.0, work=smoke_dir("corpora"),
+                          cases=args.cases or ["app_alter_column", "app_add_not_null_column"])
     from tests.pgserver import find_bindir, postgres_server, server_major
 
     bindir = find_bindir()

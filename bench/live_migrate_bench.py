@@ -30,12 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import seeded
+from _common import SMOKE_HELP, seeded, smoke_dir
 from _live_figures import SETTLE, events, summarize, table
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = REPO / "bench" / "_load.py"
-RESULTS = REPO / "bench" / "results"
+# tests/test_bench_smoke.py points smoke runs elsewhere
+RESULTS = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
 NOOP_GENERATOR = "tests.queueing.generators.NoopGenerator"
 FIXTURE_SETTINGS = "tests.settings_fixture"
 # Our SQLite backend rebuilds a big table online even under --plain where the migration runs outside a
@@ -360,7 +361,11 @@ def main() -> None:
                         help="measure only this migration (repeatable; the failing plan is left out)")
     parser.add_argument("--work", type=Path, default=RESULTS / "live_migrate",
                         help="seed files and per-step load logs (default bench/results/live_migrate)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(songs=300, users=20, rate=20.0, work=smoke_dir("live-migrate"),
+                          only=args.only or ["songs.0005_add_song_genre_index"])
     args.seed_seconds = {}
     engines = ["sqlite", "postgres"] if args.engine == "both" else [args.engine]
     started = datetime.now(UTC)

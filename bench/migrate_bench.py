@@ -17,7 +17,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from _common import manage, seeded
+from _common import SMOKE_HELP, manage, seeded, smoke_dir
 
 BATCH = 1000
 
@@ -99,10 +99,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="250000,1000000")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--naive-seconds", type=float, default=30.0)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(sizes="300", users=20, naive_seconds=1.0)
+    scratch = smoke_dir("migrate") if args.smoke else Path("/tmp/songsgen-bench")
     sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:
-        db = Path(f"/tmp/songsgen-bench/migrate_{size}.db")
+        db = scratch / f"migrate_{size}.db"
         seeded(db, size, args.users)
         rows, secs = helper_rate(db)
         done, elapsed, first, last = naive_rate(db, args.naive_seconds)
@@ -110,7 +114,7 @@ def main() -> None:
               f"LIMIT/OFFSET+row UPDATEs {done:,} rows in {elapsed:.0f} s = {done / elapsed:,.0f} rows/s "
               f"(would need {size / (done / elapsed) / 60:,.1f} min); one batch of {BATCH} at offset 0: "
               f"{first * 1000:.0f} ms, at the end: {last * 1000:.0f} ms")
-    migrate_overhead(Path(f"/tmp/songsgen-bench/migrate_{sizes[-1]}.db"))
+    migrate_overhead(scratch / f"migrate_{sizes[-1]}.db")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASE_DIR, seeded, setup_django  # noqa: E402
+from _common import BASE_DIR, SMOKE_HELP, seeded, setup_django, smoke_dir  # noqa: E402
 
 TARGET_MS = 10.0
 NAIVE = {
@@ -119,7 +119,10 @@ def main() -> int:
     parser.add_argument("--songs", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--finished", type=int, default=1_000_000)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(db=smoke_dir("monitoring") / "monitoring_bench.db", songs=300, users=20, finished=300)
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
         postgres_seeded(args.songs, args.users)
         os.environ.update(DJANGO_SETTINGS_MODULE="songsgen.settings", DEBUG="1",
@@ -157,7 +160,7 @@ def main() -> int:
         print(f"{ms:8.2f}  {sql[:140]}")
         for line in plan(sql):
             print(f"{'':10}{line}")
-        if ms > TARGET_MS or "songs_song" in sql:
+        if (ms > TARGET_MS and not args.smoke) or "songs_song" in sql:  # a smoke run judges no time
             misses.append(sql[:80])
     print("\nbaseline: the naive queries")
     for name, sql in NAIVE.items():

@@ -36,7 +36,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import seeded
+from _common import SMOKE_HELP, seeded, smoke_dir
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -203,7 +203,10 @@ def main() -> None:
                         help="How long the writer writes each run (30: one of Litestream's 30 s compactions).")
     parser.add_argument("--interval", type=float, default=0.1, help="SONGSGEN_REPLICA_SYNC_INTERVAL (seconds).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/songsgen-pitr-bench"))
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(songs=300, users=20, runs=1, rates="50", seconds=2.0, work=smoke_dir("pitr"))
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     seed_db = seed(work, args.users, args.songs)
@@ -241,7 +244,7 @@ def main() -> None:
               f"{med(rows, 'cpu_percent'):.1f} | {max(r['rss_mib'] for r in rows):.0f} | "
               f"{med(rows, 'first_sync_s'):.1f} |")
     print(f"\nBaseline, dbrestore of a backup file: median {base_s:.2f} s ({' / '.join(f'{s:.2f}' for s in base)})")
-    out_dir = REPO / "bench" / "results"
+    out_dir = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
     out_dir.mkdir(exist_ok=True)
     (out_dir / "pitr_bench.json").write_text(json.dumps(
         {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "seconds": args.seconds,

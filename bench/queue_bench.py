@@ -31,6 +31,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from _common import SMOKE_HELP  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -275,7 +277,10 @@ def main() -> int:
     parser.add_argument("--djtasks-jobs", type=int, default=3_000,
                         help="tasks per baseline drain (it runs at a few hundred per second)")
     parser.add_argument("--measure-ours", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(jobs=200, workers=[1], djtasks_python="")  # the peer is not ours to smoke-test
     if args.measure_ours:
         print(json.dumps(measure_ours(args.jobs, args.workers)))
         return 0

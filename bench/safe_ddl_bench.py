@@ -25,8 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import SMOKE_HELP, smoke_dir  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
+# tests/test_bench_smoke.py points smoke runs elsewhere
+RESULTS = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
 SETTLE = 2.0  # seconds of writes before and after the measured migrate
 OWNERS = 1000
 ITEM = "safeddl_fixture_item"
@@ -161,7 +164,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="writer commits a second (default 200)")
     parser.add_argument("--modes", nargs="+", choices=["ours", "plain"], default=["ours", "plain"])
     parser.add_argument("--work", type=Path, default=RESULTS / "safe_ddl")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(items=300, rate=20.0, work=smoke_dir("safe-ddl"))
     sys.path.insert(0, str(REPO))
     from tests.pgserver import find_bindir, postgres_server, server_major
 

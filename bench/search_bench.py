@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import manage, seeded, setup_django
+from _common import SMOKE_HELP, manage, seeded, setup_django, smoke_dir
 
 RARE, COMMON = "quasarine", "heart"
 
@@ -33,7 +33,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--users-only", action="store_true", help="time only the search by the start of a user")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(songs=300, users=20, repeat=1, db=smoke_dir("search") / "search.db")
     db = args.db or Path(f"/tmp/songsgen-bench/search_{args.songs}.db")
     fresh = not db.exists()
     seeded(db, args.songs, args.users, at=("songs", "0003"))

@@ -37,7 +37,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench._common import manage, seeded  # noqa: E402
+from bench._common import SMOKE_HELP, manage, seeded, smoke_dir  # noqa: E402
 from songsgen.cli import non_negative_int, positive_int  # noqa: E402
 from tests.pgserver import find_bindir, postgres_server  # noqa: E402
 
@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="size for dumpdata | loaddata (extrapolated to --songs); 0: skip it")
     parser.add_argument("--batch-size", type=positive_int, default=5_000)
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(songs=300, users=20, dumpdata_songs=100, workdir=smoke_dir("transfer"))
 
     bindir = find_bindir()
     missing = [name for name, ok in (("PostgreSQL binaries", bindir), ("pgloader", shutil.which("pgloader")),
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; work folder {work}")
 
     small_users = max(1, args.users * args.dumpdata_songs // args.songs)
-    seeds = BASE_DIR / "bench" / "results" / "transfer"
+    seeds = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or BASE_DIR / "bench" / "results") / "transfer"
     big_url, big_rows = seed(seeds, songs=args.songs, users=args.users)
     small_url, small_rows = ("", 0) if not args.dumpdata_songs else seed(seeds, songs=args.dumpdata_songs,
                                                                           users=small_users)

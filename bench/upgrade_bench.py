@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from _common import seeded
+from _common import SMOKE_HELP, seeded
 from live_migrate_bench import SETTLE, Load, base_env, load_py, manage, summarize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,8 @@ sys.path.insert(0, str(REPO))
 from tests.pgbouncer import pgbouncer_for  # noqa: E402
 from tests.pgserver import find_bindir, free_port, postgres_server  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
+# tests/test_bench_smoke.py points smoke runs elsewhere
+RESULTS = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
 DB = "songs"
 # The test servers' settings (tests/pgserver.py), for the cluster pg_upgrade makes: the same for every method.
 SERVER_OPTIONS = ("-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -322,7 +323,10 @@ def main() -> None:
     parser.add_argument("--songs", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="writer's song_request calls per second")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(songs=300, users=20, rate=20.0)
     work = RESULTS / "upgrade"
     started = datetime.now(UTC)
     result: dict[str, Any] = {"songs": args.songs, "users": args.users, "rate": args.rate, "from": 15, "to": 18,

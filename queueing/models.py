@@ -80,7 +80,7 @@ class GenerationQueueQuerySet(models.QuerySet["GenerationQueue"]):
         return self.order_by(*CLAIM_ORDER)
 
     def next_job(self, now: datetime | None = None) -> GenerationQueueQuerySet:
-        """The worker's next-job query: ready jobs in claim order (partial index queue_claim)."""
+        """The worker's next-job query: ready jobs in claim order (queue_claim; SQLite picks queue_status_order)."""
         return self.ready(now).in_claim_order()
 
     def expired(self, now: datetime | None = None) -> GenerationQueueQuerySet:

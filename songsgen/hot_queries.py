@@ -25,5 +25,5 @@ def pending_songs() -> SongQuerySet:
 
 
 def next_job() -> GenerationQueueQuerySet:
-    """The worker's next-job query (queue_claim)."""
+    """The worker's next-job query (queue_claim on PostgreSQL, queue_status_order on SQLite)."""
     return GenerationQueue.objects.next_job()[:1]

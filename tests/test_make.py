@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests import sigint
 from tests.conftest import REPO
 
 pytestmark = [
@@ -50,7 +51,7 @@ def _processes_with(marker: str) -> list[str]:
 def test_make_run_stops_server_worker_and_replication_when_make_is_signalled(tmp_path, signum):
     """And a second `make run` meanwhile is refused without stopping the first."""
     marker, port = f"{signum.name}-{os.getpid()}", _free_port()
-    make = subprocess.Popen(
+    make = sigint.popen(
         ["make", "--no-print-directory", "-o", STAMP, "run", f"PORT={port}", f"RUN_FILE={tmp_path / 'running'}"],
         cwd=REPO, env=_env(tmp_path / "data", marker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.db import connection
 
+from tests import sigint
 from tests.conftest import REPO
 from tests.db.dbstate import database_state
 
@@ -84,8 +85,8 @@ def hanging_migrate(fixture_env, tmp_path, *args: str, hang: float = 120, **pope
     flag = tmp_path / f"flag-{time.monotonic_ns()}"
     env = dict(fixture_env, SONGSGEN_FIXTURE_MODE="hang", SONGSGEN_FIXTURE_FLAG=str(flag),
                SONGSGEN_FIXTURE_HANG=str(hang))
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003", *args],
-                            env=env, cwd=REPO, **popen)
+    proc = sigint.popen([sys.executable, str(REPO / "manage.py"), "migrate", "migrations_fixture", "0003", *args],
+                        env=env, cwd=REPO, **popen)
     wait_for(flag, proc)
     return proc
 

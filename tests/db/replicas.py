@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from songsgen.db.backup import replica
+from tests import sigint
 from tests.conftest import REPO
 
 
@@ -63,8 +64,8 @@ class Replicate:
     def __init__(self, env: dict[str, str], db: Path) -> None:
         self.db, self.log = db, db.parent / "replicate.log"
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "replicate"], env=env, cwd=REPO,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = sigint.popen([sys.executable, str(REPO / "manage.py"), "replicate"], env=env, cwd=REPO,
+                                     stdout=out, stderr=subprocess.STDOUT)
         wait_until(self.synced, "replicate reports a sync of the replica")
 
     def synced(self) -> bool:

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 
 from queueing.models import GenerationQueue
 from songs.models import Song
+from tests import sigint
 from tests.conftest import REPO
 from tests.factories import make_song, make_user
 from tests.queueing.generators import CREATE_EXECUTIONS, EXECUTIONS_TABLE
@@ -39,7 +40,7 @@ def executions():
 
 
 def start_worker(env: dict[str, str], *args: str, **extra_env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return sigint.popen(
         [sys.executable, str(REPO / "manage.py"), "runworker", *args], env={**env, **extra_env}, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -104,7 +104,8 @@ def _check_moment(points: RestorePoints, when: datetime) -> bool:
     if when > now + FUTURE_SLACK:
         raise ReplicaError(f"--to-time {_stamp(when)} is in the future (it is {_stamp(now)} now)")
     if points.earliest is None or points.latest is None:
-        raise ReplicaError(f"the replica {points.url} holds nothing to restore yet; is `manage.py replicate` running?")
+        # in parentheses: the commands end the message with their own full stop
+        raise ReplicaError(f"the replica {points.url} holds nothing to restore yet (is `manage.py replicate` running?)")
     if when < points.earliest:
         raise _before_first(when, points)
     # Listed times are cut to the second: only a moment a whole second past the
@@ -126,8 +127,8 @@ def fetch(rep: Replication, when: datetime | None, log: Log) -> tuple[Path, date
     points = restore_points(rep)
     if when is None:
         if points.latest is None:
-            raise ReplicaError(f"the replica {rep.shown_url} holds nothing to restore yet; is `manage.py "
-                               "replicate` running?")
+            raise ReplicaError(f"the replica {rep.shown_url} holds nothing to restore yet (is `manage.py "
+                               "replicate` running?)")
         asked = None
     else:
         asked = None if _check_moment(points, when) else when

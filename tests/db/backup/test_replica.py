@@ -421,6 +421,7 @@ def test_the_first_moment_the_listing_prints_is_restorable(live, env, processes)
 def test_backupcheck_replica_restores_the_newest_state_and_checks_it(live, env, processes):
     empty = manage(dict(env, SONGSGEN_REPLICA_URL=str(live.parent / "nowhere")), "backupcheck", "--replica")
     assert empty.returncode == 1 and "holds nothing" in empty.stderr, empty.stderr
+    assert "?." not in empty.stderr  # a question, then the command's full stop
     processes += [rep := Replicate(env, live), writer := Writer(env, live.parent)]
     writer.wait_for(30)
     told = writer.stop()

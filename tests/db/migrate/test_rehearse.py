@@ -21,6 +21,7 @@ from django.db import connection
 from songsgen.db.exceptions import RehearsalError
 from songsgen.db.migrate.rehearse import Rehearsal, RehearsedStep, format_report, rehearse
 from songsgen.db.migrate.snapshot import take_snapshot
+from tests import sigint
 from tests.conftest import REPO
 from tests.db.dbstate import database_state
 from tests.factories import make_song, make_user
@@ -49,7 +50,7 @@ def child(subprocess_env, snapshot):
 
     def start(extra_env: dict[str, str] | None = None, plan: list | None = None) -> subprocess.Popen:
         env = dict(subprocess_env, DJANGO_SETTINGS_MODULE="tests.settings_fixture", **(extra_env or {}))
-        return subprocess.Popen(
+        return sigint.popen(
             [sys.executable, "-m", "tests.db.rehearse_child", str(snapshot), json.dumps(plan or FIXTURE)],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from tests import sigint
 from tests.db.move.test_transfer import db_url, manage, ok, refused, sql
 from tests.pgbouncer import find_pgbouncer, pgbouncer_for
 from tests.pgserver import find_bindir, postgres_server
@@ -292,7 +293,7 @@ def test_killed_run_is_cleaned_up_by_the_next(pg15, seeded, new_db, tmp_path):
 
 def test_ctrl_c_drops_everything_and_leaves_the_source_writable(pg15, seeded, new_db, tmp_path):
     target = new_db(pg15)
-    proc = subprocess.Popen(
+    proc = sigint.popen(
         [sys.executable, str(REPO / "manage.py"), "pgupgrade", "--from", seeded, "--to", target, "--interval", "0.2"],
         env=_env(seeded, tmp_path), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
