@@ -7,7 +7,7 @@ from songsgen.db.replicas.context import Reads, current, replica_reads
 from songsgen.db.replicas.health import ReplicaState, aliases, health, probe
 from songsgen.db.replicas.middleware import ReplicaReadsMiddleware
 from songsgen.db.replicas.replay import ReplayWait
-from songsgen.db.replicas.router import ReplicaRouter
+from songsgen.db.replicas.router import ReplicaRouter, read_connection
 
 __all__ = ["Reads", "ReplayWait", "ReplicaReadsMiddleware", "ReplicaRouter", "ReplicaState", "aliases", "current",
-           "health", "probe", "replica_reads"]
+           "health", "probe", "read_connection", "replica_reads"]

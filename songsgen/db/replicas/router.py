@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
 
 from songsgen.db import diagnose
@@ -49,6 +50,16 @@ def pick_replica(required_lsn: int) -> tuple[str | None, str]:
             return alias, ""
         why = why or f"{alias} {health.state(alias).problem}"
     return None, why
+
+
+def read_connection(connection: BaseDatabaseWrapper) -> BaseDatabaseWrapper:
+    """For read-only queries on an explicit connection that tolerate a little lag (the monitoring's counts,
+    dbcheck's read checks): this thread's connection to a usable replica when `connection` is the primary's outside
+    a transaction; else `connection` (no replica, none usable, or another database)."""
+    if connection.alias != DEFAULT_DB_ALIAS or connection.in_atomic_block or not aliases():
+        return connection
+    alias, _ = pick_replica(0)
+    return connections[alias] if alias else connection
 
 
 class ReplicaRouter:
