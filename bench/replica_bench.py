@@ -12,7 +12,7 @@ primary server then the replica server, each read by `--readers` threads over re
 as staff with its own session, requesting /admin/songs/song/ back to back. Per phase: pages per second, p50 and
 p99, which database the page says served it, and the primary's CPU time per page, two ways from /proc/<pid>/stat:
 the CPU of the primary's backends that served the readers' server (its connections carry an application_name;
-persistent, CONN_MAX_AGE) divided by the pages; beside it the whole primary's CPU in the phase (postmaster,
+kept open for the run) divided by the pages; beside it the whole primary's CPU in the phase (postmaster,
 reaped and live children), with the no-reader phase's for the load's own share. Last, the read-your-writes check's
 cost: the router's decision per request with no recorded position and with one, and the position a writing
 request records (`pg_current_wal_insert_lsn()`), timed in a process configured like the replica server.
@@ -85,7 +85,8 @@ def base_env(database_url: str, work: Path) -> dict[str, str]:
 
 def tagged(env: dict[str, str], app: str) -> dict[str, str]:
     """The server's connections to the primary named `app` in pg_stat_activity (its backends' CPU is measured)."""
-    return dict(env, DATABASE_URL=f"{env['DATABASE_URL']}?application_name={app}")
+    # connections kept for the whole run: a backend that closed within a phase would take its CPU time with it
+    return dict(env, DATABASE_URL=f"{env['DATABASE_URL']}?application_name={app}", SONGSGEN_CONN_MAX_AGE="3600")
 
 
 def manage(env: dict[str, str], *args: str) -> None:
