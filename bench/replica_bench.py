@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per phase (default 60)")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each phase (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="primary/replica phase pairs (default 2)")
-    parser.add_argument("--smoke", action="store_true", help="300 songs, 3 s phases, one round: seconds in all")
+    parser.add_argument("--smoke", action="store_true", help="300 songs, 3 s phases, one round: about a minute in all")
     parser.add_argument("--probe-ryw", type=int, default=0, help=argparse.SUPPRESS)  # the timing child
     args = parser.parse_args(argv)
     if args.smoke:
