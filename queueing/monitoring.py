@@ -17,6 +17,7 @@ from health_check.exceptions import ServiceUnavailable
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from queueing.models import GenerationQueue, GenerationQueueQuerySet
+from songsgen.db.replicas import read_connection
 from songsgen.monitoring.checks import SHOWN, SongsgenCheck, duration
 from songsgen.monitoring.metrics import ProbeResults, gauge
 
@@ -131,7 +132,7 @@ def recent_durations(connection: BaseDatabaseWrapper, now: datetime) -> list[flo
 # ---------------------------------------------------------------------------------------
 def queue_metrics(connection: BaseDatabaseWrapper, results: ProbeResults) -> Iterator[Metric]:
     """Depth by status, oldest wait, outcomes, stuck leases and job durations."""
-    queue = results.run("queue", lambda: figures(connection))
+    queue = results.run("queue", lambda: figures(read_connection(connection)))  # a usable replica's counts
     if queue is None:
         return
     yield from gauge("songsgen_queue_count_cap", "Queue counts stop here: a count equal to it means at least.",
@@ -169,6 +170,7 @@ class QueueWaitCheck(SongsgenCheck):
     """The oldest queued job has waited less than HEALTH_QUEUE_MAX_WAIT_SECONDS."""
 
     name = "queue wait"
+    reads_replica = True
 
     def check(self, connection: BaseDatabaseWrapper) -> None:
         oldest = oldest_queued_at(connection)
@@ -183,6 +185,7 @@ class StuckJobsCheck(SongsgenCheck):
     """No running job is past its lease by more than the grace (else a dead worker's jobs sit)."""
 
     name = "queue leases"
+    reads_replica = True
 
     def check(self, connection: BaseDatabaseWrapper) -> None:
         parts = stuck(connection, timezone.now())

@@ -239,6 +239,45 @@ SONGSGEN_RETRY_BACKOFF_MAX_SECONDS = _env_seconds("SONGSGEN_RETRY_BACKOFF_MAX_SE
 SONGSGEN_CLAIM_BATCH = env_int("SONGSGEN_CLAIM_BATCH", 64)
 # --- end of generation queue ---------------------------------------------------------------------
 
+# --- Read replicas (PostgreSQL streaming replicas; docs/postgres.md, "Read replicas") ------------
+# Comma-separated postgres:// URLs of hot standbys of DATABASE_URL's server, each the alias replica1, replica2, ...
+# Reads that tolerate a little lag go there (`songsgen.db.replicas`); empty: one database, nothing changes.
+READ_REPLICA_URLS = env_list("DATABASE_REPLICA_URLS", [])
+# A replica further behind than this, or not answering within its connect timeout, is skipped until it recovers,
+# looked at again at most every CHECK seconds (not per query).
+READ_REPLICA_MAX_LAG_SECONDS = _env_seconds("SONGSGEN_REPLICA_MAX_LAG_SECONDS", 5)
+READ_REPLICA_CONNECT_TIMEOUT = env_int("SONGSGEN_REPLICA_CONNECT_TIMEOUT", 2)
+READ_REPLICA_CHECK_SECONDS = _env_seconds("SONGSGEN_REPLICA_CHECK_SECONDS", 2)
+# The migrate waits this long after each migration for every replica to replay it, then says so and goes on.
+MIGRATE_REPLICA_WAIT_SECONDS = _env_seconds("SONGSGEN_MIGRATE_REPLICA_WAIT_SECONDS", 60)
+if READ_REPLICA_URLS:
+    if DATABASES["default"]["ENGINE"] != POSTGRESQL_ENGINE:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URLS is set but DATABASE_URL is not PostgreSQL: read replicas are PostgreSQL streaming "
+            "replicas of DATABASE_URL's server. Unset DATABASE_REPLICA_URLS."
+        )
+    for _number, _url in enumerate(READ_REPLICA_URLS, start=1):
+        try:
+            _replica = dj_database_url.parse(_url, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"])
+        except (dj_database_url.UnknownSchemeError, ValueError):
+            _replica = {"ENGINE": ""}
+        if _replica["ENGINE"] not in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
+            raise ImproperlyConfigured(
+                f"DATABASE_REPLICA_URLS: entry {_number} is not a postgres:// URL (characters such as @ : / in the "
+                "password must be %-quoted). Give each replica as postgres://USER:PASSWORD@HOST:5432/NAME."
+            )
+        _replica["ENGINE"] = POSTGRESQL_ENGINE
+        _replica["CONN_HEALTH_CHECKS"] = True
+        _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", READ_REPLICA_CONNECT_TIMEOUT)
+        # A physical replica already holds the primary's test database under the same name: the test runner
+        # neither creates nor flushes it, and points it at default's test database (MIRROR).
+        _replica["TEST"] = {"MIRROR": "default"}
+        DATABASES[f"replica{_number}"] = _replica
+    DATABASE_ROUTERS = ["songsgen.db.replicas.ReplicaRouter"]
+    # after the session middleware: the reader's last write position is kept in the session
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1,
+                      "songsgen.db.replicas.ReplicaReadsMiddleware")
+
 # --- Auth ----------------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

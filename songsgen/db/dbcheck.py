@@ -20,6 +20,7 @@ from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from songsgen.db.problems import Problem
+from songsgen.db.replicas.router import read_connection
 from songsgen.db.rowcounts import table_rows_at_least
 
 ALWAYS = ""  # the name of a check that runs whichever checks are chosen
@@ -55,15 +56,18 @@ class Check:
     step: int  # checks run in step order
     listed: int  # flags are listed (and named in "OK: …") in this order
     function: CheckFunction
+    reads: bool = False  # only reads that tolerate a little lag: a usable read replica may answer
 
 
 _registry: list[Check] = []
 
 
-def register(name: str, *, step: int, listed: int | None = None) -> Callable[[CheckFunction], CheckFunction]:
-    """Register a check under the flag `name` (ALWAYS: run whatever is chosen), run at `step`."""
+def register(name: str, *, step: int, listed: int | None = None,
+             reads: bool = False) -> Callable[[CheckFunction], CheckFunction]:
+    """Register a check under the flag `name` (ALWAYS: run whatever is chosen), run at `step`; `reads`: on a
+    usable read replica when there is one."""
     def decorate(function: CheckFunction) -> CheckFunction:
-        _registry.append(Check(name, step, step if listed is None else listed, function))
+        _registry.append(Check(name, step, step if listed is None else listed, function, reads))
         return function
     return decorate
 
@@ -83,7 +87,7 @@ def check(connection: BaseDatabaseWrapper, checks: tuple[str, ...] | None = None
     report = HealthReport(database=connection.alias, vendor=connection.vendor)
     for item in sorted(_registry, key=lambda item: item.step):
         if item.name == ALWAYS or item.name in chosen:
-            item.function(connection, report)
+            item.function(read_connection(connection) if item.reads else connection, report)
             if report.stopped:
                 break
     return report
@@ -154,7 +158,7 @@ def explain(connection: BaseDatabaseWrapper, queryset: QuerySet[Any]) -> tuple[l
     return lines, scans
 
 
-@register("plans", step=40)
+@register("plans", step=40, reads=True)
 def plans(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
     """Explain each hot query; a full scan of a big table is an error."""
     limit = int(settings.DBCHECK_BIG_TABLE_ROWS)

@@ -19,6 +19,7 @@ from health_check.exceptions import ServiceUnavailable
 
 from songsgen.db import diagnose, history
 from songsgen.db.exceptions import BackupError
+from songsgen.db.replicas import read_connection
 from songsgen.monitoring import probes
 
 SHOWN = 3  # names a message lists before "and N more"
@@ -65,6 +66,7 @@ class SongsgenCheck(HealthCheck):
 
     alias: str = "default"
     name: ClassVar[str] = ""
+    reads_replica: ClassVar[bool] = False  # read-only counts: a usable read replica may answer (not the primary)
 
     def __repr__(self) -> str:
         return self.name
@@ -72,6 +74,8 @@ class SongsgenCheck(HealthCheck):
     def run(self) -> None:
         connection = connections[self.alias]
         try:
+            if self.reads_replica:
+                connection = read_connection(connection)
             self.check(connection)
         except (DatabaseError, sqlite3.Error) as exc:
             raise ServiceUnavailable(diagnose.explain(exc) or _first_line(exc)) from exc

@@ -20,6 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from queueing.monitoring import queue_metrics
 from songsgen.monitoring.metrics import ScrapeCollector, database_metrics
+from songsgen.monitoring.replicas import replica_metrics
 
 # /health: ours, each a django-health-check plugin, in the order the page lists them.
 HEALTH_CHECKS = (
@@ -29,11 +30,12 @@ HEALTH_CHECKS = (
     "songsgen.monitoring.checks.BackupCheck",
     "songsgen.monitoring.checks.ReplicationCheck",
     "songsgen.monitoring.checks.DiskCheck",
+    "songsgen.monitoring.replicas.ReplicaCheck",
     "queueing.monitoring.QueueWaitCheck",
     "queueing.monitoring.StuckJobsCheck",
 )
 # /metrics: each contributor yields its metric families at scrape time.
-METRIC_CONTRIBUTORS = [database_metrics, queue_metrics]
+METRIC_CONTRIBUTORS = [database_metrics, queue_metrics, replica_metrics]
 
 
 def _bearer(request: HttpRequest) -> str | None:

@@ -16,7 +16,7 @@ from songsgen.db.migrate.runstatus import RECORDED, SUCCESS, RunStatus
 MIGRATE_KEYS = {
     "database", "vendor", "status", "plan", "findings", "backup", "guard", "applied", "verification",
     "failed_migration", "error", "seconds", "rolled_back", "unapplied", "reversed_operations", "stays",
-    "longest_lock_seconds", "attempts", "lock_waits", "rehearsal", "online",
+    "longest_lock_seconds", "attempts", "lock_waits", "rehearsal", "online", "replicas",
 }
 FINDING_KEYS = {"code", "migration", "detail", "source", "blocking", "agreed", "fix"}
 PROBLEM_KEYS = {"severity", "check", "subject", "detail"}

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from django.conf import settings as project_settings
 
+from songsgen.db import replicas
+from songsgen.db.replicas import ReplicaState
 from songsgen.monitoring.probes import Replication
 from tests.conftest import REPO
 from tests.monitoring.conftest import job, scrape
@@ -20,7 +22,7 @@ from tests.monitoring.conftest import job, scrape
 RULES = REPO / "docs" / "alerts.yml"
 REQUIRED = {
     "SongsgenBackupTooOld", "SongsgenReplicationLagging", "SongsgenMigrateInterrupted", "SongsgenQueueStalled",
-    "SongsgenJobFailureRate", "SongsgenNoRoomForBackup",
+    "SongsgenJobFailureRate", "SongsgenNoRoomForBackup", "SongsgenReadReplicaSkipped",
 }
 
 
@@ -50,11 +52,16 @@ def test_thresholds_are_the_health_limits():
     lag = project_settings.HEALTH_REPLICATION_MAX_LAG_SECONDS
     assert f"songsgen_replication_lag_seconds > {lag:g}" in found["SongsgenReplicationLagging"]["expr"]
     wait = project_settings.HEALTH_QUEUE_MAX_WAIT_SECONDS
+    replica_lag = project_settings.READ_REPLICA_MAX_LAG_SECONDS
+    assert f"songsgen_replica_lag_seconds > {replica_lag:g}" in found["SongsgenReadReplicaSkipped"]["expr"]
     assert f"songsgen_queue_oldest_queued_age_seconds > {wait / 60:g} * 60" in found["SongsgenQueueStalled"]["expr"]
 
 
-def test_every_metric_a_rule_names_is_exported(client, fresh_backup, run, settings):
+def test_every_metric_a_rule_names_is_exported(client, fresh_backup, run, settings, monkeypatch):
     assert run("migrate", "-v0").returncode == 0  # the last migrate's metrics
+    # one read replica, 0.5 s behind (the replica tests run real ones: tests/db/read_replicas/)
+    monkeypatch.setattr(replicas, "aliases", lambda: ["replica1"])
+    monkeypatch.setattr(replicas, "probe", lambda alias: ReplicaState(alias, answered=True, lag_seconds=0.5))
     job("done")
     settings.REPLICA_URL = "file:///replica"
     settings.REPLICATION_STATUS = "tests.monitoring.test_alerts.replica_in_step"

@@ -20,8 +20,8 @@ from tests.conftest import REPO
 from tests.db.live import hanging_migrate, killed_half_way
 from tests.monitoring.conftest import aged, bearer, health, job
 
-CHECKS = {"database", "migrations", "migrate", "backup", "replication (not configured)", "disk", "queue wait",
-          "queue leases"}
+CHECKS = {"database", "migrations", "migrate", "backup", "replication (not configured)", "disk",
+          "replicas (none configured)", "queue wait", "queue leases"}
 
 
 def failing(checks: dict[str, str]) -> set[str]:

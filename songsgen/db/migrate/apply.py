@@ -63,6 +63,8 @@ class Applier:
     log: Callable[[str], None] | None = None
     # SQLite: the migrations whose rebuilds run online (label -> tables), applied operation by operation
     online: dict[str, list[str]] = field(default_factory=dict)
+    # Called with the migrations each commit made durable (the migrate's wait for read replicas to replay them).
+    after_commit: Callable[[list[str]], None] | None = None
     _tracker: partial.Tracker | None = None
     _atomic: transaction.Atomic | None = None
     _opened: float = 0.0
@@ -126,6 +128,8 @@ class Applier:
             # Non-atomic: it committed as it went, in transactions of its own
             # (the meter times those).
             self.committed.append(self.current)
+            if self.after_commit is not None:
+                self.after_commit([self.current])
         else:
             self._in_group.append(self.current)
         self.current = None
@@ -176,7 +180,9 @@ class Applier:
         finally:
             self._closed()
         self.committed.extend(self._in_group)
-        self._in_group, self._group_drops = [], False
+        group, self._in_group, self._group_drops = self._in_group, [], False
+        if self.after_commit is not None:
+            self.after_commit(group)
 
     def rollback(self, exc: BaseException) -> list[str]:
         """Roll the open group back; return the migrations it undid."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
@@ -11,6 +12,7 @@ from songsgen.db.dbcheck import ALWAYS, HealthReport, register
 from songsgen.db.migrate import marker, rehearse_leftovers, schema
 from songsgen.db.migrate.online import leftovers as online_leftovers
 from songsgen.db.problems import Problem
+from songsgen.db.replicas.health import aliases as replica_aliases
 
 
 @register(ALWAYS, step=0)
@@ -60,11 +62,13 @@ def schema_drift(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
     report.problems += schema.compare_schema(expected, connection, forgotten)
 
 
-@register("integrity", step=30, listed=25)
+@register("integrity", step=30, listed=25, reads=True)
 def orphans(connection: BaseDatabaseWrapper, report: HealthReport) -> None:
-    """PostgreSQL: rows whose foreign keys point nowhere (SQLite's are in the integrity check)."""
+    """PostgreSQL: rows whose foreign keys point nowhere (SQLite's are in the integrity check); the rows may be
+    read on a replica, the schema they should have is the primary's (no model is migrated on a replica)."""
     if connection.vendor == "postgresql":
-        report.problems += schema.orphan_problems(connection, _expected(connection, report))
+        primary = connections[DEFAULT_DB_ALIAS] if connection.alias in replica_aliases() else connection
+        report.problems += schema.orphan_problems(connection, _expected(primary, report))
 
 
 @register("sizes", step=52)

@@ -72,6 +72,8 @@ class Report:
     rehearsal: dict[str, Any] | None = None
     # SQLite: each table rebuilt online (`songsgen.db.migrate.online`), with its migration
     online: list[dict[str, Any]] = field(default_factory=list)
+    # PostgreSQL with read replicas: each replica's replay of each commit (`songsgen.db.replicas.ReplayWait`)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)

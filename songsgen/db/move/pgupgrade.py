@@ -24,6 +24,7 @@ from songsgen.db.exceptions import DatabaseUnavailable, UpgradeError
 from songsgen.db.move.external import mask_url, open_database, settings_for_url
 from songsgen.db.move.tables import MIGRATIONS_TABLE, Table, dependency_order
 from songsgen.db.pgconn import connect_params
+from songsgen.db.replicas.standbys import physical_standbys
 from songsgen.progress import duration
 
 # the marker table; the prefix of each run's publication, slot and subscription
@@ -161,10 +162,11 @@ def open_sides(source_url: str, target_url: str) -> tuple[Side, Side]:
 
 
 def check_source(source: Side) -> None:
-    """wal_level=logical and migrated to this code's state, or an UpgradeError saying how."""
+    """wal_level=logical, no physical replicas, migrated to this code's state, or an UpgradeError saying how."""
     with connect(source, role="source") as conn:
         (wal_level,) = one(conn, "SHOW wal_level")
         (can_replicate,) = one(conn, "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user")
+        standbys = physical_standbys(conn)
     if wal_level != "logical":
         raise UpgradeError(
             f"The source's wal_level is {wal_level}, not logical: logical replication needs it. Set it with "
@@ -174,6 +176,12 @@ def check_source(source: Side) -> None:
     if not can_replicate:
         raise UpgradeError(f"The source's user in {source.label} may not replicate: give a superuser or a role "
                            "WITH REPLICATION that owns the tables.")
+    if standbys:
+        raise UpgradeError(
+            f"The source's server has physical replicas, which cannot follow it to a new major: {', '.join(standbys)}. "
+            "Remove them from DATABASE_REPLICA_URLS and stop them, run pgupgrade, then rebuild each from the new "
+            "server with pg_basebackup -R (docs/postgres.md, \"Read replicas\")."
+        )
     with open_database(source.url, role="source") as connection:
         executor = MigrationExecutor(connection)
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes())

@@ -32,6 +32,7 @@ from songsgen.db.exceptions import DatabaseBusy, MigrateFailed, MigrateRefused
 from songsgen.db.migrate import Applier, lastrun, marker
 from songsgen.db.migrate import run as safe_migrate
 from songsgen.db.migrate.runstatus import RunStatus
+from songsgen.db.replicas import ReplayWait
 
 Log = Callable[[str], None]
 WIDTH = 100  # columns of the report's wrapped lists
@@ -84,6 +85,17 @@ def _online(entry: dict[str, Any]) -> str:
     return (f"Online: {entry['migration']} rebuilt {entry['table']}: {entry['rows']:,} rows in {entry['chunks']} "
             f"chunk(s), longest lock {entry['longest_lock_seconds']:.3f} s "
             f"(cut-over {entry['cutover_seconds']:.3f} s), {entry['seconds']:.1f} s")
+
+
+def _replica_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """One line per replica: its replay lag after each migration, or where it fell behind."""
+    lines = []
+    for alias in dict.fromkeys(entry["replica"] for entry in entries):
+        parts = [f"{', '.join(e['migrations'])} {e['seconds']:.2f} s" if e["replayed"]
+                 else f"{', '.join(e['migrations'])} not replayed ({e['problem']})"
+                 for e in entries if e["replica"] == alias]
+        lines.append(f"Replica {alias} replay lag: " + "; ".join(parts))
+    return lines
 
 
 class Command(DjangoMigrateCommand):
@@ -218,6 +230,9 @@ class Command(DjangoMigrateCommand):
         plan = executor.migration_plan(targets)
         log(f"Plan for database {connection.alias!r} ({connection.vendor}): {len(plan)} migration(s)")
         self._applier = applier = Applier(connection)
+        if connection.alias == DEFAULT_DB_ALIAS:
+            waiter = ReplayWait(connection, log)
+            applier.after_commit, report.replicas = waiter, waiter.entries
         inner = dict(options, safe=False)
         # Django's "Applying …" lines repeat the plan printed above: shown from -v2 on.
         inner["verbosity"] = max(0, options["verbosity"] - 1)
@@ -266,6 +281,7 @@ class Command(DjangoMigrateCommand):
             lines.append(f"Backup: {report.backup}")
         if report.applied:
             lines.append(f"Longest write lock held by migrate: {report.longest_lock_seconds:.2f} s")
+        lines += _replica_lines(report.replicas)
         if report.status == RunStatus.OK:
             warnings = len(report.verification)
             lines.append("Verified: the live schema matches the migrations; integrity and foreign keys hold"

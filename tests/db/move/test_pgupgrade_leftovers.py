@@ -1,5 +1,6 @@
 """What a killed `manage.py pgupgrade` leaves on the source, removed by the next run or by `--cleanup`; the
-refusals while a slot of ours is active; `dbcheck`'s warning about an inactive slot.
+refusals while a slot of ours is active or a physical replica streams from the source; `dbcheck`'s warning about an
+inactive slot.
 
 Real servers (test_pgupgrade's fixtures), real `manage.py pgupgrade` processes killed with SIGKILL.
 """
@@ -30,6 +31,7 @@ from tests.db.move.test_pgupgrade import (
     subscribed,
 )
 from tests.db.move.test_transfer import manage, ok, refused, sql
+from tests.pgreplica import streaming_replica
 
 pytestmark = base.pytestmark
 pg15, seeded, new_db = base.pg15, base.seeded, base.new_db  # the same servers and databases as test_pgupgrade
@@ -218,3 +220,16 @@ def test_refuses_while_a_slot_of_ours_streams_to_a_target_it_cannot_reach(pg15, 
         assert f"disabled and dropped subscription {sub}" in out.stdout
         assert ours(seeded) == {"records": [], "slots": [], "publications": []} and not subscribed(moved)
 
+
+
+def test_refuses_while_a_physical_replica_streams_from_the_source(pg15, seeded, new_db, tmp_path):
+    """A streaming replica cannot follow a logical upgrade: pgupgrade names it and says how to rebuild it."""
+    target = new_db(pg15)
+    with streaming_replica(pg15) as replica:
+        replica.wait_caught_up()
+        err = refused(pgupgrade(source=seeded, target=target, data_dir=tmp_path), "physical replicas",
+                      "walreceiver from 127.0.0.1", "DATABASE_REPLICA_URLS", "pg_basebackup -R")
+        assert len(err.strip().splitlines()) == 1
+        assert objects(seeded, target) == {"publication": [], "slot": [], "source marker": [], "subscription": [],
+                                           "target tables": []}
+        assert not source_read_only(seeded)
