@@ -45,7 +45,7 @@ from _common import seeded  # noqa: E402
 from tests.pgreplica import streaming_replica  # noqa: E402
 from tests.pgserver import find_bindir, free_port, postgres_server  # noqa: E402
 
-RESULTS = REPO / "bench" / "results" / "replica"
+RESULTS = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results") / "replica"
 LOAD = REPO / "bench" / "_load.py"
 DB = "songsgen_bench"
 ADMIN_USER, ADMIN_PASSWORD = "bench-live-admin", "x" * 20  # _load.py prepare's superuser
@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         primary = on(server, DB)
         env = dict(base_env(primary, work), SONGSGEN_PG_BINDIR=str(bindir))
         manage(env, "migrate", "--plain", "-v0")
+        manage(env, "collectstatic", "--noinput", "-v0")  # DEBUG off: WhiteNoise serves the hashed files, as deployed
         manage(env, "transferdb", "--from", f"sqlite:///{seed}", "--to", primary, "--truncate", "-v0")
         subprocess.run([sys.executable, str(LOAD), "prepare"], env=env, cwd=REPO, check=True)
         with psycopg.connect(primary, autocommit=True) as conn:
