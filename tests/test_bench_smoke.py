@@ -57,6 +57,7 @@ SCRIPTS: dict[str, tuple[list[str], Callable[[], str | None] | None]] = {
     "monitoring_bench.py": ([], None),
     "pitr_bench.py": ([], _needs_litestream),
     "queue_bench.py": (["--engines", "sqlite", "postgres"], _needs_postgres),
+    "replica_bench.py": ([], _needs_postgres),
     "safe_ddl_bench.py": ([], _needs_postgres),
     "search_bench.py": ([], None),
     "transfer_bench.py": ([], _needs_pgloader),
