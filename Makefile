@@ -51,7 +51,8 @@ $(CORPORA)/.django-fetched: tests/django_suite/fetch.py requirements.txt | $(STA
 # queue worker beside it, generating with the paced demo generator unless SONGSGEN_GENERATOR is set, and on
 # SQLite `manage.py replicate` (Litestream, to data/replica/).
 # Ctrl-C, or SIGTERM/SIGINT sent to make, stops them all within seconds (songsgen/devrun.py). $(RUN_FILE) is a file on purpose: make deletes it when interrupted, which is how a
-# SIGINT sent to make alone (make does not pass it on) reaches the supervisor.
+# SIGINT sent to make alone (make does not pass it on) reaches the supervisor. A `make run &` in a script starts
+# with SIGINT ignored, as the shell asks for background jobs, and make keeps ignoring it: stop that one with SIGTERM.
 PORT ?= 8000
 RUN_FILE ?= .make-run
 run: export SONGSGEN_GENERATOR ?= songs.demo_activity.DemoGenerator

@@ -247,6 +247,7 @@ def main() -> None:
     for name, text in safety.items():
         print(f"\nRestore under a writer, {name}: {text}")
     out_dir = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
+    out_dir = work if args.smoke else out_dir  # a smoke run never replaces a full run's figures
     out_dir.mkdir(exist_ok=True)
     suffix = f"-without-{args.without.replace(',', '-').replace(':', '_')}" if args.without else ""
     (out_dir / f"backup_bench{suffix}.json").write_text(json.dumps(

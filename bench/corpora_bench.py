@@ -297,7 +297,7 @@ def main() -> None:
           f"commits/s\n")
     print(table(result["cases"]))
     print(f"\n{len(cases)} cases in {result['seconds']} s; load average {result['load_avg_start'][0]:.2f} → "
-          f"{result['load_avg_end'][0]:.2f}. JSON: {path.relative_to(REPO)}")
+          f"{result['load_avg_end'][0]:.2f}. JSON: {path}")
 
 
 if __name__ == "__main__":

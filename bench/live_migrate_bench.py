@@ -394,7 +394,7 @@ def main() -> None:
     print("\n".join(out))
     for engine, data in result["engines"].items():
         print(f"\n{engine}: seed {data['seed_s']} s, steps {data['run_s']} s")
-    print(f"\nJSON: {path.relative_to(REPO)}")
+    print(f"\nJSON: {path}")
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ def main() -> None:
               f"{med(rows, 'first_sync_s'):.1f} |")
     print(f"\nBaseline, dbrestore of a backup file: median {base_s:.2f} s ({' / '.join(f'{s:.2f}' for s in base)})")
     out_dir = Path(os.environ.get("SONGSGEN_BENCH_RESULTS") or REPO / "bench" / "results")
+    out_dir = work if args.smoke else out_dir  # a smoke run never replaces a full run's figures
     out_dir.mkdir(exist_ok=True)
     (out_dir / "pitr_bench.json").write_text(json.dumps(
         {"database_mib": size_mib, "songs": args.songs, "runs": args.runs, "seconds": args.seconds,

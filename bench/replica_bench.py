@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     seeded(seed, args.songs, args.users)
     sqlite_env = base_env(f"sqlite:///{seed}", work)
     manage(sqlite_env, "migrate", "--plain", "-v0")  # today's schema
+    manage(sqlite_env, "collectstatic", "--noinput", "-v0")  # gunicorn with DEBUG off serves the manifest's files
     out(f"songs {args.songs:,}, users {args.users:,}, readers {args.readers}, writer {args.rate:g}/s, phases "
         f"{args.seconds:g} s (+{args.warmup:g} s warm-up), {args.rounds} round(s); cpus {os.cpu_count()}, load "
         f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; PostgreSQL {bindir}")

@@ -204,7 +204,7 @@ def main() -> None:
           f"commits/s (seed {result['seed_s']} s)\n")
     print(table(result))
     print(f"\nload average {result['load_avg_start'][0]:.2f} → {result['load_avg_end'][0]:.2f}. "
-          f"JSON: {path.relative_to(REPO)}")
+          f"JSON: {path}")
 
 
 if __name__ == "__main__":
