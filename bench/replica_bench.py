@@ -337,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
         primary = on(server, DB)
         env = dict(base_env(primary, work), SONGSGEN_PG_BINDIR=str(bindir))
         manage(env, "migrate", "--plain", "-v0")
-        manage(env, "collectstatic", "--noinput", "-v0")  # DEBUG off: WhiteNoise serves the hashed files, as deployed
         manage(env, "transferdb", "--from", f"sqlite:///{seed}", "--to", primary, "--truncate", "-v0")
         subprocess.run([sys.executable, str(LOAD), "prepare"], env=env, cwd=REPO, check=True)
         with psycopg.connect(primary, autocommit=True) as conn:
