@@ -46,7 +46,9 @@ class Supervisor:
             self._signals += 1
             for proc in self._procs:
                 if proc.poll() is None:
-                    proc.send_signal(signum)
+                    # SIGTERM whichever came: a worker treats both alike once started, and one still starting
+                    # (no handler yet) then ends quietly instead of with a KeyboardInterrupt traceback.
+                    proc.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -65,8 +67,8 @@ class Supervisor:
                     self.log(f"Worker {proc.pid} exited with {code}; starting another.")
                     time.sleep(1)  # a worker that cannot start at all must not spin
                     alive.append(self._spawn())
-                else:
-                    failed += code != 0
+                else:  # a worker our SIGTERM ended before it could handle it stopped as asked
+                    failed += code not in (0, -signal.SIGTERM) or (code != 0 and not self._signals)
             self._procs = alive
         return 1 if failed else 0
 

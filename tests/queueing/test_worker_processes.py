@@ -161,3 +161,17 @@ def test_supervisor_passes_sigterm_to_its_workers(subprocess_env, executions):
     assert proc.returncode == 0, err
     assert out.count("Received SIGTERM") == 2
     assert all(s.queue_entries.get().status == "done" for s in songs)
+
+
+def test_a_ctrl_c_while_the_workers_start_stops_them_cleanly(subprocess_env):
+    """Ctrl-C right after `runworker --concurrency 2` starts reaches workers still importing Django: they stop
+    without a KeyboardInterrupt traceback, and the supervisor says nothing failed."""
+    proc = start_worker(subprocess_env, "--concurrency", "2", "--queue-poll", "0.1")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("Started 2 worker processes"), line
+    proc.send_signal(signal.SIGINT)  # the workers are still starting: no handler of theirs is set yet
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "failed" not in (out + err).lower(), out + err
+    assert proc.returncode == 0, err
