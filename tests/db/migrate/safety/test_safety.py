@@ -126,10 +126,11 @@ def test_project_migrations_pass():
     for key in dict.fromkeys(ours):
         migration = executor.loader.get_migration(*key)
         state = executor.loader.project_state(key, at_end=False)
-        own = check_plan(connection, [(migration, False)], state, use_linter=False, use_squawk=False)
-        sql = migration_sql(connection, migration, state)
-        linted = [] if migration.initial else linter_findings(connection, migration, sql)
-        blocking += [f for f in own + linted if f.blocking]
+        # The linter as the migrate merges it: ours overrules it where a rule knows better (a unique constraint
+        # on a table too small to matter; on a big one our schema editors apply it safely).
+        found = check_plan(connection, [(migration, False)], state, use_linter=not migration.initial,
+                           use_squawk=False)
+        blocking += [f for f in found if f.blocking]
     assert blocking == []
 
 
