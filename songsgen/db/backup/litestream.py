@@ -26,6 +26,8 @@ RUN_TIMEOUT = 3600  # seconds a restore or a listing may take before we give up 
 SNAPSHOT_LEVEL = 9
 # Litestream's routine lines (Go's slog text format), kept in its log file only
 QUIET_LEVELS = re.compile(rb"\blevel=(INFO|DEBUG)\b")
+# The log file's size past which it becomes `<log>.1` (the previous one dropped): at most twice this on disk
+LOG_MAX_BYTES = 10 * 1024 * 1024
 
 
 def binary() -> Path:
@@ -89,8 +91,10 @@ def prepare(rep: Replication) -> None:
         private_socket_folder(rep.socket)
 
 
-def _route_lines(source: int, log_fd: int, shown_fd: int) -> None:
-    """Append every line read from `source` to `log_fd`; repeat on `shown_fd` all but INFO and DEBUG."""
+def _route_lines(source: int, log: Path, shown_fd: int, max_bytes: int = LOG_MAX_BYTES) -> None:
+    """Append every line read from `source` to `log`, rotated past `max_bytes`; repeat on `shown_fd` all but
+    INFO and DEBUG."""
+    log_fd = _open_log(log)
     pending = b""
     while chunk := os.read(source, 65536):
         pending += chunk
@@ -99,10 +103,20 @@ def _route_lines(source: int, log_fd: int, shown_fd: int) -> None:
             _write_all(log_fd, line + b"\n")
             if not QUIET_LEVELS.search(line):
                 _write_all(shown_fd, line + b"\n")
+        if os.fstat(log_fd).st_size > max_bytes:  # a replicate runs for months: its log must not fill the disk
+            os.close(log_fd)
+            with contextlib.suppress(OSError):
+                os.replace(log, log.with_name(log.name + ".1"))
+            log_fd = _open_log(log)
     if pending:
         _write_all(log_fd, pending + b"\n")
         if not QUIET_LEVELS.search(pending):
             _write_all(shown_fd, pending + b"\n")
+    os.close(log_fd)
+
+
+def _open_log(log: Path) -> int:
+    return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -114,7 +128,7 @@ def _write_all(fd: int, data: bytes) -> None:
 def _output_to_log(log: Path, keep_closed: int) -> None:
     """From now on this process's stdout and stderr reach a child that writes them to `log`
     (owner-only, appended) and shows warnings and errors on stderr."""
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(_open_log(log))  # made (owner-only) before the child starts, so a bad folder fails here
     read_end, write_end = os.pipe()
     if os.fork() == 0:
         try:
@@ -123,11 +137,10 @@ def _output_to_log(log: Path, keep_closed: int) -> None:
             # Ctrl-C and SIGTERM reach the whole group: this one reads on until Litestream's last line.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            _route_lines(read_end, log_fd, 2)
+            _route_lines(read_end, log, 2)
         finally:
             os._exit(0)
     os.close(read_end)
-    os.close(log_fd)
     os.dup2(write_end, 1)
     os.dup2(write_end, 2)
     os.close(write_end)

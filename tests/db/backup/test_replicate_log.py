@@ -66,3 +66,30 @@ def test_litestreams_warnings_and_errors_are_still_shown(tmp_path):
     assert proc.returncode != 0
     assert "level=WARN" in err and "connection refused" in err
     assert "connection refused" in (data_dir / "songs.db.replicate.log").read_text()
+
+
+def test_the_log_is_rotated_so_a_long_running_replicate_cannot_fill_the_disk(tmp_path):
+    """Months of Litestream's lines end as the log and one previous file, each about the limit, owner-only."""
+    import threading
+
+    from songsgen.db.backup.litestream import _route_lines
+
+    log, shown = tmp_path / "songs.db.replicate.log", tmp_path / "shown"
+    read_end, write_end = os.pipe()
+    shown_fd = os.open(shown, os.O_WRONLY | os.O_CREAT, 0o600)
+    router = threading.Thread(target=_route_lines, args=(read_end, log, shown_fd, 100_000))
+    router.start()
+    with os.fdopen(write_end, "wb") as pipe:
+        for n in range(20_000):  # about 1 MB: ten times the limit
+            level = "WARN" if n % 5_000 == 0 else "INFO"
+            pipe.write(f'time=2026-12-08 level={level} msg="line {n}"\n'.encode())
+    router.join(timeout=30)
+    os.close(read_end)
+    os.close(shown_fd)
+    older = log.with_name(log.name + ".1")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(log.name)) == [log.name, older.name]
+    for path in (log, older):
+        assert path.stat().st_size <= 100_000 + 65_536 + 100, path  # the limit, plus at most one read's lines
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert 'msg="line 19999"' in log.read_text()  # the newest lines are kept
+    assert shown.read_text().count("level=WARN") == 4 and "level=INFO" not in shown.read_text()
