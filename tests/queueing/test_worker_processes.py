@@ -175,3 +175,21 @@ def test_a_ctrl_c_while_the_workers_start_stops_them_cleanly(subprocess_env):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "failed" not in (out + err).lower(), out + err
     assert proc.returncode == 0, err
+
+
+def test_a_ctrl_c_while_the_supervisor_is_still_spawning_stops_every_worker(subprocess_env):
+    """A stop that arrives before the last worker exists must reach the later ones too, not leave them running."""
+    proc = start_worker(subprocess_env, "--concurrency", "6", "--queue-poll", "0.1")
+    deadline = time.monotonic() + 30
+    while not subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        assert time.monotonic() < deadline and proc.poll() is None, "no worker was ever started"
+    proc.send_signal(signal.SIGINT)  # as soon as the first worker exists: the others are not spawned yet
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        proc.kill()
+        for pid in left:
+            subprocess.run(["kill", "-9", pid])
+        raise AssertionError(f"the supervisor still waits 60 s after Ctrl-C on workers {left}") from None
+    assert proc.returncode == 0, err
