@@ -28,13 +28,17 @@ class UserManager(DjangoUserManager["User"]):
         low = prefix.lower()
         if not low:
             return self.none()
-        high = low[:-1] + chr(ord(low[-1]) + 1) if ord(low[-1]) < 0x10FFFF else None
+        after = ord(low[-1]) + 1
+        after = 0xE000 if 0xD800 <= after <= 0xDFFF else after  # a lone surrogate is no text either engine takes
+        high = low[:-1] + chr(after) if after <= 0x10FFFF else None
         qs = self.alias(username_lower=CodePointOrder(Lower("username")), email_lower=CodePointOrder(Lower("email")))
 
         def starts(column: str) -> Q:
             return Q(**{f"{column}__gte": low}, **({f"{column}__lt": high} if high else {}))
 
-        return qs.filter(starts("username_lower") | starts("email_lower"))
+        # The exact username too (its unique index): SQLite's lower() folds A-Z only, so "Émile" lowered here is
+        # not lower("Émile") there. Emails need no such help: they are stored lower-cased by Python.
+        return qs.filter(starts("username_lower") | starts("email_lower") | Q(username=prefix))
 
     @classmethod
     def normalize_email(cls, email: str | None) -> str:

@@ -91,3 +91,15 @@ def test_prefix_search_finds_every_user_under_a_language_collation():
     assert set(User.objects.starting_with("liz")) == {lizzy, liz_}
     assert set(User.objects.starting_with("liz_")) == {liz_}
     assert set(User.objects.starting_with("lz@")) == {lizzy}
+
+
+def test_a_non_ascii_username_is_found_whole_and_odd_input_is_no_error(client):
+    """SQLite's lower() folds only A-Z: the whole name must still be found, as the exact search did; and a
+    prefix whose next character would be a lone surrogate is a search, not a server error."""
+    emile = make_user(username="Émile", email="emile@example.com")
+    song = make_song(user=emile, title="Chanson")
+    assert set(User.objects.starting_with("Émile")) == {emile}
+    assert set(Song.objects.search("Émile")) == {song}
+    assert list(User.objects.starting_with("\ud7ff")) == []
+    client.force_login(make_user(username="boss", is_staff=True, is_superuser=True))
+    assert client.get(reverse("admin:songs_song_changelist"), {"q": "\ud7ff"}).status_code == 200
