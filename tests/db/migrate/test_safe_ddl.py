@@ -446,3 +446,24 @@ def test_sigkill_between_not_valid_and_validate_then_migrate_validates_the_const
     assert "Validated the NOT VALID constraint safeddl_fixture_item.safeddl_item_size_positive" in again.stderr
     assert applied() == {"0001_create_item", "0002_as_makemigrations_writes_it"}
     assert all(validated for _kind, validated, _sql in catalog()["constraints"].values())
+
+
+def test_validating_a_left_not_valid_constraint_never_waits_behind_a_long_transaction(migrate):
+    """A migrate or dbcheck must not hang on a leftover: behind another session's lock it keeps the constraint,
+    names it, and validates it once the lock is gone."""
+    import psycopg
+
+    from songsgen.db.migrate.online import leftovers
+
+    seeded(migrate)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {ITEM} ADD CONSTRAINT safeddl_left_check CHECK (size >= 0) NOT VALID")
+    with psycopg.connect(url()) as holder:
+        holder.execute(f"LOCK TABLE {ITEM} IN SHARE UPDATE EXCLUSIVE MODE")  # VALIDATE needs this one
+        assert leftovers.remove(connection) == []
+        kept = leftovers.find(connection)
+        assert [item.table for item in kept] == [f"{ITEM}.safeddl_left_check"]
+        assert "lock" in kept[0].kept()
+        holder.rollback()
+    assert [item.kind for item in leftovers.remove(connection)] == ["notvalid"]
+    assert catalog()["constraints"]["safeddl_left_check"][1] is True

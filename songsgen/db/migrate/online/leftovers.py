@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from songsgen.db.dblock import database_lock
@@ -41,8 +42,9 @@ class Leftover:
 
     def kept(self) -> str:
         """Why it is still there after `remove`: only a NOT VALID constraint that rows violate stays."""
-        return (f"Kept the {self.describe()}: existing rows violate it, so VALIDATE failed. It checks new rows only; "
-                "correct the rows, then run `manage.py dbcheck`, which validates it.")
+        return (f"Kept the {self.describe()}: VALIDATE failed (existing rows violate it, or another session's lock "
+                "held it past SONGSGEN_MIGRATE_LOCK_TIMEOUT_MS). It checks new rows only; correct the rows, then run "
+                "`manage.py dbcheck`, which validates it.")
 
 
 # PostgreSQL: an index a killed CREATE INDEX CONCURRENTLY left INVALID (not one being built now), and the
@@ -110,8 +112,10 @@ def _validate(connection: BaseDatabaseWrapper, item: Leftover) -> bool:
     table, name = item.table.split(".", 1)
     try:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            # never queued behind a long transaction for good: the migrate's own lock timeout
+            cursor.execute("SET LOCAL lock_timeout = %s", [f"{int(settings.MIGRATE_LOCK_TIMEOUT_MS)}ms"])
             cursor.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
-    except IntegrityError:
+    except (IntegrityError, OperationalError):  # rows violate it, or another session's lock held it off
         return False
     return True
 
