@@ -115,6 +115,10 @@ class Command(dbrestore.Command):
         if not self._sqlite:
             raise CommandError("Nothing to discard: only SQLite restores keep a safety copy.")
         live = sqlite_path(settings_dict)
+        if not live.parent.is_dir():  # a fresh data folder: nothing to discard, and nothing to create for it
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"No safety copies beside {live}.")
+            return
         # Under the lock: a restore running now is still using its own copy.
         try:
             with database_lock(settings_dict, purpose="dbrestore --discard-safety-copies", wait=options["lock_wait"]):
@@ -142,6 +146,9 @@ class Command(dbrestore.Command):
                 return
             self.database_name, self._to_time = options.get("database") or "default", options["to_time"]
             confirm = self._ask_confirmation if options.get("interactive") else (lambda: None)
+            if options["to_time"] is None and pitr.restore_points(rep).latest is None:  # refused before the lock
+                raise ReplicaError(f"the replica {rep.shown_url} holds nothing to restore yet (is `manage.py "
+                                   "replicate` running?)")
             with database_lock(settings_dict, purpose="dbrestore", wait=options["lock_wait"]):
                 result = pitr.restore_from_replica(settings_dict, options["to_time"], log=self.logger.info,
                                                    confirm=confirm)

@@ -82,7 +82,8 @@ def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     ["dbrestore"],
     ["dbrestore", "--noinput", "-i", "songs-2026-01-01-000000.sqlite3.zst"],
     ["dbrestore", "--noinput", "--from-replica", "--to-time", "2026-01-01T00:00"],
-], ids=["noinput", "interactive", "named", "to-time-without-zone"])
+    ["dbrestore", "--noinput", "--from-replica"],
+], ids=["noinput", "interactive", "named", "to-time-without-zone", "empty-replica"])
 def test_a_refused_restore_on_a_fresh_data_dir_creates_nothing(tmp_path, args):
     """A refusal is one line and leaves no data folder and no lock file behind."""
     data_dir = tmp_path / "data"
@@ -117,3 +118,12 @@ def test_the_refusal_names_the_pre_migrate_snapshots_that_i_restores(tmp_path):
     assert f"`manage.py dbrestore -i {snapshot}`" in refused.stderr
     restored = _manage(env, "dbrestore", "--noinput", "-i", snapshot)
     assert restored.returncode == 0, restored.stderr
+
+
+def test_discarding_safety_copies_on_a_fresh_data_dir_creates_nothing(tmp_path):
+    """Nothing to discard is said, and no data folder or lock is made to say it."""
+    data_dir = tmp_path / "data"
+    result = _manage(_operator_env(data_dir), "dbrestore", "--discard-safety-copies")
+    assert result.returncode == 0, result.stderr
+    assert "No safety copies" in result.stdout
+    assert not data_dir.exists()
