@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 
 from tests.pgserver import NO_POSTGRES, _as_server_user, find_bindir, free_port, postgres_server
 
@@ -61,6 +62,25 @@ class Replica:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(seconds * 1000)}ms'")
             conn.execute("SELECT pg_reload_conf()")
+
+    @contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """Inside, the replica streams from a closed port (primary_conninfo + reload): it answers but gets nothing."""
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            original = str(conn.execute("SHOW primary_conninfo").fetchone()[0])  # type: ignore[index]
+            conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
+                psycopg.sql.Literal(f"host=127.0.0.1 port={free_port()} user=nobody connect_timeout=1")))
+            conn.execute("SELECT pg_reload_conf()")
+            while conn.execute("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'").fetchone() \
+                    != (0,):  # until the walreceiver that streamed from the primary has gone
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+                conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(
+                    psycopg.sql.Literal(original)))
+                conn.execute("SELECT pg_reload_conf()")
 
     def wait_caught_up(self, timeout: float = 60) -> None:
         """Until the replica has replayed everything the primary had written when this was called."""

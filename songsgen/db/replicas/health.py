@@ -12,11 +12,13 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from songsgen.db import diagnose
 from songsgen.db.replicas.context import parse_lsn
 
-# On a hot standby: the last position replayed, and how far behind that is. Replayed all it received: 0 s; else the
-# time since the last transaction it replayed committed (no stream yet: receive is NULL, so also that time).
+# On a hot standby: the last position replayed, and how far behind that is. Replayed all the primary had flushed
+# when this check began (%s, read from the primary): 0 s; else the time since the last transaction it replayed
+# committed. Judged against the primary, not the standby's own receive position: a standby cut off from the primary
+# has replayed all it received and would read 0 s forever.
 PROBE = """
 SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
-       CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+       CASE WHEN pg_last_wal_replay_lsn() >= %s::pg_lsn THEN 0
             ELSE EXTRACT(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END
 """
 
@@ -42,14 +44,32 @@ def aliases() -> list[str]:
     return [alias for alias in settings.DATABASES if alias != DEFAULT_DB_ALIAS and alias.startswith("replica")]
 
 
+def primary_flushed() -> str | None:
+    """Where the primary's WAL is flushed to now (all a standby can have been sent), or None if it cannot say."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_flush_lsn()::text")
+            row = cursor.fetchone()
+    except DatabaseError:
+        return None
+    return str(row[0]) if row and row[0] else None
+
+
 def probe(alias: str) -> ReplicaState:
     """Look at one replica now, through this thread's connection to it (at most its connect timeout)."""
     connection = connections[alias]
     now = time.monotonic()
+    # the flush position, not the insert one: a standby cannot have more, and the insert position can sit past a
+    # page header no record follows yet, which an idle standby would never reach
+    target = primary_flushed()
     try:
         connection.close_if_health_check_failed()
         with connection.cursor() as cursor:
-            cursor.execute(PROBE)
+            # the primary unknown: no position to judge against, so the standby counts as behind (the timestamp)
+            cursor.execute(PROBE, [target or "FFFFFFFF/FFFFFFFF"])
             row = cursor.fetchone()
     except DatabaseError as exc:
         try:

@@ -16,6 +16,7 @@ from songsgen.db.replicas.context import format_lsn, parse_lsn
 from songsgen.db.replicas.health import aliases
 
 POLL_SECONDS = 0.05
+SAY_WAITING_AFTER = 1.0  # a replay this slow is named before the wait goes on (it can last the whole bound)
 
 
 def _replayed(alias: str, lsn: int) -> bool:
@@ -52,7 +53,7 @@ class ReplayWait:
         if alias in self._given_up:
             entry.update(replayed=False, seconds=0.0, problem="not waited for: it missed an earlier bound")
             return entry
-        started, problem = time.monotonic(), ""
+        started, problem, said = time.monotonic(), "", False
         while True:
             try:
                 if _replayed(alias, lsn):
@@ -63,8 +64,13 @@ class ReplayWait:
             except DatabaseError as exc:
                 connections[alias].close()
                 problem = diagnose.explain(exc) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if time.monotonic() - started >= self.bound:
+            waited = time.monotonic() - started
+            if waited >= self.bound:
                 break
+            if waited >= SAY_WAITING_AFTER and not said:
+                said = True  # the migration is committed: the operator must not take the wait for a hang
+                self.log(f"Waiting up to {self.bound:g} s for {alias} to replay {names} (committed on the "
+                         "primary) …")
             time.sleep(POLL_SECONDS)
         self._given_up.add(alias)
         why = f" ({problem})" if problem else ""

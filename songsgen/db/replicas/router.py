@@ -13,8 +13,11 @@ from songsgen.db import diagnose
 from songsgen.db.replicas.context import current, settle
 from songsgen.db.replicas.health import aliases, health
 
-# Read from the primary always: the session holds the reader's last write position (read before it is known).
-PRIMARY_APPS = frozenset({"sessions"})
+# Read from the primary always: the session holds the reader's last write position (read before it is known); who
+# the user is and what they may do (request.user, is_active, is_staff, permissions, the admin's log) must not lag,
+# or a deactivated staff member keeps the admin while the replica is behind. A join to users inside another model's
+# query (the song list's) goes where that query goes.
+PRIMARY_APPS = frozenset({"sessions", "auth", "contenttypes", "accounts", "admin"})
 _turn = itertools.count()
 
 

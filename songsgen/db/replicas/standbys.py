@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import psycopg
 
-# A walsender with no database streams WAL to a physical standby (or pg_basebackup); a logical one has a database.
-# A physical slot whose standby is down still names one. Address and application_name need pg_read_all_stats or a
-# superuser; without them the process id is shown.
+# Each walsender is a row of pg_stat_replication, its pid shown to any role (the other columns need pg_read_all_stats
+# or a superuser; pg_stat_activity's backend_type and datname are NULL for another role's backends, so a REPLICATION
+# role looking there would see no standby). The logical ones hold an active logical slot; the rest stream WAL to a
+# physical standby (or pg_basebackup). A physical slot whose standby is down still names one.
 STANDBYS = """
-SELECT COALESCE(NULLIF(a.application_name, ''), 'walsender pid ' || a.pid)
-       || COALESCE(' from ' || host(a.client_addr), '') || COALESCE(' (slot ' || s.slot_name || ')', '')
-FROM pg_stat_activity a LEFT JOIN pg_replication_slots s ON s.active_pid = a.pid
-WHERE a.backend_type = 'walsender' AND a.datname IS NULL
+SELECT COALESCE(NULLIF(r.application_name, ''), 'walsender pid ' || r.pid)
+       || COALESCE(' from ' || host(r.client_addr), '') || COALESCE(' (slot ' || s.slot_name || ')', '')
+FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+WHERE r.pid NOT IN (SELECT active_pid FROM pg_replication_slots WHERE slot_type = 'logical' AND active_pid IS NOT NULL)
 UNION ALL
 SELECT 'physical slot ' || slot_name || ' (inactive)' FROM pg_replication_slots
 WHERE slot_type = 'physical' AND NOT active

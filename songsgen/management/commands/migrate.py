@@ -182,6 +182,7 @@ class Command(DjangoMigrateCommand):
         def log(text: str) -> None:
             if not as_json and options["verbosity"] >= 1:
                 self.stdout.write(text)
+                self.stdout.flush()  # seen at once through a pipe too (the replica wait's notice comes before a wait)
 
         def warn(text: str) -> None:
             self.stderr.write(text)

@@ -233,3 +233,28 @@ def test_refuses_while_a_physical_replica_streams_from_the_source(pg15, seeded, 
         assert objects(seeded, target) == {"publication": [], "slot": [], "source marker": [], "subscription": [],
                                            "target tables": []}
         assert not source_read_only(seeded)
+
+
+def test_a_replication_role_without_stats_rights_still_sees_the_physical_replica(pg15, seeded, new_db, tmp_path):
+    """pgupgrade run as a REPLICATION role (not superuser, no pg_read_all_stats) must not miss a streaming standby."""
+    target = new_db(pg15)
+    role, password = f"repl_{Path(tmp_path).name[-8:].lower().replace('-', '_')}", "pw-repl-role"
+    sql(pg15, f"CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{password}'")
+    try:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {urlsplit(seeded).path.lstrip('/')} OWNER TO {role}")  # CREATE PUBLICATION
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+            for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall():
+                conn.execute(f'ALTER TABLE public."{table}" OWNER TO {role}')
+        parts = urlsplit(seeded)
+        as_role = urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}"))
+        with streaming_replica(pg15) as replica:
+            replica.wait_caught_up()
+            err = refused(pgupgrade(source=as_role, target=target, data_dir=tmp_path), "physical replicas",
+                          "walreceiver", "pg_basebackup -R")
+            assert len(err.strip().splitlines()) == 1
+    finally:
+        with psycopg.connect(seeded, autocommit=True) as conn:
+            conn.execute(f"REASSIGN OWNED BY {role} TO {urlsplit(seeded).username}")
+            conn.execute(f"DROP OWNED BY {role}")
+        sql(pg15, f"DROP ROLE {role}")
