@@ -52,7 +52,13 @@ def test_every_file_the_docs_point_at_is_in_the_repository():
 @pytest.mark.django_db
 def test_the_readme_names_the_index_the_claim_reads_on_this_engine():
     """The README's account of the worker's next-job query matches the plan dbcheck shows."""
-    plan = GenerationQueue.objects.next_job()[:1].explain()
+    from django.db import transaction
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # an empty test table makes any plan acceptable: ask what can serve it
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_sort = off")
+        plan = GenerationQueue.objects.next_job()[:1].explain()
     used = [name for name in ("queue_claim", "queue_status_order") if name in plan]
     assert used, plan
     text = README.read_text()
