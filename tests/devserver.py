@@ -62,19 +62,7 @@ def dev_server(env: dict[str, str], *, timeout: float = 60) -> Iterator[str]:
     server = _start({**env, "DEBUG": "1"}, "runserver", "--noreload", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.popen.poll() is not None:
-                raise AssertionError(f"runserver exited with {server.popen.returncode}:\n{server.stop()}")
-            try:
-                with urllib.request.urlopen(f"{url}/admin/login/", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"runserver did not answer within {timeout} s:\n{server.stop()}")
-            time.sleep(0.2)
+        _wait_until_it_answers("runserver", server, urllib.request.Request(f"{url}/admin/login/"), timeout)
         yield url
     finally:
         server.stop()
@@ -88,6 +76,23 @@ def worker(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
         yield process.popen
     finally:
         process.stop()
+
+
+def _wait_until_it_answers(name: str, server: _Process, request: urllib.request.Request, timeout: float) -> None:
+    """Poll the login page until it answers 200; a server that exits or stays silent fails with its output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.popen.poll() is not None:
+            raise AssertionError(f"{name} exited with {server.popen.returncode}:\n{server.stop()}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} did not answer within {timeout} s:\n{server.stop()}")
+        time.sleep(0.2)
 
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -117,20 +122,8 @@ def gunicorn(env: dict[str, str], *, timeout: float = 60) -> Iterator[Gunicorn]:
                              stdout=log, stderr=subprocess.STDOUT, text=True)
     server = Gunicorn(f"http://{env['SONGSGEN_WEB_BIND']}", _Process(popen, log))
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if popen.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {popen.returncode}:\n{server.process.stop()}")
-            request = urllib.request.Request(f"{server.url}/admin/login/", headers=PROXY_HEADERS)
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{server.process.stop()}")
-            time.sleep(0.2)
+        request = urllib.request.Request(f"{server.url}/admin/login/", headers=PROXY_HEADERS)
+        _wait_until_it_answers("gunicorn", server.process, request, timeout)
         yield server
     finally:
         server.process.stop()
